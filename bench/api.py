@@ -1,0 +1,145 @@
+"""API server throughput and watch latency, against a real `pinnace up` over HTTPS.
+
+    python -m bench.api [--objects 1000] [--concurrency 8]
+
+Prints one table: creates/s, gets/s, lists/s (of all the objects) and the delay
+from a write's acknowledgement to its watch event (p50/p99).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import yaml
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def run(proc: subprocess.Popen, tmp: Path, objects: int,
+              concurrency: int) -> list[tuple[str, str]]:
+    kubeconfig = tmp / "data" / "kubeconfig"
+    started = time.monotonic()
+    while not kubeconfig.exists():
+        if proc.poll() is not None:
+            raise SystemExit("pinnace up failed")
+        await asyncio.sleep(0.01)
+    startup = time.monotonic() - started
+    cfg = yaml.safe_load(kubeconfig.read_text())
+    import base64
+    ca = base64.b64decode(cfg["clusters"][0]["cluster"]["certificate-authority-data"])
+    token = cfg["users"][0]["user"]["token"]
+    base = cfg["clusters"][0]["cluster"]["server"]
+    ctx = ssl.create_default_context(cadata=ca.decode())
+    headers = {"Authorization": f"Bearer {token}"}
+    conn = aiohttp.TCPConnector(ssl=ctx, limit=concurrency)
+    async with aiohttp.ClientSession(connector=conn, headers=headers) as s:
+        path = "/api/v1/namespaces/default/configmaps"
+
+        async def in_parallel(fn, n: int) -> float:
+            queue = list(range(n))
+            t0 = time.perf_counter()
+
+            async def worker() -> None:
+                while queue:
+                    await fn(queue.pop())
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return n / (time.perf_counter() - t0)
+
+        async def create(i: int) -> None:
+            body = {"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": f"cm-{i}", "labels": {"bench": "yes"}},
+                    "data": {"key": "x" * 200}}
+            async with s.post(base + path, json=body) as r:
+                assert r.status == 201, await r.text()
+                await r.read()
+
+        async def get(i: int) -> None:
+            async with s.get(f"{base}{path}/cm-{i % objects}") as r:
+                assert r.status == 200
+                await r.read()
+
+        async def list_all(_: int) -> None:
+            async with s.get(base + path) as r:
+                assert r.status == 200
+                await r.read()
+
+        creates = await in_parallel(create, objects)
+        gets = await in_parallel(get, objects * 2)
+        lists = await in_parallel(list_all, 50)
+
+        # watch latency: one watcher, writes one at a time
+        async with s.get(base + path) as r:
+            rv = (await r.json())["metadata"]["resourceVersion"]
+        delays: list[float] = []
+        sent: dict[str, float] = {}
+        async with s.get(f"{base}{path}?watch=true&resourceVersion={rv}") as w:
+            async def writer() -> None:
+                for i in range(200):
+                    body = {"metadata": {"name": f"w-{i}"}}
+                    sent[f"w-{i}"] = time.perf_counter()
+                    async with s.post(base + path, json=body) as r:
+                        await r.read()
+                    await asyncio.sleep(0.002)
+            task = asyncio.create_task(writer())
+            async for line in w.content:
+                ev = json.loads(line)
+                name = ev["object"]["metadata"]["name"]
+                if name in sent:
+                    delays.append(time.perf_counter() - sent[name])
+                if len(delays) == 200:
+                    break
+            await task
+    delays.sort()
+    p50 = statistics.median(delays) * 1000
+    p99 = delays[int(len(delays) * 0.99) - 1] * 1000
+    return [("startup to ready (s)", f"{startup:.2f}"),
+            (f"creates/s ({objects} configmaps, {concurrency} clients)", f"{creates:.0f}"),
+            ("gets/s", f"{gets:.0f}"),
+            (f"lists/s ({objects} objects)", f"{lists:.1f}"),
+            ("watch delivery p50 (ms, create sent -> event)", f"{p50:.2f}"),
+            ("watch delivery p99 (ms)", f"{p99:.2f}")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--objects", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="pinnace-bench-"))
+    proc = subprocess.Popen([sys.executable, "-m", "pinnace.cli", "up", "--data-dir",
+                             str(tmp / "data"), "--port", str(free_port())],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        rows = asyncio.run(run(proc, tmp, args.objects, args.concurrency))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+    width = max(len(k) for k, _ in rows)
+    print(f"{'measure'.ljust(width)}  value")
+    print(f"{'-' * width}  -----")
+    for k, v in rows:
+        print(f"{k.ljust(width)}  {v}")
+    print(f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus)")
+
+
+if __name__ == "__main__":
+    main()

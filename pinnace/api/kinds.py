@@ -1,0 +1,189 @@
+"""The kinds registry: every resource type pinnace serves, and how it is named.
+
+One `ResourceType` per (group, version, plural). Everything that needs to know
+about a kind — the REST routes, discovery, OpenAPI, validation, the store key
+layout, kubectl's short names — reads it from here, so adding a kind is one
+entry in `_KINDS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+VERBS_ALL = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+
+
+# eq=False: each type is a singleton in the registry, hashed by identity
+@dataclass(frozen=True, eq=False)
+class ResourceType:
+    group: str  # "" for the core group
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool
+    short_names: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    # subresource name -> the kind it speaks ("" means the parent kind itself)
+    subresources: dict[str, str] = field(default_factory=dict)
+    verbs: tuple[str, ...] = VERBS_ALL
+    # definition name in the Kubernetes OpenAPI schemas
+    schema_ref: str = ""
+    # the store prefix is shared between kinds that Kubernetes stores together
+    storage_plural: str = ""
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def group_version(self) -> str:
+        return self.api_version
+
+    @property
+    def list_kind(self) -> str:
+        return self.kind + "List"
+
+    @property
+    def storage_group(self) -> str:
+        return self.group or "core"
+
+    def key_prefix(self, namespace: str | None = None) -> str:
+        """Store prefix for all objects of this type (in one namespace if given)."""
+        base = f"/registry/{self.storage_group}/{self.storage_plural or self.plural}/"
+        if self.namespaced and namespace:
+            return f"{base}{namespace}/"
+        return base
+
+    def key(self, namespace: str | None, name: str) -> str:
+        if self.namespaced:
+            return f"{self.key_prefix()}{namespace}/{name}"
+        return f"{self.key_prefix()}{name}"
+
+    def url_path(self, namespace: str | None = None, name: str | None = None) -> str:
+        root = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        path = root
+        if self.namespaced and namespace:
+            path += f"/namespaces/{namespace}"
+        path += f"/{self.plural}"
+        if name:
+            path += f"/{name}"
+        return path
+
+
+def _core(kind: str, **kw) -> ResourceType:
+    return _make("", "v1", "core", kind, **kw)
+
+
+def _make(group: str, version: str, schema_group: str, kind: str, *, plural: str = "",
+          namespaced: bool = True, short: tuple[str, ...] = (), cats: tuple[str, ...] = (),
+          subs: dict[str, str] | None = None, verbs: tuple[str, ...] = VERBS_ALL,
+          storage_plural: str = "") -> ResourceType:
+    return ResourceType(
+        group=group,
+        version=version,
+        kind=kind,
+        plural=plural or kind.lower() + "s",
+        namespaced=namespaced,
+        short_names=short,
+        categories=cats,
+        subresources=subs or {},
+        verbs=verbs,
+        schema_ref=f"io.k8s.api.{schema_group}.{version}.{kind}",
+        storage_plural=storage_plural,
+    )
+
+
+_SCALE = "autoscaling/v1:Scale"
+
+_KINDS: tuple[ResourceType, ...] = (
+    _core("Namespace", namespaced=False, short=("ns",),
+          subs={"status": "", "finalize": ""}),
+    _core("Node", namespaced=False, short=("no",),
+          subs={"status": "", "proxy": "NodeProxyOptions"}),
+    _core("Pod", short=("po",), cats=("all",),
+          subs={"status": "", "binding": "Binding", "log": "Pod", "exec": "PodExecOptions",
+                "eviction": "policy/v1:Eviction", "attach": "PodAttachOptions",
+                "portforward": "PodPortForwardOptions", "ephemeralcontainers": ""}),
+    _core("ConfigMap", short=("cm",)),
+    _core("Secret"),
+    _core("Service", short=("svc",), cats=("all",), subs={"status": "",
+                                                         "proxy": "ServiceProxyOptions"}),
+    _core("Endpoints", plural="endpoints", short=("ep",)),
+    _core("PersistentVolume", namespaced=False, short=("pv",), subs={"status": ""}),
+    _core("PersistentVolumeClaim", short=("pvc",), subs={"status": ""}),
+    _core("ServiceAccount", short=("sa",), subs={"token": "authentication.k8s.io/v1:TokenRequest"}),
+    _core("Event", short=("ev",)),
+    _core("Binding", verbs=("create",)),
+    _make("apps", "v1", "apps", "Deployment", short=("deploy",), cats=("all",),
+          subs={"status": "", "scale": _SCALE}),
+    _make("apps", "v1", "apps", "ReplicaSet", short=("rs",), cats=("all",),
+          subs={"status": "", "scale": _SCALE}),
+    _make("apps", "v1", "apps", "DaemonSet", short=("ds",), cats=("all",), subs={"status": ""}),
+    _make("apps", "v1", "apps", "StatefulSet", short=("sts",), cats=("all",),
+          subs={"status": "", "scale": _SCALE}),
+    _make("apps", "v1", "apps", "ControllerRevision"),
+    _make("batch", "v1", "batch", "Job", cats=("all",), subs={"status": ""}),
+    _make("batch", "v1", "batch", "CronJob", short=("cj",), cats=("all",), subs={"status": ""}),
+    _make("storage.k8s.io", "v1", "storage", "StorageClass", namespaced=False, short=("sc",),
+          plural="storageclasses"),
+    _make("discovery.k8s.io", "v1", "discovery", "EndpointSlice"),
+    _make("coordination.k8s.io", "v1", "coordination", "Lease"),
+    # events.k8s.io/v1 Event is stored apart from core/v1 Event: pinnace does not convert
+    # between the two shapes.
+    _make("events.k8s.io", "v1", "events", "Event", short=("ev",)),
+    _make("rbac.authorization.k8s.io", "v1", "rbac", "Role"),
+    _make("rbac.authorization.k8s.io", "v1", "rbac", "RoleBinding"),
+    _make("rbac.authorization.k8s.io", "v1", "rbac", "ClusterRole", namespaced=False),
+    _make("rbac.authorization.k8s.io", "v1", "rbac", "ClusterRoleBinding", namespaced=False),
+)
+
+
+class Registry:
+    """Lookup of resource types by group/version/plural, by kind, by short name."""
+
+    def __init__(self, kinds: tuple[ResourceType, ...] = _KINDS) -> None:
+        self._by_path: dict[tuple[str, str, str], ResourceType] = {}
+        self._by_gvk: dict[tuple[str, str, str], ResourceType] = {}
+        for rt in kinds:
+            self._by_path[(rt.group, rt.version, rt.plural)] = rt
+            self._by_gvk[(rt.group, rt.version, rt.kind)] = rt
+        self.kinds = kinds
+
+    def __iter__(self) -> Iterator[ResourceType]:
+        return iter(self.kinds)
+
+    def by_resource(self, group: str, version: str, plural: str) -> ResourceType | None:
+        return self._by_path.get((group, version, plural))
+
+    def by_kind(self, group: str, version: str, kind: str) -> ResourceType | None:
+        return self._by_gvk.get((group, version, kind))
+
+    def by_api_version(self, api_version: str, kind: str) -> ResourceType | None:
+        group, _, version = api_version.rpartition("/")
+        return self.by_kind(group, version, kind)
+
+    def group_versions(self) -> dict[str, list[str]]:
+        """group -> its versions, in registry order ("" is the core group)."""
+        out: dict[str, list[str]] = {}
+        for rt in self.kinds:
+            versions = out.setdefault(rt.group, [])
+            if rt.version not in versions:
+                versions.append(rt.version)
+        return out
+
+    def in_group_version(self, group: str, version: str) -> list[ResourceType]:
+        return [rt for rt in self.kinds if rt.group == group and rt.version == version]
+
+
+REGISTRY = Registry()
+
+
+def split_api_version(api_version: str) -> tuple[str, str]:
+    """'apps/v1' -> ('apps', 'v1'); 'v1' -> ('', 'v1')."""
+    group, _, version = api_version.rpartition("/")
+    return group, version

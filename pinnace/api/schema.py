@@ -1,0 +1,77 @@
+"""Kubernetes 1.32 OpenAPI definitions, as shipped by the `kubernetes-validate` package.
+
+Loaded once, lazily. Definitions are JSON Schema (draft 2020) objects keyed by
+their Kubernetes name (`io.k8s.api.core.v1.Pod`); references look like
+`{"$ref": "#/$defs/<name>"}` and types are often `["string", "null"]`.
+Validation, strategic merge patch, server-side apply and /openapi/v3 read them
+through `definition()` and `resolve()`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from importlib import resources
+from typing import Any
+
+KUBERNETES_VERSION = "1.32"
+_SCHEMA_DIR = "kubernetes-json-schema/v1.32.0-local"
+_REF_PREFIX = "#/$defs/"
+
+
+@functools.cache
+def definitions() -> dict[str, dict[str, Any]]:
+    """Every definition by name (read-only: callers must not mutate)."""
+    path = resources.files("kubernetes_validate").joinpath(f"{_SCHEMA_DIR}/_definitions.json")
+    with path.open("rb") as f:
+        return json.load(f)["$defs"]
+
+
+def definition(name: str) -> dict[str, Any] | None:
+    return definitions().get(name)
+
+
+def ref_name(node: dict[str, Any]) -> str | None:
+    """The definition name a `$ref` node points at, or None."""
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith(_REF_PREFIX):
+        return ref[len(_REF_PREFIX):]
+    return None
+
+
+def resolve(node: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Follow `$ref` (also one wrapped in `allOf`) to the definition it names."""
+    while node is not None:
+        name = ref_name(node)
+        if name is None:
+            all_of = node.get("allOf")
+            if isinstance(all_of, list) and len(all_of) == 1:
+                node = all_of[0]
+                continue
+            return node
+        node = definition(name)
+    return None
+
+
+def types_of(node: dict[str, Any]) -> set[str]:
+    """The JSON types a schema node allows, without "null"."""
+    t = node.get("type")
+    if isinstance(t, str):
+        return {t}
+    if isinstance(t, list):
+        return {x for x in t if x != "null"}
+    return set()
+
+
+def field_schema(node: dict[str, Any] | None, field: str) -> dict[str, Any] | None:
+    """The resolved schema of a property (or map value) of an object schema."""
+    node = resolve(node)
+    if node is None:
+        return None
+    props = node.get("properties")
+    if isinstance(props, dict) and field in props:
+        return props[field]
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
+        return extra
+    return None

@@ -1,0 +1,159 @@
+"""The aiohttp application: middleware (errors → Status, authentication) and routes.
+
+    request ─► error middleware ─► auth middleware ─► route
+                                          ├─ /version /healthz /livez /readyz
+                                          ├─ /api /apis …  discovery (legacy or aggregated)
+                                          ├─ /openapi/v3[/…]
+                                          └─ /api/v1/…, /apis/<g>/<v>/…  ResourceHandlers
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from pinnace.api import errors
+from pinnace.apiserver import discovery, openapi
+from pinnace.apiserver import negotiation as neg
+from pinnace.apiserver.auth import TokenAuthenticator
+from pinnace.apiserver.handlers import ResourceHandlers
+from pinnace.apiserver.registry import ObjectRegistry
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+USER_KEY: web.RequestKey[object] = web.RequestKey("user", object)
+
+
+def _status_response(err: errors.ApiError) -> web.Response:
+    headers = {"Retry-After": str(err.retry_after)} if err.retry_after else None
+    return web.Response(body=neg.dump(err.status()), status=err.code, headers=headers,
+                        content_type="application/json")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except errors.ApiError as e:
+        return _status_response(e)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        reason = {404: "NotFound", 405: "MethodNotAllowed", 413: "RequestEntityTooLarge"}.get(
+            e.status, "BadRequest")
+        message = "the server could not find the requested resource" if e.status == 404 \
+            else e.reason
+        return _status_response(errors.ApiError(e.status, reason, message))
+    except Exception as e:  # the one place an unexpected error becomes a 500 Status
+        log.exception("internal error serving %s %s", request.method, request.path)
+        return _status_response(errors.internal(f"an internal error occurred: "
+                                                f"{type(e).__name__}"))
+
+
+def auth_middleware(authn: TokenAuthenticator):
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request[USER_KEY] = authn.authenticate(request.path, request.headers.get("Authorization"))
+        return await handler(request)
+    return middleware
+
+
+def _json(body: object, content_type: str = "application/json") -> web.Response:
+    return web.Response(body=neg.dump(body), headers={"Content-Type": content_type})
+
+
+def _wants_aggregated(request: web.Request) -> bool:
+    accept = request.headers.get("Accept", "")
+    for media in accept.split(","):
+        params = {p.split("=")[0].strip(): p.partition("=")[2].strip()
+                  for p in media.split(";")[1:]}
+        if params.get("g") == "apidiscovery.k8s.io" and params.get("v") == "v2" and \
+                params.get("as") == "APIGroupDiscoveryList":
+            return True
+        if media.strip().split(";")[0] in ("application/json", "*/*"):
+            return False
+    return False
+
+
+def build_app(registry: ObjectRegistry, authn: TokenAuthenticator, *,
+              server_address: str = "127.0.0.1:6443") -> web.Application:
+    app = web.Application(middlewares=[error_middleware, auth_middleware(authn)],
+                          client_max_size=neg.MAX_BODY + 1024)
+    resources = ResourceHandlers(registry)
+
+    async def version(_: web.Request) -> web.Response:
+        return _json(discovery.version_info())
+
+    async def health(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def api_root(request: web.Request) -> web.Response:
+        if _wants_aggregated(request):
+            return _json(discovery.aggregated_discovery(legacy=True),
+                         discovery.AGGREGATED_CONTENT_TYPE)
+        return _json(discovery.api_versions(server_address))
+
+    async def apis_root(request: web.Request) -> web.Response:
+        if _wants_aggregated(request):
+            return _json(discovery.aggregated_discovery(legacy=False),
+                         discovery.AGGREGATED_CONTENT_TYPE)
+        return _json(discovery.api_group_list())
+
+    async def core(request: web.Request) -> web.StreamResponse:
+        tail = request.match_info["tail"].rstrip("/") if request.method == "GET" else \
+            request.match_info["tail"]
+        if tail == "v1" and request.method == "GET":
+            return _json(discovery.api_resource_list("", "v1"))
+        return await resources.core(request)
+
+    async def named(request: web.Request) -> web.StreamResponse:
+        tail = request.match_info["tail"]
+        parts = tail.rstrip("/").split("/")
+        if request.method == "GET" and len(parts) == 1:
+            body = discovery.api_group(parts[0])
+            if body is None:
+                raise errors.ApiError(404, "NotFound", "the server could not find the "
+                                      "requested resource")
+            return _json(body)
+        if request.method == "GET" and len(parts) == 2:
+            body = discovery.api_resource_list(parts[0], parts[1])
+            if body is None:
+                raise errors.ApiError(404, "NotFound", "the server could not find the "
+                                      "requested resource")
+            return _json(body)
+        return await resources.named(request)
+
+    async def openapi_index(_: web.Request) -> web.Response:
+        return _json(openapi.openapi_v3_index())
+
+    async def openapi_doc(request: web.Request) -> web.Response:
+        body = openapi.openapi_v3_document(request.match_info["path"])
+        if body is None:
+            raise errors.ApiError(404, "NotFound", "the server could not find the requested "
+                                  "resource")
+        return web.Response(body=body, headers={"Content-Type": "application/json",
+                                                "Cache-Control": "public, immutable"})
+
+    async def not_found(_: web.Request) -> web.Response:
+        raise errors.ApiError(404, "NotFound", "the server could not find the requested "
+                              "resource")
+
+    r = app.router
+    for path in ("/version", "/version/"):
+        r.add_get(path, version)
+    for path in ("/healthz", "/livez", "/readyz"):
+        r.add_get(path, health)
+    r.add_get("/api", api_root)
+    r.add_get("/api/", api_root)
+    r.add_get("/apis", apis_root)
+    r.add_get("/apis/", apis_root)
+    r.add_get("/openapi/v3", openapi_index)
+    r.add_get("/openapi/v3/", openapi_index)
+    r.add_get("/openapi/v3/{path:.+}", openapi_doc)
+    r.add_route("*", "/openapi/v2", not_found)
+    r.add_route("*", "/api/{tail:.+}", core)
+    r.add_route("*", "/apis/{tail:.+}", named)
+    return app

@@ -1,0 +1,131 @@
+"""Subresources: status, scale and binding.
+
+- `status`: GET returns the object; PUT/PATCH change only `.status`.
+- `scale`: an `autoscaling/v1 Scale` view of `.spec.replicas`; writes to it patch
+  the parent's replicas.
+- `binding` (and the `bindings` collection): assigns a pod to a node, once.
+
+The streaming subresources (log, exec, attach, portforward) belong to the node
+agent's work and answer 404 until it exists.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from pinnace.api import errors, patch, selectors
+from pinnace.apiserver import negotiation as neg
+from pinnace.apiserver.objects import deep_copy, now_rfc3339
+from pinnace.apiserver.registry import ObjectRegistry, WriteOptions
+
+if TYPE_CHECKING:
+    from pinnace.apiserver.handlers import ResourceHandlers, Target
+
+
+async def dispatch(h: ResourceHandlers, request: web.Request, t: Target) -> web.StreamResponse:
+    method = request.method
+    assert t.name is not None
+    if t.subresource in ("status", "ephemeralcontainers"):
+        if method == "GET":
+            return h.get(request, t)
+        if method == "PUT":
+            return await h.update(request, t, subresource="status")
+        if method == "PATCH":
+            return await h.patch(request, t, subresource="status")
+        raise errors.method_not_allowed()
+    if t.subresource == "scale":
+        return await scale(h, request, t)
+    if t.subresource == "binding":
+        if method != "POST":
+            raise errors.method_not_allowed()
+        body = await h.body(request)
+        obj = await bind(h.registry, t.namespace, t.name, body, h.write_options(request))
+        return web.Response(body=neg.dump(obj), status=201, content_type="application/json")
+    raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+
+
+def scale_of(obj: dict[str, Any]) -> dict[str, Any]:
+    m = obj["metadata"]
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    sel = spec.get("selector")
+    out_status: dict[str, Any] = {"replicas": status.get("replicas", 0)}
+    if sel:
+        out_status["selector"] = str(selectors.LabelSelector.from_dict(sel))
+    return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {k: m[k] for k in ("name", "namespace", "uid", "resourceVersion",
+                                            "creationTimestamp") if k in m},
+            "spec": {"replicas": spec.get("replicas", 0)}, "status": out_status}
+
+
+async def scale(h: ResourceHandlers, request: web.Request, t: Target) -> web.Response:
+    assert t.name is not None
+    reg = h.registry
+    obj = reg.get(t.rt, t.namespace, t.name)
+    if request.method == "GET":
+        return web.Response(body=neg.dump(scale_of(obj)), content_type="application/json")
+    if request.method not in ("PUT", "PATCH"):
+        raise errors.method_not_allowed()
+    body = await h.body(request)
+    opts = h.write_options(request)
+    current = scale_of(obj)
+    if request.method == "PUT":
+        new_scale = body
+    else:
+        ptype = neg.PATCH_TYPES.get(
+            (request.headers.get("Content-Type") or "").split(";")[0].strip().lower())
+        if ptype == "json":
+            new_scale = patch.json_patch(deep_copy(current), body)
+        elif ptype in ("merge", "strategic"):
+            new_scale = patch.merge_patch(deep_copy(current), body)
+        else:
+            raise errors.unsupported_media_type(request.headers.get("Content-Type", ""))
+    replicas = (new_scale.get("spec") or {}).get("replicas") if isinstance(new_scale, dict) \
+        else None
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+        raise errors.invalid("Scale", t.name, [errors.Cause(
+            "spec.replicas", f"Invalid value: {replicas!r}: must be greater than or equal to 0")],
+            "autoscaling")
+    rv = (new_scale.get("metadata") or {}).get("resourceVersion")
+    if rv and rv != obj["metadata"]["resourceVersion"]:
+        raise errors.conflict(t.rt.plural, t.name, "the object has been modified; please apply "
+                              "your changes to the latest version and try again", t.rt.group)
+    updated, _ = await reg.patch(t.rt, t.namespace, t.name, "merge",
+                                 {"spec": {"replicas": replicas}}, opts)
+    return web.Response(body=neg.dump(scale_of(updated)), content_type="application/json")
+
+
+async def bind(reg: ObjectRegistry, namespace: str | None, name: str | None, body: Any,
+               opts: WriteOptions) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise errors.bad_request("Binding must be an object")
+    name = name or (body.get("metadata") or {}).get("name")
+    target = body.get("target") or {}
+    node = target.get("name") if isinstance(target, dict) else None
+    if not name or not node:
+        raise errors.invalid("Binding", name or "", [errors.Cause(
+            "target.name", "Required value", errors.REQUIRED)])
+    pods = reg.kinds.by_kind("", "v1", "Pod")
+    assert pods is not None
+    pod = reg.get(pods, namespace, name)
+    if pod["metadata"].get("deletionTimestamp"):
+        raise errors.conflict("pods", name, "pod is being deleted, cannot be assigned to a host")
+    assigned = (pod.get("spec") or {}).get("nodeName")
+    if assigned:
+        raise errors.conflict("pods", name, f"pod {name} is already assigned to node "
+                              f'"{assigned}"')
+    uid = (body.get("metadata") or {}).get("uid")
+    if uid and uid != pod["metadata"].get("uid"):
+        raise errors.conflict("pods", name, "Precondition failed: UID in precondition: "
+                              f"{uid}, UID in object meta: {pod['metadata'].get('uid')}")
+    new = deep_copy(pod)
+    new["spec"]["nodeName"] = node
+    conditions = [c for c in (new.get("status") or {}).get("conditions") or []
+                  if c.get("type") != "PodScheduled"]
+    conditions.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
+                       "lastTransitionTime": now_rfc3339()})
+    new.setdefault("status", {})["conditions"] = conditions
+    await reg.update(pods, namespace, name, new, opts, subresource="binding")
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            "code": 201}

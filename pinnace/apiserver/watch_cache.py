@@ -1,0 +1,237 @@
+"""The watch cache: each resource type kept in memory, fed by one store watch.
+
+Lists and watches are served from here; the store sees writes only. Design:
+
+- `start()` ranges the type's prefix once, then one task follows
+  `store.watch(prefix, revision)` and applies every event to `objects`, appends it
+  to a bounded `history` and fans it out to the watchers' queues.
+- Objects are kept decoded, with `metadata.resourceVersion` set from the store's
+  mod_revision. Callers must treat them as read-only (copy before changing).
+- A watch from a resourceVersion replays `history` after it; one older than the
+  history's start gets 410 Gone, as a real API server answers.
+- A watcher whose queue overflows is closed (its consumer sees `None`): the client
+  watches again from its last resourceVersion, exactly as after a server timeout.
+- `wait_for(revision)` lets the writer answer only once the cache has seen its own
+  write, so a client always reads what it just wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pinnace.api.kinds import ResourceType
+from pinnace.store.interface import CompactedError, Event, KeyValue, Store
+
+log = logging.getLogger(__name__)
+
+WAIT_LIMIT = 5.0  # seconds a writer waits for the cache to see its write
+WatchFilter = Callable[[dict[str, Any]], bool]
+
+
+@dataclass(slots=True)
+class CacheEvent:
+    type: str  # ADDED | MODIFIED | DELETED
+    revision: int
+    obj: dict[str, Any]
+    prev: dict[str, Any] | None
+
+
+def decode(kv: KeyValue) -> dict[str, Any]:
+    obj = json.loads(kv.value)
+    obj.setdefault("metadata", {})["resourceVersion"] = str(kv.mod_revision)
+    return obj
+
+
+@dataclass(eq=False)
+class Watcher:
+    """One client watch: a queue of events that pass its filter (None = closed)."""
+
+    namespace: str | None
+    matches: WatchFilter
+    queue: asyncio.Queue[CacheEvent | None] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=10_000))
+    closed: bool = False
+
+    def offer(self, ev: CacheEvent) -> None:
+        if self.closed:
+            return
+        if self.namespace and ev.obj["metadata"].get("namespace") != self.namespace:
+            return
+        now = self.matches(ev.obj)
+        before = ev.prev is not None and self.matches(ev.prev)
+        # Selector semantics: an object moving into the selection is ADDED to this
+        # watcher, one moving out of it is DELETED.
+        if ev.type == "DELETED":
+            out = ev if now else None
+        elif now and not before and ev.type == "MODIFIED":
+            out = CacheEvent("ADDED", ev.revision, ev.obj, ev.prev)
+        elif before and not now:
+            out = CacheEvent("DELETED", ev.revision, ev.obj, ev.prev)
+        else:
+            out = ev if now else None
+        if out is None:
+            return
+        try:
+            self.queue.put_nowait(out)
+        except asyncio.QueueFull:
+            self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            # make room for the end marker so the consumer wakes up
+            while True:
+                try:
+                    self.queue.put_nowait(None)
+                    return
+                except asyncio.QueueFull:
+                    self.queue.get_nowait()
+
+
+class WatchCache:
+    def __init__(self, store: Store, rt: ResourceType, *, history: int = 10_000) -> None:
+        self.store = store
+        self.rt = rt
+        self.prefix = rt.key_prefix()
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.history: deque[CacheEvent] = deque(maxlen=history)
+        self.revision = 0
+        # the oldest revision from which a watch can be replayed without a gap
+        self.window_start = 0
+        self.watchers: set[Watcher] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    async def start(self) -> None:
+        kvs, revision = await self.store.range(self.prefix)
+        self.objects = {kv.key: decode(kv) for kv in kvs}
+        self.revision = self.window_start = revision
+        # created here, not in the task: the store pins "from revision" at this call, so
+        # no write between now and the task's first step is missed
+        events = self.store.watch(self.prefix, revision)
+        self._task = asyncio.create_task(self._follow(events),
+                                         name=f"watch-cache {self.prefix}")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for w in list(self.watchers):
+            w.close()
+
+    async def _follow(self, events: AsyncIterator[Event]) -> None:
+        while True:
+            try:
+                async for sev in events:
+                    self._apply(sev.type, sev.kv)
+                return  # the store closed
+            except CompactedError:
+                # Only after a very long stall; start over from a fresh list.
+                log.warning("watch cache %s fell behind compaction; relisting", self.prefix)
+                await self._relist()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("watch cache %s: store watch failed; retrying", self.prefix)
+                await asyncio.sleep(0.5)
+            events = self.store.watch(self.prefix, self.revision)
+
+    async def _relist(self) -> None:
+        kvs, revision = await self.store.range(self.prefix)
+        fresh = {kv.key: decode(kv) for kv in kvs}
+        self.objects = fresh
+        self.history.clear()
+        self.revision = self.window_start = revision
+        for w in list(self.watchers):
+            w.close()
+        self._wake()
+
+    def _apply(self, kind: str, kv: KeyValue) -> None:
+        prev = self.objects.get(kv.key)
+        if kind == "DELETE":
+            obj = decode(kv)
+            self.objects.pop(kv.key, None)
+            ev = CacheEvent("DELETED", kv.mod_revision, obj, prev)
+        else:
+            obj = decode(kv)
+            self.objects[kv.key] = obj
+            ev = CacheEvent("MODIFIED" if prev is not None else "ADDED", kv.mod_revision, obj, prev)
+        if len(self.history) == self.history.maxlen:
+            self.window_start = self.history[0].revision
+        self.history.append(ev)
+        self.revision = kv.mod_revision
+        for w in list(self.watchers):
+            w.offer(ev)
+            if w.closed:
+                self.watchers.discard(w)
+        if self._waiters:
+            self._wake()
+
+    def _wake(self) -> None:
+        waiting = []
+        for revision, fut in self._waiters:
+            if revision <= self.revision:
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                waiting.append((revision, fut))
+        self._waiters = waiting
+
+    async def wait_for(self, revision: int) -> None:
+        """Wait until this cache has applied revision (a write of this type)."""
+        if self.revision >= revision:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((revision, fut))
+        # bounded: a store watch that died must not hang the writer forever
+        await asyncio.wait_for(fut, WAIT_LIMIT)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def get(self, namespace: str | None, name: str) -> dict[str, Any] | None:
+        return self.objects.get(self.rt.key(namespace, name))
+
+    def list(self, namespace: str | None) -> list[dict[str, Any]]:
+        """Objects in key order (by namespace, then name), as Kubernetes lists them."""
+        prefix = self.rt.key_prefix(namespace)
+        return [obj for key, obj in sorted(self.objects.items()) if key.startswith(prefix)]
+
+    def watch(self, namespace: str | None, matches: WatchFilter,
+              from_revision: int | None) -> tuple[Watcher, list[CacheEvent]]:
+        """Register a watcher. from_revision None: the current state as ADDED events
+        first; otherwise the history after it (410 if it is too old)."""
+        if from_revision is None:
+            backlog = [CacheEvent("ADDED", int(o["metadata"]["resourceVersion"]), o, None)
+                       for o in self.list(namespace)]
+        else:
+            if from_revision < self.window_start:
+                raise CompactedError(self.window_start)
+            backlog = [ev for ev in self.history if ev.revision > from_revision]
+        watcher = Watcher(namespace, matches)
+        self.watchers.add(watcher)
+        out: list[CacheEvent] = []
+        collector = Watcher(namespace, matches, asyncio.Queue())
+        for ev in backlog:
+            if from_revision is None:
+                if (not namespace or ev.obj["metadata"].get("namespace") == namespace) and \
+                        matches(ev.obj):
+                    out.append(ev)
+            else:
+                collector.offer(ev)
+        while not collector.queue.empty():
+            item = collector.queue.get_nowait()
+            if item is not None:
+                out.append(item)
+        return watcher, out
+
+    def unwatch(self, watcher: Watcher) -> None:
+        self.watchers.discard(watcher)
+        watcher.closed = True

@@ -1,0 +1,89 @@
+"""The `pinnace` command.
+
+    pinnace up [--data-dir DIR] [--port PORT] [--host HOST]   run a cluster in the foreground
+    pinnace server …                                           the control plane alone
+    pinnace kubeconfig [--data-dir DIR]                        print the admin kubeconfig
+
+`up` writes DIR/kubeconfig once the API answers and exits cleanly on SIGINT or
+SIGTERM. Later work adds the node agent and controllers to `up`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from pinnace.apiserver.server import ApiServer, default_data_dir
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None,
+                   help="state, certificates and kubeconfig (default: /var/lib/pinnace as root, "
+                        "~/.local/share/pinnace otherwise)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pinnace", description=__doc__.splitlines()[0] if
+                                     __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("up", "run a cluster in the foreground"),
+                            ("server", "run the control plane alone")):
+        p = sub.add_parser(name, help=help_text)
+        _common(p)
+        p.add_argument("--port", type=int, default=6443, help="API port (default 6443)")
+        p.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: loopback only)")
+        p.add_argument("--history-window", type=int, default=10_000,
+                       help="revisions of history kept for watches before compaction")
+        p.add_argument("-v", "--verbose", action="store_true")
+    p = sub.add_parser("kubeconfig", help="print the admin kubeconfig")
+    _common(p)
+    return parser
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    server = ApiServer(args.data_dir, host=args.host, port=args.port,
+                       history_window=args.history_window)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start()
+    except OSError as e:
+        print(f"pinnace: cannot listen on {args.host}:{args.port}: {e.strerror}",
+              file=sys.stderr)
+        await server.stop()
+        return 1
+    path = server.write_kubeconfig()
+    print(f"pinnace: API at {server.url}; kubeconfig: {path}", flush=True)
+    print(f"pinnace: try  KUBECONFIG={path} kubectl get ns", flush=True)
+    await stop.wait()
+    print("pinnace: stopping", flush=True)
+    await server.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.data_dir is None:
+        args.data_dir = default_data_dir()
+    if args.command == "kubeconfig":
+        path = Path(args.data_dir) / "kubeconfig"
+        if not path.exists():
+            print(f"pinnace: no kubeconfig in {args.data_dir}: is `pinnace up` running?",
+                  file=sys.stderr)
+            return 1
+        sys.stdout.write(path.read_text())
+        return 0
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

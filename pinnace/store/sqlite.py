@@ -1,0 +1,454 @@
+"""The SQLite store: one file, one append-only log table, watches fanned out in process.
+
+Design (after kine's `pkg/drivers/sqlite` and `pkg/logstructured`):
+
+- Table `kine`: every write appends a row; the row's `id INTEGER PRIMARY KEY AUTOINCREMENT`
+  *is* the revision. Columns: name, created (1 on create), deleted (1 on delete: a
+  tombstone carrying the last value), create_revision (0 on a create row: read as its id),
+  prev_revision (the id of the row this one replaces, 0 for a brand-new key), value.
+- A UNIQUE index on (name, prev_revision) makes two writers racing from the same base
+  collide (IntegrityError) instead of both winning: compare-and-swap without locks.
+  The index on (name, id) serves "latest row per key" for get and for prefix ranges
+  (`name >= prefix AND name < successor(prefix)`, `MAX(id) GROUP BY name`: one query).
+- sqlite3 runs on the event-loop thread, autocommit, WAL, synchronous=NORMAL: a write
+  is one INSERT committed to the WAL before the coroutine returns, which survives
+  `kill -9` of the process (not a power loss). No await happens inside a write, so the
+  read-check-append of create/update/delete is atomic with respect to other coroutines.
+- Watch: subscribe first (an asyncio.Queue per watcher), then replay rows with
+  id > from_revision under the prefix from the table, then deliver live events, dropping
+  any revision already delivered: no gap, no duplicate. A watcher that falls more than
+  `_WATCH_BUFFER` events behind has its queue dropped and catches up from the table again
+  (or gets CompactedError if that history is gone): memory stays bounded.
+- Compaction, like kine's: delete rows superseded by a row with id <= revision and
+  tombstones with id <= revision, so every row after the compacted revision keeps its
+  predecessor (the `prev` of replayed events). The compacted revision is kept in the
+  `meta` table. AUTOINCREMENT's sqlite_sequence keeps the highest id even when
+  compaction deletes that row, so revisions never go back, across restarts too.
+  A background task keeps the last `history_window` revisions.
+
+One process owns the file: the in-memory revision and the watch fan-out see only this
+process's writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sqlite3
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from pinnace.store.interface import (
+    CompactedError,
+    Event,
+    KeyExistsError,
+    KeyNotFoundError,
+    KeyValue,
+    RevisionConflictError,
+    StoreError,
+)
+
+__all__ = ["SqliteStore", "open_sqlite"]
+
+log = logging.getLogger(__name__)
+
+# Events a watcher may lag behind before it is switched to catching up from the table.
+_WATCH_BUFFER = 10_000
+# Rows read per query when replaying history to a watcher.
+_REPLAY_BATCH = 500
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    created INTEGER NOT NULL DEFAULT 0,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    create_revision INTEGER NOT NULL DEFAULT 0,
+    prev_revision INTEGER NOT NULL DEFAULT 0,
+    value BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS kine_name_prev_revision ON kine (name, prev_revision);
+CREATE INDEX IF NOT EXISTS kine_name_id ON kine (name, id);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+_COLUMNS = "id, name, created, deleted, create_revision, prev_revision, value"
+_LATEST = f"SELECT {_COLUMNS} FROM kine WHERE name = ? ORDER BY id DESC LIMIT 1"
+# Straight into KeyValue's fields: (key, value, create_revision, mod_revision).
+_RANGE = """
+SELECT name, value, CASE WHEN created THEN id ELSE create_revision END, id FROM kine
+WHERE id IN (SELECT MAX(id) FROM kine WHERE name >= ? AND name < ? GROUP BY name)
+  AND deleted = 0
+ORDER BY name
+"""
+# Replay: the row, and the row it replaced (its `prev`, when still there and live).
+_REPLAY = """
+SELECT k.id, k.name, k.created, k.deleted, k.create_revision, k.prev_revision, k.value,
+       p.id, p.created, p.deleted, p.create_revision, p.value
+FROM kine AS k LEFT JOIN kine AS p ON p.id = k.prev_revision
+WHERE k.id > ? AND k.name >= ? AND k.name < ?
+ORDER BY k.id LIMIT ?
+"""
+_INSERT = """
+INSERT INTO kine (name, created, deleted, create_revision, prev_revision, value)
+VALUES (?, ?, ?, ?, ?, ?)
+"""
+# Rows up to the previous compaction were dealt with then: look only at those after it.
+_COMPACT = """
+DELETE FROM kine WHERE id IN (
+    SELECT prev_revision FROM kine WHERE prev_revision != 0 AND id > :old AND id <= :rev
+    UNION
+    SELECT id FROM kine WHERE deleted != 0 AND id > :old AND id <= :rev
+)
+"""
+
+# Greater than every key: SQLite orders every BLOB after every TEXT value.
+_KEY_MAX = b""
+
+
+def _prefix_end(prefix: str) -> str | bytes:
+    """The smallest string greater than every string starting with prefix.
+
+    SQLite compares TEXT as UTF-8 bytes, and UTF-8 byte order is code point order,
+    so bumping the last code point gives the exclusive upper bound."""
+    stripped = prefix.rstrip("\U0010ffff")
+    if not stripped:
+        return _KEY_MAX
+    nxt = ord(stripped[-1]) + 1
+    if 0xD800 <= nxt <= 0xDFFF:  # surrogates cannot be encoded; skip past them
+        nxt = 0xE000
+    return stripped[:-1] + chr(nxt)
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    id: int
+    name: str
+    created: int
+    deleted: int
+    create_revision: int
+    prev_revision: int
+    value: bytes
+
+    def kv(self) -> KeyValue:
+        create = self.id if self.created else self.create_revision
+        return KeyValue(self.name, bytes(self.value), create, self.id)
+
+
+@dataclass(eq=False)
+class _Watcher:
+    prefix: str
+    queue: asyncio.Queue[Event | None] = field(default_factory=asyncio.Queue)
+    overflowed: bool = False
+
+
+class SqliteStore:
+    """The `Store` protocol on one SQLite file. Create it with `open_sqlite`."""
+
+    def __init__(self, db: sqlite3.Connection, *, history_window: int) -> None:
+        self._db = db
+        self._history_window = history_window
+        self._watchers: set[_Watcher] = set()
+        self._closed = False
+        self._compactor: asyncio.Task[None] | None = None
+        seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'kine'").fetchone()
+        top = db.execute("SELECT MAX(id) FROM kine").fetchone()
+        compacted = db.execute("SELECT value FROM meta WHERE name = 'compacted'").fetchone()
+        self._compacted = compacted[0] if compacted else 0
+        self._revision = max(seq[0] if seq else 0, top[0] or 0, self._compacted)
+
+    # -- properties -----------------------------------------------------------------
+
+    @property
+    def revision(self) -> int:
+        """The newest revision written (0 for an empty store)."""
+        return self._revision
+
+    @property
+    def compacted_revision(self) -> int:
+        """History at or before this revision may be gone."""
+        return self._compacted
+
+    @property
+    def history_window(self) -> int:
+        """How many recent revisions the background compaction keeps."""
+        return self._history_window
+
+    # -- reads ----------------------------------------------------------------------
+
+    def _latest(self, key: str) -> _Row | None:
+        self._check_open()
+        row = self._db.execute(_LATEST, (key,)).fetchone()
+        return _Row(*row) if row else None
+
+    async def get(self, key: str) -> KeyValue | None:
+        row = self._latest(key)
+        return row.kv() if row and not row.deleted else None
+
+    async def range(self, prefix: str) -> tuple[list[KeyValue], int]:
+        """Every live key under prefix, sorted by key, and the revision they were read at."""
+        self._check_open()
+        rows = self._db.execute(_RANGE, (prefix, _prefix_end(prefix)))
+        return [KeyValue(*r) for r in rows], self._revision
+
+    # -- writes ---------------------------------------------------------------------
+
+    async def create(self, key: str, value: bytes) -> KeyValue:
+        current = self._latest(key)
+        if current and not current.deleted:
+            raise KeyExistsError(key)
+        prev_revision = current.id if current else 0
+        try:
+            row = self._append(key, value, created=1, prev_revision=prev_revision)
+        except sqlite3.IntegrityError:  # another writer on the file got there first
+            raise KeyExistsError(key) from None
+        kv = row.kv()
+        self._publish(Event("PUT", kv, None))
+        return kv
+
+    async def update(self, key: str, value: bytes, expected_revision: int) -> KeyValue:
+        """Compare-and-swap: replace key if its mod_revision is expected_revision
+        (0 means any)."""
+        current = self._live(key, expected_revision)
+        prev = current.kv()
+        row = self._append_after(current, value, deleted=0)
+        kv = row.kv()
+        self._publish(Event("PUT", kv, prev))
+        return kv
+
+    async def delete(self, key: str, expected_revision: int = 0) -> KeyValue:
+        """Delete key; returns the deleted value (mod_revision = the delete's revision)."""
+        current = self._live(key, expected_revision)
+        prev = current.kv()
+        row = self._append_after(current, current.value, deleted=1)
+        kv = row.kv()
+        self._publish(Event("DELETE", kv, prev))
+        return kv
+
+    def _live(self, key: str, expected_revision: int) -> _Row:
+        current = self._latest(key)
+        if current is None or current.deleted:
+            raise KeyNotFoundError(key)
+        if expected_revision and current.id != expected_revision:
+            raise RevisionConflictError(current.kv())
+        return current
+
+    def _append_after(self, current: _Row, value: bytes, *, deleted: int) -> _Row:
+        create_revision = current.id if current.created else current.create_revision
+        try:
+            return self._append(
+                current.name,
+                value,
+                deleted=deleted,
+                create_revision=create_revision,
+                prev_revision=current.id,
+            )
+        except sqlite3.IntegrityError:  # another writer on the file replaced `current`
+            now = self._latest(current.name)
+            raise RevisionConflictError(now.kv() if now and not now.deleted else None) from None
+
+    def _append(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        created: int = 0,
+        deleted: int = 0,
+        create_revision: int = 0,
+        prev_revision: int,
+    ) -> _Row:
+        # Autocommit: the INSERT is committed to the WAL when execute() returns.
+        cur = self._db.execute(
+            _INSERT, (key, created, deleted, create_revision, prev_revision, value)
+        )
+        rid = cur.lastrowid
+        assert rid is not None
+        self._revision = max(self._revision, rid)
+        return _Row(rid, key, created, deleted, create_revision, prev_revision, value)
+
+    # -- watch ----------------------------------------------------------------------
+
+    def _publish(self, event: Event) -> None:
+        key = event.kv.key
+        for w in self._watchers:
+            if not key.startswith(w.prefix) or w.overflowed:
+                continue
+            if w.queue.qsize() >= _WATCH_BUFFER:
+                # Too far behind: drop the buffer; the watcher catches up from the table.
+                w.overflowed = True
+                _drain(w.queue)
+                w.queue.put_nowait(None)  # wake it if it is waiting
+            else:
+                w.queue.put_nowait(event)
+
+    def watch(self, prefix: str, from_revision: int) -> AsyncIterator[Event]:
+        """Events under prefix with revision > from_revision, in revision order, with no
+        gap between history and live events. from_revision 0 means "from now" (the
+        revision at this call). Raises CompactedError (when iterated) if from_revision
+        is older than the compacted revision. Closing the iterator unsubscribes."""
+        self._check_open()
+        if from_revision == 0:
+            return self._watch(prefix, self._revision, check_compacted=False)
+        return self._watch(prefix, from_revision, check_compacted=True)
+
+    async def _watch(
+        self, prefix: str, from_revision: int, *, check_compacted: bool
+    ) -> AsyncIterator[Event]:
+        self._check_open()
+        if check_compacted and from_revision < self._compacted:
+            raise CompactedError(self._compacted)
+        watcher = _Watcher(prefix)
+        self._watchers.add(watcher)  # subscribe before reading history: no gap
+        try:
+            last = from_revision
+            replay = from_revision < self._revision
+            while True:
+                if replay:
+                    async for event in self._replay(prefix, last):
+                        last = event.kv.mod_revision
+                        yield event
+                    replay = False
+                    continue
+                event = await watcher.queue.get()
+                if event is None:
+                    if self._closed:
+                        return
+                    if watcher.overflowed:
+                        watcher.overflowed = False
+                        _drain(watcher.queue)
+                        replay = True
+                    continue
+                if event.kv.mod_revision <= last:
+                    continue  # already delivered by the replay
+                last = event.kv.mod_revision
+                yield event
+        finally:
+            self._watchers.discard(watcher)
+
+    async def _replay(self, prefix: str, after: int) -> AsyncIterator[Event]:
+        """History rows after `after` under prefix, read in batches up to the revision
+        current when each batch is read."""
+        end = _prefix_end(prefix)
+        while True:
+            if self._closed:
+                return
+            if after < self._compacted:
+                raise CompactedError(self._compacted)
+            rows = self._db.execute(_REPLAY, (after, prefix, end, _REPLAY_BATCH)).fetchall()
+            for r in rows:
+                yield _replayed_event(r)
+            if len(rows) < _REPLAY_BATCH:
+                return
+            after = rows[-1][0]
+
+    # -- compaction -----------------------------------------------------------------
+
+    async def compact(self, revision: int) -> None:
+        """Forget history older than revision (latest values are kept)."""
+        self._check_open()
+        revision = min(revision, self._revision)
+        if revision <= self._compacted:
+            return
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(_COMPACT, {"old": self._compacted, "rev": revision})
+            db.execute(
+                "INSERT INTO meta (name, value) VALUES ('compacted', ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (revision,),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._compacted = revision
+
+    async def _compact_periodically(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            target = self._revision - self._history_window
+            if target <= self._compacted:
+                continue
+            try:
+                await self.compact(target)
+            except (sqlite3.Error, StoreError):
+                log.exception("store compaction to revision %d failed", target)
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def _start_compactor(self, interval: float) -> None:
+        self._compactor = asyncio.get_running_loop().create_task(
+            self._compact_periodically(interval), name="pinnace-store-compactor"
+        )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("store is closed")
+
+    async def close(self) -> None:
+        """Stop compaction, end every watch, close the file."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._compactor is not None:
+            self._compactor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._compactor
+        for w in self._watchers:
+            w.queue.put_nowait(None)
+        self._db.close()
+
+
+def _drain(queue: asyncio.Queue[Event | None]) -> None:
+    while not queue.empty():
+        queue.get_nowait()
+
+
+def _replayed_event(r: tuple) -> Event:
+    row = _Row(*r[:7])
+    kv = row.kv()
+    prev = None
+    pid, pcreated, pdeleted, pcreate_revision, pvalue = r[7:]
+    if pid is not None and not pdeleted:
+        create = pid if pcreated else pcreate_revision
+        prev = KeyValue(row.name, bytes(pvalue), create, pid)
+    return Event("DELETE" if row.deleted else "PUT", kv, prev)
+
+
+def _create_private_file(path: str) -> None:
+    """Create path's directory (0700) if missing, and the file, always 0600."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)  # makedirs' mode is filtered by the umask
+    # Create the file ourselves so it is never world-readable, even for an instant;
+    # SQLite gives the -wal and -shm files the database file's permissions.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+async def open_sqlite(
+    path: str, *, history_window: int = 10000, compact_interval: float = 60.0
+) -> SqliteStore:
+    """Open (creating if needed) the store at path and start its periodic compaction,
+    which keeps the last `history_window` revisions, checked every `compact_interval` s.
+    A created directory is mode 0700 and the file 0600: the store holds Secrets."""
+    _create_private_file(path)
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.executescript(_SCHEMA)
+        store = SqliteStore(db, history_window=history_window)
+    except BaseException:
+        db.close()
+        raise
+    store._start_compactor(compact_interval)
+    return store

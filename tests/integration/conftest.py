@@ -3,6 +3,8 @@ real SQLite file, and an HTTP client holding the admin token."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -53,3 +55,59 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     finally:
         await session.close()
         await server.stop()
+
+
+@pytest.fixture
+async def client(api: Api) -> AsyncIterator[Any]:
+    """An API client (the one components use) for the test's server."""
+    from pinnace.client.client import Client
+    from pinnace.client.transport import HttpTransport
+    c = Client(HttpTransport(api.url, token=api.server.token, ca_pem=api.server.ca_pem))
+    yield c
+    await c.close()
+
+
+class Components:
+    """Runs components (controllers, scheduler, agents) against the test's server; each
+    gets the shared InformerFactory. Everything is cancelled at the end of the test."""
+
+    def __init__(self, client: Any) -> None:
+        from pinnace.client.factory import InformerFactory
+        self.client = client
+        self.factory = InformerFactory(client)
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    async def start(self, *components: Any) -> None:
+        """components: objects with `async run()`, already built on self.factory."""
+        await self.factory.start()
+        for c in components:
+            self.tasks.append(asyncio.create_task(c.run()))
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        for t in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await self.factory.stop()
+
+
+@pytest.fixture
+async def components(client: Any) -> AsyncIterator[Components]:
+    c = Components(client)
+    yield c
+    await c.stop()
+
+
+async def eventually(cond: Any, within: float = 10.0, interval: float = 0.02) -> None:
+    """Wait until cond() (sync or async) is true, or fail after `within` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        result = cond()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(interval)

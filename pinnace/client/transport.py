@@ -1,0 +1,102 @@
+"""Transports: how a component's requests reach the API server.
+
+`Transport` is the one seam between components and the API. `HttpTransport`
+speaks HTTPS with a bearer token (what `pinnace agent` on another machine uses,
+and what components in `pinnace up` use today). A transport answers with the
+decoded JSON body and the HTTP status; it never interprets Kubernetes errors
+(`client.py` does).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+import yaml
+
+
+class Transport(Protocol):
+    async def request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+                      body: Any = None, content_type: str = "application/json",
+                      ) -> tuple[int, Any]: ...
+
+    def stream(self, path: str, params: Mapping[str, str]) -> AsyncIterator[tuple[int, Any]]:
+        """GET a watch: yields (status, event) per line; a non-200 answer yields once."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class HttpTransport:
+    def __init__(self, server: str, *, token: str, ca_pem: bytes | None = None,
+                 limit: int = 64) -> None:
+        self.server = server.rstrip("/")
+        self._token = token
+        self._ca_pem = ca_pem
+        self._limit = limit
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_kubeconfig(cls, path: str | Path) -> HttpTransport:
+        cfg = yaml.safe_load(Path(path).read_text())
+        current = cfg.get("current-context")
+        ctx = next((c["context"] for c in cfg["contexts"] if c["name"] == current),
+                   cfg["contexts"][0]["context"])
+        cluster = next(c["cluster"] for c in cfg["clusters"] if c["name"] == ctx["cluster"])
+        user = next(u["user"] for u in cfg["users"] if u["name"] == ctx["user"])
+        ca = cluster.get("certificate-authority-data")
+        return cls(cluster["server"], token=user.get("token", ""),
+                   ca_pem=base64.b64decode(ca) if ca else None)
+
+    def _ensure(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            ctx: ssl.SSLContext | bool = True
+            if self._ca_pem:
+                ctx = ssl.create_default_context(cadata=self._ca_pem.decode())
+            conn = aiohttp.TCPConnector(ssl=ctx, limit=self._limit)
+            self._session = aiohttp.ClientSession(
+                connector=conn, headers={"Authorization": f"Bearer {self._token}",
+                                         "User-Agent": "pinnace"},
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+                read_bufsize=4 * 1024 * 1024)  # one watch event is one line, up to 3 MiB
+        return self._session
+
+    async def request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+                      body: Any = None, content_type: str = "application/json",
+                      ) -> tuple[int, Any]:
+        session = self._ensure()
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        async with session.request(method, self.server + path, params=params or None,
+                                   data=data, headers=headers,
+                                   timeout=aiohttp.ClientTimeout(total=60)) as resp:
+            raw = await resp.read()
+            try:
+                return resp.status, json.loads(raw) if raw else None
+            except ValueError:
+                return resp.status, {"message": raw.decode(errors="replace")}
+
+    async def stream(self, path: str, params: Mapping[str, str]
+                     ) -> AsyncIterator[tuple[int, Any]]:
+        session = self._ensure()
+        async with session.get(self.server + path, params=params,
+                               headers={"Accept": "application/json"}) as resp:
+            if resp.status != 200:
+                raw = await resp.read()
+                try:
+                    yield resp.status, json.loads(raw)
+                except ValueError:
+                    yield resp.status, {"message": raw.decode(errors="replace")}
+                return
+            async for line in resp.content:
+                if line.strip():
+                    yield 200, json.loads(line)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
+from pinnace.api import schema
 from pinnace.api.kinds import ResourceType
 from pinnace.api.validation import quantity_value
 
@@ -472,3 +473,13 @@ def initial_status(rt: ResourceType, obj: Obj) -> None:
         obj["status"] = {"phase": "Pending"}
     elif rt.kind == "Namespace":
         obj["status"] = {"phase": "Active"}
+    elif rt.kind == "Service" and rt.group == "":
+        obj.setdefault("status", {}).setdefault("loadBalancer", {})
+    elif "status" not in obj and _has_status_field(rt):
+        # Go serialises a struct-typed status even when empty: clients expect "status": {}
+        obj["status"] = {}
+
+
+def _has_status_field(rt: ResourceType) -> bool:
+    node = schema.resolve(schema.definition(rt.schema_ref))
+    return bool(node and "status" in (node.get("properties") or {}))

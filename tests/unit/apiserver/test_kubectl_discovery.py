@@ -163,7 +163,8 @@ async def test_api_resources_lists_kinds_with_short_names(tmp_path: Path,
 async def test_api_resources_filters_by_category(tmp_path: Path) -> None:
     async with serving(tmp_path) as config:
         names = (await kubectl(config, "api-resources", "--categories=all", "-o", "name"))
-    assert set(names.split()) == {"pods", "services", "daemonsets.apps", "deployments.apps",
+    assert set(names.split()) == {"pods", "services", "replicationcontrollers",
+                                  "daemonsets.apps", "deployments.apps",
                                   "replicasets.apps", "statefulsets.apps", "cronjobs.batch",
                                   "jobs.batch"}
 

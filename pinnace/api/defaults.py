@@ -475,11 +475,17 @@ def initial_status(rt: ResourceType, obj: Obj) -> None:
         obj["status"] = {"phase": "Active"}
     elif rt.kind == "Service" and rt.group == "":
         obj.setdefault("status", {}).setdefault("loadBalancer", {})
-    elif "status" not in obj and _has_status_field(rt):
-        # Go serialises a struct-typed status even when empty: clients expect "status": {}
-        obj["status"] = {}
+    elif "status" not in obj:
+        status_schema = _status_schema(rt)
+        if status_schema is not None:
+            # Go serialises a struct-typed status even when empty, with its non-omitempty
+            # counters as 0 (DaemonSet's four, ReplicaSet's replicas): clients require them
+            obj["status"] = {f: 0 for f in status_schema.get("required") or ()
+                             if "integer" in schema.types_of(
+                                 schema.resolve(status_schema["properties"][f]) or {})}
 
 
-def _has_status_field(rt: ResourceType) -> bool:
+def _status_schema(rt: ResourceType) -> dict[str, Any] | None:
     node = schema.resolve(schema.definition(rt.schema_ref))
-    return bool(node and "status" in (node.get("properties") or {}))
+    status = (node.get("properties") or {}).get("status") if node else None
+    return schema.resolve(status) if status else None

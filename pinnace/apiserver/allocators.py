@@ -33,6 +33,28 @@ def _cluster_ips(svc: dict[str, Any]) -> set[str]:
     return ips
 
 
+def _needs_node_ports(spec: dict[str, Any]) -> bool:
+    return spec.get("type") in ("NodePort", "LoadBalancer")
+
+
+def drop_type_dependent_fields(svc: dict[str, Any], old: dict[str, Any]) -> None:
+    """A type change drops the allocations the old type needed when the client left
+    them as they were (Kubernetes' dropTypeDependentFields): NodePort → ClusterIP
+    frees the node ports, anything → ExternalName frees the ClusterIP."""
+    spec, old_spec = svc.get("spec"), old.get("spec") or {}
+    if not isinstance(spec, dict):
+        return
+    ports = [p for p in spec.get("ports") or [] if isinstance(p, dict)]
+    if _needs_node_ports(old_spec) and not _needs_node_ports(spec) and \
+            _node_ports(svc) == _node_ports(old):
+        for port in ports:
+            port.pop("nodePort", None)
+    if spec.get("type") == "ExternalName" and old_spec.get("type") != "ExternalName" and \
+            spec.get("clusterIP") == old_spec.get("clusterIP"):
+        spec.pop("clusterIP", None)
+        spec.pop("clusterIPs", None)
+
+
 class ServiceAllocator:
     def __init__(self, service_cidr: str = DEFAULT_SERVICE_CIDR,
                  nodeport_range: tuple[int, int] = DEFAULT_NODEPORT_RANGE) -> None:

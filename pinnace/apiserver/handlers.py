@@ -21,6 +21,7 @@ from pinnace.apiserver import negotiation as neg
 from pinnace.apiserver import subresources
 from pinnace.apiserver.registry import ObjectRegistry, WriteOptions
 from pinnace.apiserver.watch import serve_watch
+from pinnace.store.interface import CompactedError
 
 
 @dataclass(frozen=True)
@@ -168,9 +169,26 @@ class ResourceHandlers:
         token = q.get("continue", "")
         start_after = ""
         revision = cache.revision
+        exact = _exact_revision(q)
         if token:
+            if exact is not None:
+                raise errors.bad_request("specifying resource version is not allowed when "
+                                         "using continue")
             start_after, revision = decode_continue(token, cache.window_start)
-        items = [o for o in cache.list(t.namespace) if matches(o)]
+        elif exact is not None:
+            if exact > self.registry.store.revision:
+                raise errors.timeout(f"Too large resource version: {exact}, current: "
+                                     f"{self.registry.store.revision}")
+            revision = exact
+        try:
+            snapshot = cache.list_at(t.namespace, revision) if revision != cache.revision \
+                else cache.list(t.namespace)
+        except CompactedError:
+            if token:
+                raise _continue_expired() from None
+            raise errors.gone(f"too old resource version: {revision} "
+                              f"({cache.window_start})") from None
+        items = [o for o in snapshot if matches(o)]
         if start_after:
             items = [o for o in items if _sort_key(t.rt, o) > start_after]
         metadata: dict[str, Any] = {"resourceVersion": str(revision)}
@@ -268,7 +286,10 @@ class ResourceHandlers:
             opts.dry_run = True
         obj, gone = await self.registry.delete(t.rt, t.namespace, t.name, options, opts)
         if not gone:
-            return self.respond(request, obj, 202, rt=t.rt)
+            # Kubernetes answers 202 for a pending deletion only when the legacy
+            # orphanDependents=false asked for it; otherwise 200 with the object
+            accepted = options.get("orphanDependents") is False
+            return self.respond(request, obj, 202 if accepted else 200, rt=t.rt)
         if self.registry.returns_deleted_object(t.rt):
             return self.respond(request, obj, 200, rt=t.rt)
         status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
@@ -325,7 +346,34 @@ def decode_continue(token: str, window_start: int) -> tuple[str, int]:
         raise errors.bad_request("continue key is not valid: invalid token",
                                  [errors.Cause("continue", "invalid token")]) from None
     if revision < window_start:
-        raise errors.gone("The provided continue parameter is too old to display a consistent "
-                          "list result. You can start a new list without the continue "
-                          "parameter.")
+        raise _continue_expired()
     return start, revision
+
+
+def _exact_revision(q: Any) -> int | None:
+    """The revision of a `resourceVersionMatch=Exact` list (None for any other list)."""
+    match = q.get("resourceVersionMatch", "")
+    rv = q.get("resourceVersion", "")
+    if not match:
+        return None
+    if match not in ("Exact", "NotOlderThan"):
+        raise errors.bad_request(f'resourceVersionMatch: Unsupported value: "{match}": '
+                                 'supported values: "Exact", "NotOlderThan", ""')
+    if not rv:
+        raise errors.bad_request("resourceVersionMatch is forbidden unless resourceVersion is "
+                                 "provided")
+    if match == "NotOlderThan":
+        return None  # the cache is never older than what a client has seen
+    if rv == "0":
+        raise errors.bad_request('resourceVersionMatch "Exact" is forbidden for '
+                                 'resourceVersion "0"')
+    try:
+        return int(rv)
+    except ValueError:
+        raise errors.bad_request(f"invalid resource version: {rv!r}") from None
+
+
+def _continue_expired() -> errors.ApiError:
+    return errors.gone("The provided continue parameter is too old to display a consistent "
+                       "list result. You can start a new list without the continue "
+                       "parameter.")

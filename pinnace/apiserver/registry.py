@@ -10,6 +10,8 @@ requests to these calls.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import secrets
 import uuid
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from typing import Any
 from pinnace.api import apply as ssa
 from pinnace.api import defaults, errors, patch, validation
 from pinnace.api.kinds import REGISTRY, Registry, ResourceType
+from pinnace.apiserver import allocators
 from pinnace.apiserver.allocators import ServiceAllocator
 from pinnace.apiserver.objects import deep_copy, encode, meta, now_rfc3339, without_volatile
 from pinnace.apiserver.watch_cache import WatchCache
@@ -37,7 +40,9 @@ _RETURNS_DELETED_OBJECT = {"Pod", "PersistentVolumeClaim", "PersistentVolume", "
                            "ServiceAccount", "StorageClass"}
 # Creating these keeps the status the client sent (the node agent reports it).
 _KEEPS_STATUS_ON_CREATE = {"Node", "Event", "Lease", "EndpointSlice", "Endpoints"}
-_MAX_PATCH_RETRIES = 5
+# Kubernetes retries a patch (and an unconditional update) on conflict until it lands;
+# the bound only stops a livelock from spinning forever.
+_MAX_CONFLICT_RETRIES = 100
 _GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 
@@ -189,7 +194,7 @@ class ObjectRegistry:
             m.pop(k, None)
         m["uid"] = str(uuid.uuid4())
         m["creationTimestamp"] = now_rfc3339()
-        if rt.group in _GENERATION_GROUPS:
+        if rt.group in _GENERATION_GROUPS and rt.kind != "ControllerRevision":
             m["generation"] = 1
         else:
             m.pop("generation", None)
@@ -211,13 +216,29 @@ class ObjectRegistry:
                 f"the name of the object ({m['name']}) does not match the name on the URL "
                 f"({name})")
         m["name"] = name
-        old = self.get(rt, namespace, name)
         rv = m.get("resourceVersion")
-        if rv and rv != old["metadata"]["resourceVersion"]:
-            raise errors.conflict(rt.plural, name, "the object has been modified; please apply "
-                                  "your changes to the latest version and try again", rt.group)
-        return await self._write_update(rt, old, new, opts, subresource=subresource,
-                                        operation="Update")
+        for _ in range(_MAX_CONFLICT_RETRIES):
+            old = self.get(rt, namespace, name)
+            uid = m.get("uid")
+            if uid and uid != old["metadata"].get("uid"):
+                # a uid in the body is a precondition, as in Kubernetes' UpdatedObjectInfo
+                raise errors.conflict(
+                    rt.plural, name, f"Precondition failed: UID in precondition: {uid}, UID in "
+                    f"object meta: {old['metadata'].get('uid')}", rt.group)
+            if rv and rv != old["metadata"]["resourceVersion"]:
+                raise errors.conflict(rt.plural, name, "the object has been modified; please "
+                                      "apply your changes to the latest version and try again",
+                                      rt.group)
+            try:
+                return await self._write_update(rt, old, deep_copy(new), opts,
+                                                subresource=subresource, operation="Update")
+            except errors.ApiError as e:
+                # an unconditional update (no resourceVersion) applies to whatever is
+                # current, so a lost race is retried, as Kubernetes does
+                if rv or not _lost_race(e):
+                    raise
+        raise errors.conflict(rt.plural, name, "too many conflicting concurrent writes",
+                              rt.group)
 
     async def _write_update(self, rt: ResourceType, old: dict[str, Any], new: dict[str, Any],
                             opts: WriteOptions, *, subresource: str, operation: str,
@@ -239,11 +260,29 @@ class ObjectRegistry:
                 merged["spec"]["nodeName"] = new["spec"]["nodeName"]
             new = merged
             m = new["metadata"]
+        elif subresource == "ephemeralcontainers":
+            merged = deep_copy(old)
+            merged.setdefault("spec", {})["ephemeralContainers"] = \
+                (new.get("spec") or {}).get("ephemeralContainers") or []
+            new = merged
+            m = new["metadata"]
+        elif subresource == "finalize":
+            # the namespace finalize endpoint changes spec.finalizers only
+            merged = deep_copy(old)
+            merged.setdefault("spec", {})["finalizers"] = \
+                (new.get("spec") or {}).get("finalizers") or []
+            new = merged
+            m = new["metadata"]
         elif _has_status_subresource(rt):
             if "status" in old:
                 new["status"] = deep_copy(old["status"])
             else:
                 new.pop("status", None)
+            if _is_core(rt, "Namespace"):
+                # spec.finalizers belong to the finalize endpoint
+                _keep_namespace_finalizers(new, old)
+        if _is_core(rt, "Service") and not subresource:
+            allocators.drop_type_dependent_fields(new, old)
         defaults.apply_defaults(rt, new)
         if "generation" in om:
             spec_changed = _spec_of(new) != _spec_of(old)
@@ -264,16 +303,16 @@ class ObjectRegistry:
         if opts.dry_run:
             release()
             return new
-        # finalizers gone from an object being deleted: the deletion completes now
-        if om.get("deletionTimestamp") and not m.get("finalizers"):
+        if _should_delete_during_update(rt, new, old):
             return await self._remove(rt, namespace, new, int(om["resourceVersion"]))
         body = dict(new)
         body["metadata"] = {k: v for k, v in m.items() if k != "resourceVersion"}
         try:
             kv = await self.store.update(rt.key(namespace, m["name"]), encode(body),
                                          int(om["resourceVersion"]))
-        except RevisionConflictError:
+        except RevisionConflictError as e:
             release()
+            await self._catch_up(rt, e)
             raise errors.conflict(rt.plural, m["name"], "the object has been modified; please "
                                   "apply your changes to the latest version and try again",
                                   rt.group) from None
@@ -285,13 +324,19 @@ class ObjectRegistry:
         await self.caches[rt].wait_for(kv.mod_revision)
         return self.caches[rt].get(namespace, m["name"]) or new
 
+    async def _catch_up(self, rt: ResourceType, e: RevisionConflictError) -> None:
+        """After a lost compare-and-swap: wait until the cache holds the winner's write."""
+        if e.current is not None:
+            with contextlib.suppress(TimeoutError):
+                await self.caches[rt].wait_for(e.current.mod_revision)
+
     # -- patch ---------------------------------------------------------------------------
 
     async def patch(self, rt: ResourceType, namespace: str | None, name: str,
                     patch_type: str, body: Any, opts: WriteOptions, *,
                     subresource: str = "") -> tuple[dict[str, Any], bool]:
         """Returns (object, created)."""
-        for _ in range(_MAX_PATCH_RETRIES):
+        for _ in range(_MAX_CONFLICT_RETRIES):
             current = self.caches[rt].get(namespace, name)
             if patch_type == "apply":
                 if not opts.field_manager:
@@ -309,8 +354,7 @@ class ObjectRegistry:
             except errors.ApiError as e:
                 # the object changed under us: patch again on the new version, as
                 # Kubernetes does, unless the patch itself named a resourceVersion
-                if e.code == 409 and e.reason == "Conflict" and not e.causes and \
-                        not _patch_names_rv(body):
+                if _lost_race(e) and not _patch_names_rv(body):
                     continue
                 raise
         raise errors.conflict(rt.plural, name, "too many conflicting concurrent writes",
@@ -336,14 +380,12 @@ class ObjectRegistry:
             managed_done = True
         else:
             raise errors.unsupported_media_type(patch_type)
-        if not isinstance(new, dict):
-            raise errors.bad_request("the patch did not produce an object")
-        rv = (new.get("metadata") or {}).get("resourceVersion")
+        new = self._decode(rt, current["metadata"].get("namespace"), new, opts)
+        rv = meta(new).get("resourceVersion")
         if rv is not None and rv != current["metadata"]["resourceVersion"]:
             raise errors.conflict(rt.plural, current["metadata"]["name"],
                                   "the object has been modified; please apply your changes to "
                                   "the latest version and try again", rt.group)
-        new = self._decode(rt, current["metadata"].get("namespace"), new, opts)
         return await self._write_update(
             rt, current, new, opts, subresource=subresource,
             operation="Apply" if managed_done else "Update", managed_done=managed_done)
@@ -387,19 +429,36 @@ class ObjectRegistry:
     async def delete(self, rt: ResourceType, namespace: str | None, name: str,
                      options: dict[str, Any], opts: WriteOptions) -> tuple[dict[str, Any], bool]:
         """Returns (object, gone): gone is False while finalizers or a grace period hold
-        the object (it then carries a deletionTimestamp)."""
-        current = self.get(rt, namespace, name)
-        m = current["metadata"]
+        the object (it then carries a deletionTimestamp). A write racing with the delete
+        makes it start over on the new version, as Kubernetes does, unless the client
+        made the delete conditional on a resourceVersion."""
         pre = options.get("preconditions") or {}
-        if pre.get("uid") and pre["uid"] != m.get("uid"):
-            raise errors.conflict(
-                rt.plural, name, f"Precondition failed: UID in precondition: {pre['uid']}, "
-                f"UID in object meta: {m.get('uid')}", rt.group)
-        if pre.get("resourceVersion") and pre["resourceVersion"] != m.get("resourceVersion"):
-            raise errors.conflict(
-                rt.plural, name, f"Precondition failed: ResourceVersion in precondition: "
-                f"{pre['resourceVersion']}, ResourceVersion in object meta: "
-                f"{m.get('resourceVersion')}", rt.group)
+        for _ in range(_MAX_CONFLICT_RETRIES):
+            current = self.get(rt, namespace, name)
+            m = current["metadata"]
+            if pre.get("uid") and pre["uid"] != m.get("uid"):
+                raise errors.conflict(
+                    rt.plural, name, f"Precondition failed: UID in precondition: {pre['uid']}, "
+                    f"UID in object meta: {m.get('uid')}", rt.group)
+            if pre.get("resourceVersion") and \
+                    pre["resourceVersion"] != m.get("resourceVersion"):
+                raise errors.conflict(
+                    rt.plural, name, f"Precondition failed: ResourceVersion in precondition: "
+                    f"{pre['resourceVersion']}, ResourceVersion in object meta: "
+                    f"{m.get('resourceVersion')}", rt.group)
+            try:
+                return await self._delete_current(rt, current, options, opts)
+            except errors.ApiError as e:
+                if not _lost_race(e) or pre.get("resourceVersion"):
+                    raise
+        raise errors.conflict(rt.plural, name, "too many conflicting concurrent writes",
+                              rt.group)
+
+    async def _delete_current(self, rt: ResourceType, current: dict[str, Any],
+                              options: dict[str, Any], opts: WriteOptions,
+                              ) -> tuple[dict[str, Any], bool]:
+        m = current["metadata"]
+        namespace = m.get("namespace")
         policy = options.get("propagationPolicy")
         if policy is None and options.get("orphanDependents") is not None:
             policy = "Orphan" if options["orphanDependents"] else "Background"
@@ -407,17 +466,19 @@ class ObjectRegistry:
             raise errors.invalid("DeleteOptions", "", [errors.Cause(
                 "propagationPolicy", f'Unsupported value: "{policy}": supported values: '
                 '"Foreground", "Background", "Orphan", "nil"', errors.NOT_SUPPORTED)])
-        finalizers = list(m.get("finalizers") or [])
-        if policy == "Foreground" and "foregroundDeletion" not in finalizers:
-            finalizers.append("foregroundDeletion")
-        elif policy == "Orphan" and "orphan" not in finalizers:
-            finalizers.append("orphan")
+        if policy is None and _is_batch_job(rt):
+            # batch/v1 Jobs orphan their pods unless told otherwise (Kubernetes keeps this
+            # default for compatibility; kubectl always sends Background)
+            policy = "Orphan"
+        finalizers = _gc_finalizers(list(m.get("finalizers") or []), policy)
         grace = self._grace_period(rt, current, options)
-        if rt.kind == "Namespace" and rt.group == "":
+        if _is_core(rt, "Namespace") and (finalizers or (current.get("spec") or {}).get(
+                "finalizers")):
             return await self._mark_deleting(rt, current, finalizers, 0, opts,
                                              terminating=True), False
         if finalizers or grace > 0:
             return await self._mark_deleting(rt, current, finalizers, grace, opts), False
+        # no finalizers left (a Background delete drops the GC's) and no grace: gone now
         if opts.dry_run:
             return current, True
         return await self._remove(rt, namespace, current, int(m["resourceVersion"])), True
@@ -444,11 +505,20 @@ class ObjectRegistry:
         m = new["metadata"]
         if finalizers:
             m["finalizers"] = finalizers
+        else:
+            m.pop("finalizers", None)
+        # deletionTimestamp is when the grace period ends; marking an object deleted
+        # bumps its generation (Kubernetes' BeforeDelete / markAsDeleting)
         if not om.get("deletionTimestamp"):
-            m["deletionTimestamp"] = now_rfc3339()
+            m["deletionTimestamp"] = _rfc3339_after(now_rfc3339(), grace)
             m["deletionGracePeriodSeconds"] = grace
+            if om.get("generation"):
+                m["generation"] = om["generation"] + 1
         elif grace < (om.get("deletionGracePeriodSeconds") or 0):
-            m["deletionGracePeriodSeconds"] = grace  # a grace period may only shrink
+            # a grace period may only shrink; the deadline moves with it
+            old_grace = om.get("deletionGracePeriodSeconds") or 0
+            m["deletionTimestamp"] = _rfc3339_after(om["deletionTimestamp"], grace - old_grace)
+            m["deletionGracePeriodSeconds"] = grace
         if terminating:
             new.setdefault("status", {})["phase"] = "Terminating"
         if new == current:
@@ -460,7 +530,8 @@ class ObjectRegistry:
         try:
             kv = await self.store.update(rt.key(om.get("namespace"), om["name"]), encode(body),
                                          int(om["resourceVersion"]))
-        except RevisionConflictError:
+        except RevisionConflictError as e:
+            await self._catch_up(rt, e)
             raise errors.conflict(rt.plural, om["name"], "the object has been modified; please "
                                   "apply your changes to the latest version and try again",
                                   rt.group) from None
@@ -472,7 +543,8 @@ class ObjectRegistry:
         name = obj["metadata"]["name"]
         try:
             kv = await self.store.delete(rt.key(namespace, name), expected_revision)
-        except RevisionConflictError:
+        except RevisionConflictError as e:
+            await self._catch_up(rt, e)
             raise errors.conflict(rt.plural, name, "the object has been modified; please apply "
                                   "your changes to the latest version and try again",
                                   rt.group) from None
@@ -498,6 +570,55 @@ def _reset_fields(rt: ResourceType, subresource: str) -> tuple[str, ...]:
     return ("spec",) if subresource == "status" else ("status",)
 
 
+def _rfc3339_after(timestamp: str, seconds: int) -> str:
+    t = dt.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ")
+    return (t + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _gc_finalizers(finalizers: list[str], policy: str | None) -> list[str]:
+    """The finalizers after a delete with this propagation policy: an explicit policy
+    replaces the garbage collector's finalizers (orphan, foregroundDeletion); none
+    keeps what the object has."""
+    if policy is None:
+        return finalizers
+    out = [f for f in finalizers if f not in ("orphan", "foregroundDeletion")]
+    if policy == "Foreground":
+        out.append("foregroundDeletion")
+    elif policy == "Orphan":
+        out.append("orphan")
+    return out
+
+
+def _is_batch_job(rt: ResourceType) -> bool:
+    return rt.group == "batch" and rt.kind == "Job"
+
+
+def _is_core(rt: ResourceType, kind: str) -> bool:
+    return rt.group == "" and rt.kind == kind
+
+
+def _keep_namespace_finalizers(new: dict[str, Any], old: dict[str, Any]) -> None:
+    finalizers = (old.get("spec") or {}).get("finalizers")
+    spec = new.setdefault("spec", {})
+    if finalizers is None:
+        spec.pop("finalizers", None)
+    else:
+        spec["finalizers"] = list(finalizers)
+
+
+def _should_delete_during_update(rt: ResourceType, new: dict[str, Any],
+                                 old: dict[str, Any]) -> bool:
+    """An update completes a pending deletion when it leaves no finalizers and the
+    deletion has no grace period left to run (Kubernetes' ShouldDeleteDuringUpdate);
+    a namespace also needs its spec.finalizers gone."""
+    om = old["metadata"]
+    if not om.get("deletionTimestamp") or new["metadata"].get("finalizers"):
+        return False
+    if om.get("deletionGracePeriodSeconds"):
+        return False  # a graceful pod deletion: its node agent finishes it
+    return not (_is_core(rt, "Namespace") and (new.get("spec") or {}).get("finalizers"))
+
+
 def _spec_of(obj: dict[str, Any]) -> dict[str, Any]:
     """Everything but metadata and status: what generation counts changes of."""
     return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
@@ -511,6 +632,10 @@ def _same_but_managed_time(new: dict[str, Any], old: dict[str, Any]) -> bool:
         return [{k: v for k, v in e.items() if k != "time"} for e in (mf or [])]
     return strip(new["metadata"].get("managedFields")) == \
         strip(old["metadata"].get("managedFields"))
+
+
+def _lost_race(e: errors.ApiError) -> bool:
+    return e.code == 409 and e.reason == "Conflict" and not e.causes
 
 
 def _patch_names_rv(body: Any) -> bool:

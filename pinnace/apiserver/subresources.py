@@ -1,6 +1,9 @@
 """Subresources: status, scale and binding.
 
 - `status`: GET returns the object; PUT/PATCH change only `.status`.
+- `ephemeralcontainers` (pods): PUT/PATCH change only `.spec.ephemeralContainers`.
+- `finalize` (namespaces): PUT changes only `.spec.finalizers`; emptying them on a
+  terminating namespace removes it.
 - `scale`: an `autoscaling/v1 Scale` view of `.spec.replicas`; writes to it patch
   the parent's replicas.
 - `binding` (and the `bindings` collection): assigns a pod to a node, once.
@@ -31,10 +34,14 @@ async def dispatch(h: ResourceHandlers, request: web.Request, t: Target) -> web.
         if method == "GET":
             return h.get(request, t)
         if method == "PUT":
-            return await h.update(request, t, subresource="status")
+            return await h.update(request, t, subresource=t.subresource)
         if method == "PATCH":
-            return await h.patch(request, t, subresource="status")
+            return await h.patch(request, t, subresource=t.subresource)
         raise errors.method_not_allowed()
+    if t.subresource == "finalize":
+        if method != "PUT":
+            raise errors.method_not_allowed()
+        return await h.update(request, t, subresource="finalize")
     if t.subresource == "scale":
         return await scale(h, request, t)
     if t.subresource == "binding":

@@ -5,7 +5,9 @@ ADDED events first; otherwise the history after it), then follows live events
 until `timeoutSeconds` (default: a random 30 to 60 minutes, as Kubernetes does), the
 client goes away or its queue overflows. A resourceVersion older than the cache
 window is answered, like Kubernetes, with an ERROR event carrying a 410 Status.
-Bookmarks (when asked for) carry the cache's revision.
+Bookmarks (when asked for) carry the cache's revision and go out after
+BOOKMARK_INTERVAL without events. An idle watch checks every DISCONNECT_POLL
+seconds whether its client left, so abandoned watches do not pile up.
 """
 
 from __future__ import annotations
@@ -25,7 +27,16 @@ from pinnace.apiserver.watch_cache import CacheEvent, WatchCache, WatchFilter
 from pinnace.store.interface import CompactedError
 
 BOOKMARK_INTERVAL = 10.0
+# how often an idle watch checks that its client is still connected
+DISCONNECT_POLL = 0.5
 MIN_REQUEST_TIMEOUT = 1800
+
+
+def _disconnected(request: web.Request) -> bool:
+    """The client went away: aiohttp does not cancel the handler (handler_cancellation
+    is off), so an idle watch notices only by looking at its transport."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _parse_rv(value: str | None) -> int | None:
@@ -95,16 +106,24 @@ async def serve_watch(request: web.Request, cache: WatchCache, rt: ResourceType,
             chunk += bookmark(initial_end=True)
         if chunk:
             await response.write(chunk)
+        next_bookmark = time.monotonic() + BOOKMARK_INTERVAL
         while True:
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            remaining = deadline - now
             if remaining <= 0:
                 break
-            wait = min(remaining, BOOKMARK_INTERVAL) if bookmarks else remaining
+            wait = min(remaining, DISCONNECT_POLL)
+            if bookmarks:
+                wait = min(wait, max(next_bookmark - now, 0))
             try:
                 ev: CacheEvent | None = await asyncio.wait_for(watcher.queue.get(), wait)
             except TimeoutError:
-                if bookmarks and time.monotonic() < deadline:
+                if _disconnected(request):
+                    break
+                now = time.monotonic()
+                if bookmarks and next_bookmark <= now < deadline:
                     await response.write(bookmark())
+                    next_bookmark = now + BOOKMARK_INTERVAL
                 continue
             if ev is None:
                 break
@@ -119,6 +138,7 @@ async def serve_watch(request: web.Request, cache: WatchCache, rt: ResourceType,
             out = b"".join(frame(e.type, e.obj) for e in batch if e.revision > min_revision)
             if out:
                 await response.write(out)
+                next_bookmark = time.monotonic() + BOOKMARK_INTERVAL
             if watcher.closed and watcher.queue.empty():
                 break
     except ConnectionError:

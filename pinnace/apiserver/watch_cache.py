@@ -11,6 +11,8 @@ Lists and watches are served from here; the store sees writes only. Design:
   history's start gets 410 Gone, as a real API server answers.
 - A watcher whose queue overflows is closed (its consumer sees `None`): the client
   watches again from its last resourceVersion, exactly as after a server timeout.
+- `list_at(revision)` rebuilds the state at an older revision from `history`
+  (each event keeps the object before it), so paged lists are consistent snapshots.
 - `wait_for(revision)` lets the writer answer only once the cache has seen its own
   write, so a client always reads what it just wrote.
 """
@@ -203,6 +205,28 @@ class WatchCache:
         """Objects in key order (by namespace, then name), as Kubernetes lists them."""
         prefix = self.rt.key_prefix(namespace)
         return [obj for key, obj in sorted(self.objects.items()) if key.startswith(prefix)]
+
+    def list_at(self, namespace: str | None, revision: int) -> list[dict[str, Any]]:
+        """Objects as they were at revision, in key order: the current state with the
+        history after revision undone. A paged list continues on this snapshot, so
+        its pages are consistent, like etcd's reads at a revision. 410 Gone (as
+        CompactedError) once the history no longer reaches back that far."""
+        if revision >= self.revision:
+            return self.list(namespace)
+        if revision < self.window_start:
+            raise CompactedError(self.window_start)
+        objects = dict(self.objects)
+        for ev in reversed(self.history):
+            if ev.revision <= revision:
+                break
+            m = ev.obj["metadata"]
+            key = self.rt.key(m.get("namespace"), m["name"])
+            if ev.prev is None:
+                objects.pop(key, None)  # created after revision
+            else:
+                objects[key] = ev.prev
+        prefix = self.rt.key_prefix(namespace)
+        return [obj for key, obj in sorted(objects.items()) if key.startswith(prefix)]
 
     def watch(self, namespace: str | None, matches: WatchFilter,
               from_revision: int | None) -> tuple[Watcher, list[CacheEvent]]:

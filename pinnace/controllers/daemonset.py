@@ -1,0 +1,589 @@
+"""DaemonSet controller: one pod per eligible node (Kubernetes 1.32 `pkg/controller/daemon`).
+
+Watches DaemonSets, their pods (by controller ownerReference), Nodes and
+ControllerRevisions; the key is the DaemonSet's `namespace/name`. A node change
+queues every DaemonSet; a pod change queues its owner.
+
+reconcile:
+1. The revision: the template's hash names a ControllerRevision
+   (`<ds>-<hash>`, owned by the DaemonSet, highest `revision` is current); new
+   pods carry the hash in their `controller-revision-hash` label.
+2. For each node: should a daemon pod run there (nodeName, nodeSelector,
+   required node affinity, taints against the pod's tolerations plus the ones
+   Kubernetes adds to daemon pods), and may an existing one keep running
+   (untolerated NoExecute taints and lost affinity say no)? Create the missing
+   pods (in slow-start batches), delete misscheduled, failed and duplicate ones.
+   A created pod names its node through the node affinity term
+   `metadata.name In [node]` (matchFields); the scheduler binds it. Pods on nodes
+   that no longer exist are the pod garbage collector's.
+3. RollingUpdate: old-revision pods are deleted — unavailable ones at once,
+   available ones while fewer than maxUnavailable daemon pods are unavailable;
+   step 2 then creates current ones. OnDelete: only pods deleted by someone
+   else are replaced with the current revision.
+4. Status, a pure function of nodes and pods, written when it changed.
+
+Expectations keep a second reconcile from acting before the informer has seen
+the previous one's creations and deletions.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pinnace.api import errors
+from pinnace.api.selectors import LabelSelector
+from pinnace.client.client import Client
+from pinnace.client.factory import InformerFactory
+from pinnace.client.informer import split_key
+from pinnace.controllers.base import Controller, owner_key
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+REVISION_HASH_LABEL = "controller-revision-hash"
+TEMPLATE_GENERATION_LABEL = "pod-template-generation"
+EXPECTATIONS_TIMEOUT = 300.0
+
+
+# -- which nodes ------------------------------------------------------------------------
+
+def daemon_tolerations(spec: Obj) -> list[Obj]:
+    """The tolerations Kubernetes adds to every daemon pod (AddOrUpdateDaemonPodTolerations)."""
+    added = [("node.kubernetes.io/not-ready", "NoExecute"),
+             ("node.kubernetes.io/unreachable", "NoExecute"),
+             ("node.kubernetes.io/disk-pressure", "NoSchedule"),
+             ("node.kubernetes.io/memory-pressure", "NoSchedule"),
+             ("node.kubernetes.io/pid-pressure", "NoSchedule"),
+             ("node.kubernetes.io/unschedulable", "NoSchedule")]
+    if spec.get("hostNetwork"):
+        added.append(("node.kubernetes.io/network-unavailable", "NoSchedule"))
+    out = [t for t in spec.get("tolerations") or []
+           if (t.get("key"), t.get("effect")) not in set(added)]
+    return out + [{"key": k, "operator": "Exists", "effect": e} for k, e in added]
+
+
+def _tolerates(toleration: Obj, taint: Obj) -> bool:
+    if toleration.get("effect") and toleration["effect"] != taint.get("effect"):
+        return False
+    key = toleration.get("key") or ""
+    if toleration.get("operator") == "Exists":
+        return not key or key == taint.get("key")
+    return key == taint.get("key") and (toleration.get("value") or "") == \
+        (taint.get("value") or "")
+
+
+def _match_expression(expr: Obj, values_of: dict[str, str]) -> bool:
+    key, op, values = expr.get("key", ""), expr.get("operator", ""), expr.get("values") or []
+    present = key in values_of
+    value = values_of.get(key, "")
+    if op == "In":
+        return present and value in values
+    if op == "NotIn":
+        return not present or value not in values
+    if op == "Exists":
+        return present
+    if op == "DoesNotExist":
+        return not present
+    if op in ("Gt", "Lt") and present and len(values) == 1:
+        try:
+            a, b = int(value), int(values[0])
+        except ValueError:
+            return False
+        return a > b if op == "Gt" else a < b
+    return False
+
+
+def node_matches_term(term: Obj, node: Obj) -> bool:
+    """A NodeSelectorTerm: all its expressions hold; an empty term matches nothing."""
+    exprs, fields = term.get("matchExpressions") or [], term.get("matchFields") or []
+    if not exprs and not fields:
+        return False
+    labels = node["metadata"].get("labels") or {}
+    names = {"metadata.name": node["metadata"]["name"]}
+    return all(_match_expression(e, labels) for e in exprs) and \
+        all(_match_expression(f, names) for f in fields)
+
+
+def _fits_node_affinity(spec: Obj, node: Obj) -> bool:
+    labels = node["metadata"].get("labels") or {}
+    for k, v in (spec.get("nodeSelector") or {}).items():
+        if labels.get(k) != v:
+            return False
+    required = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
+                .get("requiredDuringSchedulingIgnoredDuringExecution"))
+    if required is None:
+        return True
+    return any(node_matches_term(t, node) for t in required.get("nodeSelectorTerms") or [])
+
+
+def should_run(template_spec: Obj, node: Obj) -> tuple[bool, bool]:
+    """(should the daemon pod be placed on node, may an existing one keep running there)."""
+    if template_spec.get("nodeName") and template_spec["nodeName"] != node["metadata"]["name"]:
+        return False, False
+    if not _fits_node_affinity(template_spec, node):
+        return False, False
+    tolerations = daemon_tolerations(template_spec)
+    place, keep = True, True
+    for taint in (node.get("spec") or {}).get("taints") or []:
+        if taint.get("effect") not in ("NoSchedule", "NoExecute"):
+            continue  # PreferNoSchedule never forbids
+        if not any(_tolerates(t, taint) for t in tolerations):
+            place = False
+            if taint["effect"] == "NoExecute":
+                keep = False
+    return place, keep
+
+
+# -- pods -------------------------------------------------------------------------------
+
+def template_hash(template: Obj) -> str:
+    """A stable label value for the template (Kubernetes hashes it the same way in spirit)."""
+    text = json.dumps(template, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def _with_node_affinity(spec: Obj, node_name: str) -> None:
+    """Replace the required node affinity with `metadata.name In [node]`: the node already
+    satisfied the original terms, and the scheduler now places the pod on that node."""
+    affinity = spec.setdefault("affinity", {})
+    node_affinity = affinity.setdefault("nodeAffinity", {})
+    node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {"nodeSelectorTerms": [
+        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node_name]}]}]}
+
+
+def _pod_from_template(ds: Obj, node_name: str, revision_hash: str) -> Obj:
+    """A daemon pod for node_name (pod_template.py will offer this to every controller)."""
+    template = ds["spec"].get("template") or {}
+    tmeta = template.get("metadata") or {}
+    dm = ds["metadata"]
+    labels = dict(tmeta.get("labels") or {})
+    labels[REVISION_HASH_LABEL] = revision_hash
+    labels[TEMPLATE_GENERATION_LABEL] = str(dm.get("generation", 1))
+    spec = copy.deepcopy(template.get("spec") or {})
+    _with_node_affinity(spec, node_name)
+    spec["tolerations"] = daemon_tolerations(spec)
+    meta: Obj = {"generateName": f"{dm['name']}-", "namespace": dm["namespace"],
+                 "labels": labels,
+                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet",
+                                      "name": dm["name"], "uid": dm["uid"], "controller": True,
+                                      "blockOwnerDeletion": True}]}
+    if tmeta.get("annotations"):
+        meta["annotations"] = dict(tmeta["annotations"])
+    return {"metadata": meta, "spec": spec}
+
+
+def node_of_pod(pod: Obj) -> str:
+    """The pod's node: spec.nodeName once bound, else the node its affinity names."""
+    spec = pod.get("spec") or {}
+    if spec.get("nodeName"):
+        return spec["nodeName"]
+    required = ((((spec.get("affinity") or {}).get("nodeAffinity") or {})
+                 .get("requiredDuringSchedulingIgnoredDuringExecution")) or {})
+    for term in required.get("nodeSelectorTerms") or []:
+        for f in term.get("matchFields") or []:
+            if f.get("key") == "metadata.name" and f.get("operator") == "In" and \
+                    len(f.get("values") or []) == 1:
+                return f["values"][0]
+    return ""
+
+
+def _is_ready(pod: Obj) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def _is_available(pod: Obj, min_ready_seconds: int, now: datetime) -> bool:
+    if not _is_ready(pod):
+        return False
+    if min_ready_seconds <= 0:
+        return True
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready" and c.get("lastTransitionTime"):
+            since = datetime.fromisoformat(c["lastTransitionTime"].replace("Z", "+00:00"))
+            return (now - since).total_seconds() >= min_ready_seconds
+    return False
+
+
+def _by_age(pods: list[Obj]) -> list[Obj]:
+    return sorted(pods, key=lambda p: (p["metadata"].get("creationTimestamp") or "",
+                                       p["metadata"]["name"]))
+
+
+# -- status -----------------------------------------------------------------------------
+
+@dataclass
+class NodePlacement:
+    node: str
+    should_run: bool
+    keep_running: bool
+    pods: list[Obj] = field(default_factory=list)  # not terminating, oldest first
+    node_gone: bool = False  # pods aimed at a deleted node: removed, not counted
+
+
+def calculate_status(ds: Obj, placements: list[NodePlacement], revision_hash: str,
+                     now: datetime) -> Obj:
+    """DaemonSetStatus from what was observed (Kubernetes' updateDaemonSetStatus)."""
+    min_ready = int(ds["spec"].get("minReadySeconds") or 0)
+    desired = current = misscheduled = ready = available = updated = 0
+    for p in placements:
+        if p.should_run:
+            desired += 1
+            if p.pods:
+                current += 1
+                pod = p.pods[0]
+                if _is_ready(pod):
+                    ready += 1
+                    if _is_available(pod, min_ready, now):
+                        available += 1
+                if (pod["metadata"].get("labels") or {}).get(REVISION_HASH_LABEL) == \
+                        revision_hash:
+                    updated += 1
+        elif p.pods and not p.node_gone:
+            misscheduled += 1
+    status = dict(ds.get("status") or {})
+    status.update({"desiredNumberScheduled": desired, "currentNumberScheduled": current,
+                   "numberMisscheduled": misscheduled, "numberReady": ready,
+                   "numberAvailable": available, "updatedNumberScheduled": updated,
+                   "observedGeneration": ds["metadata"].get("generation", 1)})
+    if desired - available > 0:
+        status["numberUnavailable"] = desired - available
+    else:
+        status.pop("numberUnavailable", None)
+    return status
+
+
+# -- expectations -----------------------------------------------------------------------
+
+@dataclass
+class _Expectation:
+    adds: int = 0
+    deletes: set[str] = field(default_factory=set)
+    at: float = 0.0
+
+
+class _Expectations:
+    """Creations and deletions a DaemonSet waits to see before acting again."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, _Expectation] = {}
+
+    def satisfied(self, key: str) -> bool:
+        e = self._by_key.get(key)
+        if e is None or (e.adds <= 0 and not e.deletes):
+            return True
+        return time.monotonic() - e.at > EXPECTATIONS_TIMEOUT
+
+    def expect(self, key: str, *, adds: int = 0, deletes: set[str] | None = None) -> None:
+        e = self._by_key.setdefault(key, _Expectation())
+        e.adds += adds
+        e.deletes |= deletes or set()
+        e.at = time.monotonic()
+
+    def observed_add(self, key: str) -> None:
+        e = self._by_key.get(key)
+        if e is not None:
+            e.adds -= 1
+
+    def observed_delete(self, key: str, pod_uid: str) -> None:
+        e = self._by_key.get(key)
+        if e is not None:
+            e.deletes.discard(pod_uid)
+
+    def forget(self, key: str) -> None:
+        self._by_key.pop(key, None)
+
+
+# -- the controller ---------------------------------------------------------------------
+
+class DaemonSetController(Controller):
+    name = "daemonset"
+
+    def __init__(self, client: Client, factory: InformerFactory) -> None:
+        super().__init__(client, factory)
+        self.ds_rt = client.resource("apps/v1", "DaemonSet")
+        self.pod_rt = client.resource("v1", "Pod")
+        self.cr_rt = client.resource("apps/v1", "ControllerRevision")
+        self.event_rt = client.resource("v1", "Event")
+        self.daemonsets = factory.informer("apps/v1", "DaemonSet")
+        self.pods = factory.informer("v1", "Pod")
+        self.nodes = factory.informer("v1", "Node")
+        self.revisions = factory.informer("apps/v1", "ControllerRevision")
+        self.expectations = _Expectations()
+        self.pods.add_index("daemonset-owner", _owner_uid)
+        self.revisions.add_index("daemonset-owner", _owner_uid)
+        self.daemonsets.add_handler(on_add=self.enqueue,
+                                    on_update=lambda _o, new: self.enqueue(new),
+                                    on_delete=self._on_ds_deleted)
+        self.pods.add_handler(on_add=self._on_pod_added, on_update=self._on_pod_updated,
+                              on_delete=self._on_pod_deleted)
+        self.nodes.add_handler(on_add=self._on_node, on_update=self._on_node_updated,
+                               on_delete=self._on_node)
+
+    # -- events -------------------------------------------------------------------------
+
+    def _on_ds_deleted(self, ds: Obj) -> None:
+        self.expectations.forget(f"{ds['metadata']['namespace']}/{ds['metadata']['name']}")
+
+    def _on_pod_added(self, pod: Obj) -> None:
+        key = owner_key(pod, "DaemonSet")
+        if key:
+            self.expectations.observed_add(key)
+            self.queue.add(key)
+
+    def _on_pod_updated(self, _old: Obj, pod: Obj) -> None:
+        key = owner_key(pod, "DaemonSet")
+        if key:
+            self.queue.add(key)
+
+    def _on_pod_deleted(self, pod: Obj) -> None:
+        key = owner_key(pod, "DaemonSet")
+        if key:
+            self.expectations.observed_delete(key, pod["metadata"]["uid"])
+            self.queue.add(key)
+
+    def _on_node(self, _node: Obj) -> None:
+        for ds in self.daemonsets.list():
+            self.enqueue(ds)
+
+    def _on_node_updated(self, old: Obj, new: Obj) -> None:
+        def relevant(n: Obj) -> Any:
+            return (n["metadata"].get("labels"), (n.get("spec") or {}).get("taints"))
+        if relevant(old) != relevant(new):
+            self._on_node(new)
+
+    # -- reconcile ----------------------------------------------------------------------
+
+    async def reconcile(self, key: str) -> None:
+        ds = self.daemonsets.get(key)
+        if ds is None:
+            self.expectations.forget(key)
+            return
+        if ds["metadata"].get("deletionTimestamp"):
+            return  # the garbage collector takes the pods
+        revision_hash = await self._sync_revisions(ds)
+        placements = self._placements(ds)
+        if self.expectations.satisfied(key):
+            await self._manage(key, ds, placements, revision_hash)
+        await self._write_status(ds, placements, revision_hash)
+        min_ready = int(ds["spec"].get("minReadySeconds") or 0)
+        if min_ready and any(p.pods and _is_ready(p.pods[0]) for p in placements):
+            self.queue.add_after(key, min_ready)  # availability comes with time alone
+
+    def _placements(self, ds: Obj) -> list[NodePlacement]:
+        spec = (ds["spec"].get("template") or {}).get("spec") or {}
+        selector = LabelSelector.from_dict(ds["spec"].get("selector"))
+        by_node: dict[str, list[Obj]] = {}
+        for pod in self.pods.by_index("daemonset-owner", ds["metadata"]["uid"]):
+            if pod["metadata"].get("deletionTimestamp") or \
+                    not selector.matches(pod["metadata"].get("labels") or {}):
+                continue
+            by_node.setdefault(node_of_pod(pod), []).append(pod)
+        out = []
+        for node in self.nodes.list():
+            name = node["metadata"]["name"]
+            run, keep = should_run(spec, node)
+            out.append(NodePlacement(name, run, keep, _by_age(by_node.pop(name, []))))
+        # pods aimed at nodes that are gone: never scheduled, so the pod GC (which takes
+        # bound pods) won't see them; they must not run anywhere
+        for name, pods in by_node.items():
+            unscheduled = [p for p in pods if not (p.get("spec") or {}).get("nodeName")]
+            if unscheduled:
+                out.append(NodePlacement(name, False, False, _by_age(unscheduled),
+                                         node_gone=True))
+        return out
+
+    async def _manage(self, key: str, ds: Obj, placements: list[NodePlacement],
+                      revision_hash: str) -> None:
+        to_create: list[str] = []
+        to_delete: list[Obj] = []
+        for p in placements:
+            if p.should_run and not p.pods:
+                to_create.append(p.node)
+            elif not p.keep_running:
+                to_delete.extend(p.pods)
+            elif p.pods:
+                failed = [q for q in p.pods if (q.get("status") or {}).get("phase") == "Failed"]
+                running = [q for q in p.pods if q not in failed]
+                to_delete.extend(failed)
+                to_delete.extend(running[1:])  # duplicates: keep the oldest
+                if failed and not running and p.should_run:
+                    to_create.append(p.node)
+        strategy = ds["spec"].get("updateStrategy") or {}
+        if strategy.get("type", "RollingUpdate") == "RollingUpdate" and not to_create:
+            to_delete.extend(self._rolling_update_victims(ds, placements, revision_hash,
+                                                          {q["metadata"]["uid"]
+                                                           for q in to_delete}))
+        await self._delete_pods(key, to_delete)
+        await self._create_pods(key, ds, to_create, revision_hash)
+
+    def _rolling_update_victims(self, ds: Obj, placements: list[NodePlacement],
+                                revision_hash: str, already: set[str]) -> list[Obj]:
+        """Old-revision pods to delete now, within maxUnavailable (maxSurge 0)."""
+        min_ready = int(ds["spec"].get("minReadySeconds") or 0)
+        now = datetime.now(UTC)
+        desired = sum(1 for p in placements if p.should_run)
+        ru = (ds["spec"].get("updateStrategy") or {}).get("rollingUpdate") or {}
+        max_unavailable = _scaled(ru.get("maxUnavailable", 1), desired)
+        if max_unavailable == 0 and _scaled(ru.get("maxSurge", 0), desired) == 0:
+            max_unavailable = 1
+        unavailable = 0
+        old_available: list[Obj] = []
+        victims: list[Obj] = []
+        for p in placements:
+            if not p.should_run:
+                continue
+            pods = [q for q in p.pods if q["metadata"]["uid"] not in already]
+            if not pods:
+                unavailable += 1
+                continue
+            pod = pods[0]
+            available = _is_available(pod, min_ready, now)
+            if not available:
+                unavailable += 1
+            if (pod["metadata"].get("labels") or {}).get(REVISION_HASH_LABEL) == revision_hash:
+                continue
+            if available:
+                old_available.append(pod)
+            else:
+                victims.append(pod)  # already down: replacing it costs nothing
+        budget = max(max_unavailable - unavailable, 0)
+        return victims + _by_age(old_available)[:budget]
+
+    async def _delete_pods(self, key: str, pods: list[Obj]) -> None:
+        if not pods:
+            return
+        self.expectations.expect(key, deletes={p["metadata"]["uid"] for p in pods})
+        for pod in pods:
+            m = pod["metadata"]
+            try:
+                await self.client.delete(self.pod_rt, m["name"], m["namespace"],
+                                         preconditions={"uid": m["uid"]})
+            except errors.ApiError as e:
+                self.expectations.observed_delete(key, m["uid"])
+                if e.code not in (404, 409):
+                    raise
+
+    async def _create_pods(self, key: str, ds: Obj, nodes: list[str], revision_hash: str
+                           ) -> None:
+        """Slow start: batches of 1, 2, 4, ... stopping at the first failure."""
+        ns, _ = split_key(key)
+        batch, i = 1, 0
+        while i < len(nodes):
+            chunk = nodes[i:i + batch]
+            self.expectations.expect(key, adds=len(chunk))
+            failures = 0
+            first_error: errors.ApiError | None = None
+            for node in chunk:
+                try:
+                    await self.client.create(self.pod_rt,
+                                             _pod_from_template(ds, node, revision_hash), ns)
+                except errors.ApiError as e:
+                    self.expectations.observed_add(key)
+                    failures += 1
+                    first_error = first_error or e
+            if first_error is not None:
+                if first_error.code in (400, 403, 422):  # the user's: say so, don't hammer
+                    await self._record_event(ds, "Warning", "FailedCreate",
+                                             f"Error creating: {first_error.message}")
+                raise first_error
+            i += batch
+            batch *= 2
+
+    # -- revisions ----------------------------------------------------------------------
+
+    async def _sync_revisions(self, ds: Obj) -> str:
+        """Make sure the template's ControllerRevision exists and is the newest; trim
+        history beyond revisionHistoryLimit. Returns the template hash."""
+        dm = ds["metadata"]
+        template = ds["spec"].get("template") or {}
+        revision_hash = template_hash(template)
+        name = f"{dm['name']}-{revision_hash}"
+        owned = self.revisions.by_index("daemonset-owner", dm["uid"])
+        top = max((int(r.get("revision") or 0) for r in owned), default=0)
+        current = next((r for r in owned if r["metadata"]["name"] == name), None)
+        if current is None:
+            body = {"metadata": {"name": name, "namespace": dm["namespace"],
+                                 "labels": {**(template.get("metadata") or {}).get("labels", {}),
+                                            REVISION_HASH_LABEL: revision_hash},
+                                 "ownerReferences": [{
+                                     "apiVersion": "apps/v1", "kind": "DaemonSet",
+                                     "name": dm["name"], "uid": dm["uid"], "controller": True,
+                                     "blockOwnerDeletion": True}]},
+                    "data": {"spec": {"template": {**template, "$patch": "replace"}}},
+                    "revision": top + 1}
+            try:
+                await self.client.create(self.cr_rt, body, dm["namespace"])
+            except errors.ApiError as e:
+                if e.code != 409:
+                    raise
+        elif int(current.get("revision") or 0) < top:
+            # rolled back to an older template: it becomes the newest revision again
+            await self.client.patch(self.cr_rt, name, {"revision": top + 1},
+                                    namespace=dm["namespace"])
+        await self._trim_history(ds, owned, name)
+        return revision_hash
+
+    async def _trim_history(self, ds: Obj, owned: list[Obj], current: str) -> None:
+        limit = ds["spec"].get("revisionHistoryLimit", 10)
+        in_use = {(p["metadata"].get("labels") or {}).get(REVISION_HASH_LABEL)
+                  for p in self.pods.by_index("daemonset-owner", ds["metadata"]["uid"])}
+        old = [r for r in owned if r["metadata"]["name"] != current and
+               (r["metadata"].get("labels") or {}).get(REVISION_HASH_LABEL) not in in_use]
+        old.sort(key=lambda r: int(r.get("revision") or 0))
+        for r in old[:max(len(old) - limit, 0)]:
+            try:
+                await self.client.delete(self.cr_rt, r["metadata"]["name"],
+                                         r["metadata"]["namespace"])
+            except errors.ApiError as e:
+                if e.code != 404:
+                    raise
+
+    # -- status and events --------------------------------------------------------------
+
+    async def _write_status(self, ds: Obj, placements: list[NodePlacement],
+                            revision_hash: str) -> None:
+        status = calculate_status(ds, placements, revision_hash, datetime.now(UTC))
+        if status == (ds.get("status") or {}):
+            return
+        try:
+            await self.client.update_status(self.ds_rt, {**ds, "status": status})
+        except errors.ApiError as e:
+            if e.code != 404:
+                raise  # a conflict: the cache catches up, the retry writes again
+
+    async def _record_event(self, ds: Obj, type_: str, reason: str, message: str) -> None:
+        dm = ds["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {"metadata": {"generateName": f"{dm['name']}.", "namespace": dm["namespace"]},
+                 "involvedObject": {"apiVersion": "apps/v1", "kind": "DaemonSet",
+                                    "name": dm["name"], "namespace": dm["namespace"],
+                                    "uid": dm["uid"],
+                                    "resourceVersion": dm.get("resourceVersion", "")},
+                 "reason": reason, "message": message, "type": type_,
+                 "source": {"component": "daemonset-controller"},
+                 "firstTimestamp": now, "lastTimestamp": now, "count": 1}
+        try:
+            await self.client.create(self.event_rt, event, dm["namespace"])
+        except errors.ApiError as e:
+            log.debug("daemonset: event not recorded: %s", e)
+
+
+def _owner_uid(obj: Obj) -> list[str]:
+    return [r["uid"] for r in obj["metadata"].get("ownerReferences") or []
+            if r.get("controller") and r.get("kind") == "DaemonSet" and r.get("uid")]
+
+
+def _scaled(value: Any, total: int) -> int:
+    """An IntOrString of a total; percentages round up, as the DaemonSet controller does."""
+    if isinstance(value, str) and value.endswith("%"):
+        return math.ceil(int(value[:-1]) * total / 100)
+    return int(value)

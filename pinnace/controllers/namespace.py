@@ -1,0 +1,147 @@
+"""Namespace controller: empties a terminating namespace, then finalizes it.
+
+Watches Namespaces; the key is the namespace's name. A namespace with a
+deletionTimestamp whose `spec.finalizers` still hold `kubernetes` has its
+content deleted, kind by kind (every namespaced kind the registry lists and
+deletes, straight from the API as Kubernetes' namespaced-resources deleter does,
+not from caches). Objects left behind (graceful pods, finalizers) requeue the
+namespace after a pause; once nothing is left, `kubernetes` is removed through
+`PUT /api/v1/namespaces/<name>/finalize`. The API server removes the namespace
+when both its spec.finalizers and metadata.finalizers are empty.
+
+Conditions written on the namespace, as Kubernetes does:
+NamespaceContentRemaining and NamespaceFinalizersRemaining.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pinnace.api import errors
+from pinnace.api.kinds import REGISTRY, ResourceType
+from pinnace.client.client import Client
+from pinnace.client.factory import InformerFactory
+from pinnace.controllers.base import Controller
+
+log = logging.getLogger(__name__)
+
+FINALIZER = "kubernetes"
+REQUEUE_SECONDS = 1.0
+
+
+@dataclass
+class _Remaining:
+    count: int
+    finalizers: set[str]
+
+
+def _deletable_kinds() -> list[ResourceType]:
+    return [rt for rt in REGISTRY
+            if rt.namespaced and "list" in rt.verbs and "delete" in rt.verbs]
+
+
+class NamespaceController(Controller):
+    name = "namespace"
+
+    def __init__(self, client: Client, factory: InformerFactory, *,
+                 requeue_seconds: float = REQUEUE_SECONDS) -> None:
+        super().__init__(client, factory)
+        self.ns_rt = client.resource("v1", "Namespace")
+        self.namespaces = factory.informer("v1", "Namespace")
+        self.namespaces.add_handler(on_add=self.enqueue,
+                                    on_update=lambda _old, new: self.enqueue(new))
+        self.requeue_seconds = requeue_seconds
+
+    async def reconcile(self, key: str) -> None:
+        ns = self.namespaces.get(key)
+        if ns is None or not ns["metadata"].get("deletionTimestamp"):
+            return
+        if FINALIZER not in ((ns.get("spec") or {}).get("finalizers") or []):
+            return
+        remaining = await self._delete_content(key)
+        if remaining:
+            await self._set_conditions(ns, remaining)
+            self.queue.add_after(key, self.requeue_seconds)
+            return
+        await self._finalize(key)
+
+    async def _delete_content(self, namespace: str) -> dict[str, _Remaining]:
+        """Delete everything in the namespace; returns what is still there, by resource:
+        objects held by finalizers or a grace period."""
+        for rt in _deletable_kinds():
+            for obj in (await self.client.list(rt, namespace)).get("items") or []:
+                m = obj["metadata"]
+                if m.get("deletionTimestamp"):
+                    continue
+                try:
+                    await self.client.delete(rt, m["name"], namespace,
+                                             propagation_policy="Background",
+                                             preconditions={"uid": m["uid"]})
+                except errors.ApiError as e:
+                    if e.code not in (404, 409):
+                        raise
+        # a second look: most deletes are immediate, only the held objects remain
+        remaining: dict[str, _Remaining] = {}
+        for rt in _deletable_kinds():
+            items = (await self.client.list(rt, namespace)).get("items") or []
+            if items:
+                resource = f"{rt.plural}.{rt.group}" if rt.group else rt.plural
+                remaining[resource] = _Remaining(
+                    len(items), {f for o in items for f in o["metadata"].get("finalizers") or []})
+        return remaining
+
+    async def _set_conditions(self, ns: dict[str, Any], remaining: dict[str, _Remaining]
+                              ) -> None:
+        counts = ", ".join(f"{res} has {r.count} resource instances"
+                           for res, r in sorted(remaining.items()))
+        finalizers = sorted({f for r in remaining.values() for f in r.finalizers})
+        wanted = [_condition("NamespaceContentRemaining", True, "SomeResourcesRemain",
+                             f"Some resources are remaining: {counts}"),
+                  _condition("NamespaceFinalizersRemaining", bool(finalizers),
+                             "SomeFinalizersRemain",
+                             f"Some content in the namespace has finalizers remaining: "
+                             f"{', '.join(finalizers)}")]
+        status = ns.get("status") or {}
+        old = {c["type"]: c for c in status.get("conditions") or []}
+        if all(old.get(c["type"], {}).get("message") == c["message"] and
+               old.get(c["type"], {}).get("status") == c["status"] for c in wanted):
+            return
+        conditions = [c for t, c in old.items() if t not in {w["type"] for w in wanted}]
+        new = {**ns, "status": {**status, "conditions": conditions + wanted}}
+        try:
+            await self.client.update_status(self.ns_rt, new)
+        except errors.ApiError as e:
+            if e.code not in (404, 409):
+                raise
+
+    async def _finalize(self, name: str) -> None:
+        try:
+            ns = await self.client.get(self.ns_rt, name)
+        except errors.ApiError as e:
+            if e.code == 404:
+                return
+            raise
+        finalizers = (ns.get("spec") or {}).get("finalizers") or []
+        if FINALIZER not in finalizers:
+            return
+        ns.setdefault("spec", {})["finalizers"] = [f for f in finalizers if f != FINALIZER]
+        try:
+            await self.client.update(self.ns_rt, ns, subresource="finalize")
+        except errors.ApiError as e:
+            if e.code != 404:
+                raise  # a conflict retries with the current namespace
+
+
+def _condition(ctype: str, present: bool, reason: str, message: str) -> dict[str, Any]:
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if not present:
+        return {"type": ctype, "status": "False", "lastTransitionTime": now,
+                "reason": "ContentRemoved" if ctype == "NamespaceContentRemaining"
+                else "ContentHasNoFinalizers",
+                "message": "All content successfully removed" if ctype ==
+                "NamespaceContentRemaining" else "All content-preserving finalizers finished"}
+    return {"type": ctype, "status": "True", "lastTransitionTime": now, "reason": reason,
+            "message": message}

@@ -1,0 +1,106 @@
+"""Pods from pod templates, and the pod facts workload controllers share.
+
+`pod_from_template` is what every workload controller (ReplicaSet, Job,
+DaemonSet, StatefulSet) does before creating a pod: copy the template's labels,
+annotations, finalizers and spec, name it `<owner>-<random>` through
+`generateName`, and make the owner its controller (`controller_ref`), so the
+garbage collector deletes it with the owner and other controllers keep off it.
+
+The predicates below read a pod's status the way Kubernetes' controller
+utilities do: *active* pods are the ones still counting toward a workload
+(neither terminated nor being deleted), *ready* means condition Ready is True,
+*available* means ready for at least `minReadySeconds`.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+Obj = dict[str, Any]
+
+
+def controller_ref(owner: Obj) -> Obj:
+    """An ownerReference making `owner` the controller of the object that carries it."""
+    return {"apiVersion": owner["apiVersion"], "kind": owner["kind"],
+            "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"],
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def controller_of(obj: Obj) -> Obj | None:
+    """obj's ownerReference with controller: true, if any."""
+    for ref in obj["metadata"].get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref
+    return None
+
+
+def pod_from_template(template: Obj, *, owner: Obj, generate_name: str | None = None,
+                      extra_labels: dict[str, str] | None = None) -> Obj:
+    """A pod to create for `owner` from its pod template (`spec.template`).
+
+    The name is left to the server: generateName is `generate_name`, by default
+    `<owner name>-`; `extra_labels` are added on top of the template's labels.
+    """
+    meta = template.get("metadata") or {}
+    labels = dict(meta.get("labels") or {})
+    labels.update(extra_labels or {})
+    pod_meta: Obj = {
+        "generateName": generate_name if generate_name is not None
+        else f"{owner['metadata']['name']}-",
+        "namespace": owner["metadata"].get("namespace"),
+        "labels": labels,
+        "ownerReferences": [controller_ref(owner)],
+    }
+    if meta.get("annotations"):
+        pod_meta["annotations"] = dict(meta["annotations"])
+    if meta.get("finalizers"):
+        pod_meta["finalizers"] = list(meta["finalizers"])
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta,
+            "spec": copy.deepcopy(template.get("spec") or {})}
+
+
+# -- pod status ----------------------------------------------------------------------------
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def pod_condition(pod: Obj, type_: str) -> Obj | None:
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return cond
+    return None
+
+
+def is_pod_active(pod: Obj) -> bool:
+    """Still counts toward its workload: not Succeeded/Failed and not being deleted."""
+    phase = (pod.get("status") or {}).get("phase")
+    return phase not in ("Succeeded", "Failed") and not pod["metadata"].get("deletionTimestamp")
+
+
+def is_pod_ready(pod: Obj) -> bool:
+    cond = pod_condition(pod, "Ready")
+    return bool(cond) and cond.get("status") == "True"
+
+
+def ready_since(pod: Obj) -> datetime | None:
+    """When the pod last became ready, or None when it is not ready."""
+    cond = pod_condition(pod, "Ready")
+    if not cond or cond.get("status") != "True":
+        return None
+    return parse_time(cond.get("lastTransitionTime")) or datetime.min.replace(tzinfo=UTC)
+
+
+def is_pod_available(pod: Obj, min_ready_seconds: int, now: datetime | None = None) -> bool:
+    """Ready, and for at least min_ready_seconds."""
+    since = ready_since(pod)
+    if since is None:
+        return False
+    if min_ready_seconds <= 0:
+        return True
+    now = now or datetime.now(UTC)
+    return (now - since).total_seconds() >= min_ready_seconds

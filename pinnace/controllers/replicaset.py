@@ -1,0 +1,345 @@
+"""The ReplicaSet controller: keep `spec.replicas` pods of a template running.
+
+Watches ReplicaSets and Pods; owns Pods (ownerReference, controller: true).
+
+`reconcile(namespace/name)`:
+1. claim pods: the RS's pods are the active pods of its namespace that it
+   controls and its selector matches; matching orphans are adopted, owned pods
+   that stopped matching are released (both by strategic-merge patch).
+2. unless earlier creations/deletions are still unseen by the informer
+   (expectations), create the missing pods in slow-start batches (1, 2, 4, …,
+   stopping at the first failure) or delete the surplus, the pods least worth
+   keeping first (unscheduled, pending, not ready, ready for less time, more
+   restarts, newer — Kubernetes' ranking).
+3. write the status (`replicas`, `fullyLabeledReplicas`, `readyReplicas`,
+   `availableReplicas`, `observedGeneration`, condition ReplicaFailure while
+   creating or deleting fails) when it changed. A failed creation is retried
+   with backoff after the status is written.
+
+Pods being deleted (deletionTimestamp) or finished no longer count: they are going.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from pinnace.api.errors import ApiError
+from pinnace.api.selectors import LabelSelector
+from pinnace.client.client import Client
+from pinnace.client.factory import InformerFactory
+from pinnace.client.informer import key_of
+from pinnace.controllers._events import record_event
+from pinnace.controllers._expectations import Expectations
+from pinnace.controllers.base import Controller
+from pinnace.controllers.pod_template import (
+    controller_of,
+    controller_ref,
+    is_pod_active,
+    is_pod_available,
+    is_pod_ready,
+    pod_from_template,
+    ready_since,
+)
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+COMPONENT = "replicaset-controller"
+BURST_REPLICAS = 500  # most pods created or deleted in one reconcile, as Kubernetes
+
+
+class ReplicaSetController(Controller):
+    name = "replicaset"
+    workers = 4
+
+    def __init__(self, client: Client, factory: InformerFactory) -> None:
+        super().__init__(client, factory)
+        self.replicasets = factory.informer("apps/v1", "ReplicaSet")
+        self.pods = factory.informer("v1", "Pod")
+        self.pod_rt = client.resource("v1", "Pod")
+        self.rs_rt = client.resource("apps/v1", "ReplicaSet")
+        self.expectations = Expectations()
+        self.replicasets.add_handler(on_add=self.enqueue,
+                                     on_update=lambda old, new: self.enqueue(new),
+                                     on_delete=self._rs_deleted)
+        self.pods.add_handler(on_add=self._pod_added, on_update=self._pod_updated,
+                              on_delete=self._pod_deleted)
+
+    # -- event handlers: they only queue keys (and count expectations down) ----------------
+
+    def _rs_deleted(self, rs: Obj) -> None:
+        self.expectations.forget(key_of(rs))
+        self.enqueue(rs)
+
+    def _owner_key(self, pod: Obj) -> str | None:
+        ref = controller_of(pod)
+        if ref is None or ref.get("kind") != "ReplicaSet" or \
+                not ref.get("apiVersion", "").startswith("apps/"):
+            return None
+        return f"{pod['metadata'].get('namespace')}/{ref['name']}"
+
+    def _enqueue_matching(self, pod: Obj) -> None:
+        """An orphan: wake every ReplicaSet that might adopt it."""
+        labels = pod["metadata"].get("labels") or {}
+        for rs in self.replicasets.list(pod["metadata"].get("namespace")):
+            if _selector(rs).matches(labels):
+                self.enqueue(rs)
+
+    def _pod_added(self, pod: Obj) -> None:
+        if pod["metadata"].get("deletionTimestamp"):
+            self._pod_deleted(pod)  # seen for the first time on its way out
+            return
+        key = self._owner_key(pod)
+        if key is not None:
+            self.expectations.creation_observed(key)
+            self.queue.add(key)
+        elif controller_of(pod) is None:
+            self._enqueue_matching(pod)
+
+    def _pod_updated(self, old: Obj, new: Obj) -> None:
+        key = self._owner_key(new)
+        old_key = self._owner_key(old)
+        if new["metadata"].get("deletionTimestamp") and \
+                not old["metadata"].get("deletionTimestamp") and key is not None:
+            self.expectations.deletion_observed(key, new["metadata"]["uid"])
+        if old_key is not None and old_key != key:
+            self.queue.add(old_key)
+        if key is not None:
+            self.queue.add(key)
+        elif controller_of(new) is None:
+            self._enqueue_matching(new)
+
+    def _pod_deleted(self, pod: Obj) -> None:
+        key = self._owner_key(pod)
+        if key is not None:
+            self.expectations.deletion_observed(key, pod["metadata"]["uid"])
+            self.queue.add(key)
+
+    # -- reconcile -------------------------------------------------------------------------
+
+    async def reconcile(self, key: str) -> None:
+        cached = self.replicasets.get(key)
+        if cached is None:
+            self.expectations.forget(key)
+            return
+        rs = copy.deepcopy(cached)
+        pods = await self._claim_pods(rs)
+        satisfied = self.expectations.satisfied(key)
+        error: tuple[str, str] | None = None
+        if satisfied and not rs["metadata"].get("deletionTimestamp"):
+            error = await self._manage_replicas(key, rs, pods)
+        status = calculate_status(rs, pods, error)
+        await self._write_status(rs, status)
+        if error is not None:
+            raise RuntimeError(error[1])  # retried with backoff, as Kubernetes does
+        min_ready = int(rs["spec"].get("minReadySeconds") or 0)
+        if min_ready and status["readyReplicas"] != status["availableReplicas"]:
+            # availability is a matter of time: look again once it may have changed
+            self.queue.add_after(key, float(min_ready))
+
+    async def _claim_pods(self, rs: Obj) -> list[Obj]:
+        selector = _selector(rs)
+        uid = rs["metadata"]["uid"]
+        ns = rs["metadata"]["namespace"]
+        deleting = bool(rs["metadata"].get("deletionTimestamp"))
+        claimed: list[Obj] = []
+        for pod in self.pods.list(ns):
+            if not is_pod_active(pod):
+                continue
+            labels = pod["metadata"].get("labels") or {}
+            ref = controller_of(pod)
+            if ref is not None and ref.get("uid") == uid:
+                if selector.matches(labels):
+                    claimed.append(pod)
+                elif not deleting:
+                    await self._release(pod, uid)
+            elif ref is None and not deleting and selector.matches(labels):
+                if await self._adopt(pod, rs):
+                    claimed.append(pod)
+        return claimed
+
+    async def _adopt(self, pod: Obj, rs: Obj) -> bool:
+        patch = {"metadata": {"ownerReferences": [controller_ref(rs)],
+                              "uid": pod["metadata"]["uid"]}}
+        try:
+            await self.client.patch(self.pod_rt, pod["metadata"]["name"], patch,
+                                    namespace=rs["metadata"]["namespace"],
+                                    patch_type="strategic")
+        except ApiError as e:
+            if e.code in (404, 409, 422):
+                return False  # gone, or changed under us: the next event brings it back
+            raise
+        return True
+
+    async def _release(self, pod: Obj, uid: str) -> None:
+        patch = {"metadata": {"ownerReferences": [{"$patch": "delete", "uid": uid}],
+                              "uid": pod["metadata"]["uid"]}}
+        try:
+            await self.client.patch(self.pod_rt, pod["metadata"]["name"], patch,
+                                    namespace=pod["metadata"]["namespace"],
+                                    patch_type="strategic")
+        except ApiError as e:
+            if e.code not in (404, 409, 422):
+                raise
+
+    async def _manage_replicas(self, key: str, rs: Obj, pods: list[Obj]
+                               ) -> tuple[str, str] | None:
+        """Create or delete pods; returns (reason, message) of a failure, else None."""
+        diff = len(pods) - int(rs["spec"].get("replicas", 1))
+        if diff < 0:
+            return await self._create_pods(key, rs, min(-diff, BURST_REPLICAS))
+        if diff > 0:
+            return await self._delete_pods(key, rs, pods_to_delete(pods,
+                                                                   min(diff, BURST_REPLICAS)))
+        return None
+
+    async def _create_pods(self, key: str, rs: Obj, count: int) -> tuple[str, str] | None:
+        self.expectations.expect_creations(key, count)
+        ns = rs["metadata"]["namespace"]
+        remaining, batch = count, 1
+        while remaining > 0:
+            size = min(batch, remaining)
+            results = await asyncio.gather(
+                *(self.client.create(self.pod_rt, pod_from_template(rs["spec"]["template"],
+                                                                    owner=rs), ns)
+                  for _ in range(size)), return_exceptions=True)
+            remaining -= size
+            failures = [r for r in results if isinstance(r, BaseException)]
+            for r in results:
+                if isinstance(r, BaseException):
+                    self.expectations.creation_observed(key)  # will never be seen
+                else:
+                    await record_event(self.client, rs, component=COMPONENT, type_="Normal",
+                                       reason="SuccessfulCreate",
+                                       message=f"Created pod: {r['metadata']['name']}")
+            if failures:
+                # slow start: stop at the first failure, and stop expecting the rest
+                self.expectations.creation_observed(key, remaining)
+                message = str(failures[0])
+                await record_event(self.client, rs, component=COMPONENT, type_="Warning",
+                                   reason="FailedCreate", message=f"Error creating: {message}")
+                return "FailedCreate", message
+            batch *= 2
+        return None
+
+    async def _delete_pods(self, key: str, rs: Obj, victims: list[Obj]
+                           ) -> tuple[str, str] | None:
+        self.expectations.expect_deletions(key, [p["metadata"]["uid"] for p in victims])
+
+        async def delete(pod: Obj) -> str | None:
+            m = pod["metadata"]
+            try:
+                await self.client.delete(self.pod_rt, m["name"], m["namespace"],
+                                         preconditions={"uid": m["uid"]})
+            except ApiError as e:
+                self.expectations.deletion_observed(key, m["uid"])
+                if e.code in (404, 409):
+                    return None  # already gone, or a different pod by that name now
+                await record_event(self.client, rs, component=COMPONENT, type_="Warning",
+                                   reason="FailedDelete", message=f"Error deleting: {e}")
+                return str(e)
+            await record_event(self.client, rs, component=COMPONENT, type_="Normal",
+                               reason="SuccessfulDelete", message=f"Deleted pod: {m['name']}")
+            return None
+
+        errors = [e for e in await asyncio.gather(*(delete(p) for p in victims)) if e]
+        return ("FailedDelete", errors[0]) if errors else None
+
+    async def _write_status(self, rs: Obj, status: Obj) -> None:
+        if same_status(status, rs.get("status") or {}):
+            return
+        rs["status"] = status
+        try:
+            await self.client.update_status(self.rs_rt, rs)
+        except ApiError as e:
+            if e.code == 404:
+                return
+            if e.code != 409:
+                raise
+            fresh = await self.client.get(self.rs_rt, rs["metadata"]["name"],
+                                          rs["metadata"]["namespace"])
+            status["observedGeneration"] = min(status["observedGeneration"],
+                                               fresh["metadata"].get("generation", 0))
+            fresh["status"] = status
+            await self.client.update_status(self.rs_rt, fresh)
+            self.enqueue(fresh)  # the spec may have moved on: look again
+
+
+# -- pure functions ------------------------------------------------------------------------
+
+def _selector(rs: Obj) -> LabelSelector:
+    try:
+        return LabelSelector.from_dict(rs["spec"].get("selector"))
+    except ApiError:
+        return LabelSelector.select_nothing()
+
+
+def _epoch(value: str | None) -> float:
+    if not value:
+        return 0.0
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _deletion_rank(pod: Obj) -> tuple[Any, ...]:
+    """Sort key: the pod to delete first sorts first."""
+    status = pod.get("status") or {}
+    phase_rank = {"Pending": 0, "Unknown": 1, "Running": 2}.get(status.get("phase", ""), 0)
+    since = ready_since(pod)
+    restarts = max((c.get("restartCount", 0) for c in status.get("containerStatuses") or []),
+                   default=0)
+    return (
+        1 if (pod.get("spec") or {}).get("nodeName") else 0,
+        phase_rank,
+        1 if since is not None else 0,
+        -(since.timestamp() if since is not None else 0.0),
+        -restarts,
+        -_epoch(pod["metadata"].get("creationTimestamp")),
+        pod["metadata"].get("name", ""),
+    )
+
+
+def same_status(a: Obj, b: Obj) -> bool:
+    """Equal but for zero counts, which a server may leave out (omitempty)."""
+    return {k: v for k, v in a.items() if v} == {k: v for k, v in b.items() if v}
+
+
+def pods_to_delete(pods: list[Obj], count: int) -> list[Obj]:
+    """The `count` pods least worth keeping, in Kubernetes' order."""
+    return sorted(pods, key=_deletion_rank)[:count]
+
+
+def calculate_status(rs: Obj, pods: list[Obj], error: tuple[str, str] | None,
+                     now: datetime | None = None) -> Obj:
+    """The ReplicaSet status for the pods it controls (active ones only)."""
+    now = now or datetime.now(UTC)
+    template_labels = ((rs["spec"].get("template") or {}).get("metadata") or {}).get(
+        "labels") or {}
+    min_ready = int(rs["spec"].get("minReadySeconds") or 0)
+    fully_labeled = sum(1 for p in pods if template_labels.items() <= (
+        (p["metadata"].get("labels") or {}).items()))
+    old = rs.get("status") or {}
+    conditions = [c for c in old.get("conditions") or [] if c.get("type") != "ReplicaFailure"]
+    failure = next((c for c in old.get("conditions") or []
+                    if c.get("type") == "ReplicaFailure"), None)
+    if error is not None:
+        reason, message = error
+        if failure is None or failure.get("reason") != reason or \
+                failure.get("message") != message:
+            failure = {"type": "ReplicaFailure", "status": "True", "reason": reason,
+                       "message": message,
+                       "lastTransitionTime": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        conditions.append(failure)
+    status: Obj = {
+        "replicas": len(pods),
+        "fullyLabeledReplicas": fully_labeled,
+        "readyReplicas": sum(1 for p in pods if is_pod_ready(p)),
+        "availableReplicas": sum(1 for p in pods if is_pod_available(p, min_ready, now)),
+        "observedGeneration": rs["metadata"].get("generation", 0),
+    }
+    if conditions:
+        status["conditions"] = conditions
+    return status

@@ -20,7 +20,7 @@ from typing import Any
 from pinnace.api import apply as ssa
 from pinnace.api import defaults, errors, patch, validation
 from pinnace.api.kinds import REGISTRY, Registry, ResourceType
-from pinnace.apiserver import allocators
+from pinnace.apiserver import admission, allocators
 from pinnace.apiserver.allocators import ServiceAllocator
 from pinnace.apiserver.objects import deep_copy, encode, meta, now_rfc3339, without_volatile
 from pinnace.apiserver.watch_cache import WatchCache
@@ -133,6 +133,7 @@ class ObjectRegistry:
         if rt.kind == "Job" and rt.group == "batch":
             defaults.job_selector_defaults(obj)
         defaults.initial_status(rt, obj)
+        admission.admit_create(rt.kind, rt.group, obj)
         generated = not m.get("name")
         for _ in range(8):
             if generated:

@@ -1,0 +1,126 @@
+"""Simulated nodes at scale: N fake nodes and M pods already bound to them.
+
+    python -m bench.fake_scale [--nodes 1000] [--pods 10000]
+
+One process holds the API server (in-process, HTTPS on a free port, SQLite in a
+temporary directory), one FakeNodes, and the client creating the pods with
+spec.nodeName set (spread round-robin). Prints one table: time to register
+the nodes, to create the pods, until all pods are Running; the store writes
+the agents made (resourceVersion growth beyond the pod creations) and the
+process' peak RSS (API server included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import resource
+import tempfile
+import time
+from collections.abc import Callable
+
+from pinnace.agent import FakeNodes
+from pinnace.apiserver.server import ApiServer
+from pinnace.client.client import Client
+from pinnace.client.factory import InformerFactory
+from pinnace.client.transport import HttpTransport
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def wait_for(cond: Callable[[], bool], *, within: float, interval: float = 0.1
+                   ) -> None:
+    deadline = time.monotonic() + within
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(interval)
+
+
+async def run(nodes: int, pods: int, concurrency: int) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        server = ApiServer(tmp, port=0)
+        await server.start()
+        client = Client(HttpTransport(server.url, token=server.token, ca_pem=server.ca_pem,
+                                      limit=concurrency))
+        factory = InformerFactory(client)
+        fake = FakeNodes(client, factory, count=nodes)
+        await factory.start()
+        rss0 = rss_mib()
+        task = asyncio.create_task(fake.run())
+        try:
+            t0 = time.monotonic()
+            await wait_for(lambda: len(fake.agents) == nodes and len(fake.nodes.cache) == nodes,
+                           within=600)
+            rows.append((f"register {nodes} nodes", f"{time.monotonic() - t0:.1f} s"))
+            rss_nodes = rss_mib()
+            pod_rt = client.resource("v1", "Pod")
+            rv0 = int((await client.list(pod_rt, "default", limit=1))["metadata"]
+                      ["resourceVersion"])
+            names = iter(range(pods))
+            t1 = time.monotonic()
+
+            async def creator() -> None:
+                for i in names:
+                    await client.create(pod_rt, {
+                        "metadata": {"name": f"p-{i}"},
+                        "spec": {"nodeName": f"fake-{i % nodes}",
+                                 "containers": [{"name": "app", "image": "nginx"}]}},
+                        "default")
+            await asyncio.gather(*(creator() for _ in range(concurrency)))
+            created = time.monotonic() - t1
+            rows.append((f"create {pods} pods", f"{created:.1f} s ({pods / created:.0f}/s)"))
+
+            def running() -> int:
+                return sum(1 for p in fake.pods.cache.values()
+                           if (p.get("status") or {}).get("phase") == "Running")
+            await wait_for(lambda: running() == pods, within=1200, interval=0.25)
+            total = time.monotonic() - t1
+            rows.append(("all pods Running (from first create)", f"{total:.1f} s"))
+            await asyncio.sleep(3)  # let stray writes land before counting
+            rv1 = int((await client.list(pod_rt, "default", limit=1))["metadata"]
+                      ["resourceVersion"])
+            rows.append(("store writes besides the creations (3 s idle incl.)",
+                         f"{rv1 - rv0 - pods}"))
+            rows.append(("RSS before nodes / with nodes / with pods",
+                         f"{rss0:.0f} / {rss_nodes:.0f} / {rss_mib():.0f} MiB"))
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            rows.append(("peak RSS (API server + agents + client)", f"{peak:.0f} MiB"))
+            idle_tasks = len(asyncio.all_tasks())
+            rows.append(("asyncio tasks while idle", str(idle_tasks)))
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await factory.stop()
+            await client.close()
+            await server.stop()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--pods", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    rows = asyncio.run(run(args.nodes, args.pods, args.concurrency))
+    width = max(len(k) for k, _ in rows)
+    print(f"{'fake_scale':<{width}}  {args.nodes} nodes, {args.pods} pods")
+    print("-" * (width + 30))
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+
+
+if __name__ == "__main__":
+    main()

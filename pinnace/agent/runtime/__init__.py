@@ -1,0 +1,24 @@
+"""Container runtimes behind one CRI-shaped interface; see `interface` for the design."""
+
+from pinnace.agent.runtime.fake import FakeRuntime, parse_duration
+from pinnace.agent.runtime.interface import (
+    CONTAINER_NAME,
+    INIT_CONTAINER,
+    POD_NAME,
+    POD_NAMESPACE,
+    POD_UID,
+    ContainerConfig,
+    ContainerEventHandler,
+    ContainerState,
+    ContainerStatus,
+    PodSandboxConfig,
+    PodSandboxStatus,
+    Runtime,
+    RuntimeError_,
+)
+
+__all__ = [
+    "CONTAINER_NAME", "INIT_CONTAINER", "POD_NAME", "POD_NAMESPACE", "POD_UID", "ContainerConfig",
+    "ContainerEventHandler", "ContainerState", "ContainerStatus", "FakeRuntime",
+    "PodSandboxConfig", "PodSandboxStatus", "Runtime", "RuntimeError_", "parse_duration",
+]

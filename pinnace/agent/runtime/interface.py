@@ -1,0 +1,118 @@
+"""The container runtime interface the node agent drives, shaped like Kubernetes' CRI.
+
+A pod is a *sandbox* (its network identity: one IP) holding *containers*. The
+agent is stateless about containers: each sync lists what the runtime has for
+a pod (by the labels it set: pod uid, container name, attempt) and decides
+from that, so a restarted agent picks up where the last one left off.
+
+Backends: `fake` (no processes; for scale and control-plane tests), `runc`
+later. Every method is async because real backends do I/O; `subscribe`
+delivers container events (CRI's GetContainerEvents) so the agent reacts to an
+exit without polling.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+# labels the agent puts on sandboxes and containers (the names kubelet uses)
+POD_UID = "io.kubernetes.pod.uid"
+POD_NAME = "io.kubernetes.pod.name"
+POD_NAMESPACE = "io.kubernetes.pod.namespace"
+CONTAINER_NAME = "io.kubernetes.container.name"
+# annotation on an init container's config: a simulated one completes at once
+INIT_CONTAINER = "pinnace.io/init-container"
+
+
+class ContainerState(enum.Enum):
+    CREATED = "created"
+    RUNNING = "running"
+    EXITED = "exited"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class PodSandboxConfig:
+    pod_uid: str
+    name: str
+    namespace: str
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PodSandboxStatus:
+    id: str
+    pod_uid: str
+    ready: bool
+    ip: str
+    created_at: float
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContainerConfig:
+    name: str
+    image: str
+    attempt: int = 0  # the restart count this container is created for
+    command: list[str] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContainerStatus:
+    id: str
+    sandbox_id: str
+    name: str
+    image: str
+    image_id: str
+    attempt: int
+    state: ContainerState
+    created_at: float
+    started_at: float = 0.0  # wall-clock seconds; 0 = never
+    finished_at: float = 0.0
+    exit_code: int = 0
+    reason: str = ""  # Completed, Error, OOMKilled, …
+    message: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+ContainerEventHandler = Callable[[str], None]
+"""Called with a pod uid whenever one of its containers changes state on its own."""
+
+
+class RuntimeError_(Exception):
+    """A runtime operation failed (the agent retries the sync later)."""
+
+
+class Runtime(Protocol):
+    name: str
+    version: str
+
+    # sandboxes
+    async def run_pod_sandbox(self, config: PodSandboxConfig) -> str: ...
+    async def stop_pod_sandbox(self, sandbox_id: str) -> None: ...
+    async def remove_pod_sandbox(self, sandbox_id: str) -> None: ...
+    async def pod_sandbox_status(self, sandbox_id: str) -> PodSandboxStatus: ...
+    async def list_pod_sandboxes(self, pod_uid: str | None = None) -> list[PodSandboxStatus]: ...
+
+    # containers
+    async def create_container(self, sandbox_id: str, config: ContainerConfig) -> str: ...
+    async def start_container(self, container_id: str) -> None: ...
+    async def stop_container(self, container_id: str, grace_period: float) -> None: ...
+    async def remove_container(self, container_id: str) -> None: ...
+    async def container_status(self, container_id: str) -> ContainerStatus: ...
+    async def list_containers(self, pod_uid: str | None = None) -> list[ContainerStatus]: ...
+
+    # streaming (placeholders until the runc backend)
+    async def exec_sync(self, container_id: str, cmd: list[str], time_limit: float
+                        ) -> tuple[int, bytes, bytes]: ...
+    async def container_logs(self, container_id: str) -> bytes: ...
+
+    def subscribe(self, handler: ContainerEventHandler) -> None: ...

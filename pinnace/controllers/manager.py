@@ -1,0 +1,55 @@
+"""The controller manager: every controller of the cluster, on one shared informer factory.
+
+    controllers = build_controllers(client, factory, settings)
+    await factory.start()
+    await asyncio.gather(*(c.run() for c in controllers))
+
+`ControllerSettings` holds the knobs a cluster operator may turn (Kubernetes'
+kube-controller-manager flags of the same meaning).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pinnace.client.client import Client
+from pinnace.client.factory import InformerFactory
+from pinnace.controllers.base import Controller
+from pinnace.controllers.cronjob import CronJobController
+from pinnace.controllers.daemonset import DaemonSetController
+from pinnace.controllers.deployment import DeploymentController
+from pinnace.controllers.garbage_collector import GarbageCollector
+from pinnace.controllers.job import JobController
+from pinnace.controllers.namespace import NamespaceController
+from pinnace.controllers.node_lifecycle import NodeLifecycleController
+from pinnace.controllers.pod_gc import PodGCController
+from pinnace.controllers.replicaset import ReplicaSetController
+from pinnace.controllers.serviceaccount import ServiceAccountsController
+from pinnace.controllers.ttl_after_finished import TTLAfterFinishedController
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    # --node-monitor-grace-period: a node silent this long is NotReady/Unknown
+    node_monitor_grace_period: float = 40.0
+    # base of the Job controller's exponential pod-failure backoff
+    job_backoff_base: float = 10.0
+
+
+def build_controllers(client: Client, factory: InformerFactory,
+                      settings: ControllerSettings | None = None) -> list[Controller]:
+    s = settings or ControllerSettings()
+    return [
+        ReplicaSetController(client, factory),
+        DeploymentController(client, factory),
+        JobController(client, factory, backoff_base=s.job_backoff_base),
+        TTLAfterFinishedController(client, factory),
+        CronJobController(client, factory),
+        DaemonSetController(client, factory),
+        GarbageCollector(client, factory),
+        NamespaceController(client, factory),
+        PodGCController(client, factory),
+        ServiceAccountsController(client, factory),
+        NodeLifecycleController(client, factory,
+                                grace_period=s.node_monitor_grace_period),
+    ]

@@ -1,23 +1,31 @@
 """The `pinnace` command.
 
-    pinnace up [--data-dir DIR] [--port PORT] [--host HOST]   run a cluster in the foreground
-    pinnace server …                                           the control plane alone
-    pinnace kubeconfig [--data-dir DIR]                        print the admin kubeconfig
+    pinnace up [--data-dir DIR] [--port PORT] [--fake-nodes N]   a whole cluster, in the foreground
+    pinnace server …                        the control plane alone (API, controllers, scheduler)
+    pinnace kubeconfig [--data-dir DIR]     print the admin kubeconfig
 
-`up` writes DIR/kubeconfig once the API answers and exits cleanly on SIGINT or
-SIGTERM. Later work adds the node agent and controllers to `up`.
+`up` and `server` write DIR/kubeconfig once the API answers and the components
+are running, and exit cleanly on SIGINT or SIGTERM. Components reach the API
+server through the API, like any client.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
 from pathlib import Path
 
+from pinnace.agent.fake_nodes import FakeNodes
 from pinnace.apiserver.server import ApiServer, default_data_dir
+from pinnace.client.client import Client
+from pinnace.client.factory import InformerFactory
+from pinnace.client.transport import HttpTransport
+from pinnace.controllers.manager import ControllerSettings, build_controllers
+from pinnace.scheduler.scheduler import Scheduler
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -39,7 +47,15 @@ def _parser() -> argparse.ArgumentParser:
                        help="address to listen on (default 127.0.0.1: loopback only)")
         p.add_argument("--history-window", type=int, default=10_000,
                        help="revisions of history kept for watches before compaction")
+        p.add_argument("--node-monitor-grace-period", type=float, default=40.0,
+                       help="seconds without a node heartbeat before it is NotReady")
+        p.add_argument("--job-backoff", type=float, default=10.0,
+                       help="base of the Job pod-failure backoff in seconds (doubles, max 6 min)")
         p.add_argument("-v", "--verbose", action="store_true")
+        if name == "up":
+            p.add_argument("--fake-nodes", type=int, default=0, metavar="N",
+                           help="run N simulated nodes fake-0..fake-N-1 (pods run without "
+                                "processes)")
     p = sub.add_parser("kubeconfig", help="print the admin kubeconfig")
     _common(p)
     return parser
@@ -59,11 +75,29 @@ async def _serve(args: argparse.Namespace) -> int:
               file=sys.stderr)
         await server.stop()
         return 1
+    client = Client(HttpTransport(server.url, token=server.token, ca_pem=server.ca_pem),
+                    field_manager="pinnace")
+    factory = InformerFactory(client)
+    settings = ControllerSettings(node_monitor_grace_period=args.node_monitor_grace_period,
+                                  job_backoff_base=args.job_backoff)
+    components: list = [*build_controllers(client, factory, settings),
+                        Scheduler(client, factory)]
+    if args.command == "up":
+        components.append(FakeNodes(client, factory, count=args.fake_nodes))
+    await factory.start()
+    tasks = [asyncio.create_task(c.run(), name=type(c).__name__) for c in components]
     path = server.write_kubeconfig()
     print(f"pinnace: API at {server.url}; kubeconfig: {path}", flush=True)
-    print(f"pinnace: try  KUBECONFIG={path} kubectl get ns", flush=True)
+    print(f"pinnace: try  KUBECONFIG={path} kubectl get nodes", flush=True)
     await stop.wait()
     print("pinnace: stopping", flush=True)
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await t
+    await factory.stop()
+    await client.close()
     await server.stop()
     return 0
 

@@ -1,0 +1,173 @@
+"""Scheduler throughput: pods bound per second on 1,000 and 5,000 nodes.
+
+    python -m bench.scheduler [--nodes 1000 5000] [--pods 10000] [--gc-freeze]
+
+An API server runs in this process (HTTPS on loopback, SQLite in a temporary
+directory); nodes and pods are created through the API, then the scheduler starts
+and we time from its first binding to its last. Columns: bound pods/s; the share
+of wall time spent in scheduling cycles (filter + score, on the event loop); the
+mean binding round trip (POST pods/binding, with up to 64 in flight); and the
+process' peak RSS (API server and its watch cache included; each size runs in
+its own process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pinnace.apiserver.server import ApiServer
+from pinnace.client.client import Client
+from pinnace.client.factory import InformerFactory
+from pinnace.client.transport import HttpTransport
+from pinnace.scheduler import Scheduler
+
+OWNERS = 100  # pods are spread over this many fake ReplicaSets
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def in_parallel(n: int, fn: Any, concurrency: int = 32) -> None:
+    it = iter(range(n))
+
+    async def worker() -> None:
+        for i in it:
+            await fn(i)
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+def node(i: int) -> dict[str, Any]:
+    name = f"node-{i:05d}"
+    status = {"conditions": [{"type": "Ready", "status": "True"}],
+              "allocatable": {"cpu": "32", "memory": "128Gi", "pods": "110"},
+              "capacity": {"cpu": "32", "memory": "128Gi", "pods": "110"}}
+    return {"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name,
+                                                  "zone": f"z{i % 3}"}},
+            "spec": {}, "status": status}
+
+
+def pod(i: int) -> dict[str, Any]:
+    owner = f"rs-{i % OWNERS}"
+    return {"metadata": {"name": f"pod-{i:05d}", "labels": {"app": owner},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                              "name": owner, "uid": f"uid-{owner}",
+                                              "controller": True}]},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {
+                "requests": {"cpu": "100m", "memory": "128Mi"}}}]}}
+
+
+async def one_run(num_nodes: int, num_pods: int, *, gc_freeze: bool = False
+                  ) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        server = ApiServer(Path(tmp) / "data", port=0)
+        await server.start()
+        client = Client(HttpTransport(server.url, token=server.token, ca_pem=server.ca_pem))
+        try:
+            nodes_rt, pods_rt = client.resource("v1", "Node"), client.resource("v1", "Pod")
+
+            async def make_node(i: int) -> None:
+                n = node(i)
+                created = await client.create(nodes_rt, n)
+                created["status"] = n["status"]
+                await client.update_status(nodes_rt, created)
+
+            t0 = time.perf_counter()
+            await in_parallel(num_nodes, make_node)
+            await in_parallel(num_pods, lambda i: client.create(pods_rt, pod(i), "default"))
+            setup = time.perf_counter() - t0
+            rss_setup = peak_rss_mib()
+
+            factory = InformerFactory(client)
+            scheduler = Scheduler(client, factory)
+            cycle_time = [0.0]
+            find_node = scheduler.find_node
+
+            def timed_find_node(p: Any) -> Any:
+                s = time.perf_counter()
+                try:
+                    return find_node(p)
+                finally:
+                    cycle_time[0] += time.perf_counter() - s
+            scheduler.find_node = timed_find_node  # type: ignore[method-assign]
+            bind_time = [0.0, 0]
+            post = client.post_subresource
+
+            async def timed_post(*a: Any, **kw: Any) -> Any:
+                s = time.perf_counter()
+                try:
+                    return await post(*a, **kw)
+                finally:
+                    bind_time[0] += time.perf_counter() - s
+                    bind_time[1] += 1
+            client.post_subresource = timed_post  # type: ignore[method-assign]
+
+            await factory.start()
+            if gc_freeze:  # what a long-running process can do once its caches are full
+                gc.freeze()
+            task = asyncio.create_task(scheduler.run())
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 600
+            # polling a counter is simplest here; the scheduler has no "all bound" event
+            while scheduler.stats.bound < num_pods and loop.time() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            stats = scheduler.stats
+            span = max(stats.last_bind - stats.first_bind, 1e-9)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await factory.stop()
+            return {"nodes": num_nodes, "pods": num_pods, "setup_s": setup,
+                    "bound": stats.bound, "pods_per_s": stats.bound / span, "span_s": span,
+                    "cycle_share": cycle_time[0] / span,
+                    "cycle_ms": 1000 * cycle_time[0] / max(stats.attempts, 1),
+                    "bind_ms": 1000 * bind_time[0] / max(bind_time[1], 1),
+                    "rss_setup": rss_setup, "rss_peak": peak_rss_mib()}
+        finally:
+            await client.close()
+            await server.stop()
+
+
+def print_table(rows: list[dict[str, float]]) -> None:
+    print(f"{'nodes':>6} {'pods':>6} {'bound':>6} {'pods/s':>8} {'span s':>7} "
+          f"{'cycle ms':>8} {'cycle %':>7} {'bind rtt ms':>11} {'setup s':>7} "
+          f"{'RSS MiB setup/peak':>19}")
+    for r in rows:
+        print(f"{r['nodes']:>6} {r['pods']:>6} {r['bound']:>6} {r['pods_per_s']:>8.0f} "
+              f"{r['span_s']:>7.1f} {r['cycle_ms']:>8.2f} {100 * r['cycle_share']:>6.0f}% "
+              f"{r['bind_ms']:>11.1f} {r['setup_s']:>7.1f} "
+              f"{r['rss_setup']:>9.0f}/{r['rss_peak']:<9.0f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--nodes", type=int, nargs="+", default=[1000, 5000])
+    parser.add_argument("--pods", type=int, default=10_000)
+    parser.add_argument("--gc-freeze", action="store_true",
+                        help="gc.freeze() once the informers have synced")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:  # a child: one size, one JSON line (so peak RSS is this size's alone)
+        print(json.dumps(asyncio.run(one_run(args.nodes[0], args.pods,
+                                             gc_freeze=args.gc_freeze))))
+        return
+    rows = []
+    for n in args.nodes:
+        cmd = [sys.executable, "-m", "bench.scheduler", "--one", "--nodes", str(n),
+               "--pods", str(args.pods)] + (["--gc-freeze"] if args.gc_freeze else [])
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()

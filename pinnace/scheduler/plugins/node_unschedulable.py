@@ -1,0 +1,21 @@
+"""NodeUnschedulable: a cordoned node (spec.unschedulable) takes only pods that
+tolerate the `node.kubernetes.io/unschedulable:NoSchedule` taint."""
+
+from __future__ import annotations
+
+from pinnace.scheduler.framework import SUCCESS, NodeInfo, PodInfo, Status
+from pinnace.scheduler.plugins.taints import tolerated
+
+REASON = "node(s) were unschedulable"
+TAINT = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
+
+
+class NodeUnschedulable:
+    name = "NodeUnschedulable"
+
+    def filter(self, pod: PodInfo, node_info: NodeInfo) -> Status:
+        if not node_info.unschedulable:
+            return SUCCESS
+        if tolerated(pod.tolerations, TAINT):
+            return SUCCESS
+        return Status.unresolvable(REASON)

@@ -22,14 +22,13 @@ Modelled on Kubernetes' structured-merge-diff, driven by the OpenAPI definitions
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from pinnace.api.errors import ApiError, Cause, bad_request
 from pinnace.api.kinds import REGISTRY
-from pinnace.api.patch import Shape, api_errors_only, json_equal, root_shape
+from pinnace.api.patch import Shape, api_errors_only, copy_json, json_equal, root_shape
 
 __all__ = ["apply", "fields_of", "update_managed_fields"]
 
@@ -119,6 +118,10 @@ def _compare(old: Any, new: Any, shape: Shape, path: Path,
     if new is _MISSING:
         _collect(old, shape, path, removed)
         return
+    if type(old) is type(new) and old == new:
+        # the common case, decided in C: an unchanged subtree (decoding already enforced
+        # the schema's types, so Python's True == 1 cannot hide a change here)
+        return
     mode = _mode(old, shape)
     if mode != _mode(new, shape) or mode == "leaf" or (not old and not new):
         if not json_equal(old, new):
@@ -152,10 +155,10 @@ def _compare(old: Any, new: Any, shape: Shape, path: Path,
 def _merge(live: Any, config: Any, shape: Shape) -> Any:
     """Merge an apply configuration into live (live is a private copy, reused)."""
     if live is _MISSING:
-        return copy.deepcopy(config)
+        return copy_json(config)
     mode = _mode(config, shape)
     if mode != _mode(live, shape) or mode == "leaf":
-        return copy.deepcopy(config)
+        return copy_json(config)
     if mode == "map":
         for key, child in config.items():
             live[key] = _merge(live.get(key, _MISSING), child, shape.child(key))
@@ -366,9 +369,14 @@ def _managed_of(obj: Any) -> Any:
 
 
 def _without_managed(obj: Any) -> dict:
-    out = copy.deepcopy(obj) if isinstance(obj, dict) else {}
-    if isinstance(out.get("metadata"), dict):
-        out["metadata"].pop("managedFields", None)
+    """obj without metadata.managedFields: a shallow copy (callers that change the result
+    copy it deeply themselves), since copying whole objects dominated every write."""
+    if not isinstance(obj, dict):
+        return {}
+    out = dict(obj)
+    meta = out.get("metadata")
+    if isinstance(meta, dict):
+        out["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
     return out
 
 
@@ -449,7 +457,7 @@ def apply(live: dict | None, config: dict, *, manager: str, force: bool, schema_
     applied: FieldSet = set()
     _collect(config, shape, (), applied)
     applied = _tracked(applied, reset)
-    merged = _merge(copy.deepcopy(before), config, shape)
+    merged = _merge(copy_json(before), config, shape)
     if mine is not None:
         keep = applied.union(*(e.fields for e in others))
         _prune(merged, mine.fields, keep, reset)

@@ -217,7 +217,7 @@ class _Decoder:
 
 def _zero(node: dict[str, Any] | None) -> Any:
     resolved = schema.resolve(node) if node else None
-    types = schema.types_of(resolved) if resolved else set()
+    types = schema.types_of(resolved) if resolved else frozenset()
     if "object" in types and isinstance(resolved.get("properties"), dict):
         return {}
     if types == {"string"}:

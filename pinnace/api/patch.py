@@ -19,7 +19,6 @@ from deep copies). Every failure is an `ApiError`:
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 from collections.abc import Callable
@@ -29,11 +28,19 @@ from typing import Any, TypeVar
 from pinnace.api import schema
 from pinnace.api.errors import ApiError, Cause, bad_request
 
-__all__ = ["Shape", "api_errors_only", "json_equal", "json_patch", "merge_patch", "root_shape",
-           "shape_of", "strategic_merge_patch"]
+__all__ = ["Shape", "api_errors_only", "copy_json", "json_equal", "json_patch", "merge_patch",
+           "root_shape", "shape_of", "strategic_merge_patch"]
 
 _MISSING = object()
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def copy_json(value: Any) -> Any:
+    """A deep copy of JSON data; the C JSON codec is several times faster than
+    copy.deepcopy, which dominated every write."""
+    if isinstance(value, dict | list):
+        return json.loads(json.dumps(value))
+    return value
 
 
 def api_errors_only(fn: _F) -> _F:
@@ -241,7 +248,7 @@ def json_patch(doc: Any, ops: Any) -> Any:
     if len(ops) > 10000:
         raise ApiError(413, "RequestEntityTooLarge",
                        f"The allowed maximum operations in a JSON patch is 10000, got {len(ops)}")
-    result = copy.deepcopy(doc)
+    result = copy_json(doc)
     for op in ops:
         if not isinstance(op, dict):
             raise bad_request("json patch: each operation must be a JSON object")
@@ -259,19 +266,19 @@ def json_patch(doc: Any, ops: Any) -> Any:
                 raise bad_request(f"json patch: {kind} operation is missing \"from\"")
             source = _pointer(op["from"], "from")
         if kind == "add":
-            result = _add(result, tokens, copy.deepcopy(op["value"]), kind, path)
+            result = _add(result, tokens, copy_json(op["value"]), kind, path)
         elif kind == "remove":
             result = _remove(result, tokens, kind, path)
         elif kind == "replace":
             _get(result, tokens, kind, path)  # must exist
             if tokens:
                 result = _remove(result, tokens, kind, path)
-            result = _add(result, tokens, copy.deepcopy(op["value"]), kind, path)
+            result = _add(result, tokens, copy_json(op["value"]), kind, path)
         elif kind == "test":
             if not json_equal(_get(result, tokens, kind, path), op["value"]):
                 raise _rejected(f"testing value {path} failed: test failed")
         elif kind == "copy":
-            value = copy.deepcopy(_get(result, source, kind, op["from"]))
+            value = copy_json(_get(result, source, kind, op["from"]))
             result = _add(result, tokens, value, kind, path)
         else:  # move
             if tokens[:len(source)] == source and len(tokens) > len(source):
@@ -291,12 +298,12 @@ def json_patch(doc: Any, ops: Any) -> Any:
 @api_errors_only
 def merge_patch(doc: Any, patch: Any) -> Any:
     """Apply an RFC 7386 merge patch: null deletes, a non-object replaces."""
-    return _merge_patch(copy.deepcopy(doc), patch)
+    return _merge_patch(copy_json(doc), patch)
 
 
 def _merge_patch(doc: Any, patch: Any) -> Any:
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return copy_json(patch)
     result = doc if isinstance(doc, dict) else {}
     for key, value in patch.items():
         if value is None:
@@ -319,8 +326,8 @@ def strategic_merge_patch(doc: dict, patch: dict, schema_ref: str) -> dict:
     """Apply a Kubernetes strategic merge patch to a copy of `doc`."""
     if not isinstance(patch, dict):
         raise bad_request("strategic merge patch: the patch must be a JSON object")
-    original = copy.deepcopy(doc) if isinstance(doc, dict) else {}
-    result = _merge_map(original, copy.deepcopy(patch), root_shape(schema_ref))
+    original = copy_json(doc) if isinstance(doc, dict) else {}
+    result = _merge_map(original, copy_json(patch), root_shape(schema_ref))
     return result if isinstance(result, dict) else {}
 
 

@@ -39,8 +39,37 @@ def ref_name(node: dict[str, Any]) -> str | None:
     return None
 
 
+@functools.cache
+def _memo() -> tuple[dict[int, Any], dict[int, frozenset[str]]]:
+    """resolve() and types_of() of every node inside the definitions, keyed by id: they
+    sit on the hot path of every write. The definitions live for the whole process, so
+    their ids are stable; nodes built elsewhere are computed each time."""
+    resolved: dict[int, Any] = {}
+    types: dict[int, frozenset[str]] = {}
+    stack: list[Any] = list(definitions().values())
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            resolved[id(node)] = _resolve(node)
+            types[id(node)] = _types_of(node)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return resolved, types
+
+
 def resolve(node: dict[str, Any] | None) -> dict[str, Any] | None:
     """Follow `$ref` (also one wrapped in `allOf`) to the definition it names."""
+    if node is None:
+        return None
+    hit = _memo()[0].get(id(node), _MISS)
+    return _resolve(node) if hit is _MISS else hit
+
+
+_MISS = object()
+
+
+def _resolve(node: dict[str, Any] | None) -> dict[str, Any] | None:
     while node is not None:
         name = ref_name(node)
         if name is None:
@@ -53,14 +82,19 @@ def resolve(node: dict[str, Any] | None) -> dict[str, Any] | None:
     return None
 
 
-def types_of(node: dict[str, Any]) -> set[str]:
-    """The JSON types a schema node allows, without "null"."""
+def types_of(node: dict[str, Any]) -> frozenset[str]:
+    """The JSON types a schema node allows, without "null" (read-only set)."""
+    hit = _memo()[1].get(id(node))
+    return _types_of(node) if hit is None else hit
+
+
+def _types_of(node: dict[str, Any]) -> frozenset[str]:
     t = node.get("type")
     if isinstance(t, str):
-        return {t}
+        return frozenset((t,))
     if isinstance(t, list):
-        return {x for x in t if x != "null"}
-    return set()
+        return frozenset(x for x in t if x != "null")
+    return frozenset()
 
 
 def field_schema(node: dict[str, Any] | None, field: str) -> dict[str, Any] | None:

@@ -363,7 +363,7 @@ class ObjectRegistry:
 
     async def _patch_once(self, rt: ResourceType, current: dict[str, Any], patch_type: str,
                           body: Any, opts: WriteOptions, *, subresource: str) -> dict[str, Any]:
-        base = deep_copy(current)
+        base = current  # the patch functions copy what they change; the cache stays intact
         managed_done = False
         if patch_type == "json":
             new = patch.json_patch(base, body)

@@ -20,10 +20,10 @@ import sys
 from pathlib import Path
 
 from pinnace.agent.fake_nodes import FakeNodes
+from pinnace.apiserver.local import LocalTransport
 from pinnace.apiserver.server import ApiServer, default_data_dir
 from pinnace.client.client import Client
 from pinnace.client.factory import InformerFactory
-from pinnace.client.transport import HttpTransport
 from pinnace.controllers.manager import ControllerSettings, build_controllers
 from pinnace.scheduler.scheduler import Scheduler
 
@@ -75,8 +75,9 @@ async def _serve(args: argparse.Namespace) -> int:
               file=sys.stderr)
         await server.stop()
         return 1
-    client = Client(HttpTransport(server.url, token=server.token, ca_pem=server.ca_pem),
-                    field_manager="pinnace")
+    # components in this process use the API's handlers directly, without the socket
+    assert server.registry is not None
+    client = Client(LocalTransport(server.registry), field_manager="pinnace")
     factory = InformerFactory(client)
     settings = ControllerSettings(node_monitor_grace_period=args.node_monitor_grace_period,
                                   job_backoff_base=args.job_backoff)

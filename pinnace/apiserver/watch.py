@@ -16,6 +16,8 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -51,23 +53,105 @@ def _parse_rv(value: str | None) -> int | None:
     return rv
 
 
+@dataclass(frozen=True)
+class WatchOptions:
+    """The watch parameters of a request's query."""
+
+    from_rv: int | None
+    timeout: float
+    bookmarks: bool
+    initial_events: bool
+
+    @classmethod
+    def from_query(cls, q: Mapping[str, str]) -> WatchOptions:
+        from_rv = _parse_rv(q.get("resourceVersion"))
+        timeout = neg.query_int(q, "timeoutSeconds")
+        if timeout is None or timeout <= 0:
+            timeout = int(MIN_REQUEST_TIMEOUT * (1 + random.random()))
+        initial_events = neg.query_bool(q.get("sendInitialEvents")) \
+            if "sendInitialEvents" in q else False
+        return cls(from_rv=None if initial_events else from_rv, timeout=timeout,
+                   bookmarks=neg.query_bool(q.get("allowWatchBookmarks")),
+                   initial_events=initial_events)
+
+
+Batch = list[tuple[str, dict[str, Any]]]
+
+
+async def watch_batches(cache: WatchCache, rt: ResourceType, namespace: str | None,
+                        matches: WatchFilter, opts: WatchOptions, *,
+                        alive: Callable[[], bool] = lambda: True) -> AsyncIterator[Batch]:
+    """The events of one watch, in batches (a burst of writes is one batch), until the
+    timeout, the watcher's overflow, or `alive()` turns false while idle. The objects
+    are the cache's own: consumers must not change them."""
+    try:
+        watcher, backlog = cache.watch(namespace, matches, opts.from_rv)
+    except CompactedError:
+        status = errors.gone(f"too old resource version: {opts.from_rv} "
+                             f"({cache.window_start})")
+        yield [("ERROR", status.status())]
+        return
+
+    def bookmark(initial_end: bool = False) -> tuple[str, dict[str, Any]]:
+        m: dict[str, Any] = {"resourceVersion": str(cache.revision)}
+        if initial_end:
+            m["annotations"] = {"k8s.io/initial-events-end": "true"}
+        return "BOOKMARK", {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": m}
+
+    deadline = time.monotonic() + opts.timeout
+    min_revision = opts.from_rv or 0
+    if backlog:
+        min_revision = max(min_revision, max(ev.revision for ev in backlog))
+    if opts.from_rv is None:
+        min_revision = max(min_revision, cache.revision)
+    try:
+        first: Batch = [(ev.type, ev.obj) for ev in backlog]
+        if opts.initial_events and opts.bookmarks:
+            first.append(bookmark(initial_end=True))
+        if first:
+            yield first
+        next_bookmark = time.monotonic() + BOOKMARK_INTERVAL
+        while True:
+            now = time.monotonic()
+            remaining = deadline - now
+            if remaining <= 0:
+                return
+            wait = min(remaining, DISCONNECT_POLL)
+            if opts.bookmarks:
+                wait = min(wait, max(next_bookmark - now, 0))
+            try:
+                ev: CacheEvent | None = await asyncio.wait_for(watcher.queue.get(), wait)
+            except TimeoutError:
+                if not alive():
+                    return
+                now = time.monotonic()
+                if opts.bookmarks and next_bookmark <= now < deadline:
+                    yield [bookmark()]
+                    next_bookmark = now + BOOKMARK_INTERVAL
+                continue
+            if ev is None:
+                return
+            batch = [ev]
+            while not watcher.queue.empty():
+                nxt = watcher.queue.get_nowait()
+                if nxt is None:
+                    watcher.closed = True
+                    break
+                batch.append(nxt)
+            out = [(e.type, e.obj) for e in batch if e.revision > min_revision]
+            if out:
+                yield out
+                next_bookmark = time.monotonic() + BOOKMARK_INTERVAL
+            if watcher.closed and watcher.queue.empty():
+                return
+    finally:
+        cache.unwatch(watcher)
+
+
 async def serve_watch(request: web.Request, cache: WatchCache, rt: ResourceType,
                       namespace: str | None, matches: WatchFilter,
                       render: neg.Rendering) -> web.StreamResponse:
-    q = request.query
-    from_rv = _parse_rv(q.get("resourceVersion"))
-    timeout = neg.query_int(q, "timeoutSeconds")
-    if timeout is None or timeout <= 0:
-        timeout = int(MIN_REQUEST_TIMEOUT * (1 + random.random()))
-    bookmarks = neg.query_bool(q.get("allowWatchBookmarks"))
-    initial_events = neg.query_bool(q.get("sendInitialEvents")) if "sendInitialEvents" in q \
-        else False
-    if initial_events:
-        from_rv = None
-    try:
-        watcher, backlog = cache.watch(namespace, matches, from_rv)
-    except CompactedError:
-        watcher, backlog = None, []
+    opts = WatchOptions.from_query(request.query)
     response = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
                                                        "Cache-Control": "no-cache"})
     response.enable_chunked_encoding()
@@ -82,69 +166,15 @@ async def serve_watch(request: web.Request, cache: WatchCache, rt: ResourceType,
                    "metadata": obj.get("metadata", {})}
         return neg.dump({"type": ev_type, "object": obj}) + b"\n"
 
-    if watcher is None:
-        status = errors.gone(f"too old resource version: {from_rv} ({cache.window_start})")
-        with contextlib.suppress(ConnectionError):
-            await response.write(frame("ERROR", status.status()))
-        return response
-
-    def bookmark(initial_end: bool = False) -> bytes:
-        m: dict[str, Any] = {"resourceVersion": str(cache.revision)}
-        if initial_end:
-            m["annotations"] = {"k8s.io/initial-events-end": "true"}
-        return frame("BOOKMARK", {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": m})
-
-    deadline = time.monotonic() + timeout
-    min_revision = from_rv or 0
-    if backlog:
-        min_revision = max(min_revision, max(ev.revision for ev in backlog))
-    if from_rv is None:
-        min_revision = max(min_revision, cache.revision)
+    events = watch_batches(cache, rt, namespace, matches, opts,
+                           alive=lambda: not _disconnected(request))
     try:
-        chunk = b"".join(frame(ev.type, ev.obj) for ev in backlog)
-        if initial_events and bookmarks:
-            chunk += bookmark(initial_end=True)
-        if chunk:
-            await response.write(chunk)
-        next_bookmark = time.monotonic() + BOOKMARK_INTERVAL
-        while True:
-            now = time.monotonic()
-            remaining = deadline - now
-            if remaining <= 0:
-                break
-            wait = min(remaining, DISCONNECT_POLL)
-            if bookmarks:
-                wait = min(wait, max(next_bookmark - now, 0))
-            try:
-                ev: CacheEvent | None = await asyncio.wait_for(watcher.queue.get(), wait)
-            except TimeoutError:
-                if _disconnected(request):
-                    break
-                now = time.monotonic()
-                if bookmarks and next_bookmark <= now < deadline:
-                    await response.write(bookmark())
-                    next_bookmark = now + BOOKMARK_INTERVAL
-                continue
-            if ev is None:
-                break
-            # drain what is queued so a burst goes out in one write
-            batch = [ev]
-            while not watcher.queue.empty():
-                nxt = watcher.queue.get_nowait()
-                if nxt is None:
-                    watcher.closed = True
-                    break
-                batch.append(nxt)
-            out = b"".join(frame(e.type, e.obj) for e in batch if e.revision > min_revision)
-            if out:
-                await response.write(out)
-                next_bookmark = time.monotonic() + BOOKMARK_INTERVAL
-            if watcher.closed and watcher.queue.empty():
-                break
+        async for batch in events:
+            await response.write(b"".join(frame(t, o) for t, o in batch))
     except ConnectionError:
         pass
     finally:
-        cache.unwatch(watcher)
+        await events.aclose()
     with contextlib.suppress(ConnectionError, RuntimeError):
         await response.write_eof()
     return response

@@ -127,6 +127,7 @@ async def run_workers(queue: WorkQueue, reconcile: Reconcile, *, workers: int = 
                 queue.forget(key)
             finally:
                 queue.done(key)
+            await asyncio.sleep(0)  # a key that keeps coming back must not starve the loop
 
     tasks = [asyncio.create_task(worker(), name=f"{name}-worker-{i}") for i in range(workers)]
     try:

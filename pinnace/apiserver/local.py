@@ -1,0 +1,109 @@
+"""The in-process transport: components living in the API server's process reach the
+API through the very same handlers, admission and validation, without the socket,
+TLS and HTTP parsing.
+
+It satisfies `pinnace.client.transport.Transport` structurally (the apiserver may
+not import the client package). Requests run the `ResourceHandlers` on a small
+stand-in for aiohttp's request; watches read the watch cache directly. Every object
+handed out is a copy, so a component can never change the server's cache. The
+caller acts as the cluster admin, as components started by `pinnace up` do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+
+from pinnace.api import errors
+from pinnace.api.patch import copy_json
+from pinnace.apiserver.handlers import ResourceHandlers, parse_path
+from pinnace.apiserver.registry import ObjectRegistry
+from pinnace.apiserver.watch import WatchOptions, watch_batches
+
+_NOT_FOUND = errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+
+
+class _Request:
+    """What the resource handlers read of an aiohttp request."""
+
+    def __init__(self, method: str, path: str, params: Mapping[str, str] | None,
+                 body: bytes, content_type: str) -> None:
+        self.method = method
+        self.path = path
+        self.query = MultiDictProxy(MultiDict(params or {}))
+        self.headers = CIMultiDictProxy(CIMultiDict({
+            "Content-Type": content_type, "Accept": "application/json",
+            "User-Agent": "pinnace"}))
+        self.match_info = {"tail": path.split("/", 2)[2] if path.count("/") >= 2 else ""}
+        self._body = body
+        self._state: dict[Any, Any] = {}
+
+    async def read(self) -> bytes:
+        return self._body
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._state[key]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._state[key] = value
+
+
+class LocalTransport:
+    def __init__(self, registry: ObjectRegistry) -> None:
+        self.registry = registry
+        self.handlers = ResourceHandlers(registry)
+
+    async def request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+                      body: Any = None, content_type: str = "application/json",
+                      ) -> tuple[int, Any]:
+        # A socket would let other tasks run here; so must we, or a component that retries
+        # a request answered from memory could starve the informers it waits on.
+        await asyncio.sleep(0)
+        raw = b"" if body is None else json.dumps(body).encode()
+        req = _Request(method, path, params, raw, content_type)
+        try:
+            if path.startswith("/api/"):
+                resp = await self.handlers.core(req)  # type: ignore[arg-type]
+            elif path.startswith("/apis/"):
+                resp = await self.handlers.named(req)  # type: ignore[arg-type]
+            else:
+                raise _NOT_FOUND
+        except errors.ApiError as e:
+            return e.code, e.status()
+        payload = getattr(resp, "body", None)
+        return resp.status, json.loads(payload) if payload else None
+
+    async def stream(self, path: str, params: Mapping[str, str]
+                     ) -> AsyncIterator[tuple[int, Any]]:
+        req = _Request("GET", path, params, b"", "application/json")
+        try:
+            segments = req.match_info["tail"].split("/")
+            if path.startswith("/api/"):
+                if segments[0] != "v1":
+                    raise _NOT_FOUND
+                target = parse_path(self.registry.kinds, "", "v1", segments[1:])
+            else:
+                target = parse_path(self.registry.kinds, segments[0], segments[1],
+                                    segments[2:])
+            if target.name is not None or target.subresource:
+                raise _NOT_FOUND
+            matches = self.handlers.selection(req, target.rt)  # type: ignore[arg-type]
+            opts = WatchOptions.from_query(req.query)
+        except errors.ApiError as e:
+            yield e.code, e.status()
+            return
+        events = watch_batches(self.registry.cache(target.rt), target.rt, target.namespace,
+                               matches, opts)
+        try:
+            async for batch in events:
+                for ev_type, obj in batch:
+                    yield 200, {"type": ev_type, "object": copy_json(obj)}
+        finally:
+            await events.aclose()
+
+    async def close(self) -> None:
+        return None

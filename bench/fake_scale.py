@@ -22,10 +22,10 @@ import time
 from collections.abc import Callable
 
 from pinnace.agent import FakeNodes
+from pinnace.apiserver.local import LocalTransport
 from pinnace.apiserver.server import ApiServer
 from pinnace.client.client import Client
 from pinnace.client.factory import InformerFactory
-from pinnace.client.transport import HttpTransport
 
 
 def rss_mib() -> float:
@@ -50,8 +50,8 @@ async def run(nodes: int, pods: int, concurrency: int) -> list[tuple[str, str]]:
     with tempfile.TemporaryDirectory() as tmp:
         server = ApiServer(tmp, port=0)
         await server.start()
-        client = Client(HttpTransport(server.url, token=server.token, ca_pem=server.ca_pem,
-                                      limit=concurrency))
+        # as in `pinnace up`: components share the API server's process and loop
+        client = Client(LocalTransport(server.registry))
         factory = InformerFactory(client)
         fake = FakeNodes(client, factory, count=nodes)
         await factory.start()

@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pinnace.apiserver.local import LocalTransport
 from pinnace.apiserver.server import ApiServer
 from pinnace.client.client import Client
 from pinnace.client.factory import InformerFactory
-from pinnace.client.transport import HttpTransport
 from pinnace.scheduler import Scheduler
 
 OWNERS = 100  # pods are spread over this many fake ReplicaSets
@@ -72,7 +72,8 @@ async def one_run(num_nodes: int, num_pods: int, *, gc_freeze: bool = False
     with tempfile.TemporaryDirectory() as tmp:
         server = ApiServer(Path(tmp) / "data", port=0)
         await server.start()
-        client = Client(HttpTransport(server.url, token=server.token, ca_pem=server.ca_pem))
+        # as in `pinnace up`: components share the API server's process and loop
+        client = Client(LocalTransport(server.registry))
         try:
             nodes_rt, pods_rt = client.resource("v1", "Node"), client.resource("v1", "Pod")
 

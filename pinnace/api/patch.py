@@ -93,10 +93,23 @@ class Shape:
 UNKNOWN = Shape("unknown")
 
 
+_SHAPES: dict[int, Shape] = {}
+
+
 def shape_of(prop: dict[str, Any] | None) -> Shape:
-    """The shape of a property node; extensions may sit on the node or its definition."""
+    """The shape of a property node; extensions may sit on the node or its definition.
+    Memoised for the schema's own nodes, which every patch and apply walks again."""
     if not isinstance(prop, dict):
         return UNKNOWN
+    shape = _SHAPES.get(id(prop))
+    if shape is None:
+        shape = _shape_of(prop)
+        if schema.is_definition_node(prop):
+            _SHAPES[id(prop)] = shape
+    return shape
+
+
+def _shape_of(prop: dict[str, Any]) -> Shape:
     node = schema.resolve(prop)
     if node is None:
         return UNKNOWN

@@ -15,6 +15,7 @@ Binary quantities under 1024, or that are not whole numbers, print as DecimalSI.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from fractions import Fraction
@@ -54,8 +55,10 @@ def _interpret_suffix(suffix: str) -> tuple[int, int, str]:
     raise ValueError(SUFFIX_ERROR)
 
 
+@functools.lru_cache(maxsize=4096, typed=True)
 def parse_quantity_format(text: str | int | float) -> tuple[Fraction, str]:
-    """Parse a quantity; returns its exact value and the format it prints in."""
+    """Parse a quantity; returns its exact value and the format it prints in. Cached:
+    the same few quantities ("100m", "128Mi") come back on every write."""
     if isinstance(text, bool):
         raise ValueError(FORMAT_ERROR)
     if isinstance(text, int):

@@ -58,6 +58,11 @@ def _memo() -> tuple[dict[int, Any], dict[int, frozenset[str]]]:
     return resolved, types
 
 
+def is_definition_node(node: Any) -> bool:
+    """True for a node inside the loaded definitions (safe to memoise by id)."""
+    return id(node) in _memo()[0]
+
+
 def resolve(node: dict[str, Any] | None) -> dict[str, Any] | None:
     """Follow `$ref` (also one wrapped in `allOf`) to the definition it names."""
     if node is None:

@@ -7,8 +7,6 @@ import asyncio
 import datetime as dt
 from typing import Any
 
-import pytest
-
 from pinnace.client.client import Client
 from pinnace.controllers.job import JobController, format_indexes, parse_indexes
 from pinnace.controllers.ttl_after_finished import TTLAfterFinishedController

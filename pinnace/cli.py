@@ -84,7 +84,9 @@ async def _serve(args: argparse.Namespace) -> int:
     components: list = [*build_controllers(client, factory, settings),
                         Scheduler(client, factory)]
     if args.command == "up":
-        components.append(FakeNodes(client, factory, count=args.fake_nodes))
+        # heartbeat four times per grace period, as a kubelet's 10 s lease does for 40 s
+        components.append(FakeNodes(client, factory, count=args.fake_nodes,
+                                    lease_period=min(10.0, args.node_monitor_grace_period / 4)))
     await factory.start()
     tasks = [asyncio.create_task(c.run(), name=type(c).__name__) for c in components]
     path = server.write_kubeconfig()

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 
 TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"
+# work-queue keys of pods (not Jobs) that lost their Job but kept our finalizer
+ORPHAN_PREFIX = "orphan-pod:"
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 CONTROLLER_NAME = "kubernetes.io/job-controller"
 COMPONENT = "job-controller"
@@ -93,6 +95,7 @@ class JobController(Controller):
     def _pod_added(self, pod: Obj) -> None:
         key = owner_key(pod, "Job")
         if key is None:
+            self._maybe_orphan(pod)
             return
         n, since = self._expect_creates.get(key, (0, 0.0))
         if n > 0:
@@ -104,6 +107,10 @@ class JobController(Controller):
     def _pod_updated(self, old: Obj, new: Obj) -> None:
         key = owner_key(new, "Job")
         if key is None:
+            self._maybe_orphan(new)
+            old_key = owner_key(old, "Job")
+            if old_key:
+                self.queue.add(old_key)
             return
         if new["metadata"].get("deletionTimestamp"):
             self._expect_deletes.get(key, set()).discard(new["metadata"].get("uid", ""))
@@ -119,6 +126,13 @@ class JobController(Controller):
         self._expect_deletes.get(key, set()).discard(pod["metadata"].get("uid", ""))
         self.queue.add(key)
 
+    def _maybe_orphan(self, pod: Obj) -> None:
+        """A pod released by its Job (deleted with --cascade=orphan) still carrying our
+        tracking finalizer: take it off, or the pod could never be deleted (Kubernetes'
+        syncOrphanPod)."""
+        if TRACKING_FINALIZER in (pod["metadata"].get("finalizers") or []):
+            self.queue.add(ORPHAN_PREFIX + key_of(pod))
+
     def _expectations_met(self, key: str) -> bool:
         n, since = self._expect_creates.get(key, (0, 0.0))
         if n > 0 and time.monotonic() - since < EXPECTATIONS_TIMEOUT:
@@ -128,6 +142,11 @@ class JobController(Controller):
     # -- reconcile -------------------------------------------------------------------
 
     async def reconcile(self, key: str) -> None:
+        if key.startswith(ORPHAN_PREFIX):
+            pod = self.pods.get(key[len(ORPHAN_PREFIX):])
+            if pod is not None and owner_key(pod, "Job") is None:
+                await self._remove_finalizer(pod)
+            return
         job = self.jobs.get(key)
         owned = self.pods.by_index("job-controller:owner", key)
         if job is None:

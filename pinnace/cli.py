@@ -3,6 +3,7 @@
     pinnace up [--data-dir DIR] [--port PORT] [--fake-nodes N]   a whole cluster, in the foreground
     pinnace server …                        the control plane alone (API, controllers, scheduler)
     pinnace kubeconfig [--data-dir DIR]     print the admin kubeconfig
+    pinnace image import|ls|rm [--data-dir DIR] …   the node's image store
 
 `up` and `server` write DIR/kubeconfig once the API answers and the components
 are running, and exit cleanly on SIGINT or SIGTERM. Components reach the API
@@ -56,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--fake-nodes", type=int, default=0, metavar="N",
                            help="run N simulated nodes fake-0..fake-N-1 (pods run without "
                                 "processes)")
+    sub.add_parser("image", help="the node's images: import FILE | ls | rm REF",
+                   add_help=False)
     p = sub.add_parser("kubeconfig", help="print the admin kubeconfig")
     _common(p)
     return parser
@@ -106,6 +109,14 @@ async def _serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["image"]:
+        from pinnace.agent.images.command import main as image_main
+        rest = argv[1:]
+        if rest and "--data-dir" not in rest and not any(a.startswith("--data-dir=")
+                                                          for a in rest):
+            rest = [*rest, "--data-dir", default_data_dir()]
+        return image_main(rest)
     args = _parser().parse_args(argv)
     if args.data_dir is None:
         args.data_dir = default_data_dir()

@@ -210,7 +210,7 @@ class ObjectRegistry:
 
     async def update(self, rt: ResourceType, namespace: str | None, name: str, body: Any,
                      opts: WriteOptions, *, subresource: str = "") -> dict[str, Any]:
-        new = self._decode(rt, namespace, body, opts)
+        new = self._decode(rt, namespace, _subresource_part(body, subresource, opts), opts)
         m = meta(new)
         if m.get("name") and m["name"] != name:
             raise errors.bad_request(
@@ -562,6 +562,20 @@ class ObjectRegistry:
     def returns_deleted_object(rt: ResourceType) -> bool:
         return (rt.group == "" and rt.kind in _RETURNS_DELETED_OBJECT) or \
             rt.group == "storage.k8s.io"
+
+
+def _subresource_part(body: Any, subresource: str, opts: WriteOptions) -> Any:
+    """What a status or binding write takes from its body: everything else comes from the
+    stored object, so decoding the rest (a whole pod spec, on every status report and
+    every bind) would be wasted. Strict validation still sees the whole body."""
+    if subresource not in ("status", "binding") or opts.field_validation == "Strict" or \
+            not isinstance(body, dict):
+        return body
+    part = {k: body[k] for k in ("apiVersion", "kind", "metadata", "status") if k in body}
+    spec = body.get("spec")
+    if subresource == "binding" and isinstance(spec, dict):
+        part["spec"] = {"nodeName": spec.get("nodeName")}
+    return part
 
 
 def _reset_fields(rt: ResourceType, subresource: str) -> tuple[str, ...]:

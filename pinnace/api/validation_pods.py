@@ -198,6 +198,10 @@ def check_pod_spec(spec: Any, path: str, errs: FieldErrors, *,
         if tol.get("operator") == "Exists" and tol.get("value"):
             errs.invalid(f"{path}.tolerations[{i}].operator", tol.get("value"),
                          "value must be empty when `operator` is 'Exists'")
+        if not tol.get("key") and tol.get("operator") != "Exists":
+            errs.invalid(f"{path}.tolerations[{i}].operator", tol.get("operator") or "",
+                         "operator must be Exists when `key` is empty, which means \"match all "
+                         "values and all keys\"")
 
 
 def check_pod_template(template: Any, path: str, errs: FieldErrors, *,

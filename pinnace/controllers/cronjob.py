@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import logging
-import time
 import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,9 +31,8 @@ from typing import Any
 from pinnace.api import errors
 from pinnace.client.client import Client
 from pinnace.client.factory import InformerFactory
+from pinnace.controllers._events import record_event
 from pinnace.controllers.base import Controller, owner_key
-
-log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 COMPONENT = "cronjob-controller"
@@ -170,7 +167,6 @@ class CronJobController(Controller):
         self.now = now
         self.cronjobs_rt = client.resource("batch/v1", "CronJob")
         self.jobs_rt = client.resource("batch/v1", "Job")
-        self.events_rt = client.resource("v1", "Event")
         self.cronjobs = factory.informer("batch/v1", "CronJob")
         self.jobs = factory.informer("batch/v1", "Job")
         self.jobs.add_index("cronjob-controller:owner",
@@ -315,22 +311,8 @@ class CronJobController(Controller):
         await self.client.update_status(self.cronjobs_rt, {**cj, "status": status})
 
     async def _event(self, cj: Obj, type_: str, reason: str, message: str) -> None:
-        """A core/v1 Event about the CronJob; best effort."""
-        m = cj["metadata"]
-        stamp = _rfc3339(_utcnow())
-        event = {
-            "metadata": {"name": f"{m['name']}.{time.time_ns():x}", "namespace": m["namespace"]},
-            "involvedObject": {"apiVersion": "batch/v1", "kind": "CronJob", "name": m["name"],
-                               "namespace": m["namespace"], "uid": m.get("uid"),
-                               "resourceVersion": m.get("resourceVersion")},
-            "reason": reason, "message": message, "type": type_,
-            "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
-            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
-        }
-        try:
-            await self.client.create(self.events_rt, event, m["namespace"])
-        except Exception as e:  # an event is best effort
-            log.debug("event %s for cronjob %s not recorded: %s", reason, m["name"], e)
+        await record_event(self.client, cj, component=COMPONENT, type_=type_, reason=reason,
+                           message=message)
 
 
 def _most_recent(cj: Obj, schedule: CronSchedule, now: dt.datetime

@@ -28,10 +28,8 @@ the previous one's creations and deletions.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
-import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -39,19 +37,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pinnace.api import errors
+from pinnace.api.scheduling import pod_spec_fits_node, required_node_selector_terms, tolerates_all
 from pinnace.api.selectors import LabelSelector
 from pinnace.client.client import Client
 from pinnace.client.factory import InformerFactory
 from pinnace.client.informer import split_key
+from pinnace.controllers._events import record_event
 from pinnace.controllers.base import Controller, owner_key
-
-log = logging.getLogger(__name__)
+from pinnace.controllers.pod_template import is_pod_ready, pod_from_template
 
 Obj = dict[str, Any]
 
 REVISION_HASH_LABEL = "controller-revision-hash"
 TEMPLATE_GENERATION_LABEL = "pod-template-generation"
 EXPECTATIONS_TIMEOUT = 300.0
+COMPONENT = "daemonset-controller"
 
 
 # -- which nodes ------------------------------------------------------------------------
@@ -71,76 +71,17 @@ def daemon_tolerations(spec: Obj) -> list[Obj]:
     return out + [{"key": k, "operator": "Exists", "effect": e} for k, e in added]
 
 
-def _tolerates(toleration: Obj, taint: Obj) -> bool:
-    if toleration.get("effect") and toleration["effect"] != taint.get("effect"):
-        return False
-    key = toleration.get("key") or ""
-    if toleration.get("operator") == "Exists":
-        return not key or key == taint.get("key")
-    return key == taint.get("key") and (toleration.get("value") or "") == \
-        (taint.get("value") or "")
-
-
-def _match_expression(expr: Obj, values_of: dict[str, str]) -> bool:
-    key, op, values = expr.get("key", ""), expr.get("operator", ""), expr.get("values") or []
-    present = key in values_of
-    value = values_of.get(key, "")
-    if op == "In":
-        return present and value in values
-    if op == "NotIn":
-        return not present or value not in values
-    if op == "Exists":
-        return present
-    if op == "DoesNotExist":
-        return not present
-    if op in ("Gt", "Lt") and present and len(values) == 1:
-        try:
-            a, b = int(value), int(values[0])
-        except ValueError:
-            return False
-        return a > b if op == "Gt" else a < b
-    return False
-
-
-def node_matches_term(term: Obj, node: Obj) -> bool:
-    """A NodeSelectorTerm: all its expressions hold; an empty term matches nothing."""
-    exprs, fields = term.get("matchExpressions") or [], term.get("matchFields") or []
-    if not exprs and not fields:
-        return False
-    labels = node["metadata"].get("labels") or {}
-    names = {"metadata.name": node["metadata"]["name"]}
-    return all(_match_expression(e, labels) for e in exprs) and \
-        all(_match_expression(f, names) for f in fields)
-
-
-def _fits_node_affinity(spec: Obj, node: Obj) -> bool:
-    labels = node["metadata"].get("labels") or {}
-    for k, v in (spec.get("nodeSelector") or {}).items():
-        if labels.get(k) != v:
-            return False
-    required = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
-                .get("requiredDuringSchedulingIgnoredDuringExecution"))
-    if required is None:
-        return True
-    return any(node_matches_term(t, node) for t in required.get("nodeSelectorTerms") or [])
-
-
 def should_run(template_spec: Obj, node: Obj) -> tuple[bool, bool]:
     """(should the daemon pod be placed on node, may an existing one keep running there)."""
     if template_spec.get("nodeName") and template_spec["nodeName"] != node["metadata"]["name"]:
         return False, False
-    if not _fits_node_affinity(template_spec, node):
+    if not pod_spec_fits_node(template_spec, node):
         return False, False
     tolerations = daemon_tolerations(template_spec)
-    place, keep = True, True
-    for taint in (node.get("spec") or {}).get("taints") or []:
-        if taint.get("effect") not in ("NoSchedule", "NoExecute"):
-            continue  # PreferNoSchedule never forbids
-        if not any(_tolerates(t, taint) for t in tolerations):
-            place = False
-            if taint["effect"] == "NoExecute":
-                keep = False
-    return place, keep
+    taints = (node.get("spec") or {}).get("taints") or []
+    # PreferNoSchedule never forbids; only an untolerated NoExecute taint evicts
+    return (tolerates_all(tolerations, taints, ("NoSchedule", "NoExecute")),
+            tolerates_all(tolerations, taints, ("NoExecute",)))
 
 
 # -- pods -------------------------------------------------------------------------------
@@ -161,24 +102,15 @@ def _with_node_affinity(spec: Obj, node_name: str) -> None:
 
 
 def _pod_from_template(ds: Obj, node_name: str, revision_hash: str) -> Obj:
-    """A daemon pod for node_name (pod_template.py will offer this to every controller)."""
-    template = ds["spec"].get("template") or {}
-    tmeta = template.get("metadata") or {}
-    dm = ds["metadata"]
-    labels = dict(tmeta.get("labels") or {})
-    labels[REVISION_HASH_LABEL] = revision_hash
-    labels[TEMPLATE_GENERATION_LABEL] = str(dm.get("generation", 1))
-    spec = copy.deepcopy(template.get("spec") or {})
-    _with_node_affinity(spec, node_name)
-    spec["tolerations"] = daemon_tolerations(spec)
-    meta: Obj = {"generateName": f"{dm['name']}-", "namespace": dm["namespace"],
-                 "labels": labels,
-                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet",
-                                      "name": dm["name"], "uid": dm["uid"], "controller": True,
-                                      "blockOwnerDeletion": True}]}
-    if tmeta.get("annotations"):
-        meta["annotations"] = dict(tmeta["annotations"])
-    return {"metadata": meta, "spec": spec}
+    """A daemon pod for node_name: the template's pod, labelled with the revision, aimed
+    at the node and carrying the daemon tolerations."""
+    pod = pod_from_template(ds["spec"].get("template") or {}, owner=ds, extra_labels={
+        REVISION_HASH_LABEL: revision_hash,
+        TEMPLATE_GENERATION_LABEL: str(ds["metadata"].get("generation", 1))})
+    pod["metadata"].pop("finalizers", None)  # the template's are not carried over (as before)
+    _with_node_affinity(pod["spec"], node_name)
+    pod["spec"]["tolerations"] = daemon_tolerations(pod["spec"])
+    return pod
 
 
 def node_of_pod(pod: Obj) -> str:
@@ -186,9 +118,7 @@ def node_of_pod(pod: Obj) -> str:
     spec = pod.get("spec") or {}
     if spec.get("nodeName"):
         return spec["nodeName"]
-    required = ((((spec.get("affinity") or {}).get("nodeAffinity") or {})
-                 .get("requiredDuringSchedulingIgnoredDuringExecution")) or {})
-    for term in required.get("nodeSelectorTerms") or []:
+    for term in required_node_selector_terms(spec) or []:
         for f in term.get("matchFields") or []:
             if f.get("key") == "metadata.name" and f.get("operator") == "In" and \
                     len(f.get("values") or []) == 1:
@@ -196,13 +126,8 @@ def node_of_pod(pod: Obj) -> str:
     return ""
 
 
-def _is_ready(pod: Obj) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (pod.get("status") or {}).get("conditions") or [])
-
-
 def _is_available(pod: Obj, min_ready_seconds: int, now: datetime) -> bool:
-    if not _is_ready(pod):
+    if not is_pod_ready(pod):
         return False
     if min_ready_seconds <= 0:
         return True
@@ -240,7 +165,7 @@ def calculate_status(ds: Obj, placements: list[NodePlacement], revision_hash: st
             if p.pods:
                 current += 1
                 pod = p.pods[0]
-                if _is_ready(pod):
+                if is_pod_ready(pod):
                     ready += 1
                     if _is_available(pod, min_ready, now):
                         available += 1
@@ -312,7 +237,6 @@ class DaemonSetController(Controller):
         self.ds_rt = client.resource("apps/v1", "DaemonSet")
         self.pod_rt = client.resource("v1", "Pod")
         self.cr_rt = client.resource("apps/v1", "ControllerRevision")
-        self.event_rt = client.resource("v1", "Event")
         self.daemonsets = factory.informer("apps/v1", "DaemonSet")
         self.pods = factory.informer("v1", "Pod")
         self.nodes = factory.informer("v1", "Node")
@@ -375,7 +299,7 @@ class DaemonSetController(Controller):
             await self._manage(key, ds, placements, revision_hash)
         await self._write_status(ds, placements, revision_hash)
         min_ready = int(ds["spec"].get("minReadySeconds") or 0)
-        if min_ready and any(p.pods and _is_ready(p.pods[0]) for p in placements):
+        if min_ready and any(p.pods and is_pod_ready(p.pods[0]) for p in placements):
             self.queue.add_after(key, min_ready)  # availability comes with time alone
 
     def _placements(self, ds: Obj) -> list[NodePlacement]:
@@ -492,8 +416,9 @@ class DaemonSetController(Controller):
                     first_error = first_error or e
             if first_error is not None:
                 if first_error.code in (400, 403, 422):  # the user's: say so, don't hammer
-                    await self._record_event(ds, "Warning", "FailedCreate",
-                                             f"Error creating: {first_error.message}")
+                    await record_event(self.client, ds, component=COMPONENT,
+                                       type_="Warning", reason="FailedCreate",
+                                       message=f"Error creating: {first_error.message}")
                 raise first_error
             i += batch
             batch *= 2
@@ -559,23 +484,6 @@ class DaemonSetController(Controller):
         except errors.ApiError as e:
             if e.code != 404:
                 raise  # a conflict: the cache catches up, the retry writes again
-
-    async def _record_event(self, ds: Obj, type_: str, reason: str, message: str) -> None:
-        dm = ds["metadata"]
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        event = {"metadata": {"generateName": f"{dm['name']}.", "namespace": dm["namespace"]},
-                 "involvedObject": {"apiVersion": "apps/v1", "kind": "DaemonSet",
-                                    "name": dm["name"], "namespace": dm["namespace"],
-                                    "uid": dm["uid"],
-                                    "resourceVersion": dm.get("resourceVersion", "")},
-                 "reason": reason, "message": message, "type": type_,
-                 "source": {"component": "daemonset-controller"},
-                 "firstTimestamp": now, "lastTimestamp": now, "count": 1}
-        try:
-            await self.client.create(self.event_rt, event, dm["namespace"])
-        except errors.ApiError as e:
-            log.debug("daemonset: event not recorded: %s", e)
-
 
 def _owner_uid(obj: Obj) -> list[str]:
     return [r["uid"] for r in obj["metadata"].get("ownerReferences") or []

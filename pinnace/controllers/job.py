@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import logging
 import time
 from typing import Any
 
@@ -41,9 +40,9 @@ from pinnace.api import errors
 from pinnace.client.client import Client
 from pinnace.client.factory import InformerFactory
 from pinnace.client.informer import key_of
+from pinnace.controllers._events import record_event
 from pinnace.controllers.base import Controller, owner_key
-
-log = logging.getLogger(__name__)
+from pinnace.controllers.pod_template import is_pod_ready, pod_from_template
 
 Obj = dict[str, Any]
 
@@ -71,7 +70,6 @@ class JobController(Controller):
         self.backoff_max = backoff_max
         self.jobs_rt = client.resource("batch/v1", "Job")
         self.pods_rt = client.resource("v1", "Pod")
-        self.events_rt = client.resource("v1", "Event")
         self.jobs = factory.informer("batch/v1", "Job")
         self.pods = factory.informer("v1", "Pod")
         self.pods.add_index("job-controller:owner", lambda p: [owner_key(p, "Job") or ""])
@@ -287,7 +285,7 @@ class JobController(Controller):
                 events.append(("Normal", "Completed", "Job completed"))
 
         status["active"] = len(active)
-        status["ready"] = sum(1 for p in active if _pod_ready(p))
+        status["ready"] = sum(1 for p in active if is_pod_ready(p))
         status["terminating"] = len(terminating)
         status.setdefault("succeeded", 0)
         status.setdefault("failed", 0)
@@ -444,58 +442,33 @@ class JobController(Controller):
         return await self.client.update_status(self.jobs_rt, new)
 
     async def _event(self, job: Obj, type_: str, reason: str, message: str) -> None:
-        """A core/v1 Event about the Job; losing one must not fail the reconcile."""
-        m = job["metadata"]
-        stamp = _rfc3339(_now())
-        event = {
-            "metadata": {"name": f"{m['name']}.{time.time_ns():x}", "namespace": m["namespace"]},
-            "involvedObject": {"apiVersion": "batch/v1", "kind": "Job", "name": m["name"],
-                               "namespace": m["namespace"], "uid": m.get("uid"),
-                               "resourceVersion": m.get("resourceVersion")},
-            "reason": reason, "message": message, "type": type_,
-            "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
-            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
-        }
-        try:
-            await self.client.create(self.events_rt, event, m["namespace"])
-        except Exception as e:  # an event is best effort
-            log.debug("event %s for job %s not recorded: %s", reason, m["name"], e)
+        await record_event(self.client, job, component=COMPONENT, type_=type_, reason=reason,
+                           message=message)
 
 
-# -- the pod a Job creates (private; to merge with controllers/pod_template.py) ------------
+# -- the pod a Job creates ---------------------------------------------------------------
 
 def _pod_for(job: Obj, index: int | None) -> Obj:
     """A pod from the Job's template, owned by the Job, carrying the tracking finalizer;
     Indexed pods get their completion index (annotation, label, env, hostname)."""
-    m = job["metadata"]
-    template = copy.deepcopy((job.get("spec") or {}).get("template") or {})
-    meta = template.get("metadata") or {}
-    labels = dict(meta.get("labels") or {})
-    annotations = dict(meta.get("annotations") or {})
-    spec = template.get("spec") or {}
-    prefix = f"{m['name']}-"
-    if index is not None:
-        prefix = f"{m['name']}-{index}-"
-        annotations[COMPLETION_INDEX] = str(index)
-        labels[COMPLETION_INDEX] = str(index)
-        spec.setdefault("hostname", f"{m['name']}-{index}")
-        env = {"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef": {
-            "fieldPath": f"metadata.annotations['{COMPLETION_INDEX}']"}}}
-        for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
-            c["env"] = [e for e in c.get("env") or [] if e.get("name") != env["name"]] + \
-                [copy.deepcopy(env)]
-    pod_meta: Obj = {
-        "generateName": prefix,
-        "namespace": m["namespace"],
-        "labels": labels,
-        "finalizers": [TRACKING_FINALIZER],
-        "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": m["name"],
-                             "uid": m["uid"], "controller": True,
-                             "blockOwnerDeletion": True}],
-    }
-    if annotations:
-        pod_meta["annotations"] = annotations
-    return {"metadata": pod_meta, "spec": spec}
+    name = job["metadata"]["name"]
+    extra_labels = {} if index is None else {COMPLETION_INDEX: str(index)}
+    pod = pod_from_template((job.get("spec") or {}).get("template") or {}, owner=job,
+                            generate_name=f"{name}-" if index is None else f"{name}-{index}-",
+                            extra_labels=extra_labels)
+    # the tracking finalizer replaces the template's own (as this controller always did)
+    pod["metadata"]["finalizers"] = [TRACKING_FINALIZER]
+    if index is None:
+        return pod
+    pod["metadata"].setdefault("annotations", {})[COMPLETION_INDEX] = str(index)
+    spec = pod["spec"]
+    spec.setdefault("hostname", f"{name}-{index}")
+    env = {"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef": {
+        "fieldPath": f"metadata.annotations['{COMPLETION_INDEX}']"}}}
+    for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+        c["env"] = [e for e in c.get("env") or [] if e.get("name") != env["name"]] + \
+            [copy.deepcopy(env)]
+    return pod
 
 
 # -- pure helpers --------------------------------------------------------------------------
@@ -564,11 +537,6 @@ def _is_terminating(pod: Obj) -> bool:
     return not _terminal(pod) and bool(pod["metadata"].get("deletionTimestamp"))
 
 
-def _pod_ready(pod: Obj) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (pod.get("status") or {}).get("conditions") or [])
-
-
 def _creation(pod: Obj) -> str:
     return pod["metadata"].get("creationTimestamp") or ""
 
@@ -578,7 +546,7 @@ def _removal_order(pods: list[Obj]) -> list[Obj]:
     def rank(p: Obj) -> tuple[int, int, float]:
         ts = _parse_time(_creation(p)) or 0.0
         return (1 if (p.get("spec") or {}).get("nodeName") else 0,
-                1 if _pod_ready(p) else 0, -ts)
+                1 if is_pod_ready(p) else 0, -ts)
     return sorted(pods, key=rank)
 
 

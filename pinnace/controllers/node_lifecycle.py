@@ -31,6 +31,7 @@ import time
 from typing import Any
 
 from pinnace.api import errors
+from pinnace.api.scheduling import toleration_tolerates_taint
 from pinnace.client.client import Client
 from pinnace.client.factory import InformerFactory
 from pinnace.client.informer import key_of
@@ -83,17 +84,6 @@ def desired_taints(node: Obj, now: str) -> list[Obj]:
     return kept
 
 
-def tolerates(toleration: Obj, taint: Obj) -> bool:
-    if toleration.get("effect") and toleration["effect"] != taint.get("effect"):
-        return False
-    key = toleration.get("key") or ""
-    if key and key != taint.get("key"):
-        return False
-    if toleration.get("operator", "Equal") == "Exists":
-        return True
-    return (toleration.get("value") or "") == (taint.get("value") or "")
-
-
 def eviction_delay(pod: Obj, taints: list[Obj], now: float,
                    seen: dict[tuple[str, str], float] | None = None) -> float | None:
     """Seconds until the pod must go (0: now), or None if it tolerates the taints forever.
@@ -101,7 +91,7 @@ def eviction_delay(pod: Obj, taints: list[Obj], now: float,
     tolerations = (pod.get("spec") or {}).get("tolerations") or []
     deadline: float | None = None
     for taint in taints:
-        used = [t for t in tolerations if tolerates(t, taint)]
+        used = [t for t in tolerations if toleration_tolerates_taint(t, taint)]
         if not used:
             return 0.0
         seconds = [t["tolerationSeconds"] for t in used if t.get("tolerationSeconds") is not None]

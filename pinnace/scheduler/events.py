@@ -3,7 +3,8 @@
 Writing an Event never delays scheduling: `record` only queues it, a few workers
 write. A repeat of the same reason and message for the same pod bumps `count` and
 `lastTimestamp` of the Event already written, as client-go's correlator does.
-Events are best effort: a failed write is logged and dropped.
+Events are best effort: a failed write is logged and dropped. The body is
+`pinnace.api.events.event_for`, shared with the controllers.
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from datetime import UTC, datetime
 
+from pinnace.api.events import event_for, event_time
 from pinnace.client.client import Client
 from pinnace.scheduler.framework import Obj
 
@@ -21,10 +21,6 @@ log = logging.getLogger(__name__)
 
 COMPONENT = "default-scheduler"
 MAX_PENDING = 10_000
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class EventRecorder:
@@ -69,7 +65,7 @@ class EventRecorder:
     async def _write(self, pod: Obj, event_type: str, reason: str, message: str) -> None:
         m = pod["metadata"]
         ns, uid = m.get("namespace") or "default", m.get("uid", "")
-        now = _now()
+        now = event_time()
         last = self._last.get(uid)
         if last and last[0] == f"{reason}\0{message}":
             name, count = last[1], last[2] + 1
@@ -77,15 +73,9 @@ class EventRecorder:
             await self.client.patch(self.events_rt, name, {"count": count, "lastTimestamp": now},
                                     namespace=ns)
             return
-        name = f"{m['name']}.{time.time_ns():x}"
-        self._last[uid] = (f"{reason}\0{message}", name, 1)
-        await self.client.create(self.events_rt, {
-            "metadata": {"name": name, "namespace": ns},
-            "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": ns,
-                               "name": m["name"], "uid": uid,
-                               "resourceVersion": m.get("resourceVersion", "")},
-            "reason": reason, "message": message, "type": event_type,
-            "source": {"component": self.component},
-            "reportingComponent": self.component, "reportingInstance": self.component,
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-        }, ns)
+        # the pod as an involvedObject, whether or not the cached copy names its kind
+        event = event_for({**pod, "apiVersion": "v1", "kind": "Pod"}, component=self.component,
+                          type_=event_type, reason=reason, message=message,
+                          reporting_instance=self.component, now=now)
+        self._last[uid] = (f"{reason}\0{message}", event["metadata"]["name"], 1)
+        await self.client.create(self.events_rt, event, ns)

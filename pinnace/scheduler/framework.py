@@ -23,6 +23,7 @@ from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
 from pinnace.api.quantity import int_value, milli_value
+from pinnace.api.scheduling import required_node_selector_terms
 
 Obj = dict[str, Any]
 
@@ -155,15 +156,13 @@ class PodInfo:
         m = pod["metadata"]
         spec = pod.get("spec") or {}
         node_affinity = (spec.get("affinity") or {}).get("nodeAffinity") or {}
-        required = node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
         return cls(
             obj=pod, key=f"{m.get('namespace')}/{m['name']}",
             requests=pod_requests(pod), non_zero_requests=pod_requests(pod, non_zero=True),
             host_ports=host_ports(pod), owner=controller_uid(pod),
             tolerations=list(spec.get("tolerations") or []),
             node_selector=dict(spec.get("nodeSelector") or {}),
-            required_terms=None if required is None else list(
-                required.get("nodeSelectorTerms") or []),
+            required_terms=required_node_selector_terms(spec),
             preferred_terms=list(
                 node_affinity.get("preferredDuringSchedulingIgnoredDuringExecution") or []),
             priority=int(spec.get("priority") or 0))

@@ -3,8 +3,8 @@ tolerate the `node.kubernetes.io/unschedulable:NoSchedule` taint."""
 
 from __future__ import annotations
 
+from pinnace.api.scheduling import tolerations_tolerate_taint
 from pinnace.scheduler.framework import SUCCESS, NodeInfo, PodInfo, Status
-from pinnace.scheduler.plugins.taints import tolerated
 
 REASON = "node(s) were unschedulable"
 TAINT = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
@@ -16,6 +16,6 @@ class NodeUnschedulable:
     def filter(self, pod: PodInfo, node_info: NodeInfo) -> Status:
         if not node_info.unschedulable:
             return SUCCESS
-        if tolerated(pod.tolerations, TAINT):
+        if tolerations_tolerate_taint(pod.tolerations, TAINT):
             return SUCCESS
         return Status.unresolvable(REASON)

@@ -3,8 +3,8 @@ them; in scoring, fewer untolerated PreferNoSchedule taints is better."""
 
 from __future__ import annotations
 
+from pinnace.api.scheduling import find_untolerated_taint, tolerations_tolerate_taint
 from pinnace.scheduler.framework import SUCCESS, NodeInfo, PodInfo, Status, normalize_to_max
-from pinnace.scheduler.plugins.taints import tolerated
 
 FILTER_EFFECTS = ("NoSchedule", "NoExecute")
 
@@ -15,12 +15,11 @@ class TaintToleration:
     def filter(self, pod: PodInfo, node_info: NodeInfo) -> Status:
         if not node_info.taints:
             return SUCCESS
-        for taint in node_info.taints:
-            if taint.get("effect") in FILTER_EFFECTS and not tolerated(pod.tolerations, taint):
-                return Status.unresolvable(
-                    f"node(s) had untolerated taint {{{taint.get('key')}: "
-                    f"{taint.get('value') or ''}}}")
-        return SUCCESS
+        taint = find_untolerated_taint(node_info.taints, pod.tolerations, FILTER_EFFECTS)
+        if taint is None:
+            return SUCCESS
+        return Status.unresolvable(
+            f"node(s) had untolerated taint {{{taint.get('key')}: {taint.get('value') or ''}}}")
 
     def score(self, pod: PodInfo, node_info: NodeInfo) -> int:
         """The count of untolerated PreferNoSchedule taints; `normalize` reverses it."""
@@ -28,8 +27,8 @@ class TaintToleration:
             return 0
         prefer = [t for t in pod.tolerations if (t.get("effect") or "PreferNoSchedule")
                   == "PreferNoSchedule"]
-        return sum(1 for t in node_info.taints
-                   if t.get("effect") == "PreferNoSchedule" and not tolerated(prefer, t))
+        return sum(1 for t in node_info.taints if t.get("effect") == "PreferNoSchedule"
+                   and not tolerations_tolerate_taint(prefer, t))
 
     def normalize(self, pod: PodInfo, scores: dict[str, int]) -> None:
         normalize_to_max(scores, reverse=True)

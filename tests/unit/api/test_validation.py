@@ -505,3 +505,24 @@ def test_allowed_updates():
     t, old, new = _update("Service", _set("spec.clusterIP", "10.96.0.10"))
     new["spec"]["ports"][0]["port"] = 81
     validate(t, new, old)
+
+
+def test_keyless_toleration_must_use_exists() -> None:
+    from pinnace.api.errors import ApiError
+    from pinnace.api.kinds import REGISTRY
+    from pinnace.api.validation import validate
+    pods = REGISTRY.by_kind("", "v1", "Pod")
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "d"},
+           "spec": {"containers": [{"name": "c", "image": "i"}],
+                    "tolerations": [{"effect": "NoExecute"}]}}
+    from pinnace.api.defaults import apply_defaults
+    apply_defaults(pods, pod)
+    try:
+        validate(pods, pod)
+    except ApiError as e:
+        assert e.code == 422
+        assert [c.field for c in e.causes] == ["spec.tolerations[0].operator"]
+    else:
+        raise AssertionError("a keyless Equal toleration was accepted")
+    pod["spec"]["tolerations"] = [{"operator": "Exists", "effect": "NoExecute"}]
+    validate(pods, pod)

@@ -145,6 +145,11 @@ _KINDS: tuple[ResourceType, ...] = (
     _make("rbac.authorization.k8s.io", "v1", "rbac", "RoleBinding"),
     _make("rbac.authorization.k8s.io", "v1", "rbac", "ClusterRole", namespaced=False),
     _make("rbac.authorization.k8s.io", "v1", "rbac", "ClusterRoleBinding", namespaced=False),
+    # Reviews are create-only questions about the caller, answered and never stored.
+    _make("authorization.k8s.io", "v1", "authorization", "SelfSubjectAccessReview",
+          namespaced=False, verbs=("create",)),
+    _make("authentication.k8s.io", "v1", "authentication", "SelfSubjectReview",
+          namespaced=False, verbs=("create",)),
 )
 
 

@@ -1,9 +1,10 @@
-"""The aiohttp application: middleware (errors → Status, authentication) and routes.
+"""The aiohttp application: middleware (errors → Status, authentication, RBAC) and routes.
 
-    request ─► error middleware ─► auth middleware ─► route
+    request ─► error middleware ─► authn middleware ─► authz middleware (403) ─► route
                                           ├─ /version /healthz /livez /readyz
                                           ├─ /api /apis …  discovery (legacy or aggregated)
                                           ├─ /openapi/v3[/…]
+                                          ├─ self-subject reviews (answered, not stored)
                                           └─ /api/v1/…, /apis/<g>/<v>/…  ResourceHandlers
 """
 
@@ -15,16 +16,18 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from pinnace.api import errors
-from pinnace.apiserver import discovery, openapi
+from pinnace.apiserver import discovery, openapi, rbac, reviews
 from pinnace.apiserver import negotiation as neg
-from pinnace.apiserver.auth import TokenAuthenticator
+from pinnace.apiserver.auth import ANONYMOUS, USER_KEY, TokenAuthenticator
 from pinnace.apiserver.handlers import ResourceHandlers
+from pinnace.apiserver.rbac_escalation import EscalationCheck
 from pinnace.apiserver.registry import ObjectRegistry
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-USER_KEY: web.RequestKey[object] = web.RequestKey("user", object)
+_SSAR = "authorization.k8s.io/v1/selfsubjectaccessreviews"
+_SSR = "authentication.k8s.io/v1/selfsubjectreviews"
 
 
 def _status_response(err: errors.ApiError) -> web.Response:
@@ -61,8 +64,22 @@ def auth_middleware(authn: TokenAuthenticator):
     return middleware
 
 
-def _json(body: object, content_type: str = "application/json") -> web.Response:
-    return web.Response(body=neg.dump(body), headers={"Content-Type": content_type})
+def authz_middleware(authz: rbac.RBACAuthorizer):
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        user = request.get(USER_KEY) or ANONYMOUS
+        attrs = rbac.request_attributes(user, request.method, request.path, request.query)
+        allowed, reason = authz.authorize(attrs)
+        if not allowed:
+            raise rbac.forbidden(attrs, reason)
+        return await handler(request)
+    return middleware
+
+
+def _json(body: object, content_type: str = "application/json", status: int = 200
+          ) -> web.Response:
+    return web.Response(body=neg.dump(body), status=status,
+                        headers={"Content-Type": content_type})
 
 
 def _wants_aggregated(request: web.Request) -> bool:
@@ -80,9 +97,24 @@ def _wants_aggregated(request: web.Request) -> bool:
 
 def build_app(registry: ObjectRegistry, authn: TokenAuthenticator, *,
               server_address: str = "127.0.0.1:6443") -> web.Application:
-    app = web.Application(middlewares=[error_middleware, auth_middleware(authn)],
+    """The API server's aiohttp application; requests are authenticated by `authn` and
+    authorized by RBAC over `registry`'s roles and bindings."""
+    authz = rbac.RBACAuthorizer(registry)
+    registry.write_checks.append(EscalationCheck(authz))
+    app = web.Application(middlewares=[error_middleware, auth_middleware(authn),
+                                       authz_middleware(authz)],
                           client_max_size=neg.MAX_BODY + 1024)
     resources = ResourceHandlers(registry)
+
+    async def review(request: web.Request, tail: str) -> web.Response:
+        if request.method != "POST":
+            raise errors.method_not_allowed()
+        user = request[USER_KEY]
+        if tail == _SSR:  # the body asks nothing: the answer is the caller
+            return _json(reviews.self_subject_review(user), status=201)
+        body = reviews.decode_access_review(await request.read(),
+                                            request.headers.get("Content-Type"))
+        return _json(reviews.self_subject_access_review(authz, user, body), status=201)
 
     async def version(_: web.Request) -> web.Response:
         return _json(discovery.version_info())
@@ -111,6 +143,8 @@ def build_app(registry: ObjectRegistry, authn: TokenAuthenticator, *,
 
     async def named(request: web.Request) -> web.StreamResponse:
         tail = request.match_info["tail"]
+        if tail in (_SSAR, _SSR):
+            return await review(request, tail)
         parts = tail.rstrip("/").split("/")
         if request.method == "GET" and len(parts) == 1:
             body = discovery.api_group(parts[0])

@@ -19,6 +19,7 @@ from pinnace.api import errors, selectors, tables
 from pinnace.api.kinds import Registry, ResourceType
 from pinnace.apiserver import negotiation as neg
 from pinnace.apiserver import subresources
+from pinnace.apiserver.auth import USER_KEY
 from pinnace.apiserver.registry import ObjectRegistry, WriteOptions
 from pinnace.apiserver.watch import serve_watch
 from pinnace.store.interface import CompactedError
@@ -133,7 +134,8 @@ class ResourceHandlers:
                 "fieldManager", "Too long: may not be more than 128 bytes", errors.TOO_LONG)])
         return WriteOptions(dry_run=neg.dry_run(q), field_manager=manager,
                             field_validation=neg.field_validation(q),
-                            force=neg.query_bool(q.get("force")))
+                            force=neg.query_bool(q.get("force")),
+                            user=request.get(USER_KEY))
 
     async def body(self, request: web.Request) -> Any:
         raw = await request.read()

@@ -48,6 +48,9 @@ class _Request:
     def __getitem__(self, key: Any) -> Any:
         return self._state[key]
 
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self._state.get(key, default)  # no user: a trusted in-process caller
+
     def __setitem__(self, key: Any, value: Any) -> None:
         self._state[key] = value
 

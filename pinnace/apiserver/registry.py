@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,8 @@ class WriteOptions:
     field_validation: str = "Warn"  # Strict | Warn | Ignore
     force: bool = False
     warnings: list[str] = field(default_factory=list)
+    # the authenticated caller; None for trusted callers (components in this process)
+    user: Any = None
 
 
 def _has_status_subresource(rt: ResourceType) -> bool:
@@ -66,6 +69,9 @@ class ObjectRegistry:
         self.caches: dict[ResourceType, WatchCache] = {
             rt: WatchCache(store, rt) for rt in kinds if "get" in rt.verbs}
         self.services = ServiceAllocator()
+        # checks that see every object about to be written and its writer (RBAC's
+        # escalation prevention); each raises an ApiError to refuse the write
+        self.write_checks: list[Callable[[ResourceType, dict[str, Any], Any], None]] = []
 
     async def start(self) -> None:
         for cache in self.caches.values():
@@ -140,6 +146,7 @@ class ObjectRegistry:
                 m["name"] = m["generateName"] + "".join(
                     secrets.choice(_GENERATE_ALPHABET) for _ in range(5))
             validation.validate(rt, obj)
+            self._check_write(rt, obj, opts)
             release = self._admit_create(rt, obj, opts)
             if opts.dry_run:
                 release()
@@ -199,6 +206,10 @@ class ObjectRegistry:
             m["generation"] = 1
         else:
             m.pop("generation", None)
+
+    def _check_write(self, rt: ResourceType, obj: dict[str, Any], opts: WriteOptions) -> None:
+        for check in self.write_checks:
+            check(rt, obj, opts.user)
 
     def _admit_create(self, rt: ResourceType, obj: dict[str, Any], opts: WriteOptions):
         """Admission that allocates (ClusterIPs, NodePorts); returns the undo."""
@@ -289,6 +300,7 @@ class ObjectRegistry:
             spec_changed = _spec_of(new) != _spec_of(old)
             m["generation"] = om["generation"] + (1 if spec_changed else 0)
         validation.validate(rt, new, None if subresource == "binding" else old)
+        self._check_write(rt, new, opts)
         if not managed_done:
             new = ssa.update_managed_fields(
                 old, new, manager=opts.field_manager, operation=operation, now=now_rfc3339(),

@@ -1,7 +1,9 @@
 """The API server's life: open the store, fill the watch caches, bootstrap, serve HTTPS.
 
 `ApiServer.start()` returns once the API answers; `stop()` closes the listener,
-the caches and the store. The kubeconfig is written by the caller once `start()`
+the caches and the store. Identities: the admin token, plus the users of
+`DATA_DIR/tokens.csv` (kube-apiserver's `--token-auth-file` format, read at start;
+see `auth.load_token_file`). The kubeconfig is written by the caller once `start()`
 returns, so its presence means "ready".
 """
 
@@ -18,13 +20,15 @@ from aiohttp import web
 from pinnace.api import errors
 from pinnace.apiserver import pki
 from pinnace.apiserver.app import build_app
-from pinnace.apiserver.auth import ADMIN, TokenAuthenticator
+from pinnace.apiserver.auth import ADMIN, TokenAuthenticator, load_token_file
+from pinnace.apiserver.bootstrap_policy import ensure_bootstrap_policy
 from pinnace.apiserver.registry import ObjectRegistry, WriteOptions
 from pinnace.store.sqlite import open_sqlite
 
 log = logging.getLogger(__name__)
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+TOKEN_FILE = "tokens.csv"
 
 
 class ApiServer:
@@ -56,7 +60,10 @@ class ApiServer:
         self.registry = ObjectRegistry(store)
         await self.registry.start()
         await self._bootstrap()
-        authn = TokenAuthenticator({self.token: ADMIN})
+        tokens = load_token_file(self.data_dir / TOKEN_FILE)
+        if tokens:
+            log.info("loaded %d users from %s", len(tokens), self.data_dir / TOKEN_FILE)
+        authn = TokenAuthenticator({**tokens, self.token: ADMIN})
         app = build_app(self.registry, authn, server_address=f"{self.host}:{self.port}")
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=False,
                                      shutdown_timeout=1.0)
@@ -91,9 +98,10 @@ class ApiServer:
         return path
 
     async def _bootstrap(self) -> None:
-        """The namespaces and the `kubernetes` Service every cluster starts with."""
+        """The namespaces, RBAC policy and `kubernetes` Service every cluster starts with."""
         reg = self.registry
         assert reg is not None
+        await ensure_bootstrap_policy(reg)
         ns_rt = reg.kinds.by_kind("", "v1", "Namespace")
         svc_rt = reg.kinds.by_kind("", "v1", "Service")
         assert ns_rt and svc_rt

@@ -1,0 +1,484 @@
+"""The `runc` runtime: real pods (a CNI netns each) and containers (runc, overlayfs rootfs
+from the image store's unpacked layers, cgroups), shaped by the CRI interface.
+
+All state is files under `DATA_DIR/runtime/`, so a restarted agent sees what is there:
+
+    sandboxes/<id>/sandbox.json          config, netns, IP, ready; hosts, resolv.conf
+    containers/<id>/container.json       config, image, sandbox id, created_at
+    containers/<id>/bundle/config.json   the OCI spec (root = bundle/rootfs, the overlay)
+    containers/<id>/{upper,work}         the overlay's writable layer
+    containers/<id>/container.log        CRI-format log, written by the monitor
+    containers/<id>/state.json|exit.json written by the monitor (see `monitor`)
+    runc/                                runc's --root: this data dir's containers only
+
+A started container is owned by its monitor process, not by this object: drop the
+object (or restart the agent) and the container runs on, its exit still recorded.
+Cgroups are `/pinnace/<dir hash>/pod<uid>/<container id>` in every hierarchy.
+
+The interface's ContainerConfig has no resources or mounts yet: a memory limit comes from
+the `pinnace.io/memory-limit` annotation (bytes) and bind mounts from `pinnace.io/mounts`
+(JSON list of {hostPath, containerPath, readOnly}) until it does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pinnace.agent.images import ImageError, ImageStore
+from pinnace.agent.network import NetworkError, PodNetwork, dir_hash
+from pinnace.agent.runtime import oci_spec
+from pinnace.agent.runtime.interface import (
+    POD_UID,
+    ContainerConfig,
+    ContainerEventHandler,
+    ContainerState,
+    ContainerStatus,
+    PodSandboxConfig,
+    PodSandboxStatus,
+    RuntimeError_,
+)
+
+MEMORY_LIMIT = "pinnace.io/memory-limit"
+MOUNTS = "pinnace.io/mounts"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+_MONITOR = str(Path(__file__).with_name("monitor.py"))
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+async def _run(*args: str, check: bool = True) -> str:
+    # runc's own output goes to a pipe only for commands that start no container
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdin=subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    if check and proc.returncode != 0:
+        raise RuntimeError_(f"{' '.join(args[:4])}: {(err or out).decode().strip()}")
+    return out.decode()
+
+
+def _mounted(path: Path) -> bool:
+    target = str(path)
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1] == target for line in f)
+
+
+@dataclass(frozen=True)
+class _Paths:
+    root: Path
+
+    def sandbox(self, sid: str) -> Path:
+        return self.root / "sandboxes" / sid
+
+    def container(self, cid: str) -> Path:
+        return self.root / "containers" / cid
+
+
+class RuncRuntime:
+    name = "runc"
+    version = "0.1.0"
+
+    def __init__(self, data_dir: str | os.PathLike[str], *, pod_cidr: str,
+                 runc: str = "runc") -> None:
+        self._data_dir = Path(data_dir)
+        self._paths = _Paths(self._data_dir / "runtime")
+        self._runc = shutil.which(runc) or runc
+        self._runc_root = str(self._paths.root / "runc")
+        self._hash = dir_hash(data_dir)
+        self._images = ImageStore(data_dir)
+        self.network = PodNetwork(data_dir, pod_cidr)
+        self._handlers: list[ContainerEventHandler] = []
+        self._watcher: asyncio.Task[None] | None = None
+        for sub in ("sandboxes", "containers", "runc"):
+            (self._paths.root / sub).mkdir(parents=True, exist_ok=True)
+
+    # -- events --------------------------------------------------------------------------
+
+    def subscribe(self, handler: ContainerEventHandler) -> None:
+        """Handlers hear of containers exiting on their own; one poll of the exit files
+        every 0.5 s, started with the first subscriber."""
+        self._handlers.append(handler)
+        if self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        running: dict[str, str] = {}
+        while True:
+            for cid, c in self._container_records():
+                exited = (self._paths.container(cid) / "exit.json").exists()
+                if not exited and (self._paths.container(cid) / "state.json").exists():
+                    running[cid] = c["labels"][POD_UID]
+                elif exited and cid in running:
+                    uid = running.pop(cid)
+                    for handler in self._handlers:
+                        handler(uid)
+            await asyncio.sleep(0.5)
+
+    # -- sandboxes -----------------------------------------------------------------------
+
+    async def run_pod_sandbox(self, config: PodSandboxConfig) -> str:
+        sid = secrets.token_hex(32)
+        d = self._paths.sandbox(sid)
+        d.mkdir(parents=True)
+        try:
+            ip = await self.network.add(sid)
+        except NetworkError as e:
+            shutil.rmtree(d, ignore_errors=True)
+            raise RuntimeError_(f"pod network: {e}") from None
+        (d / "hosts").write_text(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            f"{ip}\t{config.name}\n")
+        (d / "resolv.conf").write_text(_read_text(Path("/etc/resolv.conf")))
+        _write_json(d / "sandbox.json", {
+            "id": sid, "pod_uid": config.pod_uid, "name": config.name,
+            "namespace": config.namespace, "labels": {**config.labels, POD_UID: config.pod_uid},
+            "annotations": config.annotations, "ip": ip, "ready": True,
+            "netns": self.network.netns_path(sid), "created_at": time.time()})
+        return sid
+
+    def _sandbox(self, sid: str) -> dict[str, Any]:
+        sb = _read_json(self._paths.sandbox(sid) / "sandbox.json")
+        if sb is None:
+            raise RuntimeError_(f"sandbox {sid} not found")
+        return sb
+
+    def _sandbox_containers(self, sid: str) -> list[str]:
+        return [cid for cid, c in self._container_records() if c["sandbox_id"] == sid]
+
+    async def stop_pod_sandbox(self, sandbox_id: str) -> None:
+        try:
+            sb = self._sandbox(sandbox_id)
+        except RuntimeError_:
+            return
+        for cid in self._sandbox_containers(sandbox_id):
+            await self.stop_container(cid, 0)
+        try:
+            await self.network.delete(sandbox_id)
+        except NetworkError as e:
+            raise RuntimeError_(f"pod network: {e}") from None
+        if sb["ready"]:
+            sb["ready"] = False
+            _write_json(self._paths.sandbox(sandbox_id) / "sandbox.json", sb)
+
+    async def remove_pod_sandbox(self, sandbox_id: str) -> None:
+        d = self._paths.sandbox(sandbox_id)
+        if not d.exists():
+            return
+        sb = _read_json(d / "sandbox.json")
+        await self.stop_pod_sandbox(sandbox_id)
+        for cid in self._sandbox_containers(sandbox_id):
+            await self.remove_container(cid)
+        if sb is not None:
+            self._remove_cgroup(f"/pinnace/{self._hash}/pod{sb['pod_uid']}")
+        shutil.rmtree(d, ignore_errors=True)
+
+    def _sandbox_status(self, sb: dict[str, Any]) -> PodSandboxStatus:
+        return PodSandboxStatus(sb["id"], sb["pod_uid"], sb["ready"], sb["ip"],
+                                sb["created_at"], sb["labels"])
+
+    async def pod_sandbox_status(self, sandbox_id: str) -> PodSandboxStatus:
+        return self._sandbox_status(self._sandbox(sandbox_id))
+
+    async def list_pod_sandboxes(self, pod_uid: str | None = None) -> list[PodSandboxStatus]:
+        out = []
+        for d in sorted((self._paths.root / "sandboxes").iterdir()):
+            sb = _read_json(d / "sandbox.json")
+            if sb is not None and (pod_uid is None or sb["pod_uid"] == pod_uid):
+                out.append(self._sandbox_status(sb))
+        return out
+
+    # -- containers ----------------------------------------------------------------------
+
+    async def create_container(self, sandbox_id: str, config: ContainerConfig) -> str:
+        sb = self._sandbox(sandbox_id)
+        if not sb["ready"]:
+            raise RuntimeError_(f"sandbox {sandbox_id} is not ready")
+        try:
+            image = self._images.resolve(config.image)
+            layers = await asyncio.to_thread(self._images.unpacked_layers, config.image)
+        except ImageError as e:
+            raise RuntimeError_(f"image {config.image}: {e}") from None
+        cid = secrets.token_hex(32)
+        d = self._paths.container(cid)
+        rootfs = d / "bundle" / "rootfs"
+        for sub in ("upper", "work"):
+            (d / sub).mkdir(parents=True)
+        rootfs.mkdir(parents=True)
+        _write_json(d / "container.json", {
+            "id": cid, "sandbox_id": sandbox_id, "name": config.name, "image": config.image,
+            "image_id": image.id, "attempt": config.attempt,
+            "labels": {**config.labels, POD_UID: sb["pod_uid"]},
+            "annotations": config.annotations, "created_at": time.time(),
+            "stop_signal": image.stop_signal or "SIGTERM"})
+        try:
+            lower = ":".join(str(p) for p in reversed(layers))
+            await _run("mount", "-t", "overlay", "overlay", "-o",
+                       f"lowerdir={lower},upperdir={d / 'upper'},workdir={d / 'work'}",
+                       str(rootfs))
+            uid, gid = oci_spec.parse_user(image.user, _read_text(rootfs / "etc/passwd"),
+                                           _read_text(rootfs / "etc/group"))
+            spec = oci_spec.build_spec(oci_spec.SpecInput(
+                rootfs=str(rootfs),
+                args=oci_spec.process_args(entrypoint=image.entrypoint, cmd=image.cmd,
+                                           command=config.command, args=config.args),
+                env=oci_spec.merge_env(image.env, config.env, sb["name"]),
+                cwd=image.working_dir or "/", uid=uid, gid=gid, hostname=sb["name"],
+                netns_path=sb["netns"],
+                cgroups_path=f"/pinnace/{self._hash}/pod{sb['pod_uid']}/{cid}",
+                memory_limit=_memory_limit(config), nofile=_nofile(),
+                mounts=[oci_spec.BindMount(str(self._paths.sandbox(sandbox_id) / "hosts"),
+                                           "/etc/hosts"),
+                        oci_spec.BindMount(str(self._paths.sandbox(sandbox_id) / "resolv.conf"),
+                                           "/etc/resolv.conf"),
+                        *_volume_mounts(config)],
+                annotations=config.annotations))
+            if not spec["process"]["args"]:
+                raise RuntimeError_(f"image {config.image} has no command and none was given")
+            _write_json(d / "bundle" / "config.json", spec)
+        except (ValueError, RuntimeError_) as e:
+            await self.remove_container(cid)
+            raise RuntimeError_(f"create container {config.name}: {e}") from None
+        return cid
+
+    async def start_container(self, container_id: str) -> None:
+        d = self._paths.container(container_id)
+        if not (d / "container.json").exists():
+            raise RuntimeError_(f"container {container_id} not found")
+        if (d / "state.json").exists() or (d / "exit.json").exists():
+            raise RuntimeError_(f"container {container_id} was already started")
+        line = await asyncio.to_thread(self._launch_monitor, container_id)
+        if not line.startswith("ok"):
+            raise RuntimeError_(f"start container: {line.removeprefix('error ') or 'monitor died'}")
+
+    def _launch_monitor(self, cid: str) -> str:
+        d = self._paths.container(cid)
+        with open(d / "monitor.err", "ab") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", _MONITOR, str(d), self._runc, self._runc_root, cid],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                start_new_session=True, cwd="/")
+        assert proc.stdout is not None
+        with proc.stdout:
+            line = proc.stdout.readline().decode().strip()
+        proc.wait()  # the monitor forked: this is its short-lived parent
+        return line
+
+    async def stop_container(self, container_id: str, grace_period: float) -> None:
+        d = self._paths.container(container_id)
+        c = _read_json(d / "container.json")
+        if c is None or (d / "exit.json").exists():
+            return
+        if not (d / "state.json").exists():  # created, never started
+            _write_json(d / "exit.json", {"exit_code": 0, "finished_at": time.time(),
+                                          "oom_killed": False})
+            return
+        sig = c.get("stop_signal") or "SIGTERM"
+        if grace_period > 0:
+            await _run(self._runc, "--root", self._runc_root, "kill", container_id, sig,
+                       check=False)
+            if await self._wait_exit(d, grace_period):
+                return
+        await _run(self._runc, "--root", self._runc_root, "kill", container_id, "KILL",
+                   check=False)
+        if not await self._wait_exit(d, 10.0):
+            raise RuntimeError_(f"container {container_id} did not exit after SIGKILL")
+
+    async def _wait_exit(self, d: Path, within: float) -> bool:
+        deadline = time.monotonic() + within
+        while not (d / "exit.json").exists():
+            if self._monitor_gone(d):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    def _monitor_gone(self, d: Path) -> bool:
+        state = _read_json(d / "state.json")
+        if state is None or (d / "exit.json").exists():
+            return False
+        try:
+            os.kill(state["monitor_pid"], 0)
+        except ProcessLookupError:
+            return not (d / "exit.json").exists()
+        except PermissionError:
+            pass
+        return False
+
+    async def remove_container(self, container_id: str) -> None:
+        d = self._paths.container(container_id)
+        if not d.exists():
+            return
+        c = _read_json(d / "container.json")
+        await _run(self._runc, "--root", self._runc_root, "delete", "--force", container_id,
+                   check=False)
+        rootfs = d / "bundle" / "rootfs"
+        if _mounted(rootfs):
+            await _run("umount", str(rootfs))
+        spec = _read_json(d / "bundle" / "config.json")
+        if spec is not None:
+            self._remove_cgroup(spec["linux"]["cgroupsPath"])
+        elif c is not None:
+            sb = c["labels"].get(POD_UID, "")
+            self._remove_cgroup(f"/pinnace/{self._hash}/pod{sb}/{container_id}")
+        shutil.rmtree(d, ignore_errors=True)
+
+    def _remove_cgroup(self, path: str) -> None:
+        """rmdir `path` and its subtree in every hierarchy (runc removes only the leaf of
+        what it made, and nothing of its parents)."""
+        if not CGROUP_ROOT.is_dir():
+            return
+        for hierarchy in CGROUP_ROOT.iterdir():
+            top = hierarchy / path.lstrip("/")
+            if not top.is_dir():
+                continue
+            for dirpath, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+                with contextlib.suppress(OSError):
+                    os.rmdir(dirpath)
+
+    def _container_records(self) -> list[tuple[str, dict[str, Any]]]:
+        out = []
+        for d in sorted((self._paths.root / "containers").iterdir()):
+            c = _read_json(d / "container.json")
+            if c is not None:
+                out.append((d.name, c))
+        return out
+
+    def _status(self, cid: str, c: dict[str, Any]) -> ContainerStatus:
+        d = self._paths.container(cid)
+        state = _read_json(d / "state.json")
+        exit_ = _read_json(d / "exit.json")
+        started = state["started_at"] if state else 0.0
+        common = dict(id=cid, sandbox_id=c["sandbox_id"], name=c["name"], image=c["image"],
+                      image_id=c["image_id"], attempt=c["attempt"], created_at=c["created_at"],
+                      started_at=started, labels=c["labels"])
+        if exit_ is not None:
+            code = exit_["exit_code"]
+            reason = ("OOMKilled" if exit_.get("oom_killed") else
+                      "StartError" if exit_.get("start_failed") else
+                      "Completed" if code == 0 else "Error")
+            return ContainerStatus(**common, state=ContainerState.EXITED,
+                                   finished_at=exit_["finished_at"], exit_code=code,
+                                   reason=reason)
+        if state is None:
+            return ContainerStatus(**common, state=ContainerState.CREATED)
+        if self._monitor_gone(d):
+            return ContainerStatus(**common, state=ContainerState.UNKNOWN,
+                                   message="the container's monitor is gone")
+        return ContainerStatus(**common, state=ContainerState.RUNNING)
+
+    async def container_status(self, container_id: str) -> ContainerStatus:
+        c = _read_json(self._paths.container(container_id) / "container.json")
+        if c is None:
+            raise RuntimeError_(f"container {container_id} not found")
+        return self._status(container_id, c)
+
+    async def list_containers(self, pod_uid: str | None = None) -> list[ContainerStatus]:
+        return [self._status(cid, c) for cid, c in self._container_records()
+                if pod_uid is None or c["labels"].get(POD_UID) == pod_uid]
+
+    def log_path(self, container_id: str) -> Path:
+        """The container's CRI-format log file."""
+        return self._paths.container(container_id) / "container.log"
+
+    # -- streaming -----------------------------------------------------------------------
+
+    async def exec_sync(self, container_id: str, cmd: list[str], time_limit: float
+                        ) -> tuple[int, bytes, bytes]:
+        proc = await asyncio.create_subprocess_exec(
+            self._runc, "--root", self._runc_root, "exec", container_id, *cmd,
+            stdin=subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), time_limit or None)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise RuntimeError_(f"exec in {container_id} timed out") from None
+        return proc.returncode or 0, out, err
+
+    async def container_logs(self, container_id: str) -> bytes:
+        try:
+            return self.log_path(container_id).read_bytes()
+        except FileNotFoundError:
+            raise RuntimeError_(f"container {container_id} not found") from None
+
+    # -- teardown ------------------------------------------------------------------------
+
+    async def cleanup_all(self) -> None:
+        """Remove every container, mount, netns, bridge and cgroup of this data dir (what
+        `pinnace down` does); runs to the end even when parts fail."""
+        if self._watcher is not None:
+            with contextlib.suppress(RuntimeError):  # its loop may be closed already
+                self._watcher.cancel()
+            self._watcher = None
+        for cid, _ in self._container_records():
+            with contextlib.suppress(RuntimeError_):
+                await self.stop_container(cid, 0)
+            with contextlib.suppress(RuntimeError_, OSError):
+                await self.remove_container(cid)
+        containers = self._paths.root / "containers"
+        for d in containers.iterdir():  # half-made ones without container.json
+            rootfs = d / "bundle" / "rootfs"
+            if _mounted(rootfs):
+                await _run("umount", "-l", str(rootfs), check=False)
+            shutil.rmtree(d, ignore_errors=True)
+        for d in (self._paths.root / "sandboxes").iterdir():
+            with contextlib.suppress(NetworkError):
+                await self.network.delete(d.name)
+            shutil.rmtree(d, ignore_errors=True)
+        with contextlib.suppress(NetworkError):
+            await self.network.cleanup_all()
+        self._remove_cgroup(f"/pinnace/{self._hash}")
+        self._remove_cgroup("/pinnace")  # only if empty: other data dirs may use it
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _nofile() -> int:
+    """1048576 as Docker gives, unless the agent itself may not go that high (without
+    CAP_SYS_RESOURCE the container cannot get more than its creator's hard limit)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return 1048576 if hard == resource.RLIM_INFINITY else min(1048576, hard)
+
+
+def _memory_limit(config: ContainerConfig) -> int | None:
+    value = getattr(config, "memory_limit", None) or config.annotations.get(MEMORY_LIMIT)
+    return int(value) if value else None
+
+
+def _volume_mounts(config: ContainerConfig) -> list[oci_spec.BindMount]:
+    raw = config.annotations.get(MOUNTS)
+    if not raw:
+        return []
+    return [oci_spec.BindMount(m["hostPath"], m["containerPath"], bool(m.get("readOnly")))
+            for m in json.loads(raw)]
+

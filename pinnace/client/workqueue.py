@@ -129,7 +129,14 @@ async def run_workers(queue: WorkQueue, reconcile: Reconcile, *, workers: int = 
                 queue.done(key)
             await asyncio.sleep(0)  # a key that keeps coming back must not starve the loop
 
-    tasks = [asyncio.create_task(worker(), name=f"{name}-worker-{i}") for i in range(workers)]
+    await run_parallel(worker, workers, name=name)
+
+
+async def run_parallel(worker: Callable[[], Awaitable[None]], count: int, *,
+                       name: str = "worker") -> None:
+    """Run `count` copies of `worker` until they all return; cancelling this cancels
+    (and awaits) every copy, so no task outlives its owner."""
+    tasks = [asyncio.create_task(worker(), name=f"{name}-{i}") for i in range(count)]
     try:
         await asyncio.gather(*tasks)
     finally:

@@ -10,11 +10,11 @@ Events are best effort: a failed write is logged and dropped. The body is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from pinnace.api.events import event_for, event_time
 from pinnace.client.client import Client
+from pinnace.client.workqueue import run_parallel
 from pinnace.scheduler.framework import Obj
 
 log = logging.getLogger(__name__)
@@ -41,15 +41,7 @@ class EventRecorder:
         self._last.pop(pod_uid, None)
 
     async def run(self) -> None:
-        tasks = [asyncio.create_task(self._worker()) for _ in range(self._workers)]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
+        await run_parallel(self._worker, self._workers, name="event-recorder")
 
     async def _worker(self) -> None:
         while True:

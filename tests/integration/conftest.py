@@ -44,9 +44,10 @@ class Api:
             return resp.status, body.decode(errors="replace")
 
 
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    server = ApiServer(tmp_path / "data", port=0)
+@contextlib.asynccontextmanager
+async def running_api(data_dir: Path) -> AsyncIterator[Api]:
+    """An API server on a free loopback port over `data_dir`, and a session trusting it."""
+    server = ApiServer(data_dir, port=0)
     await server.start()
     ctx = ssl.create_default_context(cadata=server.ca_pem.decode())
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx))
@@ -55,6 +56,12 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     finally:
         await session.close()
         await server.stop()
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    async with running_api(tmp_path / "data") as a:
+        yield a
 
 
 @pytest.fixture

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
-from pinnace.apiserver.server import ApiServer
-from tests.integration.conftest import Api
+from tests.integration.conftest import Api, running_api
 
 ALICE, BOB = "alice-token-123", "bob-token-456"
 RBAC = "/apis/rbac.authorization.k8s.io/v1"
@@ -22,15 +19,8 @@ async def rapi(tmp_path: Path) -> AsyncIterator[Api]:
     data = tmp_path / "data"
     data.mkdir()
     (data / "tokens.csv").write_text(f'{ALICE},alice,1001\n{BOB},bob,1002,"devs,qa"\n')
-    server = ApiServer(data, port=0)
-    await server.start()
-    ctx = ssl.create_default_context(cadata=server.ca_pem.decode())
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx))
-    try:
-        yield Api(server, session)
-    finally:
-        await session.close()
-        await server.stop()
+    async with running_api(data) as a:
+        yield a
 
 
 async def bind(api: Api, role: str, *, namespace: str | None = None, user: str = "alice",

@@ -1,7 +1,8 @@
 """Request and response formats: body decoding, Accept negotiation, query options.
 
-Kubernetes speaks JSON (and YAML on the way in); clients ask for Table or
-PartialObjectMetadata renderings through parameters of the Accept header, e.g.
+Kubernetes speaks JSON (and, on the way in, YAML and the Kubernetes protobuf that
+`pinnace.api.protobuf` decodes); clients ask for Table or PartialObjectMetadata
+renderings through parameters of the Accept header, e.g.
 `application/json;as=Table;v=v1;g=meta.k8s.io`.
 """
 
@@ -13,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from pinnace.api import errors
+from pinnace.api import errors, protobuf
 
 MAX_BODY = 3 * 1024 * 1024  # Kubernetes' request size limit
 
@@ -66,13 +67,21 @@ def negotiate(accept: str | None, include_object: str | None = None) -> Renderin
         f"got {accept!r}")
 
 
+BODY_TYPES = ("application/json", "application/yaml", protobuf.MEDIA_TYPE)
+
+
 def decode_body(raw: bytes, content_type: str | None) -> Any:
-    """A request body as JSON data (YAML accepted); 400 with the parse error if not."""
+    """A request body as JSON data (YAML and Kubernetes protobuf accepted); 400 with the
+    parse error if it does not parse, 415 for other media types."""
     if len(raw) > MAX_BODY:
         raise errors.too_large()
     mtype = (content_type or "application/json").split(";")[0].strip().lower()
+    if mtype == protobuf.MEDIA_TYPE:
+        return protobuf.decode(raw)
     if "protobuf" in mtype or "cbor" in mtype:
-        raise errors.unsupported_media_type(mtype)
+        raise errors.ApiError(415, "UnsupportedMediaType",
+                              f"the body of the request was in an unknown format - accepted "
+                              f"media types include: {', '.join(BODY_TYPES)}; got {mtype!r}")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

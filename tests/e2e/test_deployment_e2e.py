@@ -149,8 +149,6 @@ def test_deleted_pod_is_replaced(cluster: Cluster, ns: str) -> None:
     assert len(after - before) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="pinnace bug: kubectl create <generator> POSTs "
-                   "application/vnd.kubernetes.protobuf and gets 415 UnsupportedMediaType")
 def test_kubectl_create_deployment(cluster: Cluster) -> None:
     ns = new_namespace(cluster, "deploy-create")
     cluster.kubectl("create", "deployment", "web", "--image=nginx:1.20", "--replicas=2",

@@ -199,8 +199,6 @@ def test_orphaned_job_pods_lose_tracking_finalizer_and_can_be_deleted(
     assert items(cluster, "pods", "-n", ns) == []
 
 
-@pytest.mark.xfail(strict=True, reason="pinnace bug: kubectl create <generator> POSTs "
-                   "application/vnd.kubernetes.protobuf and gets 415 UnsupportedMediaType")
 def test_kubectl_create_job(cluster: Cluster) -> None:
     ns = new_namespace(cluster, "job-create")
     cluster.kubectl("create", "job", "once", "--image=busybox:1.36", "-n", ns)

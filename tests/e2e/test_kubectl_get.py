@@ -38,18 +38,6 @@ WIDE_EXTRA = {
 }
 
 
-# kubectl's generators (`kubectl create configmap …`) send protobuf bodies, which pinnace
-# does not decode yet; apply sends JSON.
-CONFIGMAP = """
-apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: {name}
-data:
-  a: b
-"""
-
-
 def split_header(line: str) -> list[str]:
     return re.split(r"\s{2,}", line.strip())
 
@@ -107,7 +95,7 @@ def test_get_watch_sees_other_clients_change(cluster: Cluster) -> None:
 
     try:
         assert next_line_with("NAME", 30) is not None  # the initial list has arrived
-        cluster.kubectl("apply", "-f", "-", input=CONFIGMAP.format(name="watched"))
+        cluster.kubectl("create", "configmap", "watched", "--from-literal=a=b")
         created = time.monotonic()
         line = next_line_with("watched", 5)
         arrived = time.monotonic()
@@ -129,7 +117,7 @@ def test_explain(cluster: Cluster) -> None:
 
 
 def test_delete_waits_for_deletion(cluster: Cluster) -> None:
-    cluster.kubectl("apply", "-f", "-", input=CONFIGMAP.format(name="short-lived"))
+    cluster.kubectl("create", "configmap", "short-lived", "--from-literal=a=b")
     out = cluster.kubectl("delete", "configmap", "short-lived").stdout
     assert 'configmap "short-lived" deleted' in out
     assert cluster.kubectl("get", "configmap", "short-lived", check=False).returncode == 1

@@ -66,7 +66,6 @@ def test_forbidden_then_allowed_after_binding(rbac_cluster: tuple[Cluster, Path]
     who = c.kubectl(*as_alice, "auth", "whoami").stdout
     assert "alice" in who and "developers" in who
 
-    # kubectl's `create rolebinding` generators send protobuf (a known gap): apply YAML
     c.kubectl("apply", "-f", "-", input=binding("RoleBinding", "alice-view", "view", "User",
                                                 "alice", namespace="default"))
     out = c.kubectl(*as_alice, "auth", "can-i", "list", "pods")

@@ -78,8 +78,7 @@ def ready_nodes(c: Cluster) -> list[str]:
 def new_namespace(c: Cluster, prefix: str) -> str:
     """Create a fresh namespace for one test."""
     name = f"{prefix}-{next(_ns_counter)}"
-    # `kubectl create namespace` sends protobuf, which pinnace does not accept yet.
-    apply(c, json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
+    c.kubectl("create", "namespace", name)
     return name
 
 

@@ -22,7 +22,7 @@ from pinnace.api import errors
 from pinnace.api.patch import copy_json
 from pinnace.apiserver.handlers import ResourceHandlers, parse_path
 from pinnace.apiserver.registry import ObjectRegistry
-from pinnace.apiserver.watch import WatchOptions, watch_batches
+from pinnace.apiserver.watch import OBJECT_EVENTS, WatchOptions, watch_batches
 
 _NOT_FOUND = errors.ApiError(404, "NotFound", "the server could not find the requested resource")
 
@@ -99,12 +99,15 @@ class LocalTransport:
         except errors.ApiError as e:
             yield e.code, e.status()
             return
-        events = watch_batches(self.registry.cache(target.rt), target.rt, target.namespace,
-                               matches, opts)
+        cache = self.registry.cache(target.rt)
+        events = watch_batches(cache, target.rt, target.namespace, matches, opts)
         try:
             async for batch in events:
                 for ev_type, obj in batch:
-                    yield 200, {"type": ev_type, "object": copy_json(obj)}
+                    # decoding the cache's bytes is the cheapest private copy
+                    copy = json.loads(cache.encoded(obj)) if ev_type in OBJECT_EVENTS \
+                        else copy_json(obj)
+                    yield 200, {"type": ev_type, "object": copy}
         finally:
             await events.aclose()
 

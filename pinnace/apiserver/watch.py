@@ -29,6 +29,7 @@ from pinnace.apiserver.watch_cache import CacheEvent, WatchCache, WatchFilter
 from pinnace.store.interface import CompactedError
 
 BOOKMARK_INTERVAL = 10.0
+OBJECT_EVENTS = frozenset({"ADDED", "MODIFIED", "DELETED"})
 # how often an idle watch checks that its client is still connected
 DISCONNECT_POLL = 0.5
 MIN_REQUEST_TIMEOUT = 1800
@@ -164,6 +165,9 @@ async def serve_watch(request: web.Request, cache: WatchCache, rt: ResourceType,
         elif render.as_kind.startswith("PartialObjectMetadata") and ev_type != "ERROR":
             obj = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
                    "metadata": obj.get("metadata", {})}
+        elif ev_type in OBJECT_EVENTS:  # the object's bytes, shared with every watcher
+            return b'{"type":"' + ev_type.encode() + b'","object":' + \
+                cache.encoded(obj) + b"}\n"
         return neg.dump({"type": ev_type, "object": obj}) + b"\n"
 
     events = watch_batches(cache, rt, namespace, matches, opts,

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pinnace.api.kinds import ResourceType
+from pinnace.apiserver.objects import encode
 from pinnace.store.interface import CompactedError, Event, KeyValue, Store
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,9 @@ class WatchCache:
         # the oldest revision from which a watch can be replayed without a gap
         self.window_start = 0
         self.watchers: set[Watcher] = set()
+        # key -> (resourceVersion, JSON bytes) of current objects: encoded once per
+        # version, shared by every list and watcher that sends them
+        self._encoded: dict[str, tuple[str, bytes]] = {}
         self._task: asyncio.Task[None] | None = None
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
@@ -150,6 +154,7 @@ class WatchCache:
         kvs, revision = await self.store.range(self.prefix)
         fresh = {kv.key: decode(kv) for kv in kvs}
         self.objects = fresh
+        self._encoded.clear()
         self.history.clear()
         self.revision = self.window_start = revision
         for w in list(self.watchers):
@@ -161,6 +166,7 @@ class WatchCache:
         if kind == "DELETE":
             obj = decode(kv)
             self.objects.pop(kv.key, None)
+            self._encoded.pop(kv.key, None)
             ev = CacheEvent("DELETED", kv.mod_revision, obj, prev)
         else:
             obj = decode(kv)
@@ -197,6 +203,20 @@ class WatchCache:
         await asyncio.wait_for(fut, WAIT_LIMIT)
 
     # -- reads ---------------------------------------------------------------------------
+
+    def encoded(self, obj: dict[str, Any]) -> bytes:
+        """obj as JSON bytes; remembered for the current version of each object (objects
+        in the cache are never changed in place, so a version's bytes never go stale)."""
+        m = obj["metadata"]
+        key = self.rt.key(m.get("namespace"), m["name"])
+        rv = m.get("resourceVersion", "")
+        hit = self._encoded.get(key)
+        if hit is not None and hit[0] == rv:
+            return hit[1]
+        data = encode(obj)
+        if self.objects.get(key) is obj:
+            self._encoded[key] = (rv, data)
+        return data
 
     def get(self, namespace: str | None, name: str) -> dict[str, Any] | None:
         return self.objects.get(self.rt.key(namespace, name))

@@ -765,3 +765,35 @@ async def test_restart_keeps_objects_and_allocations(api: Api, tmp_path: Path) -
             assert k["spec"]["clusterIP"] == "10.96.0.1"
     finally:
         await server.stop()
+
+
+async def test_lists_and_watches_never_serve_a_stale_encoding(api: Api) -> None:
+    """Objects are encoded once per version and shared: every write must show at once."""
+    path = CMS + "/enc"
+    status, first = await api.request("POST", CMS, json=cm("enc"))
+    assert status == 201
+    _, listed = await api.request("GET", CMS)
+    rv = listed["metadata"]["resourceVersion"]
+    status, _ = await api.request("PATCH", path, json={"data": {"k": "2"}},
+                                  headers={"Content-Type": "application/merge-patch+json"})
+    assert status == 200
+    _, listed = await api.request("GET", CMS)
+    assert [o["data"] for o in listed["items"] if o["metadata"]["name"] == "enc"] == \
+        [{"k": "2"}]
+    await api.request("DELETE", path)
+    status, again = await api.request("POST", CMS, json=cm("enc"))
+    assert status == 201 and again["metadata"]["uid"] != first["metadata"]["uid"]
+    _, listed = await api.request("GET", CMS)
+    assert [o["metadata"]["uid"] for o in listed["items"]
+            if o["metadata"]["name"] == "enc"] == [again["metadata"]["uid"]]
+    async with api.session.get(f"{api.url}{CMS}?watch=true&resourceVersion={rv}",
+                               headers={"Authorization": f"Bearer {api.server.token}"}) as w:
+        seen = []
+        while len(seen) < 3:
+            line = await asyncio.wait_for(w.content.readline(), 5)
+            ev = json.loads(line)
+            seen.append((ev["type"], ev["object"]["metadata"]["uid"],
+                         ev["object"].get("data")))
+    assert seen == [("MODIFIED", first["metadata"]["uid"], {"k": "2"}),
+                    ("DELETED", first["metadata"]["uid"], {"k": "2"}),
+                    ("ADDED", again["metadata"]["uid"], cm("enc").get("data"))]

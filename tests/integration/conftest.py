@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from pinnace.apiserver.server import ApiServer
+from tests.integration.fake_kubelet import node_loop
 
 
 @dataclass
@@ -118,3 +119,13 @@ async def eventually(cond: Any, within: float = 10.0, interval: float = 0.02) ->
             return
         assert loop.time() < deadline, "condition not met in time"
         await asyncio.sleep(interval)
+
+
+@pytest.fixture
+async def ready_node(client: Any) -> AsyncIterator[None]:
+    """Plays the node for controller tests: every pod in `default` becomes Ready."""
+    task = asyncio.create_task(node_loop(client))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

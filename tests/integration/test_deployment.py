@@ -15,19 +15,9 @@ from pinnace.controllers._rollout import proportional_sizes
 from pinnace.controllers.deployment import DeploymentController
 from pinnace.controllers.replicaset import ReplicaSetController
 from tests.integration.conftest import Components, eventually
-from tests.integration.test_replicaset import node_loop
 
 NS = "default"
 REVISION = "deployment.kubernetes.io/revision"
-
-
-@pytest.fixture
-async def node(client: Client) -> AsyncIterator[None]:
-    task = asyncio.create_task(node_loop(client))
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 @pytest.fixture
@@ -135,7 +125,7 @@ def is_ready(pod: dict[str, Any]) -> bool:
 
 
 async def test_creates_replicaset_and_pods(client: Client, controllers: None,
-                                           node: None) -> None:
+                                           ready_node: None) -> None:
     api = Api(client)
     d = await client.create(api.d, deployment(replicas=3), NS)
     await api.wait_rolled_out()
@@ -163,7 +153,7 @@ async def test_creates_replicaset_and_pods(client: Client, controllers: None,
 
 
 async def test_rolling_update_respects_surge_and_unavailability(
-        client: Client, controllers: None, node: None) -> None:
+        client: Client, controllers: None, ready_node: None) -> None:
     api = Api(client)
     await client.create(api.d, deployment(replicas=4), NS)  # maxSurge 1, maxUnavailable 1
     await api.wait_rolled_out()
@@ -188,7 +178,7 @@ async def test_rolling_update_respects_surge_and_unavailability(
 
 
 async def test_undo_revives_the_previous_replicaset(client: Client, controllers: None,
-                                                    node: None) -> None:
+                                                    ready_node: None) -> None:
     api = Api(client)
     await client.create(api.d, deployment(replicas=2), NS)
     await api.wait_rolled_out()
@@ -221,7 +211,7 @@ async def test_undo_revives_the_previous_replicaset(client: Client, controllers:
 
 
 async def test_pause_stops_the_rollout_and_resume_continues(client: Client, controllers: None,
-                                                            node: None) -> None:
+                                                            ready_node: None) -> None:
     api = Api(client)
     await client.create(api.d, deployment(replicas=2), NS)
     await api.wait_rolled_out()
@@ -245,7 +235,7 @@ async def test_pause_stops_the_rollout_and_resume_continues(client: Client, cont
 
 async def test_recreate_deletes_old_pods_before_creating_new(client: Client,
                                                              controllers: None,
-                                                             node: None) -> None:
+                                                             ready_node: None) -> None:
     api = Api(client)
     await client.create(api.d, deployment(replicas=3, strategy={"type": "Recreate"}), NS)
     await api.wait_rolled_out()
@@ -261,7 +251,7 @@ async def test_recreate_deletes_old_pods_before_creating_new(client: Client,
 
 
 async def test_scaling_resizes_the_replicasets(client: Client, controllers: None,
-                                               node: None) -> None:
+                                               ready_node: None) -> None:
     api = Api(client)
     await client.create(api.d, deployment(replicas=2), NS)
     await api.wait_rolled_out()

@@ -4,62 +4,13 @@ marking pods Running and Ready through the status subresource."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
-
-import pytest
 
 from pinnace.client.client import Client
 from pinnace.controllers.replicaset import ReplicaSetController, calculate_status
 from tests.integration.conftest import Components, eventually
 
 NS = "default"
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-async def mark_ready(client: Client, pod: dict[str, Any]) -> None:
-    """What a node agent reports once the pod's containers run and pass readiness."""
-    pods = client.resource("v1", "Pod")
-    t = now()
-    pod = dict(pod)
-    pod["status"] = {
-        "phase": "Running", "startTime": t, "podIP": "10.0.0.1",
-        "conditions": [{"type": c, "status": "True", "lastTransitionTime": t}
-                       for c in ("PodScheduled", "Initialized", "ContainersReady", "Ready")],
-        "containerStatuses": [{"name": c["name"], "image": c["image"], "imageID": "",
-                               "ready": True, "started": True, "restartCount": 0,
-                               "state": {"running": {"startedAt": t}}}
-                              for c in pod["spec"]["containers"]],
-    }
-    with contextlib.suppress(Exception):  # gone or changed meanwhile: the loop retries
-        await client.update_status(pods, pod)
-
-
-async def node_loop(client: Client, *, delay: float = 0.0) -> None:
-    """Mark every pod ready soon after it appears (a fake kubelet)."""
-    pods = client.resource("v1", "Pod")
-    while True:
-        for pod in (await client.list(pods, NS))["items"]:
-            if (pod.get("status") or {}).get("phase") != "Running" and \
-                    not pod["metadata"].get("deletionTimestamp"):
-                if delay:
-                    await asyncio.sleep(delay)
-                await mark_ready(client, pod)
-        await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-async def node(client: Client) -> AsyncIterator[None]:
-    task = asyncio.create_task(node_loop(client))
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 def replicaset(name: str, replicas: int, image: str = "nginx:1") -> dict[str, Any]:
@@ -80,7 +31,7 @@ async def start(client: Client, components: Components) -> None:
 
 
 async def test_keeps_replicas_and_reports_status(client: Client, components: Components,
-                                                 node: None) -> None:
+                                                 ready_node: None) -> None:
     await start(client, components)
     rs_rt = client.resource("apps/v1", "ReplicaSet")
     rs = await client.create(rs_rt, replicaset("web", 3), NS)
@@ -103,7 +54,7 @@ async def test_keeps_replicas_and_reports_status(client: Client, components: Com
 
 
 async def test_deleted_pod_is_replaced(client: Client, components: Components,
-                                       node: None) -> None:
+                                       ready_node: None) -> None:
     await start(client, components)
     await client.create(client.resource("apps/v1", "ReplicaSet"), replicaset("web", 3), NS)
 
@@ -119,7 +70,7 @@ async def test_deleted_pod_is_replaced(client: Client, components: Components,
     await eventually(replaced)
 
 
-async def test_scale_up_and_down(client: Client, components: Components, node: None) -> None:
+async def test_scale_up_and_down(client: Client, components: Components, ready_node: None) -> None:
     await start(client, components)
     rs_rt = client.resource("apps/v1", "ReplicaSet")
     await client.create(rs_rt, replicaset("web", 1), NS)
@@ -179,7 +130,7 @@ def test_status_reports_create_failures_until_they_stop() -> None:
 
 
 async def test_min_ready_seconds_delays_availability(client: Client, components: Components,
-                                                     node: None) -> None:
+                                                     ready_node: None) -> None:
     await start(client, components)
     rs_rt = client.resource("apps/v1", "ReplicaSet")
     body = replicaset("web", 2)

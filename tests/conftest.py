@@ -8,9 +8,25 @@ code alone. A failure found locally is a real bug either way.
 from __future__ import annotations
 
 import os
+import subprocess
+from pathlib import Path
 
+import pytest
 from hypothesis import settings
+
+from tests.paths import REPO
 
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+@pytest.fixture(scope="session")
+def test_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding busybox_1.28.tar, nginx_1.19.tar and perl_5.34.0.tar, built once
+    per test session by scripts/build-test-images (needs root and the Debian mirror)."""
+    out = tmp_path_factory.mktemp("test-images")
+    built = subprocess.run([str(REPO / "scripts" / "build-test-images"), str(out)],
+                           capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr
+    return out

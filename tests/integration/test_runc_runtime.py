@@ -23,7 +23,7 @@ import pytest
 from pinnace.agent.images import ImageStore
 from pinnace.agent.network import dir_hash
 from pinnace.agent.runtime import ContainerConfig, ContainerState, PodSandboxConfig
-from pinnace.agent.runtime.runc import MEMORY_LIMIT, RuncRuntime
+from pinnace.agent.runtime.runc import RuncRuntime
 from tests.paths import REPO
 
 pytestmark = pytest.mark.skipif(
@@ -73,11 +73,11 @@ def runtime(data_dir: Path) -> Iterator[RuncRuntime]:
 
 
 async def run_pod(rt: RuncRuntime, name: str, image: str, command: list[str],
-                  **annotations: str) -> tuple[str, str]:
+                  memory_limit: int | None = None) -> tuple[str, str]:
     sid = await rt.run_pod_sandbox(PodSandboxConfig(f"uid-{name}-{time.time_ns()}", name,
                                                     "default"))
     cid = await rt.create_container(sid, ContainerConfig(name, image, command=command,
-                                                         annotations=annotations))
+                                                         memory_limit=memory_limit))
     await rt.start_container(cid)
     return sid, cid
 
@@ -178,7 +178,7 @@ async def test_stop_with_sigterm_then_sigkill(runtime: RuncRuntime) -> None:
 async def test_memory_limit_oom_killed(runtime: RuncRuntime) -> None:
     _, cid = await run_pod(runtime, "hog", "busybox:1.28",
                            ["sh", "-c", "x=a; while true; do x=$x$x; done"],
-                           **{MEMORY_LIMIT: str(32 * 1024 * 1024)})
+                           memory_limit=32 * 1024 * 1024)
     status = await wait_exited(runtime, cid, 20)
     assert (status.reason, status.exit_code) == ("OOMKilled", 137)
 

@@ -11,6 +11,7 @@ from pinnace.agent.runtime.interface import (
     ContainerEventHandler,
     ContainerState,
     ContainerStatus,
+    Mount,
     PodSandboxConfig,
     PodSandboxStatus,
     Runtime,
@@ -18,7 +19,20 @@ from pinnace.agent.runtime.interface import (
 )
 
 __all__ = [
-    "CONTAINER_NAME", "INIT_CONTAINER", "POD_NAME", "POD_NAMESPACE", "POD_UID", "ContainerConfig",
-    "ContainerEventHandler", "ContainerState", "ContainerStatus", "FakeRuntime",
-    "PodSandboxConfig", "PodSandboxStatus", "Runtime", "RuntimeError_", "parse_duration",
+    "CONTAINER_NAME",
+    "INIT_CONTAINER",
+    "POD_NAME",
+    "POD_NAMESPACE",
+    "POD_UID",
+    "ContainerConfig",
+    "ContainerEventHandler",
+    "ContainerState",
+    "ContainerStatus",
+    "FakeRuntime",
+    "Mount",
+    "PodSandboxConfig",
+    "PodSandboxStatus",
+    "Runtime",
+    "RuntimeError_",
+    "parse_duration",
 ]

@@ -54,6 +54,14 @@ class PodSandboxStatus:
 
 
 @dataclass(frozen=True)
+class Mount:
+    """A host path (a prepared volume, or a file of one for subPath) seen in the container."""
+    host_path: str
+    container_path: str
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
 class ContainerConfig:
     name: str
     image: str
@@ -63,6 +71,12 @@ class ContainerConfig:
     env: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
+    mounts: list[Mount] = field(default_factory=list)
+    working_dir: str = ""  # empty: the image's
+    memory_limit: int | None = None  # bytes (resources.limits.memory)
+    cpu_limit_millis: int | None = None  # resources.limits.cpu in millicores
+    stdin: bool = False
+    tty: bool = False
 
 
 @dataclass(frozen=True)

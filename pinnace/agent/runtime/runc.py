@@ -14,10 +14,6 @@ All state is files under `DATA_DIR/runtime/`, so a restarted agent sees what is 
 A started container is owned by its monitor process, not by this object: drop the
 object (or restart the agent) and the container runs on, its exit still recorded.
 Cgroups are `/pinnace/<dir hash>/pod<uid>/<container id>` in every hierarchy.
-
-The interface's ContainerConfig has no resources or mounts yet: a memory limit comes from
-the `pinnace.io/memory-limit` annotation (bytes) and bind mounts from `pinnace.io/mounts`
-(JSON list of {hostPath, containerPath, readOnly}) until it does.
 """
 
 from __future__ import annotations
@@ -50,8 +46,6 @@ from pinnace.agent.runtime.interface import (
     RuntimeError_,
 )
 
-MEMORY_LIMIT = "pinnace.io/memory-limit"
-MOUNTS = "pinnace.io/mounts"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 _MONITOR = str(Path(__file__).with_name("monitor.py"))
 
@@ -245,15 +239,17 @@ class RuncRuntime:
                 args=oci_spec.process_args(entrypoint=image.entrypoint, cmd=image.cmd,
                                            command=config.command, args=config.args),
                 env=oci_spec.merge_env(image.env, config.env, sb["name"]),
-                cwd=image.working_dir or "/", uid=uid, gid=gid, hostname=sb["name"],
+                cwd=config.working_dir or image.working_dir or "/", uid=uid, gid=gid,
+                hostname=sb["name"],
                 netns_path=sb["netns"],
                 cgroups_path=f"/pinnace/{self._hash}/pod{sb['pod_uid']}/{cid}",
-                memory_limit=_memory_limit(config), nofile=_nofile(),
+                memory_limit=config.memory_limit, nofile=_nofile(),
                 mounts=[oci_spec.BindMount(str(self._paths.sandbox(sandbox_id) / "hosts"),
                                            "/etc/hosts"),
                         oci_spec.BindMount(str(self._paths.sandbox(sandbox_id) / "resolv.conf"),
                                            "/etc/resolv.conf"),
-                        *_volume_mounts(config)],
+                        *(oci_spec.BindMount(m.host_path, m.container_path, m.readonly)
+                          for m in config.mounts)],
                 annotations=config.annotations))
             if not spec["process"]["args"]:
                 raise RuntimeError_(f"image {config.image} has no command and none was given")
@@ -468,17 +464,3 @@ def _nofile() -> int:
     CAP_SYS_RESOURCE the container cannot get more than its creator's hard limit)."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     return 1048576 if hard == resource.RLIM_INFINITY else min(1048576, hard)
-
-
-def _memory_limit(config: ContainerConfig) -> int | None:
-    value = getattr(config, "memory_limit", None) or config.annotations.get(MEMORY_LIMIT)
-    return int(value) if value else None
-
-
-def _volume_mounts(config: ContainerConfig) -> list[oci_spec.BindMount]:
-    raw = config.annotations.get(MOUNTS)
-    if not raw:
-        return []
-    return [oci_spec.BindMount(m["hostPath"], m["containerPath"], bool(m.get("readOnly")))
-            for m in json.loads(raw)]
-

@@ -2,12 +2,19 @@
 
     pinnace up [--data-dir DIR] [--port PORT] [--fake-nodes N]   a whole cluster, in the foreground
     pinnace server …                        the control plane alone (API, controllers, scheduler)
+    pinnace down [--data-dir DIR]           stop a cluster's containers, undo its host setup
     pinnace kubeconfig [--data-dir DIR]     print the admin kubeconfig
     pinnace image import|ls|rm [--data-dir DIR] …   the node's image store
 
 `up` and `server` write DIR/kubeconfig once the API answers and the components
 are running, and exit cleanly on SIGINT or SIGTERM. Components reach the API
 server through the API, like any client.
+
+`up` runs one real node (this machine, containers under runc) when it runs as root
+with runc and the CNI plugins installed, or N simulated nodes with `--fake-nodes N`.
+Stopping `up` leaves containers running, as stopping a kubelet does; the next `up`
+adopts them. `down` stops them and removes what pinnace set up on the host for DIR
+(mounts, network namespaces, links, cgroups), keeping the cluster's state.
 """
 
 from __future__ import annotations
@@ -16,17 +23,23 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
 import signal
 import sys
 from pathlib import Path
 
 from pinnace.agent.fake_nodes import FakeNodes
+from pinnace.agent.network.cni import CNI_PATHS
+from pinnace.apiserver import pki
 from pinnace.apiserver.local import LocalTransport
 from pinnace.apiserver.server import ApiServer, default_data_dir
 from pinnace.client.client import Client
 from pinnace.client.factory import InformerFactory
 from pinnace.controllers.manager import ControllerSettings, build_controllers
 from pinnace.scheduler.scheduler import Scheduler
+
+PID_FILE = "pinnace.pid"
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -56,9 +69,24 @@ def _parser() -> argparse.ArgumentParser:
         if name == "up":
             p.add_argument("--fake-nodes", type=int, default=0, metavar="N",
                            help="run N simulated nodes fake-0..fake-N-1 (pods run without "
-                                "processes)")
-    sub.add_parser("image", help="the node's images: import FILE | ls | rm REF",
+                                "processes) instead of a real node")
+            p.add_argument("--node-name", default="",
+                           help="the real node's name (default: the host name)")
+            p.add_argument("--node-ip", default="127.0.0.1",
+                           help="the real node's InternalIP, where its kubelet server "
+                                "listens (default 127.0.0.1: loopback only)")
+            p.add_argument("--kubelet-port", type=int, default=10250,
+                           help="port of the node's kubelet server (logs, exec, port-forward)")
+            p.add_argument("--restart-backoff", type=float, default=10.0,
+                           help="first crash-loop back-off of the real node in seconds "
+                                "(doubles, max 5 min)")
+            p.add_argument("--pod-cidr", default="",
+                           help="the real node's pod CIDR (default: a /24 in 10.42.0.0/16 "
+                                "chosen by the data dir)")
+    sub.add_parser("image", help="the node's images: import FILE | ls | rm REF | pull REF",
                    add_help=False)
+    p = sub.add_parser("down", help="stop a cluster's containers and remove its host setup")
+    _common(p)
     p = sub.add_parser("kubeconfig", help="print the admin kubeconfig")
     _common(p)
     return parser
@@ -86,12 +114,22 @@ async def _serve(args: argparse.Namespace) -> int:
                                   job_backoff_base=args.job_backoff)
     components: list = [*build_controllers(client, factory, settings),
                         Scheduler(client, factory)]
-    if args.command == "up":
-        # heartbeat four times per grace period, as a kubelet's 10 s lease does for 40 s
+    # heartbeat four times per grace period, as a kubelet's 10 s lease does for 40 s
+    lease_period = min(10.0, args.node_monitor_grace_period / 4)
+    if args.command == "up" and args.fake_nodes:
         components.append(FakeNodes(client, factory, count=args.fake_nodes,
-                                    lease_period=min(10.0, args.node_monitor_grace_period / 4)))
+                                    lease_period=lease_period))
+    elif args.command == "up":
+        why = real_node_unavailable()
+        if why:
+            print(f"pinnace: no node: {why}; `pinnace up --fake-nodes N` runs simulated nodes",
+                  file=sys.stderr, flush=True)
+        else:
+            components.append(_kubelet(args, client, factory, lease_period))
     await factory.start()
     tasks = [asyncio.create_task(c.run(), name=type(c).__name__) for c in components]
+    pid_path = Path(args.data_dir) / PID_FILE
+    pid_path.write_text(f"{os.getpid()}\n")
     path = server.write_kubeconfig()
     print(f"pinnace: API at {server.url}; kubeconfig: {path}", flush=True)
     print(f"pinnace: try  KUBECONFIG={path} kubectl get nodes", flush=True)
@@ -105,6 +143,55 @@ async def _serve(args: argparse.Namespace) -> int:
     await factory.stop()
     await client.close()
     await server.stop()
+    pid_path.unlink(missing_ok=True)
+    return 0
+
+
+def real_node_unavailable() -> str:
+    """Why this machine cannot run a real node ("" when it can)."""
+    if os.geteuid() != 0:
+        return "a real node needs root (namespaces, cgroups, mounts)"
+    if shutil.which("runc") is None:
+        return "runc is not installed (scripts/setup installs it)"
+    if not any(Path(d, "bridge").exists() for d in CNI_PATHS):
+        return "the CNI plugins are not installed (scripts/setup installs them)"
+    return ""
+
+
+def _kubelet(args: argparse.Namespace, client: Client, factory: InformerFactory,
+             lease_period: float) -> object:
+    from pinnace.agent.kubelet import Kubelet, KubeletSettings
+    data_dir = Path(args.data_dir)
+    certs = pki.ensure_pki(data_dir, hosts=[args.node_ip])
+    return Kubelet(client, factory, KubeletSettings(
+        data_dir=data_dir, node_name=args.node_name, node_ip=args.node_ip,
+        pod_cidr=args.pod_cidr, kubelet_port=args.kubelet_port, tls_cert=certs.server_cert,
+        tls_key=certs.server_key, token=pki.ensure_kubelet_token(data_dir),
+        lease_period=lease_period, backoff_base=args.restart_backoff))
+
+
+async def _down(data_dir: Path) -> int:
+    """Stop `pinnace up` if it runs for data_dir, then every container of data_dir, and
+    remove mounts, network namespaces, links and cgroups made for it."""
+    pid_path = data_dir / PID_FILE
+    try:
+        pid = int(pid_path.read_text().strip())
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(200):
+            os.kill(pid, 0)
+            await asyncio.sleep(0.05)
+    except (OSError, ValueError):
+        pass  # not running (or not ours to signal)
+    if not (data_dir / "runtime").exists():
+        print(f"pinnace: nothing of {data_dir} runs on this host")
+        return 0
+    from pinnace.agent.kubelet import default_pod_cidr
+    from pinnace.agent.runtime.runc import RuncRuntime
+    from pinnace.agent.volumes import VolumeManager
+    runtime = RuncRuntime(data_dir, pod_cidr=default_pod_cidr(data_dir))
+    await runtime.cleanup_all()
+    await VolumeManager(None, pods_dir=data_dir / "pods", node_name="").cleanup_all()
+    print(f"pinnace: stopped the containers of {data_dir} and removed its host setup")
     return 0
 
 
@@ -128,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         sys.stdout.write(path.read_text())
         return 0
+    if args.command == "down":
+        return asyncio.run(_down(Path(args.data_dir)))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return asyncio.run(_serve(args))

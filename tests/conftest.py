@@ -30,3 +30,18 @@ def test_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
                            capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr
     return out
+
+
+@pytest.fixture(scope="session")
+def local_registry(test_images: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A docker-registry on loopback serving library/busybox:1.28, library/nginx:1.19 and
+    library/perl:5.34.0 (the test images) for the session. Make it a node's docker.io
+    mirror with `local_registry.write_registries_yaml(data_dir)`; see tests/registry.py.
+    Read-only for tests: start an own LocalRegistry to push other content."""
+    from tests.registry import LocalRegistry, available
+
+    assert available(), "docker-registry is not installed (scripts/setup --test installs it)"
+    with LocalRegistry(tmp_path_factory.mktemp("registry")) as registry:
+        for name, tag in (("busybox", "1.28"), ("nginx", "1.19"), ("perl", "5.34.0")):
+            registry.push_archive(test_images / f"{name}_{tag}.tar", f"library/{name}", tag)
+        yield registry

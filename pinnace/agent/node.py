@@ -25,7 +25,7 @@ import uuid
 from typing import Any
 
 from pinnace.agent.pod_status import rfc3339
-from pinnace.agent.pod_worker import NodeContext, PodWorkers
+from pinnace.agent.pod_worker import NodeContext, NodeServices, PodWorkers
 from pinnace.agent.runtime.interface import Runtime
 from pinnace.api import errors
 from pinnace.client.client import Client
@@ -61,7 +61,8 @@ def node_labels(name: str) -> dict[str, str]:
 
 
 def node_status(name: str, *, capacity: dict[str, str], host_ip: str, runtime: str,
-                old: Obj | None, now: float) -> Obj:
+                old: Obj | None, now: float, os_image: str = "pinnace simulated node",
+                kubelet_port: int = 10250) -> Obj:
     """The status a healthy agent reports; transition times kept from `old`."""
     stamp = rfc3339(now)
     old_conds = {c.get("type"): c for c in (old or {}).get("conditions") or []}
@@ -79,10 +80,10 @@ def node_status(name: str, *, capacity: dict[str, str], host_ip: str, runtime: s
         "conditions": conditions,
         "addresses": [{"type": "InternalIP", "address": host_ip},
                       {"type": "Hostname", "address": name}],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
         "nodeInfo": {
             "machineID": node_id.hex, "systemUUID": str(node_id), "bootID": str(node_id),
-            "kernelVersion": platform.release(), "osImage": "pinnace simulated node",
+            "kernelVersion": platform.release(), "osImage": os_image,
             "containerRuntimeVersion": f"{runtime}://0.1.0",
             "kubeletVersion": KUBELET_VERSION, "kubeProxyVersion": KUBELET_VERSION,
             "operatingSystem": "linux", "architecture": labels["kubernetes.io/arch"]},
@@ -99,7 +100,9 @@ def _without_heartbeats(status: Obj) -> Obj:
 class NodeAgent:
     def __init__(self, client: Client, runtime: Runtime, *, node_name: str, host_ip: str,
                  pod_cidr: str, capacity: dict[str, str], lease_period: float = 10.0,
-                 status_report_period: float = 300.0, backoff_base: float = 10.0) -> None:
+                 status_report_period: float = 300.0, backoff_base: float = 10.0,
+                 services: NodeServices | None = None, os_image: str = "pinnace simulated node",
+                 kubelet_port: int = 10250) -> None:
         self.client = client
         self.name = node_name
         self.host_ip = host_ip
@@ -109,8 +112,11 @@ class NodeAgent:
         self.status_report_period = status_report_period
         self.node: Obj | None = None  # the latest Node from the API
         self.heartbeat_stopped = False
+        self.os_image = os_image
+        self.kubelet_port = kubelet_port
         self.workers = PodWorkers(NodeContext(client, runtime, node_name, host_ip,
-                                              backoff_base=backoff_base))
+                                              backoff_base=backoff_base, services=services,
+                                              allocatable=dict(capacity)))
         self._nodes = client.resource("v1", "Node")
         self._leases = client.resource("coordination.k8s.io/v1", "Lease")
         self._lease: Obj | None = None
@@ -222,7 +228,8 @@ class NodeAgent:
         wall = time.time()
         old = node.get("status") or {}
         status = node_status(self.name, capacity=self.capacity, host_ip=self.host_ip,
-                             runtime=self.workers.ctx.runtime.name, old=old, now=wall)
+                             runtime=self.workers.ctx.runtime.name, old=old, now=wall,
+                             os_image=self.os_image, kubelet_port=self.kubelet_port)
         current = {k: old.get(k) for k in status}
         due = wall - self._last_report >= self.status_report_period
         if not due and _without_heartbeats(status) == _without_heartbeats(current):

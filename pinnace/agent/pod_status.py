@@ -14,6 +14,7 @@ only on change.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,9 @@ class Observed:
     runtime: str = "fake"
     waiting: dict[str, tuple[str, str]] = field(default_factory=dict)  # name: (reason, msg)
     terminating: bool = False
+    # probe results by container id (real nodes): None = running means ready and started
+    ready: Callable[[str], bool] | None = None
+    started: Callable[[str], bool] | None = None
 
 
 def init_state(pod: Obj, observed: Observed) -> tuple[bool, bool, list[str]]:
@@ -67,7 +71,10 @@ def container_status(spec_c: Obj, attempts: list[ContainerStatus], observed: Obs
     out: Obj = {"name": spec_c["name"], "image": spec_c.get("image", ""),
                 "imageID": "", "ready": False, "started": False, "restartCount": 0,
                 "state": {"waiting": {"reason": default_wait}}, "lastState": {}}
+    held = observed.waiting.get(spec_c["name"])
     if latest is None:
+        if held:
+            out["state"] = {"waiting": {"reason": held[0], "message": held[1]}}
         return out
     out["imageID"] = latest.image_id
     out["containerID"] = prefix + latest.id
@@ -75,10 +82,11 @@ def container_status(spec_c: Obj, attempts: list[ContainerStatus], observed: Obs
     previous = attempts[1] if len(attempts) > 1 else None
     if previous is not None and previous.state is ContainerState.EXITED:
         out["lastState"] = {"terminated": _terminated(previous, prefix)}
-    held = observed.waiting.get(spec_c["name"])
     if latest.state is ContainerState.RUNNING:
         out["state"] = {"running": {"startedAt": rfc3339(latest.started_at)}}
-        out["ready"] = out["started"] = True
+        out["started"] = observed.started(latest.id) if observed.started else True
+        out["ready"] = out["started"] and (observed.ready(latest.id) if observed.ready
+                                           else True)
     elif latest.state is ContainerState.EXITED and held:
         out["state"] = {"waiting": {"reason": held[0], "message": held[1]}}
         out["lastState"] = {"terminated": _terminated(latest, prefix)}

@@ -20,6 +20,14 @@ the pod (stateless: a restarted agent resumes) and then:
 Status is `pod_status.compute_pod_status` and is written (merge patch of
 `pods/status`) only when it differs from what the API has, or from what this
 worker last wrote if the informer has not caught up yet.
+
+A real node adds `NodeServices`: before the sandbox, the pod's volumes are set up
+(FailedMount holds the pod in ContainerCreating); before each container, its image
+is made present (ErrImagePull / ImagePullBackOff) and its environment resolved
+(CreateContainerConfigError); running containers get probes (readiness decides
+`ready`, a failed liveness probe restarts the container); configMap/secret volumes
+are refreshed every `refresh_period`; and the kubelet's Events are recorded.
+Simulated nodes go without, so they cost no extra API calls.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pinnace.agent.pod_status import TERMINAL_PHASES, Observed, compute_pod_status
 from pinnace.agent.runtime.interface import (
@@ -41,14 +49,31 @@ from pinnace.agent.runtime.interface import (
     ContainerState,
     ContainerStatus,
     PodSandboxConfig,
+    PodSandboxStatus,
     Runtime,
 )
 from pinnace.api import errors
+from pinnace.api.quantity import int_value, milli_value
 from pinnace.client.client import Client
+from pinnace.client.events import record_event
+
+if TYPE_CHECKING:
+    from pinnace.agent.image_manager import ImageManager
+    from pinnace.agent.probes import ProbeManager
+    from pinnace.agent.volumes import VolumeManager
 
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
+
+
+@dataclass
+class NodeServices:
+    """What a real node's pod workers use beyond the runtime."""
+    images: ImageManager
+    volumes: VolumeManager
+    probes: ProbeManager
+    refresh_period: float = 10.0  # configMap/secret volumes re-read this often
 
 
 @dataclass
@@ -61,6 +86,8 @@ class NodeContext:
     backoff_base: float = 10.0
     backoff_max: float = 300.0
     pods: Any = field(default=None)  # the pods ResourceType, filled in by PodWorkers
+    services: NodeServices | None = None
+    allocatable: dict[str, str] | None = None  # for resourceFieldRef without a limit
 
 
 @dataclass
@@ -82,6 +109,8 @@ class PodWorker:
         self._backoff: dict[str, _Backoff] = {}
         self._written: tuple[int, Obj] | None = None  # (resourceVersion, status) we wrote
         self._deleting = False
+        self._volumes: Any = None  # what the volume manager set up, once it has
+        self._volume_error = ""
 
     # -- triggers ------------------------------------------------------------------------
 
@@ -137,11 +166,15 @@ class PodWorker:
     async def _sync(self) -> None:
         pod = self.pod
         rt = self.ctx.runtime
+        svc = self.ctx.services
         if pod is None:
             for sb in await rt.list_pod_sandboxes(self.uid):
                 await rt.remove_pod_sandbox(sb.id)
             for c in await rt.list_containers(self.uid):
                 await rt.remove_container(c.id)
+            if svc is not None:
+                svc.probes.forget(self.uid)
+                await svc.volumes.teardown(self.uid)
             self.finished = True
             return
         meta, spec = pod["metadata"], pod.get("spec") or {}
@@ -153,6 +186,13 @@ class PodWorker:
             for c in await rt.list_containers(self.uid):
                 if c.state is ContainerState.RUNNING:
                     await rt.stop_container(c.id, 0)
+            if svc is not None:
+                svc.probes.forget(self.uid)
+            return
+        if svc is not None and not await self._prepare_volumes(pod, svc):
+            observed = Observed(None, await self._containers(), self.ctx.host_ip, time.time(),
+                                rt.name)
+            await self._write_status(pod, compute_pod_status(pod, observed))
             return
         sandbox = next((s for s in await rt.list_pod_sandboxes(self.uid) if s.ready), None)
         if sandbox is None:
@@ -169,10 +209,10 @@ class PodWorker:
             latest = (by_name.get(c["name"]) or [None])[0]
             sidecar = c.get("restartPolicy") == "Always"
             if latest is None:
-                await self._start(sandbox.id, pod, c, 0, init=not sidecar)
+                await self._start(sandbox, pod, c, 0, waiting, init=not sidecar)
             elif latest.state is ContainerState.EXITED and (sidecar or latest.exit_code != 0):
                 if sidecar or policy != "Never":
-                    await self._restart(sandbox.id, pod, c, latest, waiting, init=not sidecar)
+                    await self._restart(sandbox, pod, c, latest, waiting, init=not sidecar)
             if latest is None or not (
                     (sidecar and latest.state is ContainerState.RUNNING) or
                     (not sidecar and latest.state is ContainerState.EXITED
@@ -183,13 +223,56 @@ class PodWorker:
             for c in spec.get("containers") or []:
                 latest = (by_name.get(c["name"]) or [None])[0]
                 if latest is None:
-                    await self._start(sandbox.id, pod, c, 0)
+                    await self._start(sandbox, pod, c, 0, waiting)
                 elif latest.state is ContainerState.EXITED and (
                         policy == "Always" or (policy == "OnFailure" and latest.exit_code)):
-                    await self._restart(sandbox.id, pod, c, latest, waiting)
+                    await self._restart(sandbox, pod, c, latest, waiting)
+                elif latest.state is ContainerState.RUNNING and svc is not None:
+                    await self._probe(pod, c, latest, sandbox, svc)
         by_name = await self._containers()
         observed = Observed(sandbox, by_name, self.ctx.host_ip, time.time(), rt.name, waiting)
+        if svc is not None:
+            observed.ready = svc.probes.ready
+            observed.started = svc.probes.started
+            for e in await svc.volumes.refresh(pod):
+                await self._record(pod, "Warning", "FailedMount", e.message)
+            self.sync_after(svc.refresh_period)
         await self._write_status(pod, compute_pod_status(pod, observed))
+
+    async def _prepare_volumes(self, pod: Obj, svc: NodeServices) -> bool:
+        """Set up the pod's volumes once; False (and a FailedMount Event) while they fail."""
+        if self._volumes is not None:
+            return True
+        from pinnace.agent.volumes import VolumeError
+        try:
+            self._volumes = await svc.volumes.setup(pod)
+        except VolumeError as e:
+            message = e.message
+            if message != self._volume_error:  # once per distinct failure, not every retry
+                await self._record(pod, "Warning", "FailedMount", message)
+            self._volume_error = message
+            self.sync_after(2.0)
+            return False
+        self._volume_error = ""
+        return True
+
+    async def _probe(self, pod: Obj, c: Obj, latest: ContainerStatus,
+                     sandbox: PodSandboxStatus, svc: NodeServices) -> None:
+        svc.probes.ensure(pod, c, latest.id, sandbox.ip, started_at=latest.started_at or None)
+        failed = svc.probes.liveness_failed(latest.id)
+        if failed is None:
+            return
+        await self._record(pod, "Normal", "Killing", failed,
+                           field_path=_field_path(pod, c["name"]))
+        svc.probes.forget_container(latest.id)
+        await self.ctx.runtime.stop_container(latest.id, _grace(pod))
+        self.request_sync()
+
+    async def _record(self, pod: Obj, type_: str, reason: str, message: str, *,
+                      field_path: str = "") -> None:
+        await record_event(self.ctx.client, {**pod, "apiVersion": "v1", "kind": "Pod"},
+                           component="kubelet", type_=type_, reason=reason, message=message,
+                           field_path=field_path, host=self.ctx.node_name)
 
     async def _containers(self) -> dict[str, list[ContainerStatus]]:
         by_name: dict[str, list[ContainerStatus]] = {}
@@ -199,20 +282,63 @@ class PodWorker:
             attempts.sort(key=lambda c: c.attempt, reverse=True)
         return by_name
 
-    async def _start(self, sandbox_id: str, pod: Obj, c: Obj, attempt: int, *,
-                     init: bool = False) -> None:
+    async def _start(self, sandbox: PodSandboxStatus, pod: Obj, c: Obj, attempt: int,
+                     waiting: dict[str, tuple[str, str]], *, init: bool = False) -> None:
         meta = pod["metadata"]
+        name = c["name"]
         env = {e["name"]: e.get("value", "") for e in c.get("env") or [] if "name" in e}
-        cid = await self.ctx.runtime.create_container(sandbox_id, ContainerConfig(
-            c["name"], c.get("image", ""), attempt, list(c.get("command") or []),
-            list(c.get("args") or []), env,
-            labels={POD_UID: self.uid, POD_NAME: meta["name"],
-                    POD_NAMESPACE: meta.get("namespace", ""), CONTAINER_NAME: c["name"]},
-            annotations={INIT_CONTAINER: "true"} if init else {}))
-        await self.ctx.runtime.start_container(cid)
+        command, args = list(c.get("command") or []), list(c.get("args") or [])
+        mounts: list = []
+        svc = self.ctx.services
+        field_path = _field_path(pod, name)
 
-    async def _restart(self, sandbox_id: str, pod: Obj, c: Obj, latest: ContainerStatus,
-                       waiting: dict[str, tuple[str, str]], *, init: bool = False) -> None:
+        async def record(type_: str, reason: str, message: str) -> None:
+            await self._record(pod, type_, reason, message, field_path=field_path)
+
+        if svc is not None:
+            held = await svc.images.ensure(pod, c, record)
+            if held is not None:
+                waiting[name] = held
+                self.sync_after(svc.images.retry_in(c.get("image", "")) or 1.0)
+                return
+            from pinnace.agent.env import EnvError, container_env, expand_command, service_env
+            from pinnace.agent.volumes import VolumeError
+            running = {**pod, "status": {**(pod.get("status") or {}), "podIP": sandbox.ip,
+                                         "podIPs": [{"ip": sandbox.ip}],
+                                         "hostIP": self.ctx.host_ip}}
+            try:
+                links = (pod.get("spec") or {}).get("enableServiceLinks") is not False
+                services = await service_env(self.ctx.client, meta.get("namespace", "default"),
+                                             enable_service_links=links)
+                env = await container_env(self.ctx.client, running, c, services=services,
+                                          node_allocatable=self.ctx.allocatable)
+                mounts = svc.volumes.mounts(pod, c, self._volumes)
+            except (EnvError, VolumeError) as e:
+                message = e.message if isinstance(e, VolumeError) else str(e)
+                waiting[name] = ("CreateContainerConfigError", message)
+                await record("Warning", "Failed", f"Error: {message}")
+                self.sync_after(self.ctx.backoff_base)
+                return
+            command, args = expand_command(command, env), expand_command(args, env)
+        limits = (c.get("resources") or {}).get("limits") or {}
+        cid = await self.ctx.runtime.create_container(sandbox.id, ContainerConfig(
+            name, c.get("image", ""), attempt, command, args, env,
+            labels={POD_UID: self.uid, POD_NAME: meta["name"],
+                    POD_NAMESPACE: meta.get("namespace", ""), CONTAINER_NAME: name},
+            annotations={INIT_CONTAINER: "true"} if init else {},
+            mounts=mounts, working_dir=c.get("workingDir", ""),
+            memory_limit=int_value(limits["memory"]) if "memory" in limits else None,
+            cpu_limit_millis=milli_value(limits["cpu"]) if "cpu" in limits else None,
+            stdin=bool(c.get("stdin")), tty=bool(c.get("tty"))))
+        if svc is not None:
+            await record("Normal", "Created", f"Created container {name}")
+        await self.ctx.runtime.start_container(cid)
+        if svc is not None:
+            await record("Normal", "Started", f"Started container {name}")
+
+    async def _restart(self, sandbox: PodSandboxStatus, pod: Obj, c: Obj,
+                       latest: ContainerStatus, waiting: dict[str, tuple[str, str]], *,
+                       init: bool = False) -> None:
         name = c["name"]
         b = self._backoff.setdefault(name, _Backoff())
         if b.seen_finish != latest.finished_at:
@@ -224,6 +350,12 @@ class PodWorker:
             b.steps += 1
             b.seen_finish = latest.finished_at
             b.until = latest.finished_at + delay
+            if delay and self.ctx.services is not None:
+                meta = pod["metadata"]
+                await self._record(pod, "Warning", "BackOff",
+                                   f"Back-off restarting failed container {name} in pod "
+                                   f"{meta['name']}_{meta.get('namespace', '')}({self.uid})",
+                                   field_path=_field_path(pod, name))
         remaining = b.until - time.time()
         if remaining > 0:
             meta = pod["metadata"]
@@ -237,15 +369,22 @@ class PodWorker:
         for old in await self.ctx.runtime.list_containers(self.uid):
             if old.name == name and old.attempt < latest.attempt:
                 await self.ctx.runtime.remove_container(old.id)
-        await self._start(sandbox_id, pod, c, latest.attempt + 1, init=init)
+        await self._start(sandbox, pod, c, latest.attempt + 1, waiting, init=init)
 
     async def _terminate(self, pod: Obj) -> None:
         if self._deleting:
             return
         rt = self.ctx.runtime
         grace = pod["metadata"].get("deletionGracePeriodSeconds") or 0
-        for c in await rt.list_containers(self.uid):
-            if c.state is not ContainerState.EXITED:
+        svc = self.ctx.services
+        if svc is not None:
+            svc.probes.forget(self.uid)
+        running = [c for c in await rt.list_containers(self.uid)
+                   if c.state is not ContainerState.EXITED]
+        if svc is not None and running:
+            await asyncio.gather(*(self._kill(pod, c, float(grace)) for c in running))
+        for c in running:
+            if svc is None:
                 await rt.stop_container(c.id, float(grace))
         sandboxes = await rt.list_pod_sandboxes(self.uid)
         for sb in sandboxes:
@@ -262,6 +401,28 @@ class PodWorker:
             if e.code not in (404, 409):
                 raise
         self._deleting = True
+
+    async def _kill(self, pod: Obj, c: ContainerStatus, grace: float) -> None:
+        """Stop one container as kubelet does: the Killing Event, the preStop hook (exec
+        or httpGet, within the grace period), then the stop signal and SIGKILL."""
+        await self._record(pod, "Normal", "Killing", f"Stopping container {c.name}",
+                           field_path=_field_path(pod, c.name))
+        spec_c = next((x for x in _all_containers(pod) if x["name"] == c.name), {})
+        hook = ((spec_c.get("lifecycle") or {}).get("preStop") or {})
+        started = time.monotonic()
+        if hook and grace > 0:
+            try:
+                await asyncio.wait_for(self._run_hook(hook, c), grace)
+            except Exception as e:  # a failed hook still ends in the stop, as in kubelet
+                log.debug("preStop of %s: %s", c.name, e)
+        await self.ctx.runtime.stop_container(c.id, max(grace - (time.monotonic() - started),
+                                                        2.0 if grace else 0.0))
+
+    async def _run_hook(self, hook: Obj, c: ContainerStatus) -> None:
+        if "exec" in hook:
+            await self.ctx.runtime.exec_sync(c.id, list(hook["exec"].get("command") or []), 0)
+        elif "sleep" in hook:
+            await asyncio.sleep(float(hook["sleep"].get("seconds", 0)))
 
     async def _write_status(self, pod: Obj, status: Obj) -> None:
         current = pod.get("status") or {}
@@ -280,6 +441,21 @@ class PodWorker:
                 return  # deleted meanwhile; the informer will tell
             raise
         self._written = (_rv(out), out.get("status") or {})
+
+
+def _all_containers(pod: Obj) -> list[Obj]:
+    spec = pod.get("spec") or {}
+    return [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+
+
+def _field_path(pod: Obj, name: str) -> str:
+    """How an Event names one container of the pod: `spec.containers{app}`."""
+    inits = {c["name"] for c in (pod.get("spec") or {}).get("initContainers") or []}
+    return f"spec.initContainers{{{name}}}" if name in inits else f"spec.containers{{{name}}}"
+
+
+def _grace(pod: Obj) -> float:
+    return float((pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
 
 
 def _rv(obj: Obj) -> int:
@@ -336,6 +512,18 @@ class PodWorkers:
         w = self.workers.get(pod_uid)
         if w is not None:
             w.request_sync()
+
+    def poke(self, pod_uid: str) -> None:
+        """Sync a pod now (a probe result changed)."""
+        self._container_event(pod_uid)
+
+    def reap(self, pod_uid: str) -> None:
+        """Remove what the runtime holds of a pod the API no longer has."""
+        if pod_uid in self.workers:
+            return
+        w = self.workers[pod_uid] = PodWorker(self.ctx, {"metadata": {"uid": pod_uid}})
+        w.update(None)
+        self._reap_later(w)
 
     def stop(self) -> None:
         for w in self.workers.values():

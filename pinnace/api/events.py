@@ -20,7 +20,8 @@ def event_time(now: datetime | None = None) -> str:
 
 
 def event_for(obj: Obj, *, component: str, type_: str, reason: str, message: str,
-              reporting_instance: str = "", now: str | None = None) -> Obj:
+              reporting_instance: str = "", now: str | None = None, field_path: str = "",
+              host: str = "") -> Obj:
     """A new Event (count 1) about obj; type_ is "Normal" or "Warning".
 
     Named `<object name>.<unique hex>` in the object's namespace ("default" for
@@ -29,13 +30,17 @@ def event_for(obj: Obj, *, component: str, type_: str, reason: str, message: str
     m = obj["metadata"]
     ns = m.get("namespace") or "default"
     stamp = now or event_time()
+    involved = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
+                "name": m["name"], "namespace": m.get("namespace"),
+                "uid": m.get("uid"), "resourceVersion": m.get("resourceVersion")}
+    if field_path:
+        involved["fieldPath"] = field_path
+    source = {"component": component, **({"host": host} if host else {})}
     return {
         "metadata": {"name": f"{m['name']}.{time.time_ns():x}", "namespace": ns},
-        "involvedObject": {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
-                           "name": m["name"], "namespace": m.get("namespace"),
-                           "uid": m.get("uid"), "resourceVersion": m.get("resourceVersion")},
+        "involvedObject": involved,
         "reason": reason, "message": message, "type": type_,
-        "source": {"component": component},
+        "source": source,
         "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
-        "reportingComponent": component, "reportingInstance": reporting_instance,
+        "reportingComponent": component, "reportingInstance": reporting_instance or host,
     }

@@ -222,7 +222,17 @@ def ensure_pki(data_dir: str | Path, *, hosts: list[str] | None = None) -> Pki:
 
 def ensure_admin_token(data_dir: str | Path) -> str:
     """The cluster admin's bearer token from `data_dir/pki/admin.token`, created once."""
-    path = _pki_dir(data_dir) / "admin.token"
+    return ensure_token(data_dir, "admin.token")
+
+
+def ensure_kubelet_token(data_dir: str | Path) -> str:
+    """The token the API server presents to node agents' servers (logs, exec,
+    port-forward): `data_dir/pki/kubelet.token`, created once, readable by root alone."""
+    return ensure_token(data_dir, "kubelet.token")
+
+
+def ensure_token(data_dir: str | Path, name: str) -> str:
+    path = _pki_dir(data_dir) / name
     if path.exists():
         token = path.read_text().strip()
         if token:

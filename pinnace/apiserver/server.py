@@ -22,6 +22,7 @@ from pinnace.apiserver import pki
 from pinnace.apiserver.app import build_app
 from pinnace.apiserver.auth import ADMIN, TokenAuthenticator, load_token_file
 from pinnace.apiserver.bootstrap_policy import ensure_bootstrap_policy
+from pinnace.apiserver.node_proxy import NODE_PROXY, NodeProxy
 from pinnace.apiserver.registry import ObjectRegistry, WriteOptions
 from pinnace.store.sqlite import open_sqlite
 
@@ -65,6 +66,8 @@ class ApiServer:
             log.info("loaded %d users from %s", len(tokens), self.data_dir / TOKEN_FILE)
         authn = TokenAuthenticator({**tokens, self.token: ADMIN})
         app = build_app(self.registry, authn, server_address=f"{self.host}:{self.port}")
+        # logs, exec and port-forward go on to the pod's node agent with this token
+        app[NODE_PROXY] = NodeProxy(kubelet_token=pki.ensure_kubelet_token(self.data_dir))
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=False,
                                      shutdown_timeout=1.0)
         await self._runner.setup()

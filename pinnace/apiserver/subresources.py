@@ -8,8 +8,8 @@
   the parent's replicas.
 - `binding` (and the `bindings` collection): assigns a pod to a node, once.
 
-The streaming subresources (log, exec, attach, portforward) belong to the node
-agent's work and answer 404 until it exists.
+- `log`, `exec`, `attach`, `portforward` (pods): proxied to the pod's kubelet by
+  `node_proxy`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from aiohttp import web
 
 from pinnace.api import errors, patch, selectors
 from pinnace.apiserver import negotiation as neg
+from pinnace.apiserver import node_proxy
 from pinnace.apiserver.objects import deep_copy, now_rfc3339
 from pinnace.apiserver.registry import ObjectRegistry, WriteOptions
 
@@ -42,6 +43,9 @@ async def dispatch(h: ResourceHandlers, request: web.Request, t: Target) -> web.
         if method != "PUT":
             raise errors.method_not_allowed()
         return await h.update(request, t, subresource="finalize")
+    if t.subresource in ("log", "exec", "attach", "portforward") and t.rt.kind == "Pod":
+        assert t.namespace is not None
+        return await node_proxy.serve(h.registry, request, t.namespace, t.name, t.subresource)
     if t.subresource == "scale":
         return await scale(h, request, t)
     if t.subresource == "binding":

@@ -30,8 +30,8 @@ from typing import Any
 
 from pinnace.api import errors
 from pinnace.client.client import Client
+from pinnace.client.events import record_event
 from pinnace.client.factory import InformerFactory
-from pinnace.controllers._events import record_event
 from pinnace.controllers.base import Controller, owner_key
 
 Obj = dict[str, Any]

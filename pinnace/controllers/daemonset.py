@@ -40,9 +40,9 @@ from pinnace.api import errors
 from pinnace.api.scheduling import pod_spec_fits_node, required_node_selector_terms, tolerates_all
 from pinnace.api.selectors import LabelSelector
 from pinnace.client.client import Client
+from pinnace.client.events import record_event
 from pinnace.client.factory import InformerFactory
 from pinnace.client.informer import split_key
-from pinnace.controllers._events import record_event
 from pinnace.controllers.base import Controller, owner_key
 from pinnace.controllers.pod_template import is_pod_ready, pod_from_template
 

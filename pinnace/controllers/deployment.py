@@ -36,10 +36,10 @@ from typing import Any
 from pinnace.api.errors import ApiError
 from pinnace.api.selectors import LabelSelector
 from pinnace.client.client import Client
+from pinnace.client.events import record_event
 from pinnace.client.factory import InformerFactory
 from pinnace.client.informer import key_of
 from pinnace.controllers import _rollout as ro
-from pinnace.controllers._events import record_event
 from pinnace.controllers.base import Controller
 from pinnace.controllers.pod_template import controller_of, controller_ref
 

@@ -38,9 +38,9 @@ from typing import Any
 
 from pinnace.api import errors
 from pinnace.client.client import Client
+from pinnace.client.events import record_event
 from pinnace.client.factory import InformerFactory
 from pinnace.client.informer import key_of
-from pinnace.controllers._events import record_event
 from pinnace.controllers.base import Controller, owner_key
 from pinnace.controllers.pod_template import is_pod_ready, pod_from_template
 

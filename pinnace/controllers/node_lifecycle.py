@@ -33,9 +33,9 @@ from typing import Any
 from pinnace.api import errors
 from pinnace.api.scheduling import toleration_tolerates_taint
 from pinnace.client.client import Client
+from pinnace.client.events import record_event
 from pinnace.client.factory import InformerFactory
 from pinnace.client.informer import key_of
-from pinnace.controllers._events import record_event
 from pinnace.controllers.base import Controller
 
 log = logging.getLogger(__name__)

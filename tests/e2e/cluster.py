@@ -31,6 +31,9 @@ class Cluster:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
+    # run a real node (runc containers): `pinnace up`; otherwise the control plane alone
+    # (`pinnace server`), or simulated nodes when the test passes --fake-nodes
+    real_node: bool = False
 
     @property
     def kubeconfig(self) -> Path:
@@ -40,8 +43,9 @@ class Cluster:
         self.kubeconfig.unlink(missing_ok=True)
         self.log_path = self.data_dir.parent / f"pinnace-{self.port}.log"
         log = open(self.log_path, "ab")
+        command = "up" if self.real_node or "--fake-nodes" in extra else "server"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pinnace.cli", "up", "--data-dir", str(self.data_dir),
+            [sys.executable, "-m", "pinnace.cli", command, "--data-dir", str(self.data_dir),
              "--port", str(self.port), *extra],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
@@ -61,6 +65,11 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 self.kill()
         self.proc = None
+
+    def down(self) -> None:
+        """`pinnace down`: no container, mount, netns, link or cgroup of this cluster left."""
+        subprocess.run([sys.executable, "-m", "pinnace.cli", "down", "--data-dir",
+                        str(self.data_dir)], capture_output=True, timeout=120, check=True)
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -13,7 +13,6 @@ import os
 import random
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +20,9 @@ from pathlib import Path
 import pytest
 
 from pinnace.agent.images import ImageStore
-from pinnace.agent.network import dir_hash
 from pinnace.agent.runtime import ContainerConfig, ContainerState, PodSandboxConfig
 from pinnace.agent.runtime.runc import RuncRuntime
-from tests.paths import REPO
+from tests.leftovers import leftovers
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("runc") is None or shutil.which("apt-get") is None
@@ -34,30 +32,14 @@ pytestmark = pytest.mark.skipif(
 LOG_LINE = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (stdout|stderr) [FP] (.*)$")
 
 
-def _leftovers(data: Path) -> list[str]:
-    h = dir_hash(data)
-    found = [f"netns {n}" for n in subprocess.run(["ip", "netns"], capture_output=True,
-                                                  text=True).stdout.split() if h in n]
-    if Path(f"/sys/class/net/pn{h}").exists():
-        found.append(f"bridge pn{h}")
-    found += [f"mount {line.split()[1]}" for line in Path("/proc/mounts").read_text().splitlines()
-              if str(data) in line]
-    found += [f"cgroup {p}" for p in Path("/sys/fs/cgroup").glob(f"*/pinnace/{h}")]
-    return found
-
-
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    out = tmp_path_factory.mktemp("test-images")
-    built = subprocess.run([str(REPO / "scripts" / "build-test-images"), str(out)],
-                           capture_output=True, text=True, timeout=300)
-    assert built.returncode == 0, built.stderr
+def data_dir(tmp_path_factory: pytest.TempPathFactory, test_images: Path) -> Iterator[Path]:
     data = tmp_path_factory.mktemp("node")
     store = ImageStore(data)
     for name in ("busybox_1.28.tar", "nginx_1.19.tar"):
-        store.import_archive(out / name)
+        store.import_archive(test_images / name)
     yield data
-    assert _leftovers(data) == []
+    assert leftovers(data) == []
 
 
 @pytest.fixture
@@ -69,7 +51,7 @@ def runtime(data_dir: Path) -> Iterator[RuncRuntime]:
         yield rt
     finally:
         asyncio.run(rt.cleanup_all())
-        assert _leftovers(data_dir) == []
+        assert leftovers(data_dir) == []
 
 
 async def run_pod(rt: RuncRuntime, name: str, image: str, command: list[str],

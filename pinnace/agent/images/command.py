@@ -1,17 +1,21 @@
-"""`pinnace image import|ls|rm`: the node's image store from the command line.
+"""`pinnace image import|pull|ls|rm`: the node's image store from the command line.
 
 Output follows `crictl images`: one line per name with repository, tag, image id (12 hex
-digits of the config digest) and size. Exit status 1 with a message on stderr when the store
-refuses (unknown image, bad archive, digest mismatch).
+digits of the config digest) and size. `pull` uses the mirrors of DIR/registries.yaml and
+prints the name, image id and digest. Exit status 1 with a message on stderr when the store or
+the registry refuses (unknown image, bad archive, digest mismatch).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 
 from pinnace.agent.images.errors import ImageError
+from pinnace.agent.images.pull import pull_image
 from pinnace.agent.images.reference import parse
+from pinnace.agent.images.registries import load_registries
 from pinnace.agent.images.store import ImageInfo, ImageStore
 
 
@@ -21,6 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="action", required=True)
     p = sub.add_parser("import", help="import an OCI or docker archive")
     p.add_argument("file", nargs="+", help="archive (.tar, also gzip-compressed)")
+    p = sub.add_parser("pull", help="pull an image from its registry (or a mirror)")
+    p.add_argument("ref", nargs="+", help="image reference, e.g. busybox:1.28")
     p = sub.add_parser("ls", help="list images")
     p.add_argument("-q", "--quiet", action="store_true", help="print image ids only")
     p = sub.add_parser("rm", help="remove an image name, or an image by digest or id")
@@ -69,6 +75,12 @@ def main(argv: list[str]) -> int:
                 for image in store.import_archive(path):
                     names = ", ".join(image.names) or "<untagged>"
                     print(f"imported {names} ({image.digest})")
+        elif args.action == "pull":
+            registries = load_registries(args.data_dir)
+            for ref in args.ref:
+                image = asyncio.run(pull_image(store, ref, registries=registries))
+                print(f"pulled {', '.join(image.names) or ref}: id {image.id}, "
+                      f"digest {image.digest}")
         elif args.action == "ls":
             images = store.list()
             if args.quiet:

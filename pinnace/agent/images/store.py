@@ -4,7 +4,9 @@ Layout under `DIR/images/`:
 
     blobs/sha256/<hex>     manifests, configs and layer blobs, each verified on the way in
     refs.json              {"docker.io/library/busybox:1.28": "sha256:<manifest>", …};
-                           an untagged image is kept under its own manifest digest
+                           an untagged image is kept under its own manifest digest; a pull
+                           by digest is kept as "repository@digest" (that digest may be an
+                           index's, pointing at the platform's manifest)
     layers/<diffid hex>/   a layer unpacked for overlayfs (whiteouts as 0:0 devices)
     tmp/                   blobs and layers being written; renamed into place when whole
     lock                   flock: exclusive for import and remove, shared for unpacking
@@ -13,7 +15,9 @@ Every file lands by rename, so a crash leaves either nothing or the whole thing;
 never lock (refs.json is replaced, never edited in place). The lock only keeps removal's
 garbage collection from deleting what a concurrent import or unpack is about to use. Two
 processes unpacking the same layer both do the work; the first rename wins and the other
-copy is discarded.
+copy is discarded. A pull downloads under the shared lock (`pull_lock`) through
+`blob_writer`, then names the image with `record`, which takes the exclusive lock and checks
+that every blob is still there.
 
 The store is synchronous (file I/O and CPU); async callers use `asyncio.to_thread`.
 """
@@ -99,11 +103,26 @@ class ImageStore:
                     refs[name] = image.manifest_digest
                 if not image.names and image.manifest_digest not in refs.values():
                     refs[image.manifest_digest] = image.manifest_digest
-            # a digest key stands for an untagged image only while no name points there
-            named = {d for k, d in refs.items() if k != d}
-            refs = {k: d for k, d in refs.items() if k != d or d not in named}
+            refs = _drop_shadowed(refs)
             self._write_refs(refs)
         return [self._info(image.manifest_digest, refs) for image in found]
+
+    def record(self, manifest_digest: str, names: list[str]) -> ImageInfo:
+        """Point `names` (full references, `repo:tag` or `repo@digest`) at a manifest whose
+        config and layers are all in the store: the last step of a pull."""
+        with self._lock(fcntl.LOCK_EX):
+            manifest = self._blob_json(manifest_digest)
+            for desc in [manifest["config"], *manifest.get("layers", [])]:
+                if not self.has_blob(desc["digest"]):
+                    raise ImageNotFound(f"blob {desc['digest']} is missing from the store")
+            refs = self._read_refs()
+            for name in names:
+                refs[name] = manifest_digest
+            if not names:
+                refs.setdefault(manifest_digest, manifest_digest)
+            refs = _drop_shadowed(refs)
+            self._write_refs(refs)
+        return self._info(manifest_digest, refs)
 
     def list(self) -> list[ImageInfo]:
         """Every image, once each, with all its names."""
@@ -144,6 +163,19 @@ class ImageStore:
         return paths
 
     # ------------------------------------------------------------ blobs (the archive's sink)
+
+    def has_blob(self, digest: str) -> bool:
+        return self._blob_path(digest).exists()
+
+    def blob_writer(self, digest: str, size: int) -> BlobWriter:
+        """A blob to write in chunks (from a registry), verified on `commit`."""
+        self._blob_path(digest)  # refuses a malformed digest before anything is written
+        return BlobWriter(self, digest, size)
+
+    def pull_lock(self) -> StoreLock:
+        """The shared lock to hold while downloading blobs for `record`: no removal collects
+        them and no import clears tmp/ meanwhile. Release it before `record`."""
+        return StoreLock(self.root / "lock", fcntl.LOCK_SH)
 
     def put(self, src: BinaryIO, *, expected: str | None) -> tuple[str, int]:
         """Store a blob, verifying it hashes to `expected` when given."""
@@ -223,6 +255,9 @@ class ImageStore:
         except reference.InvalidReference as e:
             raise ImageNotFound(f"no image {ref!r}: {e}") from None
         if parsed.digest:
+            pinned = f"{parsed.repository}@{parsed.digest}"
+            if pinned in refs:  # pulled by this digest (perhaps an index's)
+                return refs[pinned]
             # name@digest: the digest decides; the name must be one the image has
             if parsed.digest in digests and any(
                     reference.parse(n).repository == parsed.repository
@@ -296,6 +331,76 @@ class ImageStore:
                 doomed = Path(tempfile.mkdtemp(dir=self.tmp, prefix="gone-"))
                 os.rename(path, doomed / "layer")
                 shutil.rmtree(doomed)
+
+
+class StoreLock:
+    """The store's flock, taken and released by hand (for async callers: acquire in a
+    thread, as it blocks)."""
+
+    def __init__(self, path: Path, mode: int) -> None:
+        self.path = path
+        self.mode = mode
+        self._file: BinaryIO | None = None
+
+    def acquire(self) -> None:
+        f = open(self.path, "a+b")  # held until release
+        try:
+            fcntl.flock(f, self.mode)
+        except BaseException:
+            f.close()
+            raise
+        self._file = f
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+class BlobWriter:
+    """A blob arriving in chunks: written to tmp/ while hashed, renamed into place by
+    `commit` once its digest and size are right. Use under `ImageStore.pull_lock`."""
+
+    def __init__(self, store: ImageStore, digest: str, size: int) -> None:
+        self.store = store
+        self.digest = digest
+        self.size = size
+        self.written = 0
+        self._sha = hashlib.sha256()
+        fd, self._tmp = tempfile.mkstemp(dir=store.tmp, prefix="blob-")
+        self._out = os.fdopen(fd, "wb")
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+        if self.written > self.size:
+            raise DigestMismatch(f"blob {self.digest} is longer than the {self.size} bytes "
+                                 "its descriptor says")
+        self._sha.update(data)
+        self._out.write(data)
+
+    def commit(self) -> None:
+        self._out.close()
+        actual = f"sha256:{self._sha.hexdigest()}"
+        if self.written != self.size:
+            raise DigestMismatch(f"blob {self.digest} is {self.written} bytes, its descriptor "
+                                 f"says {self.size}")
+        if actual != self.digest:
+            raise DigestMismatch(f"unexpected commit digest {actual}, expected "
+                                 f"{self.digest}: failed precondition")
+        os.chmod(self._tmp, 0o644)
+        os.replace(self._tmp, self.store._blob_path(self.digest))
+
+    def discard(self) -> None:
+        self._out.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._tmp)
+
+
+def _drop_shadowed(refs: dict[str, str]) -> dict[str, str]:
+    """A digest key stands for an untagged image only while no name points there."""
+    named = {d for k, d in refs.items() if k != d}
+    return {k: d for k, d in refs.items() if k != d or d not in named}
 
 
 def _as_name(ref: str) -> str | None:

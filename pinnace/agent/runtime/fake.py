@@ -238,3 +238,37 @@ class FakeRuntime:
     async def container_logs(self, container_id: str) -> bytes:
         self._get(container_id)
         return b""
+
+    async def exec(self, container_id: str, cmd: list[str], *, stdin: bool, tty: bool
+                   ) -> FakeExec:
+        """A simulated command: prints nothing, ignores its input and exits 0."""
+        if self._get(container_id).status.state is not ContainerState.RUNNING:
+            raise RuntimeError_(f"container {container_id} is not running")
+        return FakeExec()
+
+    def log_path(self, container_id: str) -> None:
+        """Simulated containers write no log."""
+        self._get(container_id)
+        return None
+
+
+class FakeExec:
+    """The session of a simulated exec: no output, exit code 0."""
+
+    async def write_stdin(self, data: bytes) -> None:
+        pass
+
+    async def close_stdin(self) -> None:
+        pass
+
+    async def read(self) -> tuple[int, bytes] | None:
+        return None
+
+    def resize(self, width: int, height: int) -> None:
+        pass
+
+    async def wait(self) -> int:
+        return 0
+
+    async def kill(self) -> None:
+        pass

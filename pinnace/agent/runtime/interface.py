@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 # labels the agent puts on sandboxes and containers (the names kubelet uses)
@@ -105,6 +106,20 @@ class RuntimeError_(Exception):
     """A runtime operation failed (the agent retries the sync later)."""
 
 
+class ExecSession(Protocol):
+    """A command running in a container with its streams open (CRI's Exec, kept in the
+    process rather than served by the runtime). `read` gives output chunks as
+    (1 stdout | 2 stderr, data) — the exec stream channel numbers — and None once all
+    output has been read; with a tty everything arrives on 1."""
+
+    async def write_stdin(self, data: bytes) -> None: ...
+    async def close_stdin(self) -> None: ...
+    async def read(self) -> tuple[int, bytes] | None: ...
+    def resize(self, width: int, height: int) -> None: ...
+    async def wait(self) -> int: ...
+    async def kill(self) -> None: ...
+
+
 class Runtime(Protocol):
     name: str
     version: str
@@ -124,9 +139,14 @@ class Runtime(Protocol):
     async def container_status(self, container_id: str) -> ContainerStatus: ...
     async def list_containers(self, pod_uid: str | None = None) -> list[ContainerStatus]: ...
 
-    # streaming (placeholders until the runc backend)
+    # streaming
     async def exec_sync(self, container_id: str, cmd: list[str], time_limit: float
                         ) -> tuple[int, bytes, bytes]: ...
+    async def exec(self, container_id: str, cmd: list[str], *, stdin: bool, tty: bool
+                   ) -> ExecSession: ...
     async def container_logs(self, container_id: str) -> bytes: ...
+    def log_path(self, container_id: str) -> Path | None:
+        """The container's CRI-format log file; None when the backend keeps no logs."""
+        ...
 
     def subscribe(self, handler: ContainerEventHandler) -> None: ...

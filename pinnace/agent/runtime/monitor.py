@@ -21,6 +21,7 @@ import ctypes
 import datetime
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -52,7 +53,16 @@ class _Log:
         tag = stream.encode()
         pending = b""
         with os.fdopen(fd, "rb", buffering=0) as src:
-            while chunk := src.read(65536):
+            while True:
+                # text without a newline yet (`printf debug`) is logged as a partial record
+                # once the writer pauses, so readers see it while the container runs
+                if pending and not select.select([src], [], [], 0.2)[0]:
+                    self._write(tag, b"P", [pending])
+                    pending = b""
+                    continue
+                chunk = src.read(65536)
+                if not chunk:
+                    break
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
                 self._write(tag, b"F", lines)

@@ -1,0 +1,207 @@
+"""Container lifecycle on a real node, as kubectl and the official client see it: crash-loop
+back-off, probes, memory limits, isolation between pods, the streams (exec, logs -f,
+port-forward), and a SIGKILLed `pinnace up` adopting what runs."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+
+from tests.e2e.cluster import Cluster, free_port
+from tests.e2e.real_node import container_status, pod, real_cluster, wait_for
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, local_registry) -> Iterator[Cluster]:
+    yield from real_cluster(tmp_path_factory.mktemp("lifecycle"), local_registry.url)
+
+
+def run_pod(c: Cluster, name: str, containers: list[dict], **spec: object) -> None:
+    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": containers, "terminationGracePeriodSeconds": 1, **spec}}
+    c.kubectl("apply", "-f", "-", input=json.dumps(body))
+
+
+def busybox(name: str, script: str, **extra: object) -> dict:
+    return {"name": name, "image": "busybox:1.28", "command": ["sh", "-c", script], **extra}
+
+
+def events(c: Cluster, name: str) -> list[dict]:
+    out = c.kubectl("get", "events", "--field-selector", f"involvedObject.name={name}",
+                    "-o", "json").stdout
+    return json.loads(out)["items"]
+
+
+def test_crash_loop_back_off_with_growing_delays(cluster: Cluster) -> None:
+    run_pod(cluster, "crasher", [busybox("c", "echo boom; exit 1")])
+    # restart 1 at once, then back-offs of 1 s, 2 s, 4 s (--restart-backoff 1)
+    status = wait_for(lambda: (s := container_status(cluster, "crasher"))
+                      .get("restartCount", 0) >= 3 and s, timeout=60)
+    waiting = wait_for(lambda: container_status(cluster, "crasher")["state"].get("waiting"))
+    assert waiting["reason"] in ("CrashLoopBackOff", "ContainerCreating")
+    wait_for(lambda: container_status(cluster, "crasher")["state"].get("waiting", {})
+             .get("reason") == "CrashLoopBackOff", timeout=30, interval=0.05)
+    assert status["lastState"]["terminated"]["exitCode"] == 1
+    assert status["lastState"]["terminated"]["reason"] == "Error"
+    backoffs = [e for e in events(cluster, "crasher") if e["reason"] == "BackOff"]
+    assert backoffs and "Back-off restarting failed container c in pod crasher_default" in \
+        backoffs[0]["message"]
+    # growing delays: the time between starts grows
+    starts = []
+    for _ in range(2):
+        before = container_status(cluster, "crasher")["restartCount"]
+        wait_for(lambda b=before: container_status(cluster, "crasher")["restartCount"] > b,
+                 timeout=60, interval=0.05)
+        starts.append(time.monotonic())
+    third = container_status(cluster, "crasher")["restartCount"]
+    wait_for(lambda: container_status(cluster, "crasher")["restartCount"] > third,
+             timeout=90, interval=0.05)
+    assert time.monotonic() - starts[1] > (starts[1] - starts[0]) * 1.3
+    cluster.kubectl("delete", "pod", "crasher", "--wait=false")
+
+
+def test_liveness_probe_restarts_and_readiness_gates_ready(cluster: Cluster) -> None:
+    probe = {"periodSeconds": 1, "failureThreshold": 1}
+    run_pod(cluster, "probed", [
+        busybox("live", "touch /tmp/ok; sleep 3; rm /tmp/ok; sleep 3600",
+                livenessProbe={"exec": {"command": ["cat", "/tmp/ok"]}, **probe}),
+        busybox("unready", "sleep 3600",
+                readinessProbe={"exec": {"command": ["false"]}, **probe}),
+    ])
+    wait_for(lambda: container_status(cluster, "probed", "live").get("restartCount", 0) >= 1,
+             timeout=60)
+    p = pod(cluster, "probed")
+    assert p["status"]["phase"] == "Running"
+    conds = {c["type"]: c["status"] for c in p["status"]["conditions"]}
+    assert conds["Ready"] == "False"
+    unready = container_status(cluster, "probed", "unready")
+    assert unready["ready"] is False and "running" in unready["state"]
+    reasons = {(e["reason"], e["message"].split(":")[0]) for e in events(cluster, "probed")}
+    assert ("Unhealthy", "Liveness probe failed") in reasons
+    assert ("Unhealthy", "Readiness probe failed") in reasons
+    assert any(e["reason"] == "Killing" and "failed liveness probe, will be restarted"
+               in e["message"] for e in events(cluster, "probed"))
+    cluster.kubectl("delete", "pod", "probed", "--wait=false")
+
+
+def test_memory_limit_ends_as_oom_killed(cluster: Cluster) -> None:
+    run_pod(cluster, "hog", [busybox("hog", "x=a; while true; do x=$x$x; done",
+                                     resources={"limits": {"memory": "32Mi"}})],
+            restartPolicy="Never")
+    status = wait_for(lambda: container_status(cluster, "hog").get("state", {}).get("terminated"),
+                      timeout=60)
+    assert status["reason"] == "OOMKilled" and status["exitCode"] == 137
+    assert pod(cluster, "hog")["status"]["phase"] == "Failed"
+
+
+def test_pods_are_isolated_and_reach_each_other(cluster: Cluster) -> None:
+    run_pod(cluster, "web", [{"name": "nginx", "image": "nginx:1.19"}])
+    run_pod(cluster, "shell", [busybox("sh", "sleep 3600")])
+    for name in ("web", "shell"):
+        cluster.kubectl("wait", "--for=condition=Ready", f"pod/{name}", "--timeout=90s")
+    web_ip, shell_ip = pod(cluster, "web")["status"]["podIP"], \
+        pod(cluster, "shell")["status"]["podIP"]
+    assert web_ip and shell_ip and web_ip != shell_ip
+    ps = cluster.kubectl("exec", "shell", "--", "ps", "-o", "pid,comm").stdout
+    assert "nginx" not in ps and "sleep" in ps
+    own_ip = cluster.kubectl("exec", "shell", "--", "ip", "-4", "-o", "addr", "show",
+                             "eth0").stdout
+    assert shell_ip in own_ip
+    page = cluster.kubectl("exec", "shell", "--", "timeout", "5", "wget", "-qO-",
+                           f"http://{web_ip}/").stdout
+    assert "Welcome to nginx" in page
+
+
+def test_exec_stdin_and_exit_code(cluster: Cluster) -> None:
+    run_pod(cluster, "execer", [busybox("sh", "sleep 3600")])
+    cluster.kubectl("wait", "--for=condition=Ready", "pod/execer", "--timeout=90s")
+    out = cluster.kubectl("exec", "-i", "execer", "--", "sh", "-c", "tr a-z A-Z",
+                          input="hello from stdin\n").stdout
+    assert out == "HELLO FROM STDIN\n"
+    failed = cluster.kubectl("exec", "execer", "--", "sh", "-c", "echo err >&2; exit 3",
+                             check=False)
+    assert failed.returncode == 3 and "err" in failed.stderr
+
+
+def test_python_client_exec_stream(cluster: Cluster) -> None:
+    from kubernetes import client
+    from kubernetes.stream import stream
+    run_pod(cluster, "pyexec", [busybox("sh", "sleep 3600")])
+    cluster.kubectl("wait", "--for=condition=Ready", "pod/pyexec", "--timeout=90s")
+    api = client.CoreV1Api(cluster.client())
+    out = stream(api.connect_get_namespaced_pod_exec, "pyexec", "default",
+                 command=["sh", "-c", "echo from-python; hostname"], stderr=True,
+                 stdin=False, stdout=True, tty=False)
+    assert out.split() == ["from-python", "pyexec"]
+
+
+def test_logs_follow(cluster: Cluster) -> None:
+    run_pod(cluster, "ticker", [busybox("t", "for i in 1 2 3 4 5; do echo tick $i; sleep 0.5;"
+                                             " done")], restartPolicy="Never")
+    cluster.kubectl("wait", "--for=condition=Ready", "pod/ticker", "--timeout=90s")
+    followed = cluster.kubectl("logs", "-f", "ticker", timeout=30).stdout
+    assert followed.splitlines() == [f"tick {i}" for i in range(1, 6)]
+    stamped = cluster.kubectl("logs", "ticker", "--timestamps", "--tail", "2").stdout
+    lines = stamped.splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == ["tick 4", "tick 5"]
+    datetime.fromisoformat(lines[0].split(" ")[0].replace("Z", "+00:00")[:26] + "+00:00")
+
+
+def test_port_forward(cluster: Cluster) -> None:
+    run_pod(cluster, "fwd", [{"name": "nginx", "image": "nginx:1.19"}])
+    cluster.kubectl("wait", "--for=condition=Ready", "pod/fwd", "--timeout=90s")
+    port = free_port()
+    proc = cluster.kubectl_popen("port-forward", "pod/fwd", f"{port}:80")
+    try:
+        def get() -> bytes | None:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                    s.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+                    data = b""
+                    while chunk := s.recv(65536):
+                        data += chunk
+                    return data
+            except OSError:
+                return None
+        page = wait_for(get, timeout=30)
+        assert b"200 OK" in page and b"Welcome to nginx" in page
+        assert b"Welcome to nginx" in (get() or b"")  # a second connection
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_restart_adopts_running_containers(cluster: Cluster) -> None:
+    run_pod(cluster, "survivor", [busybox("s", "sleep 3600")])
+    cluster.kubectl("wait", "--for=condition=Ready", "pod/survivor", "--timeout=90s")
+    before = container_status(cluster, "survivor")
+    assert cluster.proc is not None
+    extra = tuple(cluster.proc.args[8:])  # the same flags as the first start
+    cluster.kill()
+    cluster.start(extra=extra)
+    time.sleep(3)  # a few sync rounds of the new agent
+    after = container_status(cluster, "survivor")
+    assert after["containerID"] == before["containerID"]
+    assert after["restartCount"] == before["restartCount"]
+    assert "running" in after["state"]
+    uptime = cluster.kubectl("exec", "survivor", "--", "cat", "/proc/1/stat").stdout
+    assert uptime.split()[1] == "(sleep)"
+
+
+def test_down_stops_every_container(cluster: Cluster) -> None:
+    run_pod(cluster, "doomed", [busybox("d", "sleep 3600")])
+    cluster.kubectl("wait", "--for=condition=Ready", "pod/doomed", "--timeout=90s")
+    monitors = subprocess.run(["pgrep", "-f", str(cluster.data_dir / "runtime")],
+                              capture_output=True, text=True).stdout.split()
+    assert monitors
+    cluster.stop()
+    cluster.down()
+    left = subprocess.run(["pgrep", "-f", str(cluster.data_dir / "runtime")],
+                          capture_output=True, text=True).stdout.split()
+    assert left == []

@@ -1,0 +1,241 @@
+"""`kubectl port-forward` (the real kubectl 1.32) end to end: kubectl → the API server's
+pods/portforward (`node_proxy` → `serve_port_forward`: SPDY/3.1 in a WebSocket, or a
+plain SPDY upgrade) → the KubeletServer over HTTPS (`dial_kubelet` → its
+`/portForward` → `handle_port_forward`) → a TCP server playing the pod's port.
+
+The pod's IP is 127.0.0.1 here: the pod network is reachable from the host, so
+forwarding is the same TCP connect whatever the address; no container is needed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import warnings
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pinnace.agent.kubelet_server import KubeletServer
+from pinnace.agent.runtime.fake import FakeRuntime
+from pinnace.apiserver.node_proxy import NODE_PROXY, NodeProxy
+from tests.integration.conftest import Api
+
+KUBECTL = "/usr/bin/kubectl"
+KUBELET_TOKEN = "kubelet-port-forward-token"
+BANNER = b"hello from the pod\n"
+
+
+OPEN: set[asyncio.StreamWriter] = set()  # the pod's connections still open
+
+
+async def _pod_server() -> tuple[asyncio.Server, int]:
+    """The pod's port: greets, then echoes until the client half-closes."""
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        OPEN.add(writer)
+        try:
+            writer.write(BANNER)
+            while chunk := await reader.read(65536):
+                writer.write(chunk)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            OPEN.discard(writer)
+            writer.close()
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+class Cluster:
+    def __init__(self, api: Api, home: Path) -> None:
+        self.api = api
+        self.home = home
+        self.kubeconfig = api.server.write_kubeconfig()
+        self.procs: list[asyncio.subprocess.Process] = []
+
+
+@pytest.fixture
+async def cluster(api: Api, tmp_path: Path) -> AsyncIterator[Cluster]:
+    assert api.server._runner is not None
+    with warnings.catch_warnings():  # the app is running: its state is frozen
+        warnings.simplefilter("ignore", DeprecationWarning)
+        api.server._runner.app[NODE_PROXY] = NodeProxy(kubelet_token=KUBELET_TOKEN)
+    pods: dict[tuple[str, str], dict[str, Any]] = {}
+    pki = api.server.data_dir / "pki"
+    kubelet = KubeletServer(FakeRuntime(), lambda ns, name: pods.get((ns, name)),
+                            host="127.0.0.1", port=0, tls_cert=pki / "server.crt",
+                            tls_key=pki / "server.key", token=KUBELET_TOKEN)
+    await kubelet.start()
+    c = Cluster(api, tmp_path)
+    try:
+        status, node = await api.request("POST", "/api/v1/nodes", json={
+            "metadata": {"name": "node-1"},
+            "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                       "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet.port}}}})
+        assert status == 201, node
+        status, pod = await api.request("POST", "/api/v1/namespaces/default/pods", json={
+            "metadata": {"name": "x"},
+            "spec": {"nodeName": "node-1", "containers": [{"name": "web", "image": "nginx"}]}})
+        assert status == 201, pod
+        pod["status"] = {"phase": "Running", "podIP": "127.0.0.1"}
+        status, pod = await api.request("PUT", "/api/v1/namespaces/default/pods/x/status",
+                                        json=pod)
+        assert status == 200, pod
+        pods[("default", "x")] = pod
+        yield c
+    finally:
+        for p in c.procs:  # only the kubectl processes this test started
+            if p.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGKILL)
+                await p.wait()
+        await kubelet.stop()
+
+
+class PortForward:
+    """A running `kubectl port-forward pod/x :REMOTE`, with its output collected."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.stdout = ""
+        self.stderr = ""
+        self.local_port = 0
+        self._tasks = [asyncio.create_task(self._collect("stdout")),
+                       asyncio.create_task(self._collect("stderr"))]
+
+    async def _collect(self, name: str) -> None:
+        stream = getattr(self.proc, name)
+        while line := await stream.readline():
+            setattr(self, name, getattr(self, name) + line.decode())
+
+    async def ready(self, remote: int) -> int:
+        for _ in range(300):
+            m = re.search(rf"Forwarding from 127\.0\.0\.1:(\d+) -> {remote}", self.stdout)
+            if m:
+                return int(m.group(1))
+            assert self.proc.returncode is None, self.stderr
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"kubectl did not start forwarding: {self.stderr}")
+
+
+async def start_kubectl(c: Cluster, remote: int, *, websockets: bool = True) -> tuple[
+        PortForward, int]:
+    env = {"HOME": str(c.home), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    if not websockets:
+        env["KUBECTL_PORT_FORWARD_WEBSOCKETS"] = "false"
+    proc = await asyncio.create_subprocess_exec(
+        KUBECTL, "--kubeconfig", str(c.kubeconfig), "--cache-dir", str(c.home / "cache"),
+        "-v=6", "port-forward", "pod/x", f":{remote}", stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+    c.procs.append(proc)
+    pf = PortForward(proc)
+    return pf, await pf.ready(remote)
+
+
+async def round_trip(port: int, payload: bytes) -> bytes:
+    """Connect through the forward, read the banner, send `payload`, half-close, and
+    return everything the pod sent back after the banner."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        assert await asyncio.wait_for(reader.readexactly(len(BANNER)), 10) == BANNER
+
+        async def send() -> None:
+            writer.write(payload)
+            await writer.drain()
+            writer.write_eof()
+        sender = asyncio.create_task(send())
+        echoed = await asyncio.wait_for(reader.read(-1), 20)
+        await sender
+        return echoed
+    finally:
+        writer.close()
+
+
+@pytest.fixture
+async def pod_port() -> AsyncIterator[int]:
+    server, port = await _pod_server()
+    yield port
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.mark.parametrize("websockets", [True, False], ids=["websocket-tunnel", "spdy"])
+async def test_bytes_round_trip_both_ways(cluster: Cluster, pod_port: int,
+                                          websockets: bool) -> None:
+    pf, local = await start_kubectl(cluster, pod_port, websockets=websockets)
+    # -v=6 shows which way kubectl connected: its first choice is SPDY in a WebSocket
+    upgrade = re.search(r"(GET|POST) https://\S+/pods/x/portforward 101 Switching", pf.stderr)
+    assert upgrade and upgrade.group(1) == ("GET" if websockets else "POST"), pf.stderr
+    assert ("negotiated protocol: portforward.k8s.io" in pf.stderr) == websockets
+    assert await round_trip(local, b"ping\n") == b"ping\n"
+    # two connections at once, each with its own stream pair
+    big = os.urandom(1 << 20)
+    small = b"second connection " * 100
+    got_big, got_small = await asyncio.gather(round_trip(local, big), round_trip(local, small))
+    assert got_big == big
+    assert got_small == small
+    # and the forward still works afterwards
+    assert await round_trip(local, b"again") == b"again"
+    assert pf.proc.returncode is None
+    assert f"Handling connection for {local}" in pf.stdout
+
+
+async def test_refused_port_reports_kubelet_error(cluster: Cluster, pod_port: int) -> None:
+    """kubectl prints the kubelet's error and, since 1.23 (kubernetes#103526), gives up
+    the whole forward with "lost connection to pod"; the API server stays fine."""
+    server, closed_port = await _pod_server()
+    server.close()
+    await server.wait_closed()  # nothing listens there any more
+    pf, local = await start_kubectl(cluster, closed_port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", local)
+    try:
+        assert await asyncio.wait_for(reader.read(-1), 10) == b""
+    finally:
+        writer.close()
+    assert await asyncio.wait_for(pf.proc.wait(), 10) == 1
+    await asyncio.gather(*pf._tasks)
+    assert (f'"Unhandled Error" err="an error occurred forwarding {local} -> {closed_port}: '
+            f"error forwarding port {closed_port} to pod default/x, uid : failed to connect "
+            f'to localhost:{closed_port} inside namespace \\"default/x\\", IPv4: dial tcp4 '
+            f"127.0.0.1:{closed_port}: connect: connection refused") in pf.stderr, pf.stderr
+    assert pf.stderr.endswith("error: lost connection to pod\n")
+    # a new forward to a listening port works
+    _, local = await start_kubectl(cluster, pod_port)
+    assert await round_trip(local, b"after the error") == b"after the error"
+
+
+async def test_killing_kubectl_closes_the_pods_connections(cluster: Cluster,
+                                                           pod_port: int) -> None:
+    pf, local = await start_kubectl(cluster, pod_port)
+    conns = [await asyncio.open_connection("127.0.0.1", local) for _ in range(2)]
+    for reader, _ in conns:
+        assert await asyncio.wait_for(reader.readexactly(len(BANNER)), 10) == BANNER
+    assert len(OPEN) == 2
+    os.kill(pf.proc.pid, signal.SIGKILL)
+    await pf.proc.wait()
+    for _ in range(200):
+        if not OPEN:
+            break
+        await asyncio.sleep(0.025)
+    assert not OPEN, "the API server and kubelet kept the pod's connections open"
+    for _, writer in conns:
+        writer.close()
+
+
+async def test_requests_without_spdy_are_refused_with_a_status(cluster: Cluster) -> None:
+    path = "/api/v1/namespaces/default/pods/x/portforward"
+    status, body = await cluster.api.request("POST", path)
+    assert (status, body["reason"], body["message"]) == (
+        400, "BadRequest", "Upgrade request required")
+    status, body = await cluster.api.request("GET", path + "?ports=80", headers={
+        "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Protocol": "v4.channel.k8s.io"})
+    assert status == 400
+    assert body["message"] == ("requested protocol(s) are not supported: [v4.channel.k8s.io]; "
+                               "supports [SPDY/3.1+portforward.k8s.io]")

@@ -1,0 +1,21 @@
+"""What a data dir may have left on the host: network namespaces, its bridge, mounts and
+cgroups named after it. Tests assert this is empty after tearing down."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from pinnace.agent.network import dir_hash
+
+
+def leftovers(data: Path) -> list[str]:
+    h = dir_hash(data)
+    found = [f"netns {n}" for n in subprocess.run(["ip", "netns"], capture_output=True,
+                                                  text=True).stdout.split() if h in n]
+    if Path(f"/sys/class/net/pn{h}").exists():
+        found.append(f"bridge pn{h}")
+    found += [f"mount {line.split()[1]}" for line in Path("/proc/mounts").read_text().splitlines()
+              if str(data) in line]
+    found += [f"cgroup {p}" for p in Path("/sys/fs/cgroup").glob(f"*/pinnace/{h}")]
+    return found

@@ -15,7 +15,8 @@ Built to carry thousands of nodes and tens of thousands of pods:
 Each node gets the pod CIDR 10.244.N.0/24 (the N-th /24 from 10.244.0.0,
 continuing through 10.0.0.0/8 past 256 nodes) and host IP 172.16.0.0 + 2 + N;
 capacity is 32 CPU / 256Gi / 110 pods unless the Node's annotations
-`pinnace.io/fake-cpu`, `-memory`, `-pods` say otherwise.
+`pinnace.io/fake-cpu`, `-memory`, `-pods` say otherwise. Their kubelet port is 0: they
+serve no logs, exec or port-forward, and the API server says so at once.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ class FakeNodes:
                      "spec": {"podCIDR": pod_cidr(index), "podCIDRs": [pod_cidr(index)]}}
         node["status"] = node_status(name, capacity=DEFAULT_CAPACITY,
                                      host_ip=host_ip(index), runtime="fake", old=None,
-                                     now=time.time())
+                                     now=time.time(), kubelet_port=0)
         try:
             await self.client.create(self._node_rt, node)
         except errors.ApiError as e:
@@ -161,7 +162,7 @@ class FakeNodes:
                               pod_cidr=cidr, capacity=capacity_of(node),
                               lease_period=self.lease_period,
                               status_report_period=self.status_report_period,
-                              backoff_base=self.backoff_base)
+                              backoff_base=self.backoff_base, kubelet_port=0)
             self.agents[name] = agent
             agent.node_updated(node)
             agent.start(first_heartbeat=random.random() * min(self.lease_period, 1.0))

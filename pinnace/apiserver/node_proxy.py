@@ -93,7 +93,8 @@ class NodeProxy:
         port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port")
         if not host or not port:
             raise errors.ApiError(503, "ServiceUnavailable",
-                                  f'node "{node_name}" has no kubelet address or port')
+                                  f'node "{node_name}" has no kubelet endpoint: it serves no '
+                                  "logs, exec or port-forward")
         if ":" in host:
             host = f"[{host}]"
         return f"https://{host}:{port}"

@@ -3,8 +3,10 @@ volumes, and the π Job, running real containers from the stand-in images."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,3 +80,23 @@ def test_pi_job(cluster: Cluster) -> None:
     digits = cluster.kubectl("logs", "job/pi").stdout.strip()
     assert digits.startswith("3.14159265358979323846264338327950288419716939937510")
     assert len(digits) == 2001 and digits[2:].isdigit()
+
+
+def test_nginx_deployment_and_daemonset_serve_pages(cluster: Cluster) -> None:
+    # the seed's Deployment (its Service's data path is the services issue's) and DaemonSet
+    # run real nginx on this node; each pod answers on its own IP from the host
+    cluster.kubectl("apply", "-f", str(MANIFESTS / "07-nginx-deployment-service.yaml"),
+                    "-f", str(MANIFESTS / "09-nginx-daemonset.yaml"))
+    cluster.kubectl("rollout", "status", "deployment/nginx", "--timeout=90s", timeout=100)
+    cluster.kubectl("rollout", "status", "daemonset/nginx", "--timeout=90s", timeout=100)
+    pods = json.loads(cluster.kubectl("get", "pods", "-o", "json").stdout)["items"]
+    nginx = [p for p in pods if p["spec"]["containers"][0]["image"].startswith("nginx")]
+    assert {p["metadata"]["ownerReferences"][0]["kind"] for p in nginx} == \
+        {"ReplicaSet", "DaemonSet"}
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
+    for p in nginx:
+        ip = p["status"]["podIP"]
+        with direct.open(f"http://{ip}/", timeout=5) as page:
+            assert b"Welcome to nginx" in page.read()
+    cluster.kubectl("delete", "-f", str(MANIFESTS / "07-nginx-deployment-service.yaml"),
+                    "-f", str(MANIFESTS / "09-nginx-daemonset.yaml"))

@@ -173,3 +173,13 @@ async def test_node_created_through_api_becomes_ready(client: Client, nodes: Fak
     await eventually(running)
     await client.delete(node_rt, "extra")
     await eventually(lambda: "extra" not in nodes.agents)
+
+
+async def test_logs_of_a_simulated_pod_are_refused_at_once(api: Any, client: Client,
+                                                           nodes: FakeNodes) -> None:
+    # a simulated node has no kubelet server: the API server says so instead of dialing
+    await client.create(client.resource("v1", "Pod"), pod("quiet"), "default")
+    status, body = await api.request("GET", "/api/v1/namespaces/default/pods/quiet/log")
+    assert status == 503
+    assert body["message"] == ('node "fake-0" has no kubelet endpoint: it serves no logs, '
+                               "exec or port-forward")

@@ -14,7 +14,6 @@ import os
 import random
 import re
 import shutil
-import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from pinnace.agent.images import ImageStore
 from pinnace.agent.kubelet_server import KubeletServer
 from pinnace.agent.runtime import CONTAINER_NAME, ContainerConfig, PodSandboxConfig
 from pinnace.agent.runtime.runc import RuncRuntime
-from pinnace.apiserver.node_proxy import NODE_PROXY, NodeProxy
+from pinnace.apiserver.pki import ensure_kubelet_token
 from tests.integration.conftest import Api, running_api
 from tests.leftovers import leftovers
 
@@ -35,7 +34,6 @@ pytestmark = pytest.mark.skipif(
     or not Path("/usr/lib/cni/bridge").exists(),
     reason="needs root, runc, kubectl and the CNI plugins in /usr/lib/cni")
 
-KUBELET_TOKEN = "kubelet-secret-token"
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z ")
 
 
@@ -90,14 +88,12 @@ async def cluster(tmp_path: Path, test_images: Path) -> AsyncIterator[Cluster]:
     kubelet: KubeletServer | None = None
     try:
         async with running_api(tmp_path / "api") as api:
-            assert api.server._runner is not None
-            with warnings.catch_warnings():  # the app is running: its state is frozen
-                warnings.simplefilter("ignore", DeprecationWarning)
-                api.server._runner.app[NODE_PROXY] = NodeProxy(kubelet_token=KUBELET_TOKEN)
+            # the API server presents this token to kubelets (pki/kubelet.token)
+            kubelet_token = ensure_kubelet_token(tmp_path / "api")
             pki = tmp_path / "api" / "pki"
             kubelet = KubeletServer(runtime, lambda ns, name: pods.get((ns, name)),
                                     host="127.0.0.1", port=0, tls_cert=pki / "server.crt",
-                                    tls_key=pki / "server.key", token=KUBELET_TOKEN)
+                                    tls_key=pki / "server.key", token=kubelet_token)
             await kubelet.start()
             status, node = await api.request("POST", "/api/v1/nodes", json={
                 "metadata": {"name": "node-1"},

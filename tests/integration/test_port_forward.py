@@ -13,7 +13,6 @@ import contextlib
 import os
 import re
 import signal
-import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,10 @@ import pytest
 
 from pinnace.agent.kubelet_server import KubeletServer
 from pinnace.agent.runtime.fake import FakeRuntime
-from pinnace.apiserver.node_proxy import NODE_PROXY, NodeProxy
+from pinnace.apiserver.pki import ensure_kubelet_token
 from tests.integration.conftest import Api
 
 KUBECTL = "/usr/bin/kubectl"
-KUBELET_TOKEN = "kubelet-port-forward-token"
 BANNER = b"hello from the pod\n"
 
 
@@ -61,15 +59,13 @@ class Cluster:
 
 @pytest.fixture
 async def cluster(api: Api, tmp_path: Path) -> AsyncIterator[Cluster]:
-    assert api.server._runner is not None
-    with warnings.catch_warnings():  # the app is running: its state is frozen
-        warnings.simplefilter("ignore", DeprecationWarning)
-        api.server._runner.app[NODE_PROXY] = NodeProxy(kubelet_token=KUBELET_TOKEN)
+    # the API server presents this token to kubelets (pki/kubelet.token)
+    kubelet_token = ensure_kubelet_token(api.server.data_dir)
     pods: dict[tuple[str, str], dict[str, Any]] = {}
     pki = api.server.data_dir / "pki"
     kubelet = KubeletServer(FakeRuntime(), lambda ns, name: pods.get((ns, name)),
                             host="127.0.0.1", port=0, tls_cert=pki / "server.crt",
-                            tls_key=pki / "server.key", token=KUBELET_TOKEN)
+                            tls_key=pki / "server.key", token=kubelet_token)
     await kubelet.start()
     c = Cluster(api, tmp_path)
     try:

@@ -3,6 +3,7 @@ cgroups named after it. Tests assert this is empty after tearing down."""
 
 from __future__ import annotations
 
+import random
 import subprocess
 from pathlib import Path
 
@@ -19,3 +20,9 @@ def leftovers(data: Path) -> list[str]:
               if str(data) in line]
     found += [f"cgroup {p}" for p in Path("/sys/fs/cgroup").glob(f"*/pinnace/{h}")]
     return found
+
+
+def random_pod_cidr() -> str:
+    """A /24 in 10.200.0.0/13 (random), so a test's pods never route like a running
+    cluster's (10.42.0.0/16) or another test's."""
+    return f"10.{random.randint(200, 207)}.{random.randint(0, 255)}.0/24"

@@ -10,14 +10,13 @@ nothing of its data dir may be left on the host.
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from tests.e2e.cluster import Cluster, free_port
-from tests.leftovers import leftovers
+from tests.leftovers import leftovers, random_pod_cidr
 
 NODE = "pinnace-e2e"
 
@@ -31,10 +30,9 @@ def real_cluster(base: Path, registry_url: str, *extra: str) -> Iterator[Cluster
     data.mkdir(parents=True)
     (data / "registries.yaml").write_text(registries_yaml(registry_url))
     c = Cluster(data_dir=data, home=base / "home", real_node=True)
-    cidr = f"10.{random.randint(200, 207)}.{random.randint(0, 255)}.0/24"
     try:
         c.start(extra=("--node-name", NODE, "--kubelet-port", str(free_port()),
-                       "--pod-cidr", cidr, "--restart-backoff", "1", *extra))
+                       "--pod-cidr", random_pod_cidr(), "--restart-backoff", "1", *extra))
         c.kubectl("wait", "--for=condition=Ready", f"node/{NODE}", "--timeout=60s")
         yield c
     finally:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import re
 import shutil
 from collections.abc import AsyncIterator
@@ -27,7 +26,7 @@ from pinnace.agent.runtime import CONTAINER_NAME, ContainerConfig, PodSandboxCon
 from pinnace.agent.runtime.runc import RuncRuntime
 from pinnace.apiserver.pki import ensure_kubelet_token
 from tests.integration.conftest import Api, running_api
-from tests.leftovers import leftovers
+from tests.leftovers import leftovers, random_pod_cidr
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("runc") is None or shutil.which("kubectl") is None
@@ -82,8 +81,7 @@ class Cluster:
 async def cluster(tmp_path: Path, test_images: Path) -> AsyncIterator[Cluster]:
     node_dir = tmp_path / "node"
     ImageStore(node_dir).import_archive(test_images / "busybox_1.28.tar")
-    runtime = RuncRuntime(node_dir, pod_cidr=f"10.{random.randint(200, 250)}."
-                                             f"{random.randint(0, 255)}.0/24")
+    runtime = RuncRuntime(node_dir, pod_cidr=random_pod_cidr())
     pods: dict[tuple[str, str], dict[str, Any]] = {}
     kubelet: KubeletServer | None = None
     try:

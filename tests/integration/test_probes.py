@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import shutil
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,7 +17,6 @@ import pytest
 from aiohttp import web
 
 from pinnace.agent.images import ImageStore
-from pinnace.agent.network import dir_hash
 from pinnace.agent.probes import (
     ProbeManager,
     Result,
@@ -31,6 +28,7 @@ from pinnace.agent.probes import (
 from pinnace.agent.runtime import ContainerConfig, PodSandboxConfig
 from pinnace.agent.runtime.runc import RuncRuntime
 from tests.integration.conftest import eventually
+from tests.leftovers import leftovers, random_pod_cidr
 
 
 class Target:
@@ -290,27 +288,16 @@ needs_runc = pytest.mark.skipif(
     reason="needs root, runc and CNI plugins in /usr/lib/cni")
 
 
-def _leftovers(data: Path) -> list[str]:
-    h = dir_hash(data)
-    found = [n for n in subprocess.run(["ip", "netns"], capture_output=True,
-                                       text=True).stdout.split() if h in n]
-    found += [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
-              if str(data) in line]
-    found += [str(p) for p in Path("/sys/fs/cgroup").glob(f"*/pinnace/{h}")]
-    return found
-
-
 @pytest.fixture
 def runc_runtime(test_images: Path, tmp_path: Path) -> Iterator[RuncRuntime]:
     data = tmp_path / "node"
     ImageStore(data).import_archive(test_images / "busybox_1.28.tar")
-    cidr = f"10.{random.randint(200, 250)}.{random.randint(0, 255)}.0/24"
-    rt = RuncRuntime(data, pod_cidr=cidr)
+    rt = RuncRuntime(data, pod_cidr=random_pod_cidr())
     try:
         yield rt
     finally:
         asyncio.run(rt.cleanup_all())
-        assert _leftovers(data) == []
+        assert leftovers(data) == []
 
 
 @needs_runc

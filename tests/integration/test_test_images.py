@@ -20,7 +20,6 @@ import pytest
 
 from pinnace.agent.images import ImageStore
 from pinnace.agent.images.command import main as image_command
-from tests.paths import REPO
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("apt-get") is None or shutil.which("unshare") is None,
@@ -36,12 +35,8 @@ _IN_ROOTFS = ('mount -t overlay overlay -o "lowerdir=$0,upperdir=$1/upper,workdi
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("test-images")
-    result = subprocess.run([str(REPO / "scripts" / "build-test-images"), str(out)],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    return out
+def built(test_images: Path) -> Path:
+    return test_images
 
 
 @pytest.fixture(scope="module")

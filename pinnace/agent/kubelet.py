@@ -161,10 +161,16 @@ class Kubelet:
         if not (s.tls_cert and s.tls_key and s.token):
             return
         from pinnace.agent.kubelet_server import KubeletServer
-        self.server = KubeletServer(runtime, self.find_pod, host=s.node_ip,
-                                    port=s.kubelet_port, tls_cert=s.tls_cert,
-                                    tls_key=s.tls_key, token=s.token)
-        await self.server.start()
+        server = KubeletServer(runtime, self.find_pod, host=s.node_ip, port=s.kubelet_port,
+                               tls_cert=s.tls_cert, tls_key=s.tls_key, token=s.token)
+        try:
+            await server.start()
+        except OSError as e:  # the node still runs pods; only its streams are missing
+            log.error("kubelet server cannot listen on %s:%d (%s): kubectl logs/exec/"
+                      "port-forward will not work; choose another --kubelet-port",
+                      s.node_ip, s.kubelet_port, e.strerror)
+            return
+        self.server = server
 
     async def _register(self) -> Obj:
         """The Node, created if missing (kubelet's registration)."""

@@ -51,7 +51,9 @@ from pinnace.agent.runtime.interface import (
     PodSandboxConfig,
     PodSandboxStatus,
     Runtime,
+    RuntimeError_,
 )
+from pinnace.agent.security import effective_security
 from pinnace.api import errors
 from pinnace.api.quantity import int_value, milli_value
 from pinnace.client.client import Client
@@ -321,7 +323,7 @@ class PodWorker:
                 return
             command, args = expand_command(command, env), expand_command(args, env)
         limits = (c.get("resources") or {}).get("limits") or {}
-        cid = await self.ctx.runtime.create_container(sandbox.id, ContainerConfig(
+        config = ContainerConfig(
             name, c.get("image", ""), attempt, command, args, env,
             labels={POD_UID: self.uid, POD_NAME: meta["name"],
                     POD_NAMESPACE: meta.get("namespace", ""), CONTAINER_NAME: name},
@@ -329,7 +331,20 @@ class PodWorker:
             mounts=mounts, working_dir=c.get("workingDir", ""),
             memory_limit=int_value(limits["memory"]) if "memory" in limits else None,
             cpu_limit_millis=milli_value(limits["cpu"]) if "cpu" in limits else None,
-            stdin=bool(c.get("stdin")), tty=bool(c.get("tty"))))
+            stdin=bool(c.get("stdin")), tty=bool(c.get("tty")),
+            security=effective_security(pod, c))
+        try:
+            cid = await self.ctx.runtime.create_container(sandbox.id, config)
+        except RuntimeError_ as e:
+            if svc is None:
+                raise
+            # kubelet's split: a spec the node refuses to run vs. a runtime failure
+            reason = ("CreateContainerConfigError" if "runAsNonRoot" in str(e)
+                      else "CreateContainerError")
+            waiting[name] = (reason, str(e))
+            await record("Warning", "Failed", f"Error: {e}")
+            self.sync_after(self.ctx.backoff_base)
+            return
         if svc is not None:
             await record("Normal", "Created", f"Created container {name}")
         await self.ctx.runtime.start_container(cid)

@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -98,6 +99,32 @@ def test_memory_limit_ends_as_oom_killed(cluster: Cluster) -> None:
                       timeout=60)
     assert status["reason"] == "OOMKilled" and status["exitCode"] == 137
     assert pod(cluster, "hog")["status"]["phase"] == "Failed"
+
+
+def test_security_context_and_cpu_limit(cluster: Cluster) -> None:
+    run_pod(cluster, "locked", [busybox(
+        "app", "sleep 3600", resources={"limits": {"cpu": "250m"}},
+        securityContext={"runAsUser": 1000, "readOnlyRootFilesystem": True,
+                         "capabilities": {"drop": ["ALL"]}})],
+        securityContext={"runAsGroup": 3000, "supplementalGroups": [4000]})
+    cluster.kubectl("wait", "--for=condition=Ready", "pod/locked", "--timeout=90s")
+    ids = cluster.kubectl("exec", "locked", "--", "id").stdout
+    assert "uid=1000" in ids and "gid=3000" in ids and "4000" in ids
+    touched = cluster.kubectl("exec", "locked", "--", "touch", "/x", check=False)
+    assert touched.returncode != 0 and "Read-only file system" in touched.stderr
+    caps = cluster.kubectl("exec", "locked", "--", "grep", "CapBnd", "/proc/1/status").stdout
+    assert caps.split()[1] == "0000000000000000"
+    cid = container_status(cluster, "locked")["containerID"].removeprefix("runc://")
+    quota = next(Path("/sys/fs/cgroup").glob(f"cpu*/pinnace/*/pod*/{cid}/cpu.cfs_quota_us"))
+    assert quota.read_text().strip() == "25000"  # 250m of each 100 ms period
+    # runAsNonRoot with an image that runs as root is refused before it starts
+    run_pod(cluster, "rootless", [busybox("app", "sleep 3600")],
+            securityContext={"runAsNonRoot": True})
+    waiting = wait_for(lambda: container_status(cluster, "rootless").get("state", {})
+                       .get("waiting", {}).get("reason") == "CreateContainerConfigError"
+                       and container_status(cluster, "rootless")["state"]["waiting"])
+    assert "runAsNonRoot and image will run as root" in waiting["message"]
+    cluster.kubectl("delete", "pod", "locked", "rootless", "--wait=false")
 
 
 def test_pods_are_isolated_and_reach_each_other(cluster: Cluster) -> None:

@@ -180,3 +180,41 @@ async def test_container_outlives_the_runtime_object(runtime: RuncRuntime,
     await again.remove_pod_sandbox(sid)
     assert await again.list_containers(uid) == []
     assert await runtime.list_pod_sandboxes(uid) == []
+
+
+async def test_second_runtime_object_lists_the_first_ones(runtime: RuncRuntime,
+                                                          data_dir: Path) -> None:
+    sid, cid = await run_pod(runtime, "seen", "busybox:1.28", ["sleep", "1000"])
+    uid = (await runtime.pod_sandbox_status(sid)).pod_uid
+    created = await runtime.create_container(sid, ContainerConfig("side", "busybox:1.28",
+                                                                  command=["true"]))
+    other = RuncRuntime(data_dir, pod_cidr=runtime.network.pod_cidr)
+    assert [s.id for s in await other.list_pod_sandboxes()] == [sid]
+    states = {c.id: c.state for c in await other.list_containers(uid)}
+    assert states == {cid: ContainerState.RUNNING, created: ContainerState.CREATED}
+    assert {c.id for c in await other.list_containers()} == {cid, created}
+    # a stop by one object shows in the other's listing: the state files are read fresh
+    await other.stop_container(cid, 0)
+    assert [c.state for c in await runtime.list_containers(uid) if c.id == cid] == [
+        ContainerState.EXITED]
+    assert (await runtime.list_pod_sandboxes(uid))[0].ready
+
+
+async def test_removed_container_disappears_from_listings(runtime: RuncRuntime,
+                                                          data_dir: Path) -> None:
+    sid, first = await run_pod(runtime, "gone", "busybox:1.28", ["sh", "-c", "exit 0"])
+    uid = (await runtime.pod_sandbox_status(sid)).pod_uid
+    await wait_exited(runtime, first)
+    second = await runtime.create_container(sid, ContainerConfig(
+        "gone", "busybox:1.28", attempt=1, command=["sleep", "1000"]))
+    await runtime.start_container(second)
+    assert [c.id for c in await runtime.list_containers(uid)] == sorted([first, second])
+    await runtime.remove_container(first)
+    assert [c.id for c in await runtime.list_containers(uid)] == [second]
+    assert first not in {c.id for c in await runtime.list_containers()}
+    # removed through another object: gone from this one's listings too
+    other = RuncRuntime(data_dir, pod_cidr=runtime.network.pod_cidr)
+    await other.remove_pod_sandbox(sid)
+    assert await runtime.list_containers(uid) == []
+    assert await runtime.list_pod_sandboxes(uid) == []
+    assert await runtime.list_pod_sandboxes() == []

@@ -63,6 +63,20 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class LinuxSecurity:
+    """The pod's and container's securityContext, merged (the container's wins)."""
+    run_as_user: int | None = None  # None: the image's user
+    run_as_group: int | None = None
+    run_as_non_root: bool = False
+    supplemental_groups: tuple[int, ...] = ()
+    privileged: bool = False
+    add_capabilities: tuple[str, ...] = ()  # CAP_ names
+    drop_capabilities: tuple[str, ...] = ()  # CAP_ names, or ALL
+    read_only_root: bool = False
+    no_new_privileges: bool = False
+
+
+@dataclass(frozen=True)
 class ContainerConfig:
     name: str
     image: str
@@ -78,6 +92,7 @@ class ContainerConfig:
     cpu_limit_millis: int | None = None  # resources.limits.cpu in millicores
     stdin: bool = False
     tty: bool = False
+    security: LinuxSecurity = field(default_factory=LinuxSecurity)
 
 
 @dataclass(frozen=True)

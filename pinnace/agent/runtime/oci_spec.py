@@ -52,6 +52,13 @@ class SpecInput:
     netns_path: str
     cgroups_path: str
     memory_limit: int | None = None  # bytes
+    cpu_limit_millis: int | None = None
+    additional_gids: tuple[int, ...] = ()
+    privileged: bool = False
+    add_capabilities: tuple[str, ...] = ()
+    drop_capabilities: tuple[str, ...] = ()  # or ("ALL",)
+    read_only_root: bool = False
+    no_new_privileges: bool = False
     nofile: int = 1048576  # capped by the caller at what it may grant (its own hard limit)
     mounts: list[BindMount] = field(default_factory=list)
     annotations: dict[str, str] = field(default_factory=dict)
@@ -128,31 +135,75 @@ def _standard_mounts() -> list[dict[str, Any]]:
     ]
 
 
+# every capability the kernel knows of: what a privileged container gets
+ALL_CAPABILITIES = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+]
+CFS_PERIOD = 100_000  # µs, the kernel's and kubelet's default
+
+
+def capabilities(spec: SpecInput) -> list[str]:
+    """Docker's defaults, or all when privileged; then securityContext's drop and add
+    (`NET_ADMIN` or `CAP_NET_ADMIN`; drop `ALL` empties the set first)."""
+    if spec.privileged:
+        return list(ALL_CAPABILITIES)
+    def norm(c: str) -> str:
+        c = c.upper()
+        return c if c.startswith("CAP_") or c == "ALL" else f"CAP_{c}"
+    drop = {norm(c) for c in spec.drop_capabilities}
+    caps = [] if "ALL" in drop else [c for c in DEFAULT_CAPABILITIES if c not in drop]
+    for c in spec.add_capabilities:
+        name = norm(c)
+        if name == "ALL":
+            return list(ALL_CAPABILITIES)
+        if name not in caps:
+            caps.append(name)
+    return caps
+
+
 def build_spec(spec: SpecInput) -> dict[str, Any]:
     """The OCI runtime spec (version 1.0.2) for `spec`."""
-    caps = list(DEFAULT_CAPABILITIES)
+    caps = capabilities(spec)
     mounts = _standard_mounts()
     for m in spec.mounts:
         mounts.append({"destination": m.container_path, "type": "bind", "source": m.host_path,
                        "options": ["rbind", "rprivate", "ro" if m.readonly else "rw"]})
-    resources: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
+    resources: dict[str, Any] = {"devices": [{"allow": spec.privileged, "access": "rwm"}]}
     if spec.memory_limit:
         # swap equal to the limit: no swap beyond it, as kubelet does
         resources["memory"] = {"limit": spec.memory_limit, "swap": spec.memory_limit}
+    if spec.cpu_limit_millis:
+        # kubelet's rule: quota = millicores * period / 1000, at least 1 ms
+        quota = max(spec.cpu_limit_millis * CFS_PERIOD // 1000, 1000)
+        resources["cpu"] = {"quota": quota, "period": CFS_PERIOD}
+    if spec.privileged:  # a writable /sys, nothing masked
+        for m in mounts:
+            if m["destination"] in ("/sys", "/sys/fs/cgroup"):
+                m["options"] = [o for o in m["options"] if o != "ro"]
     return {
         "ociVersion": "1.0.2",
         "process": {
             "terminal": False,
-            "user": {"uid": spec.uid, "gid": spec.gid},
+            "user": {"uid": spec.uid, "gid": spec.gid,
+                     **({"additionalGids": list(spec.additional_gids)}
+                        if spec.additional_gids else {})},
             "args": spec.args,
             "env": spec.env,
             "cwd": spec.cwd or "/",
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": spec.nofile,
                          "soft": spec.nofile}],
-            "noNewPrivileges": False,
+            "noNewPrivileges": spec.no_new_privileges,
         },
-        "root": {"path": spec.rootfs, "readonly": False},
+        "root": {"path": spec.rootfs, "readonly": spec.read_only_root},
         "hostname": spec.hostname,
         "mounts": mounts,
         "annotations": spec.annotations,
@@ -163,7 +214,7 @@ def build_spec(spec: SpecInput) -> dict[str, Any]:
                 {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
                 {"type": "network", "path": spec.netns_path},
             ],
-            "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS,
+            "maskedPaths": [] if spec.privileged else MASKED_PATHS,
+            "readonlyPaths": [] if spec.privileged else READONLY_PATHS,
         },
     }

@@ -14,6 +14,14 @@ All state is files under `DATA_DIR/runtime/`, so a restarted agent sees what is 
 A started container is owned by its monitor process, not by this object: drop the
 object (or restart the agent) and the container runs on, its exit still recorded.
 Cgroups are `/pinnace/<dir hash>/pod<uid>/<container id>` in every hierarchy.
+
+The files are the source of truth; an in-memory `_Index` (container records by id, ids
+by pod uid, sandbox ids by pod uid) is loaded from them at construction and kept by this
+object's creates and removes, so a pod's sync reads only that pod's files: its sandbox.json
+and its containers' state.json/exit.json, always fresh (the monitor writes those). A
+listing of one pod drops what another object removed; a listing of the whole node re-reads
+the directory (this object does not learn of creations by another one otherwise). The exit
+watch looks only at containers known to be running: one stat of exit.json each per poll.
 """
 
 from __future__ import annotations
@@ -85,6 +93,47 @@ def _mounted(path: Path) -> bool:
         return any(line.split()[1] == target for line in f)
 
 
+class _Index:
+    """Ids of what is on disk, by pod uid; container records (container.json is written
+    once, at create, and never changes)."""
+
+    def __init__(self) -> None:
+        self.containers: dict[str, dict[str, Any]] = {}
+        self.pod_containers: dict[str, set[str]] = {}
+        self.pod_sandboxes: dict[str, set[str]] = {}
+        self.sandbox_pod: dict[str, str] = {}
+
+    def add_container(self, cid: str, c: dict[str, Any]) -> None:
+        self.containers[cid] = c
+        self.pod_containers.setdefault(_pod_of(c), set()).add(cid)
+
+    def drop_container(self, cid: str) -> None:
+        c = self.containers.pop(cid, None)
+        if c is not None:
+            _discard(self.pod_containers, _pod_of(c), cid)
+
+    def add_sandbox(self, sid: str, pod_uid: str) -> None:
+        self.sandbox_pod[sid] = pod_uid
+        self.pod_sandboxes.setdefault(pod_uid, set()).add(sid)
+
+    def drop_sandbox(self, sid: str) -> None:
+        uid = self.sandbox_pod.pop(sid, None)
+        if uid is not None:
+            _discard(self.pod_sandboxes, uid, sid)
+
+
+def _pod_of(c: dict[str, Any]) -> str:
+    return c["labels"].get(POD_UID, "")
+
+
+def _discard(index: dict[str, set[str]], key: str, item: str) -> None:
+    items = index.get(key)
+    if items is not None:
+        items.discard(item)
+        if not items:
+            del index[key]
+
+
 @dataclass(frozen=True)
 class _Paths:
     root: Path
@@ -111,8 +160,36 @@ class RuncRuntime:
         self.network = PodNetwork(data_dir, pod_cidr)
         self._handlers: list[ContainerEventHandler] = []
         self._watcher: asyncio.Task[None] | None = None
+        self._index = _Index()
+        # started containers whose exit.json was not seen yet → pod uid (for the watch)
+        self._running: dict[str, str] = {}
         for sub in ("sandboxes", "containers", "runc"):
             (self._paths.root / sub).mkdir(parents=True, exist_ok=True)
+        self._load_containers()
+        self._load_sandboxes()
+
+    def _load_containers(self) -> None:
+        """(Re)build the container index from the files (half-made ones, without
+        container.json, are left out as before)."""
+        self._index.containers.clear()
+        self._index.pod_containers.clear()
+        for d in (self._paths.root / "containers").iterdir():
+            c = _read_json(d / "container.json")
+            if c is None:
+                continue
+            self._index.add_container(d.name, c)
+            if (d / "state.json").exists() and not (d / "exit.json").exists():
+                self._running.setdefault(d.name, _pod_of(c))
+        for cid in [cid for cid in self._running if cid not in self._index.containers]:
+            del self._running[cid]
+
+    def _load_sandboxes(self) -> None:
+        self._index.pod_sandboxes.clear()
+        self._index.sandbox_pod.clear()
+        for d in (self._paths.root / "sandboxes").iterdir():
+            sb = _read_json(d / "sandbox.json")
+            if sb is not None:
+                self._index.add_sandbox(d.name, sb["pod_uid"])
 
     # -- events --------------------------------------------------------------------------
 
@@ -124,16 +201,15 @@ class RuncRuntime:
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
     async def _watch(self) -> None:
-        running: dict[str, str] = {}
         while True:
-            for cid, c in self._container_records():
-                exited = (self._paths.container(cid) / "exit.json").exists()
-                if not exited and (self._paths.container(cid) / "state.json").exists():
-                    running[cid] = c["labels"][POD_UID]
-                elif exited and cid in running:
-                    uid = running.pop(cid)
+            for cid, uid in list(self._running.items()):
+                d = self._paths.container(cid)
+                if (d / "exit.json").exists():
+                    del self._running[cid]
                     for handler in self._handlers:
                         handler(uid)
+                elif not d.exists():  # removed by another runtime object
+                    del self._running[cid]
             await asyncio.sleep(0.5)
 
     # -- sandboxes -----------------------------------------------------------------------
@@ -156,6 +232,7 @@ class RuncRuntime:
             "namespace": config.namespace, "labels": {**config.labels, POD_UID: config.pod_uid},
             "annotations": config.annotations, "ip": ip, "ready": True,
             "netns": self.network.netns_path(sid), "created_at": time.time()})
+        self._index.add_sandbox(sid, config.pod_uid)
         return sid
 
     def _sandbox(self, sid: str) -> dict[str, Any]:
@@ -165,7 +242,11 @@ class RuncRuntime:
         return sb
 
     def _sandbox_containers(self, sid: str) -> list[str]:
-        return [cid for cid, c in self._container_records() if c["sandbox_id"] == sid]
+        uid = self._index.sandbox_pod.get(sid)
+        candidates = (self._index.pod_containers.get(uid, set()) if uid is not None
+                      else self._index.containers)
+        return sorted(cid for cid in candidates
+                      if self._index.containers[cid]["sandbox_id"] == sid)
 
     async def stop_pod_sandbox(self, sandbox_id: str) -> None:
         try:
@@ -185,6 +266,7 @@ class RuncRuntime:
     async def remove_pod_sandbox(self, sandbox_id: str) -> None:
         d = self._paths.sandbox(sandbox_id)
         if not d.exists():
+            self._index.drop_sandbox(sandbox_id)
             return
         sb = _read_json(d / "sandbox.json")
         await self.stop_pod_sandbox(sandbox_id)
@@ -193,6 +275,8 @@ class RuncRuntime:
         if sb is not None:
             self._remove_cgroup(f"/pinnace/{self._hash}/pod{sb['pod_uid']}")
         shutil.rmtree(d, ignore_errors=True)
+        if not (d / "sandbox.json").exists():
+            self._index.drop_sandbox(sandbox_id)
 
     def _sandbox_status(self, sb: dict[str, Any]) -> PodSandboxStatus:
         return PodSandboxStatus(sb["id"], sb["pod_uid"], sb["ready"], sb["ip"],
@@ -202,10 +286,17 @@ class RuncRuntime:
         return self._sandbox_status(self._sandbox(sandbox_id))
 
     async def list_pod_sandboxes(self, pod_uid: str | None = None) -> list[PodSandboxStatus]:
+        if pod_uid is None:
+            self._load_sandboxes()
+            sids = list(self._index.sandbox_pod)
+        else:
+            sids = list(self._index.pod_sandboxes.get(pod_uid, ()))
         out = []
-        for d in sorted((self._paths.root / "sandboxes").iterdir()):
-            sb = _read_json(d / "sandbox.json")
-            if sb is not None and (pod_uid is None or sb["pod_uid"] == pod_uid):
+        for sid in sorted(sids):
+            sb = _read_json(self._paths.sandbox(sid) / "sandbox.json")  # fresh: `ready`
+            if sb is None:  # removed by another runtime object
+                self._index.drop_sandbox(sid)
+            else:
                 out.append(self._sandbox_status(sb))
         return out
 
@@ -226,12 +317,14 @@ class RuncRuntime:
         for sub in ("upper", "work"):
             (d / sub).mkdir(parents=True)
         rootfs.mkdir(parents=True)
-        _write_json(d / "container.json", {
+        record = {
             "id": cid, "sandbox_id": sandbox_id, "name": config.name, "image": config.image,
             "image_id": (image.repo_digests or [image.id])[0], "attempt": config.attempt,
             "labels": {**config.labels, POD_UID: sb["pod_uid"]},
             "annotations": config.annotations, "created_at": time.time(),
-            "stop_signal": image.stop_signal or "SIGTERM"})
+            "stop_signal": image.stop_signal or "SIGTERM"}
+        _write_json(d / "container.json", record)
+        self._index.add_container(cid, record)
         try:
             lower = ":".join(str(p) for p in reversed(layers))
             await _run("mount", "-t", "overlay", "overlay", "-o",
@@ -239,6 +332,11 @@ class RuncRuntime:
                        str(rootfs))
             uid, gid = oci_spec.parse_user(image.user, _read_text(rootfs / "etc/passwd"),
                                            _read_text(rootfs / "etc/group"))
+            sec = config.security
+            uid = sec.run_as_user if sec.run_as_user is not None else uid
+            gid = sec.run_as_group if sec.run_as_group is not None else gid
+            if sec.run_as_non_root and uid == 0:
+                raise RuntimeError_("container has runAsNonRoot and image will run as root")
             spec = oci_spec.build_spec(oci_spec.SpecInput(
                 rootfs=str(rootfs),
                 args=oci_spec.process_args(entrypoint=image.entrypoint, cmd=image.cmd,
@@ -248,7 +346,11 @@ class RuncRuntime:
                 hostname=sb["name"],
                 netns_path=sb["netns"],
                 cgroups_path=f"/pinnace/{self._hash}/pod{sb['pod_uid']}/{cid}",
-                memory_limit=config.memory_limit, nofile=_nofile(),
+                memory_limit=config.memory_limit, cpu_limit_millis=config.cpu_limit_millis,
+                nofile=_nofile(), additional_gids=sec.supplemental_groups,
+                privileged=sec.privileged, add_capabilities=sec.add_capabilities,
+                drop_capabilities=sec.drop_capabilities, read_only_root=sec.read_only_root,
+                no_new_privileges=sec.no_new_privileges,
                 mounts=[oci_spec.BindMount(str(self._paths.sandbox(sandbox_id) / "hosts"),
                                            "/etc/hosts"),
                         oci_spec.BindMount(str(self._paths.sandbox(sandbox_id) / "resolv.conf"),
@@ -273,6 +375,9 @@ class RuncRuntime:
         line = await asyncio.to_thread(self._launch_monitor, container_id)
         if not line.startswith("ok"):
             raise RuntimeError_(f"start container: {line.removeprefix('error ') or 'monitor died'}")
+        c = self._record(container_id)
+        if c is not None:
+            self._running[container_id] = _pod_of(c)
 
     def _launch_monitor(self, cid: str) -> str:
         d = self._paths.container(cid)
@@ -290,7 +395,7 @@ class RuncRuntime:
 
     async def stop_container(self, container_id: str, grace_period: float) -> None:
         d = self._paths.container(container_id)
-        c = _read_json(d / "container.json")
+        c = self._record(container_id)
         if c is None or (d / "exit.json").exists():
             return
         if not (d / "state.json").exists():  # created, never started
@@ -309,21 +414,25 @@ class RuncRuntime:
             raise RuntimeError_(f"container {container_id} did not exit after SIGKILL")
 
     async def _wait_exit(self, d: Path, within: float) -> bool:
+        """Poll for exit.json (or a dead monitor): first after 10 ms, as a signalled
+        container often exits at once, then every 50 ms, as many may be stopping."""
         deadline = time.monotonic() + within
+        state = _read_json(d / "state.json")
+        pid = state["monitor_pid"] if state is not None else None
+        delay = 0.01
         while not (d / "exit.json").exists():
-            if self._monitor_gone(d):
+            if pid is not None and self._monitor_pid_gone(d, pid):
                 return True
             if time.monotonic() >= deadline:
                 return False
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
         return True
 
-    def _monitor_gone(self, d: Path) -> bool:
-        state = _read_json(d / "state.json")
-        if state is None or (d / "exit.json").exists():
-            return False
+    @staticmethod
+    def _monitor_pid_gone(d: Path, pid: int) -> bool:
         try:
-            os.kill(state["monitor_pid"], 0)
+            os.kill(pid, 0)
         except ProcessLookupError:
             return not (d / "exit.json").exists()
         except PermissionError:
@@ -332,7 +441,9 @@ class RuncRuntime:
 
     async def remove_container(self, container_id: str) -> None:
         d = self._paths.container(container_id)
+        self._running.pop(container_id, None)  # its exit is no event: it is being removed
         if not d.exists():
+            self._index.drop_container(container_id)
             return
         c = _read_json(d / "container.json")
         await _run(self._runc, "--root", self._runc_root, "delete", "--force", container_id,
@@ -347,6 +458,8 @@ class RuncRuntime:
             sb = c["labels"].get(POD_UID, "")
             self._remove_cgroup(f"/pinnace/{self._hash}/pod{sb}/{container_id}")
         shutil.rmtree(d, ignore_errors=True)
+        if not (d / "container.json").exists():
+            self._index.drop_container(container_id)
 
     def _remove_cgroup(self, path: str) -> None:
         """rmdir `path` and its subtree in every hierarchy (runc removes only the leaf of
@@ -362,17 +475,33 @@ class RuncRuntime:
                     os.rmdir(dirpath)
 
     def _container_records(self) -> list[tuple[str, dict[str, Any]]]:
-        out = []
-        for d in sorted((self._paths.root / "containers").iterdir()):
-            c = _read_json(d / "container.json")
-            if c is not None:
-                out.append((d.name, c))
-        return out
+        """Every container of the data dir, re-read from the files."""
+        self._load_containers()
+        return sorted(self._index.containers.items())
 
-    def _status(self, cid: str, c: dict[str, Any]) -> ContainerStatus:
+    def _record(self, cid: str) -> dict[str, Any] | None:
+        """The container's record; None when it is gone (also when another runtime object
+        removed it). One of another object's creations is read and indexed here."""
+        path = self._paths.container(cid) / "container.json"
+        c = self._index.containers.get(cid)
+        if c is not None:
+            if path.exists():
+                return c
+            self._index.drop_container(cid)
+            return None
+        c = _read_json(path)
+        if c is not None:
+            self._index.add_container(cid, c)
+        return c
+
+    def _status(self, cid: str, c: dict[str, Any]) -> ContainerStatus | None:
+        """Status from the monitor's files, read fresh; None when the container is gone."""
         d = self._paths.container(cid)
         state = _read_json(d / "state.json")
         exit_ = _read_json(d / "exit.json")
+        if state is None and exit_ is None and not (d / "container.json").exists():
+            self._index.drop_container(cid)  # removed by another runtime object
+            return None
         started = state["started_at"] if state else 0.0
         common = dict(id=cid, sandbox_id=c["sandbox_id"], name=c["name"], image=c["image"],
                       image_id=c["image_id"], attempt=c["attempt"], created_at=c["created_at"],
@@ -387,20 +516,25 @@ class RuncRuntime:
                                    reason=reason)
         if state is None:
             return ContainerStatus(**common, state=ContainerState.CREATED)
-        if self._monitor_gone(d):
+        if self._monitor_pid_gone(d, state["monitor_pid"]):
             return ContainerStatus(**common, state=ContainerState.UNKNOWN,
                                    message="the container's monitor is gone")
         return ContainerStatus(**common, state=ContainerState.RUNNING)
 
     async def container_status(self, container_id: str) -> ContainerStatus:
-        c = _read_json(self._paths.container(container_id) / "container.json")
-        if c is None:
+        c = self._record(container_id)
+        status = self._status(container_id, c) if c is not None else None
+        if status is None:
             raise RuntimeError_(f"container {container_id} not found")
-        return self._status(container_id, c)
+        return status
 
     async def list_containers(self, pod_uid: str | None = None) -> list[ContainerStatus]:
-        return [self._status(cid, c) for cid, c in self._container_records()
-                if pod_uid is None or c["labels"].get(POD_UID) == pod_uid]
+        if pod_uid is None:
+            records = self._container_records()
+        else:
+            ids = self._index.pod_containers.get(pod_uid, ())
+            records = sorted((cid, self._index.containers[cid]) for cid in ids)
+        return [s for cid, c in records if (s := self._status(cid, c)) is not None]
 
     def log_path(self, container_id: str) -> Path:
         """The container's CRI-format log file."""
@@ -468,6 +602,8 @@ class RuncRuntime:
             await self.network.cleanup_all()
         self._remove_cgroup(f"/pinnace/{self._hash}")
         self._remove_cgroup("/pinnace")  # only if empty: other data dirs may use it
+        self._load_containers()
+        self._load_sandboxes()
 
 
 def _read_text(path: Path) -> str:

@@ -61,3 +61,33 @@ def test_spec_shape() -> None:
     assert "ro" in by_dest["/sys"]["options"] and by_dest["/proc"]["type"] == "proc"
     assert by_dest["/data"]["source"] == "/host/data" and "ro" in by_dest["/data"]["options"]
     assert spec["root"] == {"path": "/r", "readonly": False} and spec["hostname"] == "pod"
+
+
+def _spec(**kw: object) -> dict:
+    return oci_spec.build_spec(oci_spec.SpecInput(
+        rootfs="/r", args=["sh"], env=[], cwd="/", uid=0, gid=0, hostname="p",
+        netns_path="/run/netns/x", cgroups_path="/c", **kw))  # type: ignore[arg-type]
+
+
+def test_security_context_capabilities() -> None:
+    caps = _spec(drop_capabilities=("ALL",), add_capabilities=("NET_ADMIN",))
+    assert caps["process"]["capabilities"]["bounding"] == ["CAP_NET_ADMIN"]
+    dropped = _spec(drop_capabilities=("chown", "CAP_KILL"))["process"]["capabilities"]
+    assert "CAP_CHOWN" not in dropped["effective"] and "CAP_KILL" not in dropped["effective"]
+    assert "CAP_SETUID" in dropped["effective"]
+    privileged = _spec(privileged=True)
+    assert "CAP_SYS_ADMIN" in privileged["process"]["capabilities"]["bounding"]
+    assert privileged["linux"]["maskedPaths"] == []
+    assert privileged["linux"]["resources"]["devices"] == [{"allow": True, "access": "rwm"}]
+    assert "ro" not in {m["destination"]: m for m in privileged["mounts"]}["/sys"]["options"]
+
+
+def test_read_only_root_no_new_privileges_groups_and_cpu_quota() -> None:
+    spec = _spec(read_only_root=True, no_new_privileges=True, additional_gids=(5, 7),
+                 cpu_limit_millis=250)
+    assert spec["root"]["readonly"] is True
+    assert spec["process"]["noNewPrivileges"] is True
+    assert spec["process"]["user"]["additionalGids"] == [5, 7]
+    # 250m: a quarter of each 100 ms period, as kubelet writes cpu.cfs_quota_us
+    assert spec["linux"]["resources"]["cpu"] == {"quota": 25000, "period": 100000}
+    assert _spec(cpu_limit_millis=1)["linux"]["resources"]["cpu"]["quota"] == 1000

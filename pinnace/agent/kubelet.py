@@ -144,14 +144,13 @@ class Kubelet:
             if self.server is not None:
                 await self.server.stop()
 
-    def _probe_event(self, pod_uid: str, reason: str, message: str, type_: str) -> None:
+    def _probe_event(self, pod_uid: str, reason: str, message: str, type_: str,
+                     container: str) -> None:
         agent = self.agent
         w = agent.workers.workers.get(pod_uid) if agent is not None else None
         if w is None or w.pod is None:
             return
-        asyncio.get_running_loop().create_task(record_event(
-            self.client, {**w.pod, "apiVersion": "v1", "kind": "Pod"}, component="kubelet",
-            type_=type_, reason=reason, message=message, host=self.name))
+        asyncio.get_running_loop().create_task(w.record(type_, reason, message, container))
 
     def find_pod(self, namespace: str, name: str) -> Obj | None:
         return self.pods.get_by_name(name, namespace)

@@ -270,6 +270,12 @@ class PodWorker:
         await self.ctx.runtime.stop_container(latest.id, _grace(pod))
         self.request_sync()
 
+    async def record(self, type_: str, reason: str, message: str, container: str) -> None:
+        """An Event about one of this pod's containers (probe results)."""
+        if self.pod is not None:
+            await self._record(self.pod, type_, reason, message,
+                               field_path=_field_path(self.pod, container))
+
     async def _record(self, pod: Obj, type_: str, reason: str, message: str, *,
                       field_path: str = "") -> None:
         await record_event(self.ctx.client, {**pod, "apiVersion": "v1", "kind": "Pod"},

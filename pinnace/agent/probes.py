@@ -17,7 +17,7 @@ a `ThresholdCounter` (kubelet's worker.go): a run of `failureThreshold` failures
 the worker on hold (the container will be killed and come back with a new id). Initial
 results: readiness False, liveness True, startup unknown (not started). `on_change(uid)`
 fires when a result changes; every failed probe fires `on_event(uid, "Unhealthy",
-"<Kind> probe failed: <output>", "Warning")` ("errored" when the probe could not run;
+"<Kind> probe failed: <output>", "Warning", container)` ("errored" when the probe could not run;
 its result is thrown away), and a redirect to another host `ProbeWarning`.
 
 Handlers: exec (`runtime.exec_sync`, stdout+stderr as output, a timeout is a failure
@@ -53,8 +53,8 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 ChangeHandler = Callable[[str], Any]
 """Called with a pod uid when a probe result of one of its containers changed."""
-EventHandler = Callable[[str, str, str, str], Any]
-"""Called with (pod uid, reason, message, type) for an event on the pod."""
+EventHandler = Callable[[str, str, str, str, str], Any]
+"""Called with (pod uid, reason, message, type, container name) for an event on the pod."""
 
 MAX_OUTPUT = 10 * 1024  # the kubelet keeps this much of a probe's output or body
 USER_AGENT = "kube-probe/1.32"
@@ -452,7 +452,7 @@ class ProbeManager:
 
     def _event(self, c: _Container, reason: str, message: str) -> None:
         if self.on_event is not None:
-            self._call(self.on_event, c.pod_uid, reason, message, "Warning")
+            self._call(self.on_event, c.pod_uid, reason, message, "Warning", c.name)
 
     def _call(self, handler: Callable[..., Any], *args: Any) -> None:
         try:

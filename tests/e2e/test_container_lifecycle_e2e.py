@@ -83,9 +83,10 @@ def test_liveness_probe_restarts_and_readiness_gates_ready(cluster: Cluster) -> 
     assert conds["Ready"] == "False"
     unready = container_status(cluster, "probed", "unready")
     assert unready["ready"] is False and "running" in unready["state"]
-    reasons = {(e["reason"], e["message"].split(":")[0]) for e in events(cluster, "probed")}
-    assert ("Unhealthy", "Liveness probe failed") in reasons
-    assert ("Unhealthy", "Readiness probe failed") in reasons
+    seen = {(e["reason"], e["message"].split(":")[0], e["involvedObject"].get("fieldPath"))
+            for e in events(cluster, "probed")}
+    assert ("Unhealthy", "Liveness probe failed", "spec.containers{live}") in seen
+    assert ("Unhealthy", "Readiness probe failed", "spec.containers{unready}") in seen
     assert any(e["reason"] == "Killing" and "failed liveness probe, will be restarted"
                in e["message"] for e in events(cluster, "probed"))
     cluster.kubectl("delete", "pod", "probed", "--wait=false")

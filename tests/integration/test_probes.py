@@ -80,7 +80,8 @@ class Recorder:
     def on_change(self, uid: str) -> None:
         self.changes.append(uid)
 
-    async def on_event(self, uid: str, reason: str, message: str, type_: str) -> None:
+    async def on_event(self, uid: str, reason: str, message: str, type_: str,
+                       container: str = "") -> None:
         self.events.append((uid, reason, message, type_))
 
     def messages(self) -> list[str]:

@@ -17,7 +17,7 @@ also splits that time by the pod's Events, taken at their arrival on an Event wa
 The baseline in the same run: one rootfs (the image store's unpacked layers under an
 overlay mount), then `runc create` + `runc start` of `sleep 3600` N times with a private
 runc root, each timed, then `runc delete -f`. Also the start of the interpreter the
-agent's per-container monitor runs in (`python -I` with the monitor's imports).
+agent's per-container monitor runs in (`python -I -S` with the monitor's imports).
 
 `--profile FILE` runs `pinnace up` under cProfile and prints the top entries of the
 agent's code by cumulative time (the event loop's thread only: work in `to_thread` and in
@@ -371,7 +371,7 @@ def interpreter_start(n: int = 10) -> list[float]:
     times = []
     for _ in range(n):
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-I", "-c", MONITOR_IMPORTS], check=True)
+        subprocess.run([sys.executable, "-I", "-S", "-c", MONITOR_IMPORTS], check=True)
         times.append(time.perf_counter() - t0)
     return times
 
@@ -479,7 +479,7 @@ def main() -> None:
         runc_starts, runc_deletes = baseline.run(args.pods)
         rows.append(row(f"bare runc create+start ({args.pods}, same image)", runc_starts))
         rows.append(row("bare runc delete -f", runc_deletes))
-        rows.append(row("python -I + the monitor's imports (its startup)", interpreter_start()))
+        rows.append(row("python -I -S + the monitor's imports (its startup)", interpreter_start()))
     finally:
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

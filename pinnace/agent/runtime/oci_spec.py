@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pinnace.agent.runtime.interface import Mount
+
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # Docker's default capability set (moby's oci/caps/defaults.go)
@@ -29,15 +31,6 @@ MASKED_PATHS = [
     "/sys/firmware",
 ]
 READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-
-
-@dataclass(frozen=True)
-class BindMount:
-    """A host path bind-mounted into the container (volumes, /etc/hosts, …)."""
-
-    host_path: str
-    container_path: str
-    readonly: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,7 +53,7 @@ class SpecInput:
     read_only_root: bool = False
     no_new_privileges: bool = False
     nofile: int = 1048576  # capped by the caller at what it may grant (its own hard limit)
-    mounts: list[BindMount] = field(default_factory=list)
+    mounts: list[Mount] = field(default_factory=list)  # volumes, /etc/hosts, …
     annotations: dict[str, str] = field(default_factory=dict)
 
 

@@ -54,6 +54,7 @@ from pinnace.agent.runtime.interface import (
     ContainerEventHandler,
     ContainerState,
     ContainerStatus,
+    Mount,
     PodSandboxConfig,
     PodSandboxStatus,
     RuntimeError_,
@@ -351,12 +352,10 @@ class RuncRuntime:
                 privileged=sec.privileged, add_capabilities=sec.add_capabilities,
                 drop_capabilities=sec.drop_capabilities, read_only_root=sec.read_only_root,
                 no_new_privileges=sec.no_new_privileges,
-                mounts=[oci_spec.BindMount(str(self._paths.sandbox(sandbox_id) / "hosts"),
-                                           "/etc/hosts"),
-                        oci_spec.BindMount(str(self._paths.sandbox(sandbox_id) / "resolv.conf"),
-                                           "/etc/resolv.conf"),
-                        *(oci_spec.BindMount(m.host_path, m.container_path, m.readonly)
-                          for m in config.mounts)],
+                mounts=[Mount(str(self._paths.sandbox(sandbox_id) / "hosts"), "/etc/hosts"),
+                        Mount(str(self._paths.sandbox(sandbox_id) / "resolv.conf"),
+                              "/etc/resolv.conf"),
+                        *config.mounts],
                 annotations=config.annotations))
             if not spec["process"]["args"]:
                 raise RuntimeError_(f"image {config.image} has no command and none was given")

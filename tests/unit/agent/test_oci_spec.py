@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pinnace.agent.runtime import oci_spec
+from pinnace.agent.runtime import Mount, oci_spec
 
 
 @pytest.mark.parametrize(("command", "args", "expected"), [
@@ -46,7 +46,7 @@ def test_spec_shape() -> None:
     spec = oci_spec.build_spec(oci_spec.SpecInput(
         rootfs="/r", args=["sh"], env=["A=1"], cwd="", uid=0, gid=0, hostname="pod",
         netns_path="/run/netns/x", cgroups_path="/pinnace/h/podu/c", memory_limit=33554432,
-        mounts=[oci_spec.BindMount("/host/data", "/data", readonly=True)]))
+        mounts=[Mount("/host/data", "/data", readonly=True)]))
     process = spec["process"]
     assert process["terminal"] is False and process["cwd"] == "/"
     assert "CAP_SYS_ADMIN" not in process["capabilities"]["bounding"]

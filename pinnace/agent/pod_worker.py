@@ -50,6 +50,7 @@ from pinnace.agent.runtime.interface import (
     ContainerStatus,
     PodSandboxConfig,
     PodSandboxStatus,
+    PortMapping,
     Runtime,
     RuntimeError_,
 )
@@ -201,7 +202,9 @@ class PodWorker:
             sid = await rt.run_pod_sandbox(PodSandboxConfig(
                 self.uid, meta["name"], meta.get("namespace", ""),
                 labels=dict(meta.get("labels") or {}),
-                annotations=dict(meta.get("annotations") or {})))
+                annotations=dict(meta.get("annotations") or {}),
+                port_mappings=_port_mappings(pod),
+                host_network=bool(spec.get("hostNetwork"))))
             sandbox = await rt.pod_sandbox_status(sid)
         by_name = await self._containers()
         waiting: dict[str, tuple[str, str]] = {}
@@ -467,6 +470,12 @@ class PodWorker:
 def _all_containers(pod: Obj) -> list[Obj]:
     spec = pod.get("spec") or {}
     return [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+
+
+def _port_mappings(pod: Obj) -> list[PortMapping]:
+    return [PortMapping(int(p["containerPort"]), int(p["hostPort"]), p.get("protocol", "TCP"),
+                        p.get("hostIP", ""))
+            for c in _all_containers(pod) for p in c.get("ports") or [] if p.get("hostPort")]
 
 
 def _field_path(pod: Obj, name: str) -> str:

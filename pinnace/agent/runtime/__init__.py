@@ -15,6 +15,7 @@ from pinnace.agent.runtime.interface import (
     Mount,
     PodSandboxConfig,
     PodSandboxStatus,
+    PortMapping,
     Runtime,
     RuntimeError_,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "Mount",
     "PodSandboxConfig",
     "PodSandboxStatus",
+    "PortMapping",
     "Runtime",
     "RuntimeError_",
     "parse_duration",

@@ -36,12 +36,23 @@ class ContainerState(enum.Enum):
 
 
 @dataclass(frozen=True)
+class PortMapping:
+    """A container port published on the node (a container's `hostPort`)."""
+    container_port: int
+    host_port: int
+    protocol: str = "TCP"  # TCP, UDP or SCTP
+    host_ip: str = ""  # "" = every address of the node
+
+
+@dataclass(frozen=True)
 class PodSandboxConfig:
     pod_uid: str
     name: str
     namespace: str
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
+    port_mappings: list[PortMapping] = field(default_factory=list)
+    host_network: bool = False  # share the node's network namespace: no netns, no pod IP
 
 
 @dataclass(frozen=True)

@@ -142,10 +142,11 @@ async def read_log(path: Path, opts: LogOptions,
             deque(maxlen=opts.tail_lines) if opts.tail_lines is not None else []
         while chunk := f.read(_CHUNK):
             tail.extend(admit(joiner.feed(chunk)))
+        # a line still without its newline is shown as it stands (the kubelet prints each
+        # record as it comes); its rest follows when written
+        tail.extend(admit(joiner.flush()))
         if opts.tail_lines == 0:
             tail.clear()
-        if not opts.follow:
-            tail.extend(admit(joiner.flush()))
         out = b"".join(render(ln, opts.timestamps) for ln in tail)
         out, done = clip(out)
         if out:
@@ -164,6 +165,13 @@ async def read_log(path: Path, opts: LogOptions,
                 if done:
                     return
                 chunk = f.read(_CHUNK)
+            if running:
+                data, done = clip(b"".join(render(ln, opts.timestamps)
+                                           for ln in admit(joiner.flush())))
+                if data:
+                    yield data
+                if done:
+                    return
             if not running:
                 data, _ = clip(b"".join(render(ln, opts.timestamps)
                                         for ln in admit(joiner.flush())))

@@ -70,3 +70,31 @@ async def test_follow_until_the_container_exits(tmp_path: Path) -> None:
     running = False  # the container exited: what was written is still delivered
     await asyncio.wait_for(task, 2)
     assert b"".join(got) == b"first\nsecond\n"
+
+
+async def test_follow_shows_a_line_still_waiting_for_its_newline(tmp_path: Path) -> None:
+    # `cat log_level` printing "debug" with no newline: the monitor logs it as a partial
+    # record once the writer pauses, and a follower sees it while the container runs
+    path = tmp_path / "log"
+    path.write_bytes(b"2024-05-01T10:00:00Z stdout F The app is running!\n"
+                     b"2024-05-01T10:00:01Z stdout P debug\n")
+    running = True
+
+    async def still_running() -> bool:
+        return running
+
+    got: list[bytes] = []
+
+    async def follow() -> None:
+        async for chunk in read_log(path, LogOptions(follow=True), still_running):
+            got.append(chunk)
+
+    task = asyncio.create_task(follow())
+    await asyncio.sleep(0.3)
+    assert b"".join(got) == b"The app is running!\ndebug"
+    with path.open("ab") as f:
+        f.write(b"2024-05-01T10:00:02Z stdout F !\n")
+    running = False
+    await asyncio.wait_for(task, 2)
+    assert b"".join(got) == b"The app is running!\ndebug!\n"
+    assert await read(path) == b"The app is running!\ndebug!\n"

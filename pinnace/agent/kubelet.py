@@ -102,6 +102,7 @@ class Kubelet:
         self.runtime: RuncRuntime | None = None
         self.agent: NodeAgent | None = None
         self.server: Any = None
+        self._reregistering: asyncio.Task[None] | None = None
         self._nodes = client.resource("v1", "Node")
         self.pods = factory.informer("v1", "Pod", field_selector=f"spec.nodeName={self.name}")
         self.node_informer = factory.informer("v1", "Node",
@@ -125,7 +126,8 @@ class Kubelet:
             kubelet_port=self.settings.kubelet_port)
         agent.node_updated(node)
         self.node_informer.add_handler(on_add=agent.node_updated,
-                                       on_update=lambda _o, n: agent.node_updated(n))
+                                       on_update=lambda _o, n: agent.node_updated(n),
+                                       on_delete=lambda _n: self._reregister_soon())
         self.pods.add_handler(on_add=agent.pod_updated,
                               on_update=lambda _o, n: agent.pod_updated(n),
                               on_delete=agent.pod_deleted)
@@ -151,6 +153,19 @@ class Kubelet:
         if w is None or w.pod is None:
             return
         asyncio.get_running_loop().create_task(w.record(type_, reason, message, container))
+
+    def _reregister_soon(self) -> None:
+        """Someone deleted our Node: register it again, as a kubelet does."""
+        async def again() -> None:
+            await asyncio.sleep(1.0)
+            try:
+                node = await self._register()
+            except Exception as e:  # the next heartbeat retries through the API
+                log.warning("re-registering node %s: %s", self.name, e)
+                return
+            if self.agent is not None:
+                self.agent.node_updated(node)
+        self._reregistering = asyncio.get_running_loop().create_task(again())
 
     def find_pod(self, namespace: str, name: str) -> Obj | None:
         return self.pods.get_by_name(name, namespace)

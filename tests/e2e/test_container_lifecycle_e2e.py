@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.cluster import Cluster, free_port
-from tests.e2e.real_node import container_status, pod, real_cluster, wait_for
+from tests.e2e.real_node import NODE, container_status, pod, real_cluster, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -220,6 +220,13 @@ def test_restart_adopts_running_containers(cluster: Cluster) -> None:
     assert "running" in after["state"]
     uptime = cluster.kubectl("exec", "survivor", "--", "cat", "/proc/1/stat").stdout
     assert uptime.split()[1] == "(sleep)"
+
+
+def test_deleted_node_registers_again(cluster: Cluster) -> None:
+    cluster.kubectl("delete", "node", NODE)
+    wait_for(lambda: cluster.kubectl("get", "node", NODE, check=False).returncode == 0,
+             timeout=30)
+    cluster.kubectl("wait", "--for=condition=Ready", f"node/{NODE}", "--timeout=60s")
 
 
 def test_down_stops_every_container(cluster: Cluster) -> None:

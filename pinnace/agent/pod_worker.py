@@ -36,9 +36,12 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from pinnace.agent.env import EnvError, container_env, expand_command, service_env
+from pinnace.agent.image_manager import ImageManager
 from pinnace.agent.pod_status import TERMINAL_PHASES, Observed, compute_pod_status
+from pinnace.agent.probes import ProbeManager, run_probe
 from pinnace.agent.runtime.interface import (
     CONTAINER_NAME,
     INIT_CONTAINER,
@@ -48,6 +51,7 @@ from pinnace.agent.runtime.interface import (
     ContainerConfig,
     ContainerState,
     ContainerStatus,
+    Mount,
     PodSandboxConfig,
     PodSandboxStatus,
     PortMapping,
@@ -55,15 +59,11 @@ from pinnace.agent.runtime.interface import (
     RuntimeError_,
 )
 from pinnace.agent.security import effective_security
+from pinnace.agent.volumes import VolumeError, VolumeManager
 from pinnace.api import errors
 from pinnace.api.quantity import int_value, milli_value
 from pinnace.client.client import Client
 from pinnace.client.events import record_event
-
-if TYPE_CHECKING:
-    from pinnace.agent.image_manager import ImageManager
-    from pinnace.agent.probes import ProbeManager
-    from pinnace.agent.volumes import VolumeManager
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,6 @@ class PodWorker:
         """Set up the pod's volumes once; False (and a FailedMount Event) while they fail."""
         if self._volumes is not None:
             return True
-        from pinnace.agent.volumes import VolumeError
         try:
             self._volumes = await svc.volumes.setup(pod)
         except VolumeError as e:
@@ -299,7 +298,7 @@ class PodWorker:
         name = c["name"]
         env = {e["name"]: e.get("value", "") for e in c.get("env") or [] if "name" in e}
         command, args = list(c.get("command") or []), list(c.get("args") or [])
-        mounts: list = []
+        mounts: list[Mount] = []
         svc = self.ctx.services
         field_path = _field_path(pod, name)
 
@@ -312,8 +311,6 @@ class PodWorker:
                 waiting[name] = held
                 self.sync_after(svc.images.retry_in(c.get("image", "")) or 1.0)
                 return
-            from pinnace.agent.env import EnvError, container_env, expand_command, service_env
-            from pinnace.agent.volumes import VolumeError
             running = {**pod, "status": {**(pod.get("status") or {}), "podIP": sandbox.ip,
                                          "podIPs": [{"ip": sandbox.ip}],
                                          "hostIP": self.ctx.host_ip}}
@@ -427,8 +424,9 @@ class PodWorker:
         self._deleting = True
 
     async def _kill(self, pod: Obj, c: ContainerStatus, grace: float) -> None:
-        """Stop one container as kubelet does: the Killing Event, the preStop hook (exec
-        or httpGet, within the grace period), then the stop signal and SIGKILL."""
+        """Stop one container as kubelet does: the Killing Event, the preStop hook (exec,
+        httpGet, tcpSocket or sleep, within the grace period), then the stop signal and
+        SIGKILL."""
         await self._record(pod, "Normal", "Killing", f"Stopping container {c.name}",
                            field_path=_field_path(pod, c.name))
         spec_c = next((x for x in _all_containers(pod) if x["name"] == c.name), {})
@@ -436,17 +434,21 @@ class PodWorker:
         started = time.monotonic()
         if hook and grace > 0:
             try:
-                await asyncio.wait_for(self._run_hook(hook, c), grace)
+                await asyncio.wait_for(self._run_hook(pod, spec_c, hook, c, grace), grace)
             except Exception as e:  # a failed hook still ends in the stop, as in kubelet
                 log.debug("preStop of %s: %s", c.name, e)
         await self.ctx.runtime.stop_container(c.id, max(grace - (time.monotonic() - started),
                                                         2.0 if grace else 0.0))
 
-    async def _run_hook(self, hook: Obj, c: ContainerStatus) -> None:
-        if "exec" in hook:
-            await self.ctx.runtime.exec_sync(c.id, list(hook["exec"].get("command") or []), 0)
-        elif "sleep" in hook:
+    async def _run_hook(self, pod: Obj, spec_c: Obj, hook: Obj, c: ContainerStatus,
+                        grace: float) -> None:
+        if "sleep" in hook:
             await asyncio.sleep(float(hook["sleep"].get("seconds", 0)))
+            return
+        # exec, httpGet and tcpSocket handlers run as probes do, bounded by the grace period
+        pod_ip = (pod.get("status") or {}).get("podIP", "")
+        await run_probe(self.ctx.runtime, {**hook, "timeoutSeconds": max(int(grace), 1)},
+                        spec_c, c.id, pod_ip)
 
     async def _write_status(self, pod: Obj, status: Obj) -> None:
         current = pod.get("status") or {}

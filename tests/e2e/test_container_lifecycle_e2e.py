@@ -128,6 +128,22 @@ def test_security_context_and_cpu_limit(cluster: Cluster) -> None:
     cluster.kubectl("delete", "pod", "locked", "rootless", "--wait=false")
 
 
+def test_pre_stop_hook_runs_before_the_stop(cluster: Cluster) -> None:
+    out = cluster.data_dir.parent / "prestop"
+    out.mkdir()
+    run_pod(cluster, "polite", [busybox(
+        "app", "trap 'exit 0' TERM; while true; do sleep 0.1; done",
+        lifecycle={"preStop": {"exec": {"command": ["sh", "-c", "echo bye > /out/last"]}}},
+        volumeMounts=[{"name": "out", "mountPath": "/out"}])],
+        volumes=[{"name": "out", "hostPath": {"path": str(out), "type": "Directory"}}],
+        terminationGracePeriodSeconds=10)
+    cluster.kubectl("wait", "--for=condition=Ready", "pod/polite", "--timeout=90s")
+    cluster.kubectl("delete", "pod", "polite", timeout=30)
+    assert (out / "last").read_text() == "bye\n"  # the hostPath data outlives the pod
+    assert any(e["reason"] == "Killing" and e["message"] == "Stopping container app"
+               for e in events(cluster, "polite"))
+
+
 def test_pods_are_isolated_and_reach_each_other(cluster: Cluster) -> None:
     run_pod(cluster, "web", [{"name": "nginx", "image": "nginx:1.19"}])
     run_pod(cluster, "shell", [busybox("sh", "sleep 3600")])

@@ -1,9 +1,11 @@
-"""What a data dir may have left on the host: network namespaces, its bridge, mounts and
-cgroups named after it. Tests assert this is empty after tearing down."""
+"""What a data dir may have left on the host: network namespaces, its bridge, mounts,
+cgroups and its nftables table (hostPorts) named after it. Tests assert this is empty after
+tearing down."""
 
 from __future__ import annotations
 
 import random
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,6 +21,10 @@ def leftovers(data: Path) -> list[str]:
     found += [f"mount {line.split()[1]}" for line in Path("/proc/mounts").read_text().splitlines()
               if str(data) in line]
     found += [f"cgroup {p}" for p in Path("/sys/fs/cgroup").glob(f"*/pinnace/{h}")]
+    if shutil.which("nft") is not None:
+        tables = subprocess.run(["nft", "list", "tables"], capture_output=True,
+                                text=True).stdout.splitlines()
+        found += [f"nft {t}" for t in tables if t.endswith(f"pinnace-{h}")]
     return found
 
 

@@ -7,6 +7,10 @@
         a WebSocket speaking v5.channel.k8s.io or v4.channel.k8s.io: every binary
         message is one channel byte and data — 0 stdin, 1 stdout, 2 stderr, 3 the final
         Status (JSON), 4 terminal resize {"Width","Height"}, 255 (v5) close of a stream
+    GET|POST /attach/{namespace}/{pod}/{container}?stdin&stdout&stderr&tty
+        the same WebSocket protocols, relayed the same way, to the container's own process
+        (see the runtime's `attach`); the Status is Success when the container exits,
+        whatever its exit code (kubectl reads that from the pod), as the kubelet does
     GET|POST /portForward/{namespace}/{pod}
         handed to `pinnace.agent.portforward` with the pod's IP
 
@@ -215,11 +219,7 @@ class KubeletServer:
         command = q.getall("command", [])
         if not command:
             raise StreamError(400, "you must specify at least one command for the container")
-        offered = [p.strip() for p in
-                   request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
-        if not any(p in STREAM_PROTOCOLS for p in offered):
-            raise StreamError(426, "exec needs a WebSocket with subprotocol "
-                              f"{' or '.join(STREAM_PROTOCOLS)} (SPDY is not supported)")
+        _require_websocket(request, "exec")
         tty = _flag(q, "tty")
         stdin = _flag(q, "stdin")
         try:
@@ -237,8 +237,29 @@ class KubeletServer:
         return ws
 
     async def _attach(self, request: web.Request) -> web.StreamResponse:
-        raise StreamError(400, "attach is not supported by this node; use kubectl logs -f "
-                          "or kubectl exec")
+        q = request.query
+        pod = self._pod(request)
+        name = request.match_info["container"]
+        c = await self.container(pod, name)
+        if c.state is not ContainerState.RUNNING:
+            raise StreamError(400, f'container not found ("{name}")')
+        _require_websocket(request, "attach")
+        # a terminal or not was the container's spec's choice, not this request's
+        tty = bool(_container_spec(pod, name).get("tty"))
+        stdin = _flag(q, "stdin")
+        try:
+            session = await self.runtime.attach(c.id, stdin=stdin, tty=tty)
+        except RuntimeError_ as e:
+            raise StreamError(500, str(e)) from None
+        ws = web.WebSocketResponse(protocols=STREAM_PROTOCOLS)
+        try:
+            await ws.prepare(request)
+        except BaseException:
+            await session.kill()
+            raise
+        await _serve_exec(ws, session, stdin=stdin, stdout=_flag(q, "stdout"),
+                          stderr=_flag(q, "stderr") and not tty, status=_attach_status)
+        return ws
 
     async def _port_forward(self, request: web.Request) -> web.StreamResponse:
         pod = self._pod(request)
@@ -249,10 +270,32 @@ class KubeletServer:
         return await portforward.handle_port_forward(request, pod_ip)
 
 
+def _require_websocket(request: web.Request, what: str) -> None:
+    offered = [p.strip() for p in
+               request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+    if not any(p in STREAM_PROTOCOLS for p in offered):
+        raise StreamError(426, f"{what} needs a WebSocket with subprotocol "
+                          f"{' or '.join(STREAM_PROTOCOLS)} (SPDY is not supported)")
+
+
+def _attach_status(code: int) -> dict[str, Any]:
+    return {"metadata": {}, "status": "Success"}
+
+
+def _container_spec(pod: dict[str, Any], name: str) -> dict[str, Any]:
+    spec = pod.get("spec") or {}
+    for key in ("containers", "initContainers", "ephemeralContainers"):
+        for c in spec.get(key) or []:
+            if c.get("name") == name:
+                return c
+    return {}
+
+
 async def _serve_exec(ws: web.WebSocketResponse, session: ExecSession, *, stdin: bool,
-                      stdout: bool, stderr: bool) -> None:
-    """Relay the session over `ws` until the command ends (then send its Status) or the
-    client goes away (then kill the command)."""
+                      stdout: bool, stderr: bool,
+                      status: Callable[[int], dict[str, Any]] = exit_status) -> None:
+    """Relay the session over `ws` until the command ends (then send `status` of its exit
+    code) or the client goes away (then kill the command; for attach: detach)."""
     v5 = ws.ws_protocol == "v5.channel.k8s.io"
 
     async def output() -> None:
@@ -261,7 +304,7 @@ async def _serve_exec(ws: web.WebSocketResponse, session: ExecSession, *, stdin:
             if (channel == STDOUT and stdout) or (channel == STDERR and stderr):
                 await ws.send_bytes(bytes([channel]) + data)
         code = await session.wait()
-        await ws.send_bytes(bytes([ERROR]) + json.dumps(exit_status(code)).encode())
+        await ws.send_bytes(bytes([ERROR]) + json.dumps(status(code)).encode())
 
     async def input_() -> None:
         async for msg in ws:

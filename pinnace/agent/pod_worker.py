@@ -262,7 +262,8 @@ class PodWorker:
 
     async def _probe(self, pod: Obj, c: Obj, latest: ContainerStatus,
                      sandbox: PodSandboxStatus, svc: NodeServices) -> None:
-        svc.probes.ensure(pod, c, latest.id, sandbox.ip, started_at=latest.started_at or None)
+        svc.probes.ensure(pod, c, latest.id, self._pod_ip(pod, sandbox),
+                          started_at=latest.started_at or None)
         failed = svc.probes.liveness_failed(latest.id)
         if failed is None:
             return
@@ -271,6 +272,12 @@ class PodWorker:
         svc.probes.forget_container(latest.id)
         await self.ctx.runtime.stop_container(latest.id, _grace(pod))
         self.request_sync()
+
+    def _pod_ip(self, pod: Obj, sandbox: PodSandboxStatus) -> str:
+        """The sandbox's IP; a hostNetwork pod's is the node's."""
+        if (pod.get("spec") or {}).get("hostNetwork"):
+            return self.ctx.host_ip
+        return sandbox.ip
 
     async def record(self, type_: str, reason: str, message: str, container: str) -> None:
         """An Event about one of this pod's containers (probe results)."""
@@ -311,8 +318,9 @@ class PodWorker:
                 waiting[name] = held
                 self.sync_after(svc.images.retry_in(c.get("image", "")) or 1.0)
                 return
-            running = {**pod, "status": {**(pod.get("status") or {}), "podIP": sandbox.ip,
-                                         "podIPs": [{"ip": sandbox.ip}],
+            pod_ip = self._pod_ip(pod, sandbox)
+            running = {**pod, "status": {**(pod.get("status") or {}), "podIP": pod_ip,
+                                         "podIPs": [{"ip": pod_ip}],
                                          "hostIP": self.ctx.host_ip}}
             try:
                 links = (pod.get("spec") or {}).get("enableServiceLinks") is not False
@@ -337,7 +345,8 @@ class PodWorker:
             mounts=mounts, working_dir=c.get("workingDir", ""),
             memory_limit=int_value(limits["memory"]) if "memory" in limits else None,
             cpu_limit_millis=milli_value(limits["cpu"]) if "cpu" in limits else None,
-            stdin=bool(c.get("stdin")), tty=bool(c.get("tty")),
+            stdin=bool(c.get("stdin")), stdin_once=bool(c.get("stdinOnce")),
+            tty=bool(c.get("tty")),
             security=effective_security(pod, c))
         try:
             cid = await self.ctx.runtime.create_container(sandbox.id, config)

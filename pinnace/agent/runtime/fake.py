@@ -246,6 +246,12 @@ class FakeRuntime:
             raise RuntimeError_(f"container {container_id} is not running")
         return FakeExec()
 
+    async def attach(self, container_id: str, *, stdin: bool, tty: bool) -> FakeExec:
+        """A simulated container writes nothing: the attach ends at once."""
+        if self._get(container_id).status.state is not ContainerState.RUNNING:
+            raise RuntimeError_(f"container {container_id} is not running")
+        return FakeExec()
+
     def log_path(self, container_id: str) -> None:
         """Simulated containers write no log."""
         self._get(container_id)

@@ -101,7 +101,8 @@ class ContainerConfig:
     working_dir: str = ""  # empty: the image's
     memory_limit: int | None = None  # bytes (resources.limits.memory)
     cpu_limit_millis: int | None = None  # resources.limits.cpu in millicores
-    stdin: bool = False
+    stdin: bool = False  # the container's stdin stays open for attach
+    stdin_once: bool = False  # close it when the first attached client is done with it
     tty: bool = False
     security: LinuxSecurity = field(default_factory=LinuxSecurity)
 
@@ -170,6 +171,12 @@ class Runtime(Protocol):
                         ) -> tuple[int, bytes, bytes]: ...
     async def exec(self, container_id: str, cmd: list[str], *, stdin: bool, tty: bool
                    ) -> ExecSession: ...
+    async def attach(self, container_id: str, *, stdin: bool, tty: bool) -> ExecSession:
+        """Attach to a running container's own process (CRI's Attach): its output from now
+        on, and `stdin` writes its stdin (when the container has one). The session's
+        `wait` returns the exit code once the container exits; `kill` only detaches.
+        `tty` is the client's wish; whether there is a terminal is the container's."""
+        ...
     async def container_logs(self, container_id: str) -> bytes: ...
     def log_path(self, container_id: str) -> Path | None:
         """The container's CRI-format log file; None when the backend keeps no logs."""

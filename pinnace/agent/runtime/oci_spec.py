@@ -5,8 +5,9 @@ Entrypoint/Cmd and the pod's command/args, the environment (image, then containe
 HOSTNAME), the user (the image's, root by default), Docker's default capabilities, and the
 mounts every container gets (proc, sysfs read-only, /dev tmpfs, devpts, mqueue, shm, the
 pod's /etc/hosts and /etc/resolv.conf). Namespaces pid/ipc/uts/mount are new; the network
-namespace is the sandbox's, joined by path. `runc spec`'s defaults that pods cannot live
-with (terminal, read-only root, nofile 1024) are not used.
+namespace is the sandbox's, joined by path, or the host's when `netns_path` is ""
+(hostNetwork). `runc spec`'s defaults that pods cannot live with (terminal, read-only root,
+nofile 1024) are not used.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class SpecInput:
     uid: int
     gid: int
     hostname: str
-    netns_path: str
+    netns_path: str  # "": the host's network namespace
     cgroups_path: str
     memory_limit: int | None = None  # bytes
     cpu_limit_millis: int | None = None
@@ -55,6 +56,7 @@ class SpecInput:
     nofile: int = 1048576  # capped by the caller at what it may grant (its own hard limit)
     mounts: list[Mount] = field(default_factory=list)  # volumes, /etc/hosts, …
     annotations: dict[str, str] = field(default_factory=dict)
+    terminal: bool = False  # the container's `tty`: runc makes a pty (--console-socket)
 
 
 def process_args(*, entrypoint: list[str], cmd: list[str], command: list[str],
@@ -184,7 +186,7 @@ def build_spec(spec: SpecInput) -> dict[str, Any]:
     return {
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": False,
+            "terminal": spec.terminal,
             "user": {"uid": spec.uid, "gid": spec.gid,
                      **({"additionalGids": list(spec.additional_gids)}
                         if spec.additional_gids else {})},
@@ -205,7 +207,8 @@ def build_spec(spec: SpecInput) -> dict[str, Any]:
             "resources": resources,
             "namespaces": [
                 {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
-                {"type": "network", "path": spec.netns_path},
+                # no entry: the host's network namespace (hostNetwork)
+                *([{"type": "network", "path": spec.netns_path}] if spec.netns_path else []),
             ],
             "maskedPaths": [] if spec.privileged else MASKED_PATHS,
             "readonlyPaths": [] if spec.privileged else READONLY_PATHS,

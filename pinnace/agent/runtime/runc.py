@@ -3,7 +3,8 @@ from the image store's unpacked layers, cgroups), shaped by the CRI interface.
 
 All state is files under `DATA_DIR/runtime/`, so a restarted agent sees what is there:
 
-    sandboxes/<id>/sandbox.json          config, netns, IP, ready; hosts, resolv.conf
+    sandboxes/<id>/sandbox.json          config, netns, IP, ready, hostPorts; hosts, resolv.conf
+    hostports.json, hostports.lock       published hostPorts (see `network.hostport`)
     containers/<id>/container.json       config, image, sandbox id, created_at
     containers/<id>/bundle/config.json   the OCI spec (root = bundle/rootfs, the overlay)
     containers/<id>/{upper,work}         the overlay's writable layer
@@ -14,6 +15,11 @@ All state is files under `DATA_DIR/runtime/`, so a restarted agent sees what is 
 A started container is owned by its monitor process, not by this object: drop the
 object (or restart the agent) and the container runs on, its exit still recorded.
 Cgroups are `/pinnace/<dir hash>/pod<uid>/<container id>` in every hierarchy.
+
+A hostNetwork sandbox has no netns and runs no CNI: its IP is "" (the agent reports the
+node's IP), its containers join no network namespace (the host's), see the node's hostname
+and get a copy of the node's /etc/hosts, as kubelet gives them. Other sandboxes publish
+their hostPorts while they are ready: added with the sandbox, withdrawn when it stops.
 
 The files are the source of truth; an in-memory `_Index` (container records by id, ids
 by pod uid, sandbox ids by pod uid) is loaded from them at construction and kept by this
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -35,6 +42,7 @@ import resource
 import secrets
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -46,8 +54,8 @@ from pathlib import Path
 from typing import Any
 
 from pinnace.agent.images import ImageError, ImageStore
-from pinnace.agent.network import NetworkError, PodNetwork, dir_hash
-from pinnace.agent.runtime import oci_spec
+from pinnace.agent.network import HostPortMapping, HostPorts, NetworkError, PodNetwork, dir_hash
+from pinnace.agent.runtime import monitor, oci_spec
 from pinnace.agent.runtime.interface import (
     POD_UID,
     ContainerConfig,
@@ -159,6 +167,7 @@ class RuncRuntime:
         self._hash = dir_hash(data_dir)
         self._images = ImageStore(data_dir)
         self.network = PodNetwork(data_dir, pod_cidr)
+        self.hostports = HostPorts(data_dir, bridge=self.network.bridge, pod_cidr=pod_cidr)
         self._handlers: list[ContainerEventHandler] = []
         self._watcher: asyncio.Task[None] | None = None
         self._index = _Index()
@@ -219,12 +228,23 @@ class RuncRuntime:
         sid = secrets.token_hex(32)
         d = self._paths.sandbox(sid)
         d.mkdir(parents=True)
+        host = config.host_network
+        # a hostNetwork pod's ports are the host's already: nothing to publish
+        mappings = [] if host else [HostPortMapping(m.container_port, m.host_port, m.protocol,
+                                                    m.host_ip) for m in config.port_mappings]
+        ip = ""
         try:
-            ip = await self.network.add(sid)
+            if not host:
+                ip = await self.network.add(sid)
+                await self.hostports.add(sid, ip, mappings)
         except NetworkError as e:
+            if ip:
+                with contextlib.suppress(NetworkError):
+                    await self.network.delete(sid)
             shutil.rmtree(d, ignore_errors=True)
             raise RuntimeError_(f"pod network: {e}") from None
         (d / "hosts").write_text(
+            _read_text(Path("/etc/hosts")) if host else
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
             f"{ip}\t{config.name}\n")
         (d / "resolv.conf").write_text(_read_text(Path("/etc/resolv.conf")))
@@ -232,7 +252,9 @@ class RuncRuntime:
             "id": sid, "pod_uid": config.pod_uid, "name": config.name,
             "namespace": config.namespace, "labels": {**config.labels, POD_UID: config.pod_uid},
             "annotations": config.annotations, "ip": ip, "ready": True,
-            "netns": self.network.netns_path(sid), "created_at": time.time()})
+            "host_network": host, "netns": "" if host else self.network.netns_path(sid),
+            "port_mappings": [dataclasses.asdict(m) for m in mappings],
+            "created_at": time.time()})
         self._index.add_sandbox(sid, config.pod_uid)
         return sid
 
@@ -257,7 +279,9 @@ class RuncRuntime:
         for cid in self._sandbox_containers(sandbox_id):
             await self.stop_container(cid, 0)
         try:
-            await self.network.delete(sandbox_id)
+            await self.hostports.remove(sandbox_id)
+            if not sb.get("host_network"):
+                await self.network.delete(sandbox_id)
         except NetworkError as e:
             raise RuntimeError_(f"pod network: {e}") from None
         if sb["ready"]:
@@ -323,7 +347,8 @@ class RuncRuntime:
             "image_id": (image.repo_digests or [image.id])[0], "attempt": config.attempt,
             "labels": {**config.labels, POD_UID: sb["pod_uid"]},
             "annotations": config.annotations, "created_at": time.time(),
-            "stop_signal": image.stop_signal or "SIGTERM"}
+            "stop_signal": image.stop_signal or "SIGTERM",
+            "stdin": config.stdin, "stdin_once": config.stdin_once, "tty": config.tty}
         _write_json(d / "container.json", record)
         self._index.add_container(cid, record)
         try:
@@ -344,7 +369,7 @@ class RuncRuntime:
                                            command=config.command, args=config.args),
                 env=oci_spec.merge_env(image.env, config.env, sb["name"]),
                 cwd=config.working_dir or image.working_dir or "/", uid=uid, gid=gid,
-                hostname=sb["name"],
+                hostname=socket.gethostname() if sb.get("host_network") else sb["name"],
                 netns_path=sb["netns"],
                 cgroups_path=f"/pinnace/{self._hash}/pod{sb['pod_uid']}/{cid}",
                 memory_limit=config.memory_limit, cpu_limit_millis=config.cpu_limit_millis,
@@ -356,7 +381,7 @@ class RuncRuntime:
                         Mount(str(self._paths.sandbox(sandbox_id) / "resolv.conf"),
                               "/etc/resolv.conf"),
                         *config.mounts],
-                annotations=config.annotations))
+                annotations=config.annotations, terminal=config.tty))
             if not spec["process"]["args"]:
                 raise RuntimeError_(f"image {config.image} has no command and none was given")
             _write_json(d / "bundle" / "config.json", spec)
@@ -380,10 +405,15 @@ class RuncRuntime:
 
     def _launch_monitor(self, cid: str) -> str:
         d = self._paths.container(cid)
+        c = self._index.containers.get(cid) or _read_json(d / "container.json") or {}
+        # stdin / tty: the monitor keeps the container's stdin or pty and serves attach
+        flags = [flag for flag, on in (("stdin", c.get("stdin")), ("tty", c.get("tty")),
+                                       ("stdin-once", c.get("stdin_once"))) if on]
         with open(d / "monitor.err", "ab") as err:
             # -I -S: the monitor is stdlib only; skipping site's .pth files saves ~20 ms
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", _MONITOR, str(d), self._runc, self._runc_root, cid],
+                [sys.executable, "-I", "-S", _MONITOR, str(d), self._runc, self._runc_root, cid,
+                 *flags],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
                 start_new_session=True, cwd="/")
         assert proc.stdout is not None
@@ -573,11 +603,29 @@ class RuncRuntime:
             [self._runc, "--root", self._runc_root], container_id, cmd,
             pid_file=d / f"exec-{secrets.token_hex(8)}.pid", stdin=stdin, tty=tty)
 
+    async def attach(self, container_id: str, *, stdin: bool, tty: bool
+                     ) -> RuncAttach | LogAttach:
+        """Attach to the running container's process: through its monitor's attach socket
+        when it has stdin or a tty (`RuncAttach`), else its output as logged (`LogAttach`).
+        `tty` is ignored: whether there is a terminal was fixed when it was created."""
+        d = self._paths.container(container_id)
+        if not (d / "state.json").exists() or (d / "exit.json").exists():
+            raise RuntimeError_(f"container {container_id} is not running")
+        c = self._record(container_id) or {}
+        if c.get("stdin") or c.get("tty"):
+            try:
+                return await RuncAttach.connect(d, stdin=stdin)
+            except OSError:
+                if not (d / "exit.json").exists():
+                    raise RuntimeError_(f"container {container_id}: its attach socket "
+                                        "does not answer") from None
+        return LogAttach(d)
+
     # -- teardown ------------------------------------------------------------------------
 
     async def cleanup_all(self) -> None:
-        """Remove every container, mount, netns, bridge and cgroup of this data dir (what
-        `pinnace down` does); runs to the end even when parts fail."""
+        """Remove every container, mount, netns, bridge, nftables table and cgroup of this
+        data dir (what `pinnace down` does); runs to the end even when parts fail."""
         if self._watcher is not None:
             with contextlib.suppress(RuntimeError):  # its loop may be closed already
                 self._watcher.cancel()
@@ -594,9 +642,12 @@ class RuncRuntime:
                 await _run("umount", "-l", str(rootfs), check=False)
             shutil.rmtree(d, ignore_errors=True)
         for d in (self._paths.root / "sandboxes").iterdir():
-            with contextlib.suppress(NetworkError):
-                await self.network.delete(d.name)
+            if not (_read_json(d / "sandbox.json") or {}).get("host_network"):
+                with contextlib.suppress(NetworkError):
+                    await self.network.delete(d.name)
             shutil.rmtree(d, ignore_errors=True)
+        with contextlib.suppress(NetworkError, OSError):
+            await self.hostports.cleanup_all()
         with contextlib.suppress(NetworkError):
             await self.network.cleanup_all()
         self._remove_cgroup(f"/pinnace/{self._hash}")
@@ -775,3 +826,142 @@ class RuncExec:
 
 def _set_winsize(fd: int, width: int, height: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+
+
+# -- attach sessions (a client of the monitor's attach socket, or the log followed) ---------
+
+
+class RuncAttach:
+    """Attached to a container with stdin or a tty through its monitor's attach socket
+    (frames described in `monitor`): output chunks as the container writes them, stdin and
+    window sizes passed on. `wait` gives the exit code once the container has exited (0
+    when the attach ended first); `kill` detaches and leaves the container running."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 stdin: bool) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._stdin = stdin
+        self._output: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue()
+        self._code = 0
+        self._receiver: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def connect(cls, d: Path, *, stdin: bool) -> RuncAttach:
+        # by a dir fd: the state dir's path may be longer than a socket name may be
+        dirfd = os.open(d, os.O_PATH | os.O_DIRECTORY)
+        try:
+            reader, writer = await asyncio.open_unix_connection(
+                f"/proc/self/fd/{dirfd}/{monitor.ATTACH_SOCKET}")
+        finally:
+            os.close(dirfd)
+        session = cls(reader, writer, stdin)
+        session._send(monitor.HELLO, b"1" if stdin else b"0")
+        session._receiver = asyncio.create_task(session._receive())
+        return session
+
+    def _send(self, kind: int, data: bytes) -> None:
+        if not self._writer.is_closing():
+            self._writer.write(struct.pack(">BI", kind, len(data)) + data)
+
+    async def _receive(self) -> None:
+        try:
+            while True:
+                kind, size = struct.unpack(">BI", await self._reader.readexactly(5))
+                data = await self._reader.readexactly(size) if size else b""
+                if kind == monitor.EXIT:
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        self._code = int(json.loads(data)["exit_code"])
+                    break
+                if kind in (monitor.STDOUT, monitor.STDERR):
+                    await self._output.put((kind, data))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self._output.put_nowait(None)
+
+    async def write_stdin(self, data: bytes) -> None:
+        if self._stdin and data:
+            self._send(monitor.STDIN, data)
+            with contextlib.suppress(ConnectionError):
+                await self._writer.drain()
+
+    async def close_stdin(self) -> None:
+        if self._stdin:
+            self._send(monitor.STDIN_CLOSE, b"")
+
+    async def read(self) -> tuple[int, bytes] | None:
+        item = await self._output.get()
+        if item is None:
+            self._output.put_nowait(None)  # stays at the end for later reads
+        return item
+
+    def resize(self, width: int, height: int) -> None:
+        if 0 < width < 65536 and 0 < height < 65536:
+            self._send(monitor.RESIZE, struct.pack(">HH", width, height))
+
+    async def wait(self) -> int:
+        if self._receiver is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._receiver)
+        return self._code
+
+    async def kill(self) -> None:
+        """Detach (the client went away); the container runs on."""
+        self._writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self._writer.wait_closed()
+        if self._receiver is not None:
+            self._receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._receiver
+
+
+class LogAttach:
+    """Attached to a container without stdin or tty (no attach socket): its output as the
+    monitor logs it, from the log's end at the time of attaching until the container has
+    exited (the monitor writes exit.json after the last log record)."""
+
+    def __init__(self, d: Path) -> None:
+        self._d = d
+        self._log = open(d / "container.log", "rb")  # closed by read (at the end) or kill
+        self._log.seek(0, os.SEEK_END)
+        self._partial = b""
+        self._ready: list[tuple[int, bytes]] = []
+        self._done = False
+
+    async def read(self) -> tuple[int, bytes] | None:
+        while not self._ready and not self._done:
+            exited = (self._d / "exit.json").exists() or not self._d.exists()
+            data = self._log.read()
+            if data:
+                *records, self._partial = (self._partial + data).split(b"\n")
+                for record in records:
+                    parts = record.split(b" ", 3)  # <time> <stream> F|P <text>
+                    if len(parts) == 4:
+                        channel = monitor.STDERR if parts[1] == b"stderr" else monitor.STDOUT
+                        self._ready.append(
+                            (channel, parts[3] + (b"\n" if parts[2] == b"F" else b"")))
+            elif exited:
+                self._done = True
+                self._log.close()
+            else:
+                await asyncio.sleep(0.1)
+        return self._ready.pop(0) if self._ready else None
+
+    async def write_stdin(self, data: bytes) -> None:
+        pass  # the container's stdin is /dev/null
+
+    async def close_stdin(self) -> None:
+        pass
+
+    def resize(self, width: int, height: int) -> None:
+        pass
+
+    async def wait(self) -> int:
+        exit_ = _read_json(self._d / "exit.json")
+        return int(exit_["exit_code"]) if exit_ is not None else 0
+
+    async def kill(self) -> None:
+        self._done = True
+        self._log.close()

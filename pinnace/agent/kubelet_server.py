@@ -48,6 +48,7 @@ from pinnace.agent.runtime.interface import (
 
 log = logging.getLogger(__name__)
 
+Obj = dict[str, Any]
 FindPod = Callable[[str, str], "dict[str, Any] | None"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -210,45 +211,37 @@ class KubeletServer:
     # -- exec ----------------------------------------------------------------------------
 
     async def _exec(self, request: web.Request) -> web.StreamResponse:
-        q = request.query
-        pod = self._pod(request)
-        name = request.match_info["container"]
-        c = await self.container(pod, name)
-        if c.state is not ContainerState.RUNNING:
-            raise StreamError(400, f'container not found ("{name}")')
-        command = q.getall("command", [])
+        command = request.query.getall("command", [])
+        _, c = await self._running_container(request)
         if not command:
             raise StreamError(400, "you must specify at least one command for the container")
         _require_websocket(request, "exec")
-        tty = _flag(q, "tty")
-        stdin = _flag(q, "stdin")
-        try:
-            session = await self.runtime.exec(c.id, list(command), stdin=stdin, tty=tty)
-        except RuntimeError_ as e:
-            raise StreamError(500, str(e)) from None
-        ws = web.WebSocketResponse(protocols=STREAM_PROTOCOLS)
-        try:
-            await ws.prepare(request)
-        except BaseException:
-            await session.kill()
-            raise
-        await _serve_exec(ws, session, stdin=stdin, stdout=_flag(q, "stdout"),
-                          stderr=_flag(q, "stderr") and not tty)
-        return ws
+        tty, stdin = _flag(request.query, "tty"), _flag(request.query, "stdin")
+        return await self._stream(request, self.runtime.exec(c.id, list(command), stdin=stdin,
+                                                             tty=tty), stdin=stdin, tty=tty)
 
     async def _attach(self, request: web.Request) -> web.StreamResponse:
-        q = request.query
+        pod, c = await self._running_container(request)
+        _require_websocket(request, "attach")
+        # a terminal or not was the container's spec's choice, not this request's
+        tty = bool(_container_spec(pod, c.name).get("tty"))
+        stdin = _flag(request.query, "stdin")
+        return await self._stream(request, self.runtime.attach(c.id, stdin=stdin, tty=tty),
+                                  stdin=stdin, tty=tty, status=_attach_status)
+
+    async def _running_container(self, request: web.Request) -> tuple[Obj, ContainerStatus]:
         pod = self._pod(request)
         name = request.match_info["container"]
         c = await self.container(pod, name)
         if c.state is not ContainerState.RUNNING:
             raise StreamError(400, f'container not found ("{name}")')
-        _require_websocket(request, "attach")
-        # a terminal or not was the container's spec's choice, not this request's
-        tty = bool(_container_spec(pod, name).get("tty"))
-        stdin = _flag(q, "stdin")
+        return pod, c
+
+    async def _stream(self, request: web.Request, opening: Awaitable[ExecSession], *,
+                      stdin: bool, tty: bool, **serve: Any) -> web.StreamResponse:
+        """Open an exec or attach session, then relay it over the WebSocket."""
         try:
-            session = await self.runtime.attach(c.id, stdin=stdin, tty=tty)
+            session = await opening
         except RuntimeError_ as e:
             raise StreamError(500, str(e)) from None
         ws = web.WebSocketResponse(protocols=STREAM_PROTOCOLS)
@@ -257,8 +250,8 @@ class KubeletServer:
         except BaseException:
             await session.kill()
             raise
-        await _serve_exec(ws, session, stdin=stdin, stdout=_flag(q, "stdout"),
-                          stderr=_flag(q, "stderr") and not tty, status=_attach_status)
+        await _serve_exec(ws, session, stdin=stdin, stdout=_flag(request.query, "stdout"),
+                          stderr=_flag(request.query, "stderr") and not tty, **serve)
         return ws
 
     async def _port_forward(self, request: web.Request) -> web.StreamResponse:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,3 +129,31 @@ async def ready_node(client: Any) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+@pytest.fixture(scope="module")
+def node_dir(tmp_path_factory: pytest.TempPathFactory, test_images: Path) -> Iterator[Path]:
+    """A node's data dir with busybox and nginx imported, shared by a module's tests;
+    nothing of it may be left on the host afterwards."""
+    from pinnace.agent.images import ImageStore
+    from tests.leftovers import leftovers
+    data = tmp_path_factory.mktemp("node")
+    store = ImageStore(data)
+    for name in ("busybox_1.28.tar", "nginx_1.19.tar"):
+        store.import_archive(test_images / name)
+    yield data
+    assert leftovers(data) == []
+
+
+@pytest.fixture
+def runtime(node_dir: Path) -> Iterator[Any]:
+    """A runc runtime on `node_dir` with its own random pod CIDR, torn down after the test
+    (`cleanup_all`) with a check that nothing is left."""
+    from pinnace.agent.runtime.runc import RuncRuntime
+    from tests.leftovers import leftovers, random_pod_cidr
+    rt = RuncRuntime(node_dir, pod_cidr=random_pod_cidr())
+    try:
+        yield rt
+    finally:
+        asyncio.run(rt.cleanup_all())
+        assert leftovers(node_dir) == []

@@ -21,42 +21,20 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from pinnace.agent.images import ImageStore
 from pinnace.agent.network import HostPortMapping, HostPorts
 from pinnace.agent.runtime import ContainerConfig, ContainerState, PodSandboxConfig
 from pinnace.agent.runtime.interface import PortMapping
 from pinnace.agent.runtime.runc import RuncRuntime
-from tests.leftovers import leftovers, random_pod_cidr
+from tests.leftovers import random_pod_cidr
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("runc") is None or shutil.which("nft") is None
     or not Path("/usr/lib/cni/bridge").exists(),
     reason="needs root, runc, nft and the CNI plugins in /usr/lib/cni")
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory, test_images: Path) -> Iterator[Path]:
-    data = tmp_path_factory.mktemp("hostport")
-    store = ImageStore(data)
-    for name in ("busybox_1.28.tar", "nginx_1.19.tar"):
-        store.import_archive(test_images / name)
-    yield data
-    assert leftovers(data) == []
-
-
-@pytest.fixture
-def runtime(data_dir: Path) -> Iterator[RuncRuntime]:
-    rt = RuncRuntime(data_dir, pod_cidr=random_pod_cidr())
-    try:
-        yield rt
-    finally:
-        asyncio.run(rt.cleanup_all())
-        assert leftovers(data_dir) == []
 
 
 def free_port() -> int:
@@ -121,7 +99,7 @@ async def run(rt: RuncRuntime, sandbox: PodSandboxConfig, image: str,
 
 
 async def test_host_port_serves_nginx_on_loopback_until_the_sandbox_stops(
-        runtime: RuncRuntime, data_dir: Path) -> None:
+        runtime: RuncRuntime, node_dir: Path) -> None:
     on_loopback, on_any = free_port(), free_port()
     sid, cid = await run(runtime, PodSandboxConfig(
         "uid-web", "web", "default", port_mappings=[
@@ -136,7 +114,7 @@ async def test_host_port_serves_nginx_on_loopback_until_the_sandbox_stops(
     # from 127.0.0.1 the pod sees the bridge's address (masquerade), as replies need
     gateway = str(next(ipaddress.ip_network(runtime.network.pod_cidr).hosts()))
     assert gateway in runtime.log_path(cid).read_text()
-    sb = read_json(data_dir / "runtime" / "sandboxes" / sid / "sandbox.json")
+    sb = read_json(node_dir / "runtime" / "sandboxes" / sid / "sandbox.json")
     assert sb["port_mappings"][0] == {"container_port": 80, "host_port": on_loopback,
                                       "protocol": "TCP", "host_ip": "127.0.0.1"}
 
@@ -148,13 +126,13 @@ async def test_host_port_serves_nginx_on_loopback_until_the_sandbox_stops(
 
 
 async def test_mappings_outlive_the_runtime_object_and_cleanup_all_removes_the_table(
-        runtime: RuncRuntime, data_dir: Path) -> None:
+        runtime: RuncRuntime, node_dir: Path) -> None:
     port = free_port()
     await run(runtime, PodSandboxConfig("uid-kept", "kept", "default",
                                         port_mappings=[PortMapping(80, port)]),
               "nginx:1.19", [])
     assert "nginx" in await get_eventually(port)
-    again = RuncRuntime(data_dir, pod_cidr=runtime.network.pod_cidr)
+    again = RuncRuntime(node_dir, pod_cidr=runtime.network.pod_cidr)
     assert [m.host_port for ms in again.hostports.mappings().values() for m in ms] == [port]
     # a table lost meanwhile comes back from the file
     delete_table(again.hostports.table)
@@ -209,12 +187,12 @@ async def test_host_network_shares_the_hosts_interfaces_and_loopback(
     await runtime.remove_pod_sandbox(sid)
 
 
-async def test_time_to_add_and_remove_a_mapping(data_dir: Path) -> None:
+async def test_time_to_add_and_remove_a_mapping(node_dir: Path) -> None:
     """Publishing is one `nft -f` of the whole table: measure it with 1 and 100 sandboxes
     published (pod IPs need no pod here: the rules are all there is)."""
     cidr = random_pod_cidr()
     net = ipaddress.ip_network(cidr)
-    ports = HostPorts(data_dir, bridge="pn-none", pod_cidr=cidr)
+    ports = HostPorts(node_dir, bridge="pn-none", pod_cidr=cidr)
     try:
         timings = {}
         for n in (1, 100):

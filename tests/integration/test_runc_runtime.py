@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import re
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from pinnace.agent.images import ImageStore
 from pinnace.agent.runtime import ContainerConfig, ContainerState, PodSandboxConfig
 from pinnace.agent.runtime.runc import RuncRuntime
-from tests.leftovers import leftovers
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("runc") is None or shutil.which("apt-get") is None
@@ -30,28 +26,6 @@ pytestmark = pytest.mark.skipif(
     reason="needs root, runc, CNI plugins in /usr/lib/cni and apt-get")
 
 LOG_LINE = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (stdout|stderr) [FP] (.*)$")
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory, test_images: Path) -> Iterator[Path]:
-    data = tmp_path_factory.mktemp("node")
-    store = ImageStore(data)
-    for name in ("busybox_1.28.tar", "nginx_1.19.tar"):
-        store.import_archive(test_images / name)
-    yield data
-    assert leftovers(data) == []
-
-
-@pytest.fixture
-def runtime(data_dir: Path) -> Iterator[RuncRuntime]:
-    # a random /24 so a cluster running on this machine keeps its routes
-    cidr = f"10.{random.randint(200, 250)}.{random.randint(0, 255)}.0/24"
-    rt = RuncRuntime(data_dir, pod_cidr=cidr)
-    try:
-        yield rt
-    finally:
-        asyncio.run(rt.cleanup_all())
-        assert leftovers(data_dir) == []
 
 
 async def run_pod(rt: RuncRuntime, name: str, image: str, command: list[str],
@@ -166,11 +140,11 @@ async def test_memory_limit_oom_killed(runtime: RuncRuntime) -> None:
 
 
 async def test_container_outlives_the_runtime_object(runtime: RuncRuntime,
-                                                     data_dir: Path) -> None:
+                                                     node_dir: Path) -> None:
     sid, cid = await run_pod(runtime, "adopt", "busybox:1.28",
                              ["sh", "-c", "echo up; sleep 1; exit 7"])
     uid = (await runtime.pod_sandbox_status(sid)).pod_uid
-    again = RuncRuntime(data_dir, pod_cidr=runtime.network.pod_cidr)
+    again = RuncRuntime(node_dir, pod_cidr=runtime.network.pod_cidr)
     assert [s.id for s in await again.list_pod_sandboxes(uid)] == [sid]
     listed = await again.list_containers(uid)
     assert [(c.id, c.state) for c in listed] == [(cid, ContainerState.RUNNING)]
@@ -183,12 +157,12 @@ async def test_container_outlives_the_runtime_object(runtime: RuncRuntime,
 
 
 async def test_second_runtime_object_lists_the_first_ones(runtime: RuncRuntime,
-                                                          data_dir: Path) -> None:
+                                                          node_dir: Path) -> None:
     sid, cid = await run_pod(runtime, "seen", "busybox:1.28", ["sleep", "1000"])
     uid = (await runtime.pod_sandbox_status(sid)).pod_uid
     created = await runtime.create_container(sid, ContainerConfig("side", "busybox:1.28",
                                                                   command=["true"]))
-    other = RuncRuntime(data_dir, pod_cidr=runtime.network.pod_cidr)
+    other = RuncRuntime(node_dir, pod_cidr=runtime.network.pod_cidr)
     assert [s.id for s in await other.list_pod_sandboxes()] == [sid]
     states = {c.id: c.state for c in await other.list_containers(uid)}
     assert states == {cid: ContainerState.RUNNING, created: ContainerState.CREATED}
@@ -201,7 +175,7 @@ async def test_second_runtime_object_lists_the_first_ones(runtime: RuncRuntime,
 
 
 async def test_removed_container_disappears_from_listings(runtime: RuncRuntime,
-                                                          data_dir: Path) -> None:
+                                                          node_dir: Path) -> None:
     sid, first = await run_pod(runtime, "gone", "busybox:1.28", ["sh", "-c", "exit 0"])
     uid = (await runtime.pod_sandbox_status(sid)).pod_uid
     await wait_exited(runtime, first)
@@ -213,7 +187,7 @@ async def test_removed_container_disappears_from_listings(runtime: RuncRuntime,
     assert [c.id for c in await runtime.list_containers(uid)] == [second]
     assert first not in {c.id for c in await runtime.list_containers()}
     # removed through another object: gone from this one's listings too
-    other = RuncRuntime(data_dir, pod_cidr=runtime.network.pod_cidr)
+    other = RuncRuntime(node_dir, pod_cidr=runtime.network.pod_cidr)
     await other.remove_pod_sandbox(sid)
     assert await runtime.list_containers(uid) == []
     assert await runtime.list_pod_sandboxes(uid) == []

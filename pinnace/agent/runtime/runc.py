@@ -673,7 +673,20 @@ def _nofile() -> int:
 # -- exec sessions (`runc exec` in the foreground) ------------------------------------------
 
 
-class RuncExec:
+class _QueuedOutput:
+    """Output chunks (channel, bytes) a reader takes in order; None marks the end and stays
+    there for later reads. Shared by exec and attach sessions."""
+
+    _output: asyncio.Queue[tuple[int, bytes] | None]
+
+    async def read(self) -> tuple[int, bytes] | None:
+        item = await self._output.get()
+        if item is None:
+            self._output.put_nowait(None)
+        return item
+
+
+class RuncExec(_QueuedOutput):
     """One `runc exec` in the foreground: runc exits with the command's exit code.
 
     Without a tty the command's stdio are pipes to runc. With one, runc needs a terminal
@@ -770,12 +783,6 @@ class RuncExec:
         elif self._proc.stdin is not None:
             self._proc.stdin.close()
 
-    async def read(self) -> tuple[int, bytes] | None:
-        item = await self._output.get()
-        if item is None:
-            self._output.put_nowait(None)  # stays at the end for later reads
-        return item
-
     def resize(self, width: int, height: int) -> None:
         if self._master is None or width <= 0 or height <= 0:
             return
@@ -831,7 +838,7 @@ def _set_winsize(fd: int, width: int, height: int) -> None:
 # -- attach sessions (a client of the monitor's attach socket, or the log followed) ---------
 
 
-class RuncAttach:
+class RuncAttach(_QueuedOutput):
     """Attached to a container with stdin or a tty through its monitor's attach socket
     (frames described in `monitor`): output chunks as the container writes them, stdin and
     window sizes passed on. `wait` gives the exit code once the container has exited (0
@@ -889,12 +896,6 @@ class RuncAttach:
     async def close_stdin(self) -> None:
         if self._stdin:
             self._send(monitor.STDIN_CLOSE, b"")
-
-    async def read(self) -> tuple[int, bytes] | None:
-        item = await self._output.get()
-        if item is None:
-            self._output.put_nowait(None)  # stays at the end for later reads
-        return item
 
     def resize(self, width: int, height: int) -> None:
         if 0 < width < 65536 and 0 < height < 65536:

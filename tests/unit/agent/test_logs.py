@@ -15,6 +15,22 @@ LOG = (b"2024-05-01T10:00:00.100000000Z stdout F one\n"
        b"2024-05-01T10:00:03.000000000Z stdout F \n")
 
 
+class Follower:
+    """`kubectl logs -f` of a container that runs until `running` is set False."""
+
+    def __init__(self, path: Path) -> None:
+        self.running = True
+        self.got: list[bytes] = []
+        self.task = asyncio.create_task(self._follow(path))
+
+    async def _still_running(self) -> bool:
+        return self.running
+
+    async def _follow(self, path: Path) -> None:
+        async for chunk in read_log(path, LogOptions(follow=True), self._still_running):
+            self.got.append(chunk)
+
+
 async def read(path: Path, **opts: object) -> bytes:
     return b"".join([c async for c in read_log(path, LogOptions(**opts))])  # type: ignore[arg-type]
 
@@ -47,18 +63,8 @@ def test_timestamps_like_go() -> None:
 async def test_follow_until_the_container_exits(tmp_path: Path) -> None:
     path = tmp_path / "log"
     path.write_bytes(b"2024-05-01T10:00:00Z stdout F first\n")
-    running = True
-
-    async def still_running() -> bool:
-        return running
-
-    got: list[bytes] = []
-
-    async def follow() -> None:
-        async for chunk in read_log(path, LogOptions(follow=True), still_running):
-            got.append(chunk)
-
-    task = asyncio.create_task(follow())
+    follower = Follower(path)
+    got = follower.got
     await asyncio.sleep(0.3)
     assert got == [b"first\n"]
     with path.open("ab") as f:
@@ -67,8 +73,8 @@ async def test_follow_until_the_container_exits(tmp_path: Path) -> None:
         await asyncio.sleep(0.3)
         assert got == [b"first\n"]  # half a line is not shown yet
         f.write(b"\n2024-05-01T10:00:01Z stdout F ond\n")
-    running = False  # the container exited: what was written is still delivered
-    await asyncio.wait_for(task, 2)
+    follower.running = False  # the container exited: what was written is still delivered
+    await asyncio.wait_for(follower.task, 2)
     assert b"".join(got) == b"first\nsecond\n"
 
 
@@ -78,23 +84,13 @@ async def test_follow_shows_a_line_still_waiting_for_its_newline(tmp_path: Path)
     path = tmp_path / "log"
     path.write_bytes(b"2024-05-01T10:00:00Z stdout F The app is running!\n"
                      b"2024-05-01T10:00:01Z stdout P debug\n")
-    running = True
-
-    async def still_running() -> bool:
-        return running
-
-    got: list[bytes] = []
-
-    async def follow() -> None:
-        async for chunk in read_log(path, LogOptions(follow=True), still_running):
-            got.append(chunk)
-
-    task = asyncio.create_task(follow())
+    follower = Follower(path)
+    got = follower.got
     await asyncio.sleep(0.3)
     assert b"".join(got) == b"The app is running!\ndebug"
     with path.open("ab") as f:
         f.write(b"2024-05-01T10:00:02Z stdout F !\n")
-    running = False
-    await asyncio.wait_for(task, 2)
+    follower.running = False
+    await asyncio.wait_for(follower.task, 2)
     assert b"".join(got) == b"The app is running!\ndebug!\n"
     assert await read(path) == b"The app is running!\ndebug!\n"

@@ -47,6 +47,10 @@ OCI_INDEX = INDEX_TYPES[0]
 _ACCESS = re.compile(r'"(GET|HEAD|PUT|POST|PATCH|DELETE) (\S+) HTTP/[\d.]+" (\d{3})')
 
 
+# the registry is on loopback: never go through a proxy from the environment
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def available() -> bool:
     return shutil.which(BINARY) is not None
 
@@ -118,7 +122,7 @@ class LocalRegistry:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                with urllib.request.urlopen(f"{self.url}/v2/", timeout=1):
+                with _DIRECT.open(f"{self.url}/v2/", timeout=1):
                     return
             except urllib.error.HTTPError as e:
                 if e.code == 401:  # answering, and asking for credentials
@@ -186,7 +190,7 @@ class LocalRegistry:
             url = self.url + url
         req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
+            with _DIRECT.open(req, timeout=60) as resp:
                 return resp.status, dict(resp.headers), resp.read()
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers), e.read()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,3 +64,14 @@ def container_status(c: Cluster, name: str, container: str = "") -> dict[str, An
         if not container or s["name"] == container:
             return s
     return {}
+
+
+def run_pod(c: Cluster, name: str, containers: list[dict], **spec: object) -> None:
+    """kubectl apply a Pod of `containers` (grace period 1 s unless `spec` says otherwise)."""
+    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": containers, "terminationGracePeriodSeconds": 1, **spec}}
+    c.kubectl("apply", "-f", "-", input=json.dumps(body))
+
+
+# HTTP straight to loopback or a pod address, never through a proxy from the environment
+direct_http = urllib.request.build_opener(urllib.request.ProxyHandler({}))

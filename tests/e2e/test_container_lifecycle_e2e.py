@@ -15,18 +15,19 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.cluster import Cluster, free_port
-from tests.e2e.real_node import NODE, container_status, pod, real_cluster, wait_for
+from tests.e2e.real_node import (
+    NODE,
+    container_status,
+    pod,
+    real_cluster,
+    run_pod,
+    wait_for,
+)
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, local_registry) -> Iterator[Cluster]:
     yield from real_cluster(tmp_path_factory.mktemp("lifecycle"), local_registry.url)
-
-
-def run_pod(c: Cluster, name: str, containers: list[dict], **spec: object) -> None:
-    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-            "spec": {"containers": containers, "terminationGracePeriodSeconds": 1, **spec}}
-    c.kubectl("apply", "-f", "-", input=json.dumps(body))
 
 
 def busybox(name: str, script: str, **extra: object) -> dict:

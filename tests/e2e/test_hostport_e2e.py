@@ -6,7 +6,6 @@ by `real_cluster`)."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -18,7 +17,7 @@ import pytest
 
 from pinnace.agent.network import dir_hash
 from tests.e2e.cluster import Cluster, free_port
-from tests.e2e.real_node import pod, real_cluster, wait_for
+from tests.e2e.real_node import direct_http, pod, real_cluster, run_pod, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -26,15 +25,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, local_registry) -> Iterato
     yield from real_cluster(tmp_path_factory.mktemp("hostport"), local_registry.url)
 
 
-def apply(c: Cluster, name: str, containers: list[dict], **spec: object) -> None:
-    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-            "spec": {"containers": containers, "terminationGracePeriodSeconds": 1, **spec}}
-    c.kubectl("apply", "-f", "-", input=json.dumps(body))
-
-
 def get(port: int) -> str:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+        with direct_http.open(f"http://127.0.0.1:{port}/", timeout=2) as r:
             return r.read().decode()
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return ""
@@ -57,7 +50,7 @@ def running(c: Cluster, name: str) -> dict:
 
 def test_host_port_answers_on_loopback_while_the_pod_lives(cluster: Cluster) -> None:
     port = free_port()
-    apply(cluster, "web-hostport", [{"name": "web", "image": "nginx:1.19", "ports": [
+    run_pod(cluster, "web-hostport", [{"name": "web", "image": "nginx:1.19", "ports": [
         {"containerPort": 80, "hostPort": port}]}])
     p = running(cluster, "web-hostport")
     assert p["status"]["podIP"] != p["status"]["hostIP"]
@@ -71,7 +64,7 @@ def test_host_network_pod_has_the_nodes_ip_and_interfaces(cluster: Cluster) -> N
     port = free_port()
     script = ("mkdir -p /www && echo hello-host-network > /www/index.html && "
               f"exec httpd -f -p 127.0.0.1:{port} -h /www")
-    apply(cluster, "hostnet", [{"name": "c", "image": "busybox:1.28",
+    run_pod(cluster, "hostnet", [{"name": "c", "image": "busybox:1.28",
                                 "command": ["sh", "-c", script]}], hostNetwork=True)
     p = running(cluster, "hostnet")
     assert p["status"]["podIP"] == p["status"]["hostIP"] == "127.0.0.1"

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.cluster import Cluster
-from tests.e2e.real_node import pod, real_cluster, wait_for
+from tests.e2e.real_node import direct_http, pod, real_cluster, wait_for
 from tests.paths import MANIFESTS
 
 
@@ -93,10 +92,9 @@ def test_nginx_deployment_and_daemonset_serve_pages(cluster: Cluster) -> None:
     nginx = [p for p in pods if p["spec"]["containers"][0]["image"].startswith("nginx")]
     assert {p["metadata"]["ownerReferences"][0]["kind"] for p in nginx} == \
         {"ReplicaSet", "DaemonSet"}
-    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
     for p in nginx:
         ip = p["status"]["podIP"]
-        with direct.open(f"http://{ip}/", timeout=5) as page:
+        with direct_http.open(f"http://{ip}/", timeout=5) as page:
             assert b"Welcome to nginx" in page.read()
     cluster.kubectl("delete", "-f", str(MANIFESTS / "07-nginx-deployment-service.yaml"),
                     "-f", str(MANIFESTS / "09-nginx-daemonset.yaml"))

@@ -174,6 +174,18 @@ def test_exec_stdin_and_exit_code(cluster: Cluster) -> None:
     assert failed.returncode == 3 and "err" in failed.stderr
 
 
+def test_kubectl_cp_both_ways(cluster: Cluster, tmp_path: Path) -> None:
+    run_pod(cluster, "box", [busybox("sh", "sleep 3600")])
+    cluster.kubectl("wait", "--for=condition=Ready", "pod/box", "--timeout=90s")
+    src = tmp_path / "notes.txt"
+    src.write_text("copied in\n")
+    cluster.kubectl("cp", str(src), "box:/tmp/notes.txt")
+    assert cluster.kubectl("exec", "box", "--", "cat", "/tmp/notes.txt").stdout == "copied in\n"
+    cluster.kubectl("exec", "box", "--", "sh", "-c", "echo made inside > /tmp/out.txt")
+    cluster.kubectl("cp", "box:/tmp/out.txt", str(tmp_path / "out.txt"))
+    assert (tmp_path / "out.txt").read_text() == "made inside\n"
+
+
 def test_python_client_exec_stream(cluster: Cluster) -> None:
     from kubernetes import client
     from kubernetes.stream import stream

@@ -14,7 +14,8 @@ server through the API, like any client.
 with runc and the CNI plugins installed, or N simulated nodes with `--fake-nodes N`.
 Stopping `up` leaves containers running, as stopping a kubelet does; the next `up`
 adopts them. `down` stops them and removes what pinnace set up on the host for DIR
-(mounts, network namespaces, links, cgroups), keeping the cluster's state.
+(mounts, network namespaces, links, nftables tables, cgroups), keeping the cluster's
+state.
 """
 
 from __future__ import annotations
@@ -170,18 +171,31 @@ def _kubelet(args: argparse.Namespace, client: Client, factory: InformerFactory,
         lease_period=lease_period, backoff_base=args.restart_backoff))
 
 
+def _running_up(data_dir: Path) -> int | None:
+    """The pid of the `pinnace up` serving data_dir, if its pid file names one that is
+    still that process (a stale file's pid may belong to anything by now)."""
+    try:
+        pid = int((data_dir / PID_FILE).read_text().strip())
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    ours = b"pinnace.cli" in argv or any(a.endswith(b"/pinnace") for a in argv)
+    serves = str(data_dir).encode() in argv or str(data_dir.resolve()).encode() in argv
+    return pid if ours and b"up" in argv and serves else None
+
+
 async def _down(data_dir: Path) -> int:
     """Stop `pinnace up` if it runs for data_dir, then every container of data_dir, and
-    remove mounts, network namespaces, links and cgroups made for it."""
-    pid_path = data_dir / PID_FILE
-    try:
-        pid = int(pid_path.read_text().strip())
-        os.kill(pid, signal.SIGTERM)
-        for _ in range(200):
-            os.kill(pid, 0)
-            await asyncio.sleep(0.05)
-    except (OSError, ValueError):
-        pass  # not running (or not ours to signal)
+    remove mounts, network namespaces, links, nftables tables and cgroups made for it."""
+    pid = _running_up(data_dir)
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(200):
+                os.kill(pid, 0)
+                await asyncio.sleep(0.05)
+        except OSError:
+            pass  # gone
     if not (data_dir / "runtime").exists():
         print(f"pinnace: nothing of {data_dir} runs on this host")
         return 0

@@ -264,8 +264,10 @@ def test_down_stops_every_container(cluster: Cluster) -> None:
     monitors = subprocess.run(["pgrep", "-f", str(cluster.data_dir / "runtime")],
                               capture_output=True, text=True).stdout.split()
     assert monitors
-    cluster.stop()
-    cluster.down()
+    up = cluster.proc
+    assert up is not None and up.poll() is None
+    cluster.down()  # stops the running `pinnace up` first
+    assert up.wait(15) == 0
     left = subprocess.run(["pgrep", "-f", str(cluster.data_dir / "runtime")],
                           capture_output=True, text=True).stdout.split()
     assert left == []

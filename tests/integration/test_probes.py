@@ -9,14 +9,13 @@ import contextlib
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from pinnace.agent.images import ImageStore
 from pinnace.agent.probes import (
     ProbeManager,
     Result,
@@ -28,7 +27,6 @@ from pinnace.agent.probes import (
 from pinnace.agent.runtime import ContainerConfig, PodSandboxConfig
 from pinnace.agent.runtime.runc import RuncRuntime
 from tests.integration.conftest import eventually
-from tests.leftovers import leftovers, random_pod_cidr
 
 
 class Target:
@@ -289,21 +287,10 @@ needs_runc = pytest.mark.skipif(
     reason="needs root, runc and CNI plugins in /usr/lib/cni")
 
 
-@pytest.fixture
-def runc_runtime(test_images: Path, tmp_path: Path) -> Iterator[RuncRuntime]:
-    data = tmp_path / "node"
-    ImageStore(data).import_archive(test_images / "busybox_1.28.tar")
-    rt = RuncRuntime(data, pod_cidr=random_pod_cidr())
-    try:
-        yield rt
-    finally:
-        asyncio.run(rt.cleanup_all())
-        assert leftovers(data) == []
-
-
 @needs_runc
-async def test_exec_probes_in_busybox(runc_runtime: RuncRuntime) -> None:
-    rt = runc_runtime
+async def test_exec_probes_in_busybox(runtime: RuncRuntime) -> None:
+    # the shared runc fixture (tests/integration/conftest.py) checks for leftovers after
+    rt = runtime
     sid = await rt.run_pod_sandbox(PodSandboxConfig(f"uid-exec-{time.time_ns()}", "exec",
                                                     "default"))
     cid = await rt.create_container(sid, ContainerConfig(

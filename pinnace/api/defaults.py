@@ -24,11 +24,10 @@ from typing import Any
 
 from pinnace.api import schema
 from pinnace.api.kinds import ResourceType
+from pinnace.api.types import Obj
 from pinnace.api.validation import quantity_value
 
 __all__ = ["apply_defaults", "initial_status", "job_selector_defaults", "qos_class"]
-
-Obj = dict[str, Any]
 
 
 def _d(obj: Obj, key: str) -> Obj:

@@ -1,22 +1,16 @@
 """The body of a core/v1 Event, as `kubectl describe` and `kubectl get events` show it.
 
-One pure function, so every component that records Events (the controllers, the
-scheduler) writes the same fields. Sending, best-effort error handling and
-aggregation of repeats stay with each recorder.
+One pure function, so every component that records Events writes the same fields.
+Correlation of repeats, sending and best-effort error handling are the recorder's
+(`pinnace.client.events`).
 """
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
-from typing import Any
 
-Obj = dict[str, Any]
-
-
-def event_time(now: datetime | None = None) -> str:
-    """An Event timestamp: RFC 3339, whole seconds, UTC."""
-    return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+from pinnace.api.timestamps import format_time
+from pinnace.api.types import Obj
 
 
 def event_for(obj: Obj, *, component: str, type_: str, reason: str, message: str,
@@ -29,7 +23,7 @@ def event_for(obj: Obj, *, component: str, type_: str, reason: str, message: str
     """
     m = obj["metadata"]
     ns = m.get("namespace") or "default"
-    stamp = now or event_time()
+    stamp = now or format_time()
     involved = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
                 "name": m["name"], "namespace": m.get("namespace"),
                 "uid": m.get("uid"), "resourceVersion": m.get("resourceVersion")}

@@ -2,16 +2,35 @@
 
 One `ResourceType` per (group, version, plural). Everything that needs to know
 about a kind — the REST routes, discovery, OpenAPI, validation, the store key
-layout, kubectl's short names — reads it from here, so adding a kind is one
-entry in `_KINDS`.
+layout, kubectl's short names, the fields it can be selected by — reads it from
+here, so adding a kind is one entry in `_KINDS`.
+
+Field selectors: a kind with `selectable_fields` supports exactly the paths listed
+there (Kubernetes' per-kind `ToSelectableFields`), each read from an object by its
+getter; a kind without supports `metadata.name` and `metadata.namespace` only.
+`pinnace.api.selectors` parses and matches selectors against these tables.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 VERBS_ALL = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+
+# Reads one selectable field of an object, as text ("true"/"false" for booleans);
+# None when the object has no value for it (it then matches as "").
+FieldGetter = Callable[[Mapping[str, Any]], "str | None"]
+
+
+@dataclass(frozen=True)
+class SelectableFields:
+    """The field-selector paths of a kind and how to read them."""
+
+    fields: Mapping[str, FieldGetter]
+    # old names clients still send, e.g. a Pod's `spec.host` for `spec.nodeName`
+    aliases: Mapping[str, str] = field(default_factory=dict)
 
 
 # eq=False: each type is a singleton in the registry, hashed by identity
@@ -31,6 +50,8 @@ class ResourceType:
     schema_ref: str = ""
     # the store prefix is shared between kinds that Kubernetes stores together
     storage_plural: str = ""
+    # field selectors beyond metadata.name/namespace (None: only those two)
+    selectable_fields: SelectableFields | None = None
 
     @property
     def singular(self) -> str:
@@ -82,7 +103,7 @@ def _core(kind: str, **kw) -> ResourceType:
 def _make(group: str, version: str, schema_group: str, kind: str, *, plural: str = "",
           namespaced: bool = True, short: tuple[str, ...] = (), cats: tuple[str, ...] = (),
           subs: dict[str, str] | None = None, verbs: tuple[str, ...] = VERBS_ALL,
-          storage_plural: str = "") -> ResourceType:
+          storage_plural: str = "", fields: SelectableFields | None = None) -> ResourceType:
     return ResourceType(
         group=group,
         version=version,
@@ -95,44 +116,123 @@ def _make(group: str, version: str, schema_group: str, kind: str, *, plural: str
         verbs=verbs,
         schema_ref=f"io.k8s.api.{schema_group}.{version}.{kind}",
         storage_plural=storage_plural,
+        selectable_fields=fields,
     )
+
+
+# -- selectable fields --------------------------------------------------------------------
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _at(path: str, *, default: Any = None, as_bool: bool = False) -> FieldGetter:
+    """A getter for a dotted path; as_bool reads a missing value as false."""
+    parts = path.split(".")
+
+    def get(obj: Mapping[str, Any]) -> str:
+        node: Any = obj
+        for part in parts:
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if as_bool:
+            return _text(bool(node))
+        if not node and default is not None:  # `status.replicas` of a new object: 0
+            node = default
+        return _text(node)
+    return get
+
+
+def _namespace(obj: Mapping[str, Any]) -> str | None:
+    ns = (obj.get("metadata") or {}).get("namespace")
+    return _text(ns) if ns else None
+
+
+def _pod_ip(obj: Mapping[str, Any]) -> str:
+    status = obj.get("status") or {}
+    ips = status.get("podIPs") or []
+    return _text(ips[0].get("ip") if ips else status.get("podIP"))
+
+
+def _event_source(obj: Mapping[str, Any]) -> str:
+    return _text((obj.get("source") or {}).get("component") or obj.get("reportingComponent"))
+
+
+def _none(_obj: Mapping[str, Any]) -> None:
+    return None
+
+
+def _selectable(fields: dict[str, FieldGetter], *, namespaced: bool = True,
+                aliases: dict[str, str] | None = None) -> SelectableFields:
+    meta: dict[str, FieldGetter] = {"metadata.name": _at("metadata.name")}
+    if namespaced:
+        meta["metadata.namespace"] = _namespace
+    return SelectableFields({**meta, **fields}, aliases or {})
+
+
+_POD_FIELDS = _selectable({
+    "spec.nodeName": _at("spec.nodeName"), "spec.restartPolicy": _at("spec.restartPolicy"),
+    "spec.schedulerName": _at("spec.schedulerName"),
+    "spec.serviceAccountName": _at("spec.serviceAccountName"),
+    "spec.hostNetwork": _at("spec.hostNetwork", as_bool=True),
+    "status.phase": _at("status.phase"), "status.podIP": _pod_ip,
+    # accepted in a selector, never set: matches as ""
+    "status.podIPs": _none,
+    "status.nominatedNodeName": _at("status.nominatedNodeName")},
+    aliases={"spec.host": "spec.nodeName"})
+_EVENT_FIELDS = _selectable({
+    **{f"involvedObject.{f}": _at(f"involvedObject.{f}") for f in (
+        "kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")},
+    "reason": _at("reason"), "reportingComponent": _at("reportingComponent"),
+    "source": _event_source, "type": _at("type")})
+_REPLICAS_FIELDS = _selectable({"status.replicas": _at("status.replicas", default=0)})
 
 
 _SCALE = "autoscaling/v1:Scale"
 
 _KINDS: tuple[ResourceType, ...] = (
     _core("Namespace", namespaced=False, short=("ns",),
-          subs={"status": "", "finalize": ""}),
+          subs={"status": "", "finalize": ""},
+          fields=_selectable({"status.phase": _at("status.phase")}, namespaced=False)),
     _core("Node", namespaced=False, short=("no",),
-          subs={"status": "", "proxy": "NodeProxyOptions"}),
+          subs={"status": "", "proxy": "NodeProxyOptions"},
+          fields=_selectable({"spec.unschedulable": _at("spec.unschedulable", as_bool=True)},
+                             namespaced=False)),
     _core("Pod", short=("po",), cats=("all",),
           subs={"status": "", "binding": "Binding", "log": "Pod", "exec": "PodExecOptions",
                 "eviction": "policy/v1:Eviction", "attach": "PodAttachOptions",
-                "portforward": "PodPortForwardOptions", "ephemeralcontainers": ""}),
+                "portforward": "PodPortForwardOptions", "ephemeralcontainers": ""},
+          fields=_POD_FIELDS),
     _core("ConfigMap", short=("cm",)),
-    _core("Secret"),
+    _core("Secret", fields=_selectable({"type": _at("type")})),
     _core("Service", short=("svc",), cats=("all",), subs={"status": "",
-                                                         "proxy": "ServiceProxyOptions"}),
+                                                         "proxy": "ServiceProxyOptions"},
+          fields=_selectable({"spec.clusterIP": _at("spec.clusterIP"),
+                              "spec.type": _at("spec.type")})),
     _core("Endpoints", plural="endpoints", short=("ep",)),
     _core("PersistentVolume", namespaced=False, short=("pv",), subs={"status": ""}),
     _core("PersistentVolumeClaim", short=("pvc",), subs={"status": ""}),
     _core("ServiceAccount", short=("sa",), subs={"token": "authentication.k8s.io/v1:TokenRequest"}),
-    _core("Event", short=("ev",)),
+    _core("Event", short=("ev",), fields=_EVENT_FIELDS),
     _core("Binding", verbs=("create",)),
     _core("ReplicationController", short=("rc",), cats=("all",),
-          subs={"status": "", "scale": _SCALE}),
+          subs={"status": "", "scale": _SCALE}, fields=_REPLICAS_FIELDS),
     _core("PodTemplate"),
     _core("LimitRange", short=("limits",)),
     _core("ResourceQuota", short=("quota",), subs={"status": ""}),
     _make("apps", "v1", "apps", "Deployment", short=("deploy",), cats=("all",),
           subs={"status": "", "scale": _SCALE}),
     _make("apps", "v1", "apps", "ReplicaSet", short=("rs",), cats=("all",),
-          subs={"status": "", "scale": _SCALE}),
+          subs={"status": "", "scale": _SCALE}, fields=_REPLICAS_FIELDS),
     _make("apps", "v1", "apps", "DaemonSet", short=("ds",), cats=("all",), subs={"status": ""}),
     _make("apps", "v1", "apps", "StatefulSet", short=("sts",), cats=("all",),
           subs={"status": "", "scale": _SCALE}),
     _make("apps", "v1", "apps", "ControllerRevision"),
-    _make("batch", "v1", "batch", "Job", cats=("all",), subs={"status": ""}),
+    _make("batch", "v1", "batch", "Job", cats=("all",), subs={"status": ""},
+          fields=_selectable({"status.successful": _at("status.succeeded", default=0)})),
     _make("batch", "v1", "batch", "CronJob", short=("cj",), cats=("all",), subs={"status": ""}),
     _make("storage.k8s.io", "v1", "storage", "StorageClass", namespaced=False, short=("sc",),
           plural="storageclasses"),
@@ -191,9 +291,3 @@ class Registry:
 
 
 REGISTRY = Registry()
-
-
-def split_api_version(api_version: str) -> tuple[str, str]:
-    """'apps/v1' -> ('apps', 'v1'); 'v1' -> ('', 'v1')."""
-    group, _, version = api_version.rpartition("/")
-    return group, version

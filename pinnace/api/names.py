@@ -4,8 +4,9 @@ Each `*_problems` function returns the messages of apimachinery's
 `util/validation` for one format (RFC 1123 subdomain and label, DNS-1035 label,
 qualified name, label value, config key, path segment): an empty list means valid. The
 `check_*` functions apply them to a field and record the problems in `FieldErrors`.
-`selector_matches` is the meaning of a `metav1.LabelSelector`, used to check that a
-workload's selector selects its own template.
+These are the one implementation of the formats: label selectors
+(`pinnace.api.selectors`) check their keys and values here too, and matching a
+selector is `selectors.LabelSelector`'s.
 """
 
 from __future__ import annotations
@@ -77,20 +78,26 @@ def path_segment_problems(value: str) -> list[str]:
 
 
 def qualified_name_problems(value: str) -> list[str]:
-    """Label and annotation keys: [prefix/]name."""
-    prefix, slash, name = value.rpartition("/")
-    if slash and not prefix:
-        return ["prefix part must be non-empty"]
+    """Label and annotation keys, label-selector keys: `[prefix/]name` (apimachinery's
+    IsQualifiedName, every problem reported, in its order)."""
+    parts = value.split("/")
+    if len(parts) > 2:
+        return ["a qualified name " + _QUALIFIED_MSG.removeprefix("name part ")
+                + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"]
     out = []
+    name = parts[-1]
+    if len(parts) == 2:
+        prefix = parts[0]
+        if not prefix:
+            out.append("prefix part must be non-empty")
+        else:
+            out.extend("prefix part " + p for p in subdomain_problems(prefix))
     if not name:
         out.append("name part must be non-empty")
-    else:
-        if len(name) > 63:
-            out.append("name part must be no more than 63 characters")
-        if not _full(_QUALIFIED, name):
-            out.append(_QUALIFIED_MSG)
-    if prefix:
-        out.extend("prefix part " + p for p in subdomain_problems(prefix))
+    elif len(name) > 63:
+        out.append("name part must be no more than 63 characters")
+    if not _full(_QUALIFIED, name):
+        out.append(_QUALIFIED_MSG)
     return out
 
 
@@ -128,26 +135,6 @@ def check_annotations(annotations: Any, path: str, errs: FieldErrors) -> None:
 
 
 # --- label selectors -----------------------------------------------------------------------------
-
-def selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
-    """Does a metav1.LabelSelector (matchLabels + matchExpressions) select `labels`?"""
-    for key, value in as_dict(selector.get("matchLabels")).items():
-        if labels.get(key) != value:
-            return False
-    for expr in as_list(selector.get("matchExpressions")):
-        expr = as_dict(expr)
-        key, op, values = expr.get("key"), expr.get("operator"), as_list(expr.get("values"))
-        present = key in labels
-        if op == "In" and not (present and labels[key] in values):
-            return False
-        if op == "NotIn" and present and labels[key] in values:
-            return False
-        if op == "Exists" and not present:
-            return False
-        if op == "DoesNotExist" and present:
-            return False
-    return True
-
 
 def check_selector(selector: Any, path: str, errs: FieldErrors) -> None:
     selector = as_dict(selector)

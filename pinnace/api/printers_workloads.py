@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from pinnace.api.conditions import is_true
 from pinnace.api.errors import ApiError
 from pinnace.api.printing import (
     AGE,
@@ -54,12 +55,6 @@ def _selector_string(sel: Obj | None) -> str:
     except ApiError:
         return "<invalid>"
 
-
-def _condition_true(conditions: list[Obj] | None, type_: str) -> bool:
-    for c in conditions or []:
-        if c.get("type") == type_:
-            return c.get("status") == "True"
-    return False
 
 # ---------------------------------------------------------------------------
 # Pod
@@ -115,7 +110,7 @@ def _pod_cells(pod: Obj, now: datetime) -> Cells:
         initializing = True
         break
 
-    if not initializing or _condition_true(status.get("conditions"), "Initialized"):
+    if not initializing or is_true(status.get("conditions"), "Initialized"):
         restarts, last_restart = sidecar_restarts, last_sidecar_restart
         has_running = False
         for cs in reversed(status.get("containerStatuses") or []):
@@ -137,7 +132,7 @@ def _pod_cells(pod: Obj, now: datetime) -> Cells:
                 has_running = True
                 ready += 1
         if reason == "Completed" and has_running:
-            ready_cond = _condition_true(status.get("conditions"), "Ready")
+            ready_cond = is_true(status.get("conditions"), "Ready")
             reason = "Running" if ready_cond else "NotReady"
 
     if meta.get("deletionTimestamp") and status.get("reason") == "NodeLost":
@@ -253,15 +248,15 @@ def _job_cells(job: Obj, now: datetime) -> Cells:
     if start is not None:
         duration = human_duration(((end or now) - start).total_seconds())
     conds = status.get("conditions")
-    if _condition_true(conds, "Complete"):
+    if is_true(conds, "Complete"):
         state = "Complete"
-    elif _condition_true(conds, "Failed"):
+    elif is_true(conds, "Failed"):
         state = "Failed"
     elif metadata_of(job).get("deletionTimestamp"):
         state = "Terminating"
-    elif _condition_true(conds, "Suspended"):
+    elif is_true(conds, "Suspended"):
         state = "Suspended"
-    elif _condition_true(conds, "FailureTarget"):
+    elif is_true(conds, "FailureTarget"):
         state = "FailureTarget"
     else:
         state = "Running"

@@ -16,10 +16,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pinnace.api import schema
+from pinnace.api.timestamps import parse_time
 
 Obj = Mapping[str, Any]
 Cells = list[Any]
@@ -59,17 +60,6 @@ def human_duration(seconds: float) -> str:
         years = hours // 24 // 365
         return f"{years}y" if days == 0 else f"{years}y{days}d"
     return f"{hours // 24 // 365}y"
-
-
-def parse_time(text: Any) -> datetime | None:
-    """An RFC 3339 timestamp (Time or MicroTime) as an aware datetime; None if absent."""
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def since(text: Any, now: datetime) -> str:

@@ -27,10 +27,10 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from pinnace.api import errors
+from pinnace.api.timestamps import format_time
 
 MEDIA_TYPE = "application/vnd.kubernetes.protobuf"
 MAGIC = b"k8s\x00"
@@ -393,7 +393,7 @@ def _special(name: str, buf: bytes, path: str) -> Any:
     if seconds == 0 and not got.get(2):
         return None  # Go's zero time.Time, which metav1.Time renders as null
     try:
-        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return format_time(float(seconds))
     except (OverflowError, OSError, ValueError):
         raise _malformed(path, f"time {seconds}s out of range") from None
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-Obj = dict[str, Any]
+from pinnace.api.types import Obj
 
 NODE_NAME_FIELD = "metadata.name"
 

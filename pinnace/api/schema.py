@@ -100,17 +100,3 @@ def _types_of(node: dict[str, Any]) -> frozenset[str]:
     if isinstance(t, list):
         return frozenset(x for x in t if x != "null")
     return frozenset()
-
-
-def field_schema(node: dict[str, Any] | None, field: str) -> dict[str, Any] | None:
-    """The resolved schema of a property (or map value) of an object schema."""
-    node = resolve(node)
-    if node is None:
-        return None
-    props = node.get("properties")
-    if isinstance(props, dict) and field in props:
-        return props[field]
-    extra = node.get("additionalProperties")
-    if isinstance(extra, dict):
-        return extra
-    return None

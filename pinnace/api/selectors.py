@@ -12,9 +12,14 @@ recursive descent mirroring `k8s.io/apimachinery/pkg/labels`, so errors read the
 same ("unable to parse requirement: ...", "found 'x', expected: ...").
 
 Field selectors (`a=b,c!=d`, backslash escapes `\\ \\, \\=`) only test equality
-on a flat map of *selectable fields*; `fields_for` computes that map for a kind,
-and `check_field_selector` rejects fields the kind does not support.
-Every invalid input raises `ApiError` 400 BadRequest.
+on a flat map of *selectable fields*. Which fields a kind has, and how each is read,
+is the kind's `selectable_fields` table in `pinnace.api.kinds`; `fields_for` computes
+the map for an object and `check_field_selector` rejects fields the kind does not
+support. Keys and values are checked by `pinnace.api.names`, the one implementation
+of those formats. Every invalid input raises `ApiError` 400 BadRequest.
+
+`selector_matches` is the lenient form validation uses on a metav1.LabelSelector
+object it has already checked.
 """
 
 from __future__ import annotations
@@ -25,70 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pinnace.api.errors import ApiError, bad_request
-
-# ---------------------------------------------------------------------------
-# validation of keys and values (k8s.io/apimachinery/pkg/util/validation)
-
-_QNAME_FMT = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
-_QNAME_RE = re.compile(f"^{_QNAME_FMT}$")
-_QNAME_MSG = ("must consist of alphanumeric characters, '-', '_' or '.', and must start and end "
-              "with an alphanumeric character")
-_VALUE_FMT = f"({_QNAME_FMT})?"
-_VALUE_RE = re.compile(f"^{_VALUE_FMT}$")
-_VALUE_MSG = ("a valid label must be an empty string or consist of alphanumeric characters, "
-              "'-', '_' or '.', and must start and end with an alphanumeric character")
-_DNS1123_FMT = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
-_DNS1123_RE = re.compile(f"^{_DNS1123_FMT}$")
-_DNS1123_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
-                "characters, '-' or '.', and must start and end with an alphanumeric character")
-
-
-def _regex_error(msg: str, fmt: str, *examples: str) -> str:
-    # Kubernetes' wording, double spaces included: "(e.g. 'a',  or 'b', regex ...)"
-    if not examples:
-        return f"{msg} (regex used for validation is '{fmt}')"
-    shown = " or ".join(f"'{e}', " for e in examples)
-    return f"{msg} (e.g. {shown}regex used for validation is '{fmt}')"
-
-
-def qualified_name_errors(value: str) -> list[str]:
-    """Problems with a label key / qualified name ("prefix/name"), empty if valid."""
-    errs: list[str] = []
-    parts = value.split("/")
-    if len(parts) == 1:
-        name = parts[0]
-    elif len(parts) == 2:
-        prefix, name = parts
-        if not prefix:
-            errs.append("prefix part must be non-empty")
-        else:
-            if len(prefix) > 253:
-                errs.append("prefix part must be no more than 253 characters")
-            if not _DNS1123_RE.match(prefix):
-                errs.append("prefix part " + _regex_error(_DNS1123_MSG, _DNS1123_FMT,
-                                                          "example.com"))
-    else:
-        return ["a qualified name " + _regex_error(_QNAME_MSG, _QNAME_FMT, "MyName", "my.name",
-                                                    "123-abc")
-                + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"]
-    if not name:
-        errs.append("name part must be non-empty")
-    elif len(name) > 63:
-        errs.append("name part must be no more than 63 characters")
-    if not _QNAME_RE.match(name):
-        errs.append("name part " + _regex_error(_QNAME_MSG, _QNAME_FMT, "MyName", "my.name",
-                                                "123-abc"))
-    return errs
-
-
-def label_value_errors(value: str) -> list[str]:
-    """Problems with a label value, empty if valid."""
-    errs: list[str] = []
-    if len(value) > 63:
-        errs.append("must be no more than 63 characters")
-    if not _VALUE_RE.match(value):
-        errs.append(_regex_error(_VALUE_MSG, _VALUE_FMT, "MyValue", "my_value", "12345"))
-    return errs
+from pinnace.api.kinds import REGISTRY, SelectableFields
+from pinnace.api.names import label_value_problems, qualified_name_problems
 
 
 def _quote(value: str) -> str:
@@ -117,7 +60,7 @@ class Requirement:
     def new(cls, key: str, operator: str, values: list[str] | tuple[str, ...] = ()) -> Requirement:
         """Validated constructor (`labels.NewRequirement`); raises ValueError."""
         errors = [f"key: Invalid value: {_quote(key)}: {'; '.join(errs)}"
-                  for errs in [qualified_name_errors(key)] if errs]
+                  for errs in [qualified_name_problems(key)] if errs]
         vals = tuple(values)
         if operator in (IN, NOT_IN):
             if not vals:
@@ -142,7 +85,7 @@ class Requirement:
             errors.append(f"operator: Unsupported value: {_quote(operator)}")
         if operator not in (GREATER_THAN, LESS_THAN):
             for i, v in enumerate(vals):
-                errs = label_value_errors(v)
+                errs = label_value_problems(v)
                 if errs:
                     errors.append(f"values[{i}]: Invalid value: {_quote(v)}: {'; '.join(errs)}")
         if errors:
@@ -214,11 +157,6 @@ class LabelSelector:
         except ValueError as e:
             raise bad_request(str(e)) from None
         return cls(tuple(sorted(reqs, key=lambda r: r.key)))
-
-    @classmethod
-    def from_labels(cls, labels: Mapping[str, str]) -> LabelSelector:
-        """Equality on every pair (`labels.SelectorFromSet`), e.g. a Service's selector."""
-        return cls.from_dict({"matchLabels": dict(labels)})
 
     def empty(self) -> bool:
         return not self.nothing and not self.requirements
@@ -323,7 +261,7 @@ class _Parser:
         if kind != _IDENT:
             raise ValueError(f"found '{lit}', expected: identifier")
         key = lit
-        errs = qualified_name_errors(key)
+        errs = qualified_name_problems(key)
         if errs:
             raise ValueError(f"key: Invalid value: {_quote(key)}: {'; '.join(errs)}")
         if self._peek()[0] in (_END, ","):
@@ -492,13 +430,6 @@ class FieldSelector:
     def empty(self) -> bool:
         return not self.requirements
 
-    def value_for(self, name: str) -> str | None:
-        """The value an equality requirement pins `name` to (for indexed lookups)."""
-        for r in self.requirements:
-            if r.field == name and r.operator == "=":
-                return r.value
-        return None
-
     def __str__(self) -> str:
         return ",".join(str(r) for r in self.requirements)
 
@@ -517,117 +448,77 @@ def parse_field_selector(text: str) -> FieldSelector:
     return FieldSelector(tuple(reqs))
 
 
-# -- selectable fields per kind ---------------------------------------------
+# -- selectable fields per kind (the tables live on the resource types) ---------
 
 _META_ONLY = ("metadata.name", "metadata.namespace")
-_SUPPORTED: dict[tuple[str, str], tuple[str, ...]] = {
-    ("", "Pod"): (*_META_ONLY, "spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
-                  "spec.serviceAccountName", "spec.hostNetwork", "status.phase", "status.podIP",
-                  "status.podIPs", "status.nominatedNodeName"),
-    ("", "Node"): ("metadata.name", "spec.unschedulable"),
-    ("", "Namespace"): ("metadata.name", "status.phase"),
-    ("", "Secret"): (*_META_ONLY, "type"),
-    ("", "Service"): (*_META_ONLY, "spec.clusterIP", "spec.type"),
-    ("", "Event"): _META_ONLY + tuple(f"involvedObject.{f}" for f in (
-        "kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath"))
-    + ("reason", "reportingComponent", "source", "type"),
-    ("", "ReplicationController"): (*_META_ONLY, "status.replicas"),
-    ("apps", "ReplicaSet"): (*_META_ONLY, "status.replicas"),
-    ("batch", "Job"): (*_META_ONLY, "status.successful"),
-}
-# Kinds listed here report unknown fields as "field label not supported"; the
-# rest use the generic metadata-only conversion and its own message.
-_SPECIFIC = set(_SUPPORTED)
+# (group, kind) -> table, for callers that name a kind rather than hold its type; the
+# table is the same for every version of a kind
+_TABLES: dict[tuple[str, str], SelectableFields | None] = {}
+for _rt in REGISTRY:
+    _TABLES.setdefault((_rt.group, _rt.kind), _rt.selectable_fields)
 
 
-def supported_fields(kind: str, group: str) -> tuple[str, ...]:
-    return _SUPPORTED.get((group, kind), _META_ONLY)
+def _table(kind: str, group: str) -> SelectableFields | None:
+    return _TABLES.get((group, kind))
+
+
+def check_fields(table: SelectableFields | None, sel: FieldSelector) -> None:
+    """Raise ApiError 400 when `sel` names a field the table does not support; kinds
+    with a table of their own word it as Kubernetes' per-kind conversions do, the rest
+    as the generic metadata-only conversion."""
+    for r in sel.requirements:
+        if table is None:
+            if r.field in _META_ONLY:
+                continue
+            raise bad_request(f'"{r.field}" is not a known field selector: only '
+                              '"metadata.name", "metadata.namespace"')
+        if r.field not in table.fields and r.field not in table.aliases:
+            raise bad_request(f"field label not supported: {r.field}")
 
 
 def check_field_selector(kind: str, group: str, sel: FieldSelector) -> None:
     """Raise ApiError 400 when `sel` names a field the kind cannot be selected by."""
-    allowed = supported_fields(kind, group)
-    for r in sel.requirements:
-        if r.field in allowed:
-            continue
-        if (group, kind) == ("", "Pod") and r.field == "spec.host":
-            continue  # old clients' name for spec.nodeName
-        if (group, kind) in _SPECIFIC:
-            raise bad_request(f"field label not supported: {r.field}")
-        raise bad_request(f'"{r.field}" is not a known field selector: only "metadata.name", '
-                          f'"metadata.namespace"')
+    check_fields(_table(kind, group), sel)
 
 
 def normalize_field_selector(kind: str, group: str, sel: FieldSelector) -> FieldSelector:
     """Check `sel` and rewrite legacy field names (Pod `spec.host` -> `spec.nodeName`)."""
-    check_field_selector(kind, group, sel)
-    if (group, kind) != ("", "Pod"):
+    table = _table(kind, group)
+    check_fields(table, sel)
+    if table is None or not table.aliases:
         return sel
     return FieldSelector(tuple(
-        FieldRequirement("spec.nodeName", r.operator, r.value) if r.field == "spec.host" else r
+        FieldRequirement(table.aliases.get(r.field, r.field), r.operator, r.value)
         for r in sel.requirements))
 
 
-def _get(obj: Mapping[str, Any], path: str) -> Any:
-    node: Any = obj
-    for part in path.split("."):
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(part)
-    return node
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+def selectable_fields_of(table: SelectableFields | None, obj: Mapping[str, Any]
+                         ) -> dict[str, str]:
+    """The selectable fields of an object under a kind's table."""
+    meta = obj.get("metadata") or {}
+    out = {"metadata.name": str(meta.get("name") or "")}
+    if meta.get("namespace"):
+        out["metadata.namespace"] = str(meta["namespace"])
+    if table is not None:
+        for path, get in table.fields.items():
+            value = get(obj)
+            if value is not None:
+                out[path] = value
+    return out
 
 
 def fields_for(kind: str, group: str, obj: Mapping[str, Any]) -> dict[str, str]:
     """The selectable fields of an object, as the API server matches them."""
-    meta = obj.get("metadata") or {}
-    out = {"metadata.name": _text(meta.get("name"))}
-    if meta.get("namespace"):
-        out["metadata.namespace"] = _text(meta.get("namespace"))
-    key = (group, kind)
-    if key == ("", "Pod"):
-        spec, status = obj.get("spec") or {}, obj.get("status") or {}
-        pod_ips = status.get("podIPs") or []
-        out.update({
-            "spec.nodeName": _text(spec.get("nodeName")),
-            "spec.restartPolicy": _text(spec.get("restartPolicy")),
-            "spec.schedulerName": _text(spec.get("schedulerName")),
-            "spec.serviceAccountName": _text(spec.get("serviceAccountName")),
-            "spec.hostNetwork": _text(bool(spec.get("hostNetwork"))),
-            "status.phase": _text(status.get("phase")),
-            "status.podIP": _text(pod_ips[0].get("ip") if pod_ips else status.get("podIP")),
-            "status.nominatedNodeName": _text(status.get("nominatedNodeName")),
-        })
-    elif key == ("", "Node"):
-        out["spec.unschedulable"] = _text(bool(_get(obj, "spec.unschedulable")))
-    elif key == ("", "Namespace"):
-        out["status.phase"] = _text(_get(obj, "status.phase"))
-    elif key == ("", "Secret"):
-        out["type"] = _text(obj.get("type"))
-    elif key == ("", "Service"):
-        out["spec.clusterIP"] = _text(_get(obj, "spec.clusterIP"))
-        out["spec.type"] = _text(_get(obj, "spec.type"))
-    elif key == ("", "Event"):
-        involved = obj.get("involvedObject") or {}
-        for name in ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion",
-                     "fieldPath"):
-            out[f"involvedObject.{name}"] = _text(involved.get(name))
-        source = _get(obj, "source.component") or obj.get("reportingComponent")
-        out.update({
-            "reason": _text(obj.get("reason")),
-            "reportingComponent": _text(obj.get("reportingComponent")),
-            "source": _text(source),
-            "type": _text(obj.get("type")),
-        })
-    elif key in (("", "ReplicationController"), ("apps", "ReplicaSet")):
-        out["status.replicas"] = _text(_get(obj, "status.replicas") or 0)
-    elif key == ("batch", "Job"):
-        out["status.successful"] = _text(_get(obj, "status.succeeded") or 0)
-    return out
+    return selectable_fields_of(_table(kind, group), obj)
+
+
+# -- metav1.LabelSelector objects, leniently ---------------------------------------
+
+def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """Does a metav1.LabelSelector object select `labels`? For validation, which has
+    already reported what is wrong with the selector itself: an invalid selector
+    counts as matching, so it is not reported twice."""
+    try:
+        return LabelSelector.from_dict(selector or {}).matches(labels)
+    except ApiError:
+        return True

@@ -36,6 +36,7 @@ from pinnace.api.printing import (
     name_column,
     parse_time,
 )
+from pinnace.api.timestamps import format_time
 
 __all__ = [
     "Cells",
@@ -88,8 +89,7 @@ _DEFAULT_COLUMNS: tuple[Column, ...] = (
 
 def _default_cells(obj: Obj, now: datetime) -> Cells:
     created = parse_time(metadata_of(obj).get("creationTimestamp"))
-    text = created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if created else \
-        "0001-01-01T00:00:00Z"
+    text = format_time(created) if created else "0001-01-01T00:00:00Z"
     return [metadata_of(obj).get("name", ""), text]
 
 

@@ -34,9 +34,9 @@ from pinnace.api.names import (
     dns1035_problems,
     label_problems,
     path_segment_problems,
-    selector_matches,
     subdomain_problems,
 )
+from pinnace.api.selectors import selector_matches
 from pinnace.api.validation_core import NODE_PORT_RANGE
 
 __all__ = [

@@ -17,8 +17,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pinnace.api import cron
 from pinnace.api.field_errors import FieldErrors, as_dict, as_list, as_str
-from pinnace.api.names import check_labels, check_selector, selector_matches
+from pinnace.api.names import check_labels, check_selector
+from pinnace.api.selectors import selector_matches
 from pinnace.api.validation_core import check_pvc_spec
 from pinnace.api.validation_pods import check_pod_template
 
@@ -148,8 +150,11 @@ def validate_job(obj: dict[str, Any], errs: FieldErrors) -> None:
 def validate_cronjob(obj: dict[str, Any], errs: FieldErrors) -> None:
     spec = as_dict(obj.get("spec"))
     schedule = as_str(spec.get("schedule"))
-    if schedule and not _valid_cron(schedule):
-        errs.invalid("spec.schedule", schedule, "unparseable cron schedule")
+    if schedule:
+        try:
+            cron.parse(schedule)
+        except ValueError as e:
+            errs.invalid("spec.schedule", schedule, f"unparseable cron schedule: {e}")
     errs.enum("spec.concurrencyPolicy", spec.get("concurrencyPolicy"),
               ("Allow", "Forbid", "Replace"))
     for key in ("successfulJobsHistoryLimit", "failedJobsHistoryLimit",
@@ -162,21 +167,6 @@ def validate_cronjob(obj: dict[str, Any], errs: FieldErrors) -> None:
     check_labels(as_dict(template.get("metadata")).get("labels"),
                  "spec.jobTemplate.metadata.labels", errs)
     _job_spec(template.get("spec"), "spec.jobTemplate.spec", errs, generated_selector=True)
-
-
-_CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight",
-                "@hourly"}
-
-
-def _valid_cron(schedule: str) -> bool:
-    fields = schedule.split()
-    if fields and fields[0].startswith(("TZ=", "CRON_TZ=")):
-        fields = fields[1:]
-    if len(fields) == 1:
-        return fields[0] in _CRON_MACROS or fields[0].startswith("@every ")
-    atom = r"(\*|\?|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?"
-    return len(fields) == 5 and all(
-        re.fullmatch(f"{atom}(,{atom})*", f) is not None for f in fields)
 
 
 # --- updates -------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from pinnace.api.events import event_for, event_time
+from pinnace.api.events import event_for
 
 JOB = {"apiVersion": "batch/v1", "kind": "Job",
        "metadata": {"name": "pi", "namespace": "ns1", "uid": "u1", "resourceVersion": "7"}}
@@ -24,6 +24,14 @@ def test_event_about_an_object() -> None:
     assert ev["count"] == 1
 
 
+def test_stamped_now_when_no_time_is_given() -> None:
+    before = datetime.now(UTC).replace(microsecond=0)
+    ev = event_for(JOB, component="c", type_="Normal", reason="R", message="m")
+    stamp = datetime.fromisoformat(ev["firstTimestamp"].replace("Z", "+00:00"))
+    assert ev["firstTimestamp"].endswith("Z") and "." not in ev["firstTimestamp"]
+    assert before <= stamp <= datetime.now(UTC)
+
+
 def test_names_are_unique_and_cluster_scoped_objects_go_to_default() -> None:
     node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "uid": "u"}}
     a = event_for(node, component="c", type_="Normal", reason="R", message="m")
@@ -31,7 +39,3 @@ def test_names_are_unique_and_cluster_scoped_objects_go_to_default() -> None:
     assert a["metadata"]["namespace"] == "default"
     assert a["involvedObject"]["namespace"] is None
     assert a["metadata"]["name"] != b["metadata"]["name"]
-
-
-def test_event_time_is_rfc3339_seconds() -> None:
-    assert event_time(datetime(2024, 5, 6, 7, 8, 9, 123, tzinfo=UTC)) == "2024-05-06T07:08:09Z"

@@ -198,3 +198,44 @@ def test_fields_for_objects():
     assert fields_for("ReplicaSet", "apps", {"metadata": {"name": "r"}})["status.replicas"] == "0"
     sel = parse_field_selector("involvedObject.name=p,involvedObject.uid=u1")
     assert sel.matches(fields_for("Event", "", event))
+
+
+def test_field_tables_live_on_the_resource_types():
+    from pinnace.api.kinds import REGISTRY
+    pod = REGISTRY.by_api_version("v1", "Pod")
+    node = REGISTRY.by_api_version("v1", "Node")
+    cm = REGISTRY.by_api_version("v1", "ConfigMap")
+    assert pod is not None and node is not None and cm is not None
+    assert pod.selectable_fields is not None and cm.selectable_fields is None
+    assert "spec.nodeName" in pod.selectable_fields.fields
+    assert pod.selectable_fields.aliases == {"spec.host": "spec.nodeName"}
+    # cluster-scoped kinds are not selectable by namespace
+    assert node.selectable_fields is not None
+    assert "metadata.namespace" not in node.selectable_fields.fields
+    with pytest.raises(ApiError, match=r"field label not supported: metadata\.namespace"):
+        check_field_selector("Node", "", parse_field_selector("metadata.namespace=x"))
+    # spec.host is a Pod's alias only
+    with pytest.raises(ApiError, match=r"field label not supported: spec\.host"):
+        check_field_selector("Node", "", parse_field_selector("spec.host=x"))
+    # accepted but never set: matches as ""
+    assert parse_field_selector("status.podIPs=").matches(
+        fields_for("Pod", "", {"metadata": {"name": "p"}}))
+
+
+def test_selector_key_errors_use_kubernetes_wording():
+    with pytest.raises(ApiError) as e:
+        parse_label_selector("-a=b")
+    assert ("name part must consist of alphanumeric characters, '-', '_' or '.', and must "
+            "start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  "
+            "or '123-abc', regex used for validation is "
+            "'([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')") in e.value.message
+
+
+def test_selector_matches_is_lenient_about_invalid_selectors():
+    from pinnace.api.selectors import selector_matches
+    assert selector_matches({"matchLabels": {"a": "b"}}, {"a": "b", "c": "d"})
+    assert not selector_matches({"matchExpressions": [
+        {"key": "a", "operator": "NotIn", "values": ["b"]}]}, {"a": "b"})
+    assert selector_matches({}, {"x": "y"})
+    # already reported by validation: not a second, misleading mismatch
+    assert selector_matches({"matchExpressions": [{"key": "a", "operator": "Near"}]}, {})

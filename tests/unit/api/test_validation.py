@@ -526,3 +526,18 @@ def test_keyless_toleration_must_use_exists() -> None:
         raise AssertionError("a keyless Equal toleration was accepted")
     pod["spec"]["tolerations"] = [{"operator": "Exists", "effect": "NoExecute"}]
     validate(pods, pod)
+
+
+def test_qualified_names_report_every_problem_as_kubernetes_does():
+    from pinnace.api.names import qualified_name_problems
+    assert qualified_name_problems("example.com/MyName") == []
+    assert qualified_name_problems("a/") == [
+        "name part must be non-empty",
+        "name part must consist of alphanumeric characters, '-', '_' or '.', and must start "
+        "and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or "
+        "'123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"]
+    assert qualified_name_problems("/x") == ["prefix part must be non-empty"]
+    (only,) = qualified_name_problems("a/b/c")
+    assert only.startswith("a qualified name must consist of alphanumeric characters")
+    assert only.endswith("with an optional DNS subdomain prefix and '/' (e.g. "
+                         "'example.com/MyName')")

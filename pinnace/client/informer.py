@@ -18,19 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dis
 import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from pinnace.api import errors
 from pinnace.api.kinds import ResourceType
+from pinnace.api.types import Obj
 from pinnace.client.client import Client
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 IndexFunc = Callable[[Obj], list[str]]
 
 
@@ -44,6 +44,49 @@ def key_of(obj: Obj) -> str:
 def split_key(key: str) -> tuple[str | None, str]:
     ns, _, name = key.rpartition("/")
     return (ns or None), name
+
+
+# the index every component that works per node keeps on a pod informer (controllers
+# sweeping a node's pods, simulated nodes finding theirs): one name, one function
+NODE_NAME_INDEX = "spec.nodeName"
+
+
+def _pod_node_name(pod: Obj) -> list[str]:
+    return [(pod.get("spec") or {}).get("nodeName") or ""]
+
+
+def index_pods_by_node(pods: Informer) -> None:
+    """Index a (shared) pod informer by node name under NODE_NAME_INDEX; read it with
+    `pods.by_index(NODE_NAME_INDEX, node_name)` ("" holds the unscheduled pods)."""
+    pods.add_index(NODE_NAME_INDEX, _pod_node_name)
+
+
+def _same_function(a: IndexFunc, b: IndexFunc) -> bool:
+    """The same object, equal bound methods, or the same computation: one lambda made
+    by two instances, or two spellings of one expression (same bytecode, constants,
+    names, defaults, captured values, and the same objects behind the globals read)."""
+    if a is b or a == b:
+        return True
+    if hasattr(a, "__self__") or hasattr(b, "__self__"):
+        return False  # methods of different objects may read different state
+    code_a, code_b = getattr(a, "__code__", None), getattr(b, "__code__", None)
+    if code_a is None or code_b is None:
+        return False
+    if (code_a.co_code, code_a.co_consts, code_a.co_names) != \
+            (code_b.co_code, code_b.co_consts, code_b.co_names):
+        return False
+    try:
+        cells_a = tuple(c.cell_contents for c in getattr(a, "__closure__", None) or ())
+        cells_b = tuple(c.cell_contents for c in getattr(b, "__closure__", None) or ())
+    except ValueError:  # an empty cell
+        return False
+    if cells_a != cells_b or \
+            getattr(a, "__defaults__", None) != getattr(b, "__defaults__", None):
+        return False
+    # the globals it reads must be the same objects (owner_key, a module constant, ...)
+    globals_a, globals_b = getattr(a, "__globals__", {}), getattr(b, "__globals__", {})
+    return all(globals_a.get(i.argval, i) is globals_b.get(i.argval, i)
+               for i in dis.get_instructions(code_a) if i.opname == "LOAD_GLOBAL")
 
 
 @dataclass
@@ -82,6 +125,17 @@ class Informer:
                 on_add(obj)
 
     def add_index(self, name: str, fn: IndexFunc) -> None:
+        """Index the cache by `fn`'s values under `name`. Registering a name again is
+        fine with the same function (two instances of one controller on a shared
+        factory register the same lambda), an error with another one: the second
+        registrant would silently read the first one's index (client-go refuses an
+        indexer conflict likewise)."""
+        existing = self._indexers.get(name)
+        if existing is not None:
+            if not _same_function(existing, fn):
+                raise ValueError(f"index {name!r} is already registered on the {self.rt.kind} "
+                                 "informer with a different function")
+            return
         self._indexers[name] = fn
         index: dict[str, set[str]] = {}
         for key, obj in self.cache.items():

@@ -17,6 +17,8 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from pinnace.api.backoff import exponential_delay
+
 log = logging.getLogger(__name__)
 
 Reconcile = Callable[[str], Awaitable[None]]
@@ -69,9 +71,9 @@ class WorkQueue:
         self.add(key)
 
     def add_rate_limited(self, key: str) -> None:
-        n = self._failures.get(key, 0)
-        self._failures[key] = n + 1
-        self.add_after(key, min(self.base_delay * (2 ** n), self.max_delay))
+        n = self._failures.get(key, 0) + 1
+        self._failures[key] = n
+        self.add_after(key, exponential_delay(self.base_delay, self.max_delay, n))
 
     def forget(self, key: str) -> None:
         self._failures.pop(key, None)

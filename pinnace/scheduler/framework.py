@@ -24,8 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from pinnace.api.quantity import int_value, milli_value
 from pinnace.api.scheduling import required_node_selector_terms
-
-Obj = dict[str, Any]
+from pinnace.api.types import Obj
 
 # Requests assumed for scoring when a container states none (Kubernetes' non-zero
 # defaults), so that pods without requests still spread by load.

@@ -9,6 +9,11 @@
 
 If a cluster event arrives while a pod is being tried, a failure of that attempt
 goes to backoffQ, not unschedulable: the event may have been the one it needed.
+
+Every time the queue reads comes from its `clock` (monotonic seconds, the event
+loop's clock by default), so backoff and the safety net can be driven by a clock
+that is moved by hand; `pop` looks again whenever it is woken or its nearest
+deadline passes.
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pinnace.scheduler.framework import Obj
+from pinnace.api.backoff import exponential_delay
+from pinnace.api.types import Obj
 
 INITIAL_BACKOFF = 1.0
 MAX_BACKOFF = 10.0
@@ -49,7 +57,9 @@ def _priority(pod: Obj) -> int:
 class SchedulingQueue:
     def __init__(self, *, initial_backoff: float = INITIAL_BACKOFF,
                  max_backoff: float = MAX_BACKOFF,
-                 max_unschedulable: float = MAX_UNSCHEDULABLE) -> None:
+                 max_unschedulable: float = MAX_UNSCHEDULABLE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
         self.max_unschedulable = max_unschedulable
@@ -65,7 +75,7 @@ class SchedulingQueue:
         self._wake = asyncio.Event()
 
     def _now(self) -> float:
-        return asyncio.get_running_loop().time()
+        return self.clock()
 
     def __len__(self) -> int:
         return len(self._where)
@@ -159,7 +169,8 @@ class SchedulingQueue:
     # -- internals -------------------------------------------------------------------------
 
     def _backoff_of(self, qp: QueuedPod) -> float:
-        return min(self.initial_backoff * 2 ** max(qp.attempts - 1, 0), self.max_backoff)
+        # attempts counts this one: the first failure waits initial_backoff
+        return exponential_delay(self.initial_backoff, self.max_backoff, max(qp.attempts, 1))
 
     def _requeue(self, qp: QueuedPod) -> None:
         if qp.backoff_until > self._now():

@@ -28,13 +28,13 @@ import logging
 import random
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from pinnace.api.errors import ApiError
+from pinnace.api.timestamps import now_rfc3339
 from pinnace.client.client import Client
+from pinnace.client.events import recorder_for
 from pinnace.client.factory import InformerFactory
 from pinnace.client.informer import key_of
-from pinnace.scheduler.events import EventRecorder
 from pinnace.scheduler.framework import (
     SUCCESS,
     Code,
@@ -103,10 +103,6 @@ def num_feasible_nodes_to_find(num_nodes: int, percentage: int = 0) -> int:
     return max(num_nodes * pct // 100, MIN_FEASIBLE_NODES)
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _node_changed(old: Obj, new: Obj) -> bool:
     """Changes that can make a pod fit (not heartbeats): Kubernetes' NodeUpdate hints."""
     return old.get("spec") != new.get("spec") or \
@@ -132,7 +128,7 @@ class Scheduler:
                         for name, weight in (DEFAULT_SCORES if scores is None else scores).items()]
         self.snapshot = ClusterSnapshot()
         self.queue = SchedulingQueue()
-        self.events = EventRecorder(client, component=scheduler_name)
+        self.events = recorder_for(client)
         self.stats = SchedulerStats()
         self._parallel_binds = parallel_binds
         self._binds: asyncio.Semaphore | None = None
@@ -175,7 +171,6 @@ class Scheduler:
     def _on_pod_delete(self, pod: Obj) -> None:
         key = key_of(pod)
         self.queue.delete(key)
-        self.events.forget(pod["metadata"].get("uid", ""))
         if self.snapshot.node_of(key) is not None:
             self.snapshot.remove_pod(key)
             self.queue.move_all_to_active()
@@ -197,7 +192,6 @@ class Scheduler:
     async def run(self) -> None:
         await self.factory.wait_synced()
         self._binds = asyncio.Semaphore(self._parallel_binds)
-        events = asyncio.create_task(self.events.run(), name="scheduler-events")
         log.info("scheduler %s started", self.scheduler_name)
         try:
             while True:
@@ -215,11 +209,12 @@ class Scheduler:
                 # Let informer events and binding answers in between cycles.
                 await asyncio.sleep(0)
         finally:
-            for t in [*self._tasks, events]:
+            for t in list(self._tasks):
                 t.cancel()
-            for t in [*self._tasks, events]:
+            for t in list(self._tasks):
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
+            await self.events.close()
 
     def schedule_one(self, qp: QueuedPod) -> bool:
         """One scheduling cycle (synchronous: the snapshot cannot change under it).
@@ -232,7 +227,7 @@ class Scheduler:
         info = PodInfo.of(pod)
         result = self.find_node(info)
         if result.node is None:
-            self.events.record(pod, "Warning", "FailedScheduling", result.message)
+            self._event(pod, "Warning", "FailedScheduling", result.message)
             if result.error:
                 self.stats.errors += 1
                 self.queue.requeue_error(qp)
@@ -314,8 +309,7 @@ class Scheduler:
             self.queue.move_all_to_active()  # what we had assumed is free again
             self.queue.requeue_error(qp)
             if not (isinstance(e, ApiError) and e.code in (404, 409)):
-                self.events.record(pod.obj, "Warning", "FailedScheduling",
-                                   f"Binding rejected: {e}")
+                self._event(pod.obj, "Warning", "FailedScheduling", f"Binding rejected: {e}")
             log.debug("binding %s to %s failed: %s", pod.key, node, e)
         else:
             self.queue.done(pod.key)
@@ -323,10 +317,17 @@ class Scheduler:
             self.stats.bound += 1
             self.stats.first_bind = self.stats.first_bind or now
             self.stats.last_bind = now
-            self.events.record(pod.obj, "Normal", "Scheduled",
-                               f"Successfully assigned {pod.namespace}/{pod.name} to {node}")
+            self._event(pod.obj, "Normal", "Scheduled",
+                        f"Successfully assigned {pod.namespace}/{pod.name} to {node}")
         finally:
             self._binds.release()
+
+    def _event(self, pod: Obj, type_: str, reason: str, message: str) -> None:
+        """Queue an Event about pod: never awaited, so writing it cannot delay a cycle."""
+        # the pod as an involvedObject, whether or not the cached copy names its kind
+        self.events.record({**pod, "apiVersion": "v1", "kind": "Pod"},
+                           component=self.scheduler_name, type_=type_, reason=reason,
+                           message=message, reporting_instance=self.scheduler_name)
 
     async def _set_unschedulable(self, pod: Obj, message: str) -> None:
         """PodScheduled=False/Unschedulable, written only when it changes."""
@@ -339,7 +340,7 @@ class Scheduler:
             else None
         condition = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                      "message": message, "lastProbeTime": None,
-                     "lastTransitionTime": transition or _now()}
+                     "lastTransitionTime": transition or now_rfc3339()}
         m = pod["metadata"]
         try:
             await self.client.patch(self.pods_rt, m["name"], {"status": {"conditions": [

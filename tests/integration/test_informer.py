@@ -48,3 +48,27 @@ async def test_informer_follows_changes(client: Client) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_shared_factory_indexes_one_name_one_function(client: Client) -> None:
+    """Two CronJob controllers on one factory register the same index (the same lambda
+    of one line); another function under that name is refused, naming the index. The
+    index registered late on a synced informer covers what it already holds."""
+    from pinnace.client.factory import InformerFactory
+    from pinnace.controllers.cronjob import CronJobController
+    factory = InformerFactory(client)
+    CronJobController(client, factory)
+    CronJobController(client, factory)
+    jobs = factory.informer("batch/v1", "Job")
+    with pytest.raises(ValueError, match="cronjob-controller:owner"):
+        jobs.add_index("cronjob-controller:owner", lambda j: [j["metadata"]["name"]])
+    cms = client.resource("v1", "ConfigMap")
+    await client.create(cms, {"metadata": {"name": "c1", "labels": {"t": "x"}}}, "default")
+    configmaps = factory.informer("v1", "ConfigMap")
+    await factory.start()
+    try:
+        await asyncio.wait_for(configmaps.wait_synced(), 5)
+        configmaps.add_index("t", lambda o: [(o["metadata"].get("labels") or {}).get("t", "")])
+        assert [o["metadata"]["name"] for o in configmaps.by_index("t", "x")] == ["c1"]
+    finally:
+        await factory.stop()

@@ -14,9 +14,10 @@ import copy
 import json
 import math
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-Obj = dict[str, Any]
+from pinnace.api.conditions import get_condition, new_condition, remove_condition
+from pinnace.api.timestamps import format_time, parse_time
+from pinnace.api.types import Obj
 
 HASH_LABEL = "pod-template-hash"
 REVISION = "deployment.kubernetes.io/revision"
@@ -146,7 +147,8 @@ def new_rs_new_replicas(d: Obj, all_rss: list[Obj], new_rs: Obj) -> int:
     return replicas(new_rs) + max(grow, 0)
 
 
-def replicas_annotations(rs: Obj, d: Obj) -> dict[str, str]:
+def replicas_annotations(d: Obj) -> dict[str, str]:
+    """The desired/max-replicas annotations a Deployment's ReplicaSets carry."""
     return {DESIRED_REPLICAS: str(replicas(d)), MAX_REPLICAS: str(replicas(d) + max_surge(d))}
 
 
@@ -220,27 +222,12 @@ def _proportion(rs: Obj, d: Obj, to_add: int, added: int) -> int:
 
 # -- status and conditions -----------------------------------------------------------------
 
-def now_rfc3339(now: datetime | None = None) -> str:
-    return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def get_condition(status: Obj, type_: str) -> Obj | None:
-    return next((c for c in status.get("conditions") or [] if c.get("type") == type_), None)
-
-
-def remove_condition(status: Obj, type_: str) -> None:
-    conds = [c for c in status.get("conditions") or [] if c.get("type") != type_]
-    if conds:
-        status["conditions"] = conds
-    else:
-        status.pop("conditions", None)
-
-
-def new_condition(type_: str, cond_status: str, reason: str, message: str,
-                  now: datetime | None = None) -> Obj:
-    t = now_rfc3339(now)
-    return {"type": type_, "status": cond_status, "lastUpdateTime": t,
-            "lastTransitionTime": t, "reason": reason, "message": message}
+def deployment_condition(type_: str, cond_status: str, reason: str, message: str,
+                         now: datetime | None = None, *, previous: Obj | None = None) -> Obj:
+    """A Deployment condition stamped `now`: Deployments also carry lastUpdateTime;
+    with the `previous` condition's status it keeps that one's lastTransitionTime."""
+    return new_condition(type_, cond_status, reason, message, now=format_time(now),
+                         previous=previous, extra_times=("lastUpdateTime",))
 
 
 def set_condition(status: Obj, cond: Obj) -> None:
@@ -248,7 +235,7 @@ def set_condition(status: Obj, cond: Obj) -> None:
     same status keeps the transition time."""
     current = get_condition(status, cond["type"])
     if current is not None and current.get("status") == cond["status"] and \
-            current.get("reason") == cond["reason"]:
+            current.get("reason") == cond.get("reason"):
         return
     if current is not None and current.get("status") == cond["status"]:
         cond["lastTransitionTime"] = current.get("lastTransitionTime")
@@ -279,10 +266,10 @@ def calculate_status(d: Obj, all_rss: list[Obj], new_rs: Obj | None) -> Obj:
     if old.get("conditions"):
         status["conditions"] = copy.deepcopy(old["conditions"])
     if avail >= replicas(d) - max_unavailable(d):
-        cond = new_condition("Available", "True", "MinimumReplicasAvailable",
+        cond = deployment_condition("Available", "True", "MinimumReplicasAvailable",
                              "Deployment has minimum availability.")
     else:
-        cond = new_condition("Available", "False", "MinimumReplicasUnavailable",
+        cond = deployment_condition("Available", "False", "MinimumReplicasUnavailable",
                              "Deployment does not have minimum availability.")
     set_condition(status, cond)
     return status
@@ -311,7 +298,9 @@ def progress_deadline_at(d: Obj, status: Obj) -> datetime | None:
     if not has_progress_deadline(d) or cond is None or \
             cond.get("reason") in ("NewReplicaSetAvailable", "ProgressDeadlineExceeded"):
         return None
-    since = datetime.fromisoformat(cond["lastUpdateTime"].replace("Z", "+00:00"))
+    since = parse_time(cond.get("lastUpdateTime"))
+    if since is None:
+        return None
     return since + timedelta(seconds=int(d["spec"]["progressDeadlineSeconds"]))
 
 
@@ -338,33 +327,25 @@ def rollout_status(d: Obj, all_rss: list[Obj], new_rs: Obj | None,
         f'Deployment "{d["metadata"]["name"]}"'
     if has_progress_deadline(d) and not done:
         if is_complete(d, status):
-            set_condition(status, new_condition("Progressing", "True", "NewReplicaSetAvailable",
-                                                f"{what} has successfully progressed.", now))
+            set_condition(status, deployment_condition(
+                "Progressing", "True", "NewReplicaSetAvailable",
+                f"{what} has successfully progressed.", now))
         elif is_progressing(d, status):
             # progress refreshes lastUpdateTime even with the same reason
-            cond = new_condition("Progressing", "True", "ReplicaSetUpdated",
-                                 f"{what} is progressing.", now)
-            if current is not None:
-                if current.get("status") == "True":
-                    cond["lastTransitionTime"] = current.get("lastTransitionTime")
-                remove_condition(status, "Progressing")
+            cond = deployment_condition("Progressing", "True", "ReplicaSetUpdated",
+                                        f"{what} is progressing.", now, previous=current)
+            remove_condition(status, "Progressing")
             set_condition(status, cond)
         elif is_timed_out(d, status, now):
-            set_condition(status, new_condition("Progressing", "False",
-                                                "ProgressDeadlineExceeded",
-                                                f"{what} has timed out progressing.", now))
-    failure = next((get_condition(rs.get("status") or {}, "ReplicaFailure")
-                    for rs in all_rss if get_condition(rs.get("status") or {},
-                                                       "ReplicaFailure")), None)
+            set_condition(status, deployment_condition(
+                "Progressing", "False", "ProgressDeadlineExceeded",
+                f"{what} has timed out progressing.", now))
+    failure = next((c for rs in all_rss
+                    if (c := get_condition(rs.get("status"), "ReplicaFailure"))), None)
     if failure is not None:
-        set_condition(status, new_condition("ReplicaFailure", failure.get("status", "True"),
-                                            failure.get("reason", ""),
-                                            failure.get("message", ""), now))
+        set_condition(status, deployment_condition(
+            "ReplicaFailure", failure.get("status", "True"), failure.get("reason", ""),
+            failure.get("message", ""), now))
     else:
         remove_condition(status, "ReplicaFailure")
     return status
-
-
-def same_status(a: Obj, b: Obj) -> bool:
-    """Equal but for zero counts, which a server may leave out (omitempty)."""
-    return {k: v for k, v in a.items() if v} == {k: v for k, v in b.items() if v}

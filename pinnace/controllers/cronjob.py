@@ -16,143 +16,30 @@ Watches CronJobs and the Jobs they control. `reconcile(key)`:
 4. The key is queued again for the next scheduled time.
 
 `now` is the controller's time source (a constructor argument). The schedule
-itself is `CronSchedule`, a pure parser and next-time calculator.
+itself is `pinnace.api.cron`, the one parser of the cron grammar (validation uses it
+too), including `@every <duration>`, whose runs are anchored at the last scheduled
+time as Kubernetes anchors them.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
-import zoneinfo
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
-from pinnace.api import errors
+from pinnace.api import cron, errors
+from pinnace.api.conditions import is_true
+from pinnace.api.timestamps import format_time, parse_time
+from pinnace.api.types import Obj
 from pinnace.client.client import Client
 from pinnace.client.events import record_event
 from pinnace.client.factory import InformerFactory
 from pinnace.controllers.base import Controller, owner_key
 
-Obj = dict[str, Any]
 COMPONENT = "cronjob-controller"
 SCHEDULED_TIMESTAMP = "batch.kubernetes.io/cronjob-scheduled-timestamp"
 MAX_MISSED = 100  # more missed times than this: warn, as Kubernetes does
 
-# -- the schedule ------------------------------------------------------------------------
-
-_DESCRIPTORS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
-                "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
-                "@hourly": "0 * * * *"}
-_MONTHS = {n: i for i, n in enumerate(
-    "jan feb mar apr may jun jul aug sep oct nov dec".split(), start=1)}
-_DAYS = {n: i for i, n in enumerate("sun mon tue wed thu fri sat".split())}
-# (low, high, names) per field: minute, hour, day of month, month, day of week
-_FIELDS = ((0, 59, {}), (0, 23, {}), (1, 31, {}), (1, 12, _MONTHS), (0, 7, _DAYS))
-
-
-@dataclass(frozen=True)
-class CronSchedule:
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]  # 0 = Sunday
-    day_star: bool  # day of month given as * (then both day fields must match)
-    weekday_star: bool
-    tz: dt.tzinfo
-
-    @classmethod
-    def parse(cls, text: str, time_zone: str | None = None) -> CronSchedule:
-        """Five fields (ranges `a-b`, steps `/n`, lists, month and day names, `*`/`?`)
-        or a descriptor (`@hourly`…), optionally prefixed by `TZ=zone` / `CRON_TZ=zone`.
-        Raises ValueError on a malformed schedule or unknown zone."""
-        text = text.strip()
-        zone = time_zone
-        if text.startswith(("TZ=", "CRON_TZ=")):
-            prefix, _, text = text.partition(" ")
-            zone = prefix.split("=", 1)[1]
-            text = text.strip()
-        text = _DESCRIPTORS.get(text.lower(), text)
-        fields = text.split()
-        if len(fields) != 5:
-            raise ValueError(f"expected exactly 5 fields, found {len(fields)}: {text!r}")
-        sets = [_parse_field(f, lo, hi, names)
-                for f, (lo, hi, names) in zip(fields, _FIELDS, strict=True)]
-        weekdays = frozenset(d % 7 for d in sets[4])  # 7 is Sunday too
-        try:
-            tz: dt.tzinfo = zoneinfo.ZoneInfo(zone) if zone else dt.UTC
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as e:
-            raise ValueError(f"unknown time zone {zone!r}") from e
-        return cls(sets[0], sets[1], sets[2], sets[3], weekdays,
-                   fields[2] in ("*", "?") or fields[2].startswith("*/"),
-                   fields[4] in ("*", "?") or fields[4].startswith("*/"), tz)
-
-    def next_after(self, t: dt.datetime) -> dt.datetime:
-        """The first scheduled time strictly after t (an aware datetime), in UTC."""
-        local = t.astimezone(self.tz).replace(second=0, microsecond=0, tzinfo=None)
-        local += dt.timedelta(minutes=1)
-        limit = local + dt.timedelta(days=366 * 5)
-        while local < limit:
-            if local.month not in self.months:
-                local = (local.replace(day=1, hour=0, minute=0) + dt.timedelta(days=32)
-                         ).replace(day=1)
-                continue
-            if not self._day_matches(local):
-                local = local.replace(hour=0, minute=0) + dt.timedelta(days=1)
-                continue
-            if local.hour not in self.hours:
-                local = local.replace(minute=0) + dt.timedelta(hours=1)
-                continue
-            if local.minute not in self.minutes:
-                local += dt.timedelta(minutes=1)
-                continue
-            aware = local.replace(tzinfo=self.tz)
-            # a wall time skipped by a DST jump does not exist: move on
-            if aware.astimezone(dt.UTC).astimezone(self.tz).replace(tzinfo=None) != local:
-                local += dt.timedelta(minutes=1)
-                continue
-            return aware.astimezone(dt.UTC)
-        raise ValueError("schedule never fires")
-
-    def _day_matches(self, d: dt.datetime) -> bool:
-        dom = d.day in self.days
-        dow = (d.isoweekday() % 7) in self.weekdays
-        # cron: with both day fields restricted, either one matching is enough
-        if self.day_star or self.weekday_star:
-            return dom and dow
-        return dom or dow
-
-
-def _parse_field(text: str, lo: int, hi: int, names: dict[str, int]) -> frozenset[int]:
-    out: set[int] = set()
-    for part in text.split(","):
-        rng, _, step_text = part.partition("/")
-        step = int(step_text) if step_text else 1
-        if step <= 0:
-            raise ValueError(f"step must be positive: {part!r}")
-        if rng in ("*", "?"):
-            start, end = lo, hi
-        else:
-            a, dash, b = rng.partition("-")
-            start = _value(a, names)
-            end = _value(b, names) if dash else (hi if step_text else start)
-        if not lo <= start <= end <= hi:
-            raise ValueError(f"{part!r} is out of range {lo}-{hi}")
-        out.update(range(start, end + 1, step))
-    return frozenset(out)
-
-
-def _value(text: str, names: dict[str, int]) -> int:
-    low = text.lower()
-    if low in names:
-        return names[low]
-    if not text.isdigit():
-        raise ValueError(f"invalid value {text!r}")
-    return int(text)
-
-
-# -- the controller ----------------------------------------------------------------------
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -202,16 +89,17 @@ class CronJobController(Controller):
             return await self._write_status(cj, status, running)
         await self._clean_history(cj, jobs)
         try:
-            schedule = CronSchedule.parse(spec.get("schedule", ""), spec.get("timeZone"))
+            schedule = cron.parse(spec.get("schedule", ""), spec.get("timeZone"))
         except ValueError as e:
-            await self._event(cj, "Warning", "UnparseableSchedule",
-                              f"unparseable schedule: {spec.get('schedule')!r} : {e}")
-            return await self._write_status(cj, status, running)
+            return await self._unparseable(cj, status, running, e)
         if spec.get("suspend"):
             return await self._write_status(cj, status, running)
+        try:
+            scheduled, missed, next_run = _runs(cj, schedule, now)
+        except ValueError as e:  # a schedule that never fires ("0 0 30 feb *")
+            return await self._unparseable(cj, status, running, e)
 
-        scheduled, missed = _most_recent(cj, schedule, now)
-        self.queue.add_after(key, (schedule.next_after(now) - now).total_seconds() + 0.1)
+        self.queue.add_after(key, (next_run - now).total_seconds() + 0.1)
         if scheduled is None:
             return await self._write_status(cj, status, running)
         if missed > MAX_MISSED:
@@ -222,11 +110,11 @@ class CronJobController(Controller):
         name = f"{m['name']}-{int(scheduled.timestamp() // 60)}"
         if any(j["metadata"]["name"] == name for j in jobs):
             # created by an earlier attempt whose status write did not land
-            status["lastScheduleTime"] = _rfc3339(scheduled)
+            status["lastScheduleTime"] = format_time(scheduled)
             return await self._write_status(cj, status, running)
         if deadline is not None and scheduled < now - dt.timedelta(seconds=deadline):
             await self._event(cj, "Warning", "MissSchedule",
-                              f"Missed scheduled time to start a job: {_rfc3339(scheduled)}")
+                              f"Missed scheduled time to start a job: {format_time(scheduled)}")
             return await self._write_status(cj, status, running)
         policy = spec.get("concurrencyPolicy", "Allow")
         if policy == "Forbid" and running:
@@ -240,7 +128,14 @@ class CronJobController(Controller):
         job = await self._create_job(cj, name, scheduled.astimezone(schedule.tz))
         if job is not None:
             running.append(job)
-        status["lastScheduleTime"] = _rfc3339(scheduled)
+        status["lastScheduleTime"] = format_time(scheduled)
+        await self._write_status(cj, status, running)
+
+    async def _unparseable(self, cj: Obj, status: Obj, running: list[Obj],
+                           error: ValueError) -> None:
+        schedule = (cj.get("spec") or {}).get("schedule")
+        await self._event(cj, "Warning", "UnparseableSchedule",
+                          f"unparseable schedule: {schedule!r} : {error}")
         await self._write_status(cj, status, running)
 
     async def _create_job(self, cj: Obj, name: str, scheduled: dt.datetime) -> Obj | None:
@@ -315,53 +210,22 @@ class CronJobController(Controller):
                            message=message)
 
 
-def _most_recent(cj: Obj, schedule: CronSchedule, now: dt.datetime
-                 ) -> tuple[dt.datetime | None, int]:
-    """The latest scheduled time in (last schedule or creation, now], and how many
-    times fell in that window."""
+def _runs(cj: Obj, schedule: cron.CronSchedule | cron.EverySchedule, now: dt.datetime
+          ) -> tuple[dt.datetime | None, int, dt.datetime]:
+    """The latest scheduled time in (last schedule or creation, now], how many times
+    fell in that window, and the next run after now. Both are counted from the same
+    start, so `@every` keeps the grid of its first run, as Kubernetes'
+    mostRecentScheduleTime and nextScheduleTime do."""
     status, spec = cj.get("status") or {}, cj.get("spec") or {}
-    start = _parse(status.get("lastScheduleTime")) or _parse(
+    start = parse_time(status.get("lastScheduleTime")) or parse_time(
         cj["metadata"].get("creationTimestamp")) or now
     deadline = spec.get("startingDeadlineSeconds")
     if deadline is not None:
         start = max(start, now - dt.timedelta(seconds=deadline))
-    latest, count = None, 0
-    t = schedule.next_after(start)
-    while t <= now:
-        latest, count = t, count + 1
-        if count > MAX_MISSED:  # too many to walk: find the last one from now backwards
-            return _last_before(schedule, now), count
-        t = schedule.next_after(t)
-    return latest, count
-
-
-def _last_before(schedule: CronSchedule, now: dt.datetime) -> dt.datetime | None:
-    """The latest scheduled time ≤ now: widen a window back from now until it holds
-    one, then walk that (short) window forward."""
-    window = dt.timedelta(minutes=1)
-    while window < dt.timedelta(days=366 * 5):
-        t = schedule.next_after(now - window)
-        if t <= now:
-            latest = t
-            while (t := schedule.next_after(t)) <= now:
-                latest = t
-            return latest
-        window *= 2
-    return None
+    latest, count = cron.most_recent(schedule, start, now, walk_limit=MAX_MISSED)
+    return latest, count, schedule.next_after(latest or start)
 
 
 def _finished(job: Obj) -> str | None:
-    for c in (job.get("status") or {}).get("conditions") or []:
-        if c.get("type") in ("Complete", "Failed") and c.get("status") == "True":
-            return c["type"]
-    return None
-
-
-def _rfc3339(t: dt.datetime) -> str:
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse(text: str | None) -> dt.datetime | None:
-    if not text:
-        return None
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    conditions = (job.get("status") or {}).get("conditions")
+    return next((t for t in ("Complete", "Failed") if is_true(conditions, t)), None)

@@ -30,27 +30,30 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from pinnace.api import errors
 from pinnace.api.scheduling import pod_spec_fits_node, required_node_selector_terms, tolerates_all
-from pinnace.api.selectors import LabelSelector
+from pinnace.api.types import Obj
 from pinnace.client.client import Client
 from pinnace.client.events import record_event
 from pinnace.client.factory import InformerFactory
-from pinnace.client.informer import split_key
-from pinnace.controllers.base import Controller, owner_key
-from pinnace.controllers.pod_template import is_pod_ready, pod_from_template
-
-Obj = dict[str, Any]
+from pinnace.client.informer import key_of, split_key
+from pinnace.controllers._expectations import Expectations
+from pinnace.controllers._rollout import scaled_value
+from pinnace.controllers.base import Controller, delete_expected, owner_key, selector_of
+from pinnace.controllers.pod_template import (
+    controller_ref,
+    controller_uid,
+    is_pod_available,
+    is_pod_ready,
+    pod_from_template,
+)
 
 REVISION_HASH_LABEL = "controller-revision-hash"
 TEMPLATE_GENERATION_LABEL = "pod-template-generation"
-EXPECTATIONS_TIMEOUT = 300.0
 COMPONENT = "daemonset-controller"
 
 
@@ -126,18 +129,6 @@ def node_of_pod(pod: Obj) -> str:
     return ""
 
 
-def _is_available(pod: Obj, min_ready_seconds: int, now: datetime) -> bool:
-    if not is_pod_ready(pod):
-        return False
-    if min_ready_seconds <= 0:
-        return True
-    for c in (pod.get("status") or {}).get("conditions") or []:
-        if c.get("type") == "Ready" and c.get("lastTransitionTime"):
-            since = datetime.fromisoformat(c["lastTransitionTime"].replace("Z", "+00:00"))
-            return (now - since).total_seconds() >= min_ready_seconds
-    return False
-
-
 def _by_age(pods: list[Obj]) -> list[Obj]:
     return sorted(pods, key=lambda p: (p["metadata"].get("creationTimestamp") or "",
                                        p["metadata"]["name"]))
@@ -167,7 +158,7 @@ def calculate_status(ds: Obj, placements: list[NodePlacement], revision_hash: st
                 pod = p.pods[0]
                 if is_pod_ready(pod):
                     ready += 1
-                    if _is_available(pod, min_ready, now):
+                    if is_pod_available(pod, min_ready, now):
                         available += 1
                 if (pod["metadata"].get("labels") or {}).get(REVISION_HASH_LABEL) == \
                         revision_hash:
@@ -186,47 +177,6 @@ def calculate_status(ds: Obj, placements: list[NodePlacement], revision_hash: st
     return status
 
 
-# -- expectations -----------------------------------------------------------------------
-
-@dataclass
-class _Expectation:
-    adds: int = 0
-    deletes: set[str] = field(default_factory=set)
-    at: float = 0.0
-
-
-class _Expectations:
-    """Creations and deletions a DaemonSet waits to see before acting again."""
-
-    def __init__(self) -> None:
-        self._by_key: dict[str, _Expectation] = {}
-
-    def satisfied(self, key: str) -> bool:
-        e = self._by_key.get(key)
-        if e is None or (e.adds <= 0 and not e.deletes):
-            return True
-        return time.monotonic() - e.at > EXPECTATIONS_TIMEOUT
-
-    def expect(self, key: str, *, adds: int = 0, deletes: set[str] | None = None) -> None:
-        e = self._by_key.setdefault(key, _Expectation())
-        e.adds += adds
-        e.deletes |= deletes or set()
-        e.at = time.monotonic()
-
-    def observed_add(self, key: str) -> None:
-        e = self._by_key.get(key)
-        if e is not None:
-            e.adds -= 1
-
-    def observed_delete(self, key: str, pod_uid: str) -> None:
-        e = self._by_key.get(key)
-        if e is not None:
-            e.deletes.discard(pod_uid)
-
-    def forget(self, key: str) -> None:
-        self._by_key.pop(key, None)
-
-
 # -- the controller ---------------------------------------------------------------------
 
 class DaemonSetController(Controller):
@@ -237,16 +187,13 @@ class DaemonSetController(Controller):
         self.ds_rt = client.resource("apps/v1", "DaemonSet")
         self.pod_rt = client.resource("v1", "Pod")
         self.cr_rt = client.resource("apps/v1", "ControllerRevision")
-        self.daemonsets = factory.informer("apps/v1", "DaemonSet")
+        self.daemonsets = self.watch("apps/v1", "DaemonSet", on_delete=self._on_ds_deleted)
         self.pods = factory.informer("v1", "Pod")
         self.nodes = factory.informer("v1", "Node")
         self.revisions = factory.informer("apps/v1", "ControllerRevision")
-        self.expectations = _Expectations()
+        self.expectations = Expectations()
         self.pods.add_index("daemonset-owner", _owner_uid)
         self.revisions.add_index("daemonset-owner", _owner_uid)
-        self.daemonsets.add_handler(on_add=self.enqueue,
-                                    on_update=lambda _o, new: self.enqueue(new),
-                                    on_delete=self._on_ds_deleted)
         self.pods.add_handler(on_add=self._on_pod_added, on_update=self._on_pod_updated,
                               on_delete=self._on_pod_deleted)
         self.nodes.add_handler(on_add=self._on_node, on_update=self._on_node_updated,
@@ -255,12 +202,12 @@ class DaemonSetController(Controller):
     # -- events -------------------------------------------------------------------------
 
     def _on_ds_deleted(self, ds: Obj) -> None:
-        self.expectations.forget(f"{ds['metadata']['namespace']}/{ds['metadata']['name']}")
+        self.expectations.forget(key_of(ds))
 
     def _on_pod_added(self, pod: Obj) -> None:
         key = owner_key(pod, "DaemonSet")
         if key:
-            self.expectations.observed_add(key)
+            self.expectations.creation_observed(key)
             self.queue.add(key)
 
     def _on_pod_updated(self, _old: Obj, pod: Obj) -> None:
@@ -271,7 +218,7 @@ class DaemonSetController(Controller):
     def _on_pod_deleted(self, pod: Obj) -> None:
         key = owner_key(pod, "DaemonSet")
         if key:
-            self.expectations.observed_delete(key, pod["metadata"]["uid"])
+            self.expectations.deletion_observed(key, pod["metadata"]["uid"])
             self.queue.add(key)
 
     def _on_node(self, _node: Obj) -> None:
@@ -304,7 +251,7 @@ class DaemonSetController(Controller):
 
     def _placements(self, ds: Obj) -> list[NodePlacement]:
         spec = (ds["spec"].get("template") or {}).get("spec") or {}
-        selector = LabelSelector.from_dict(ds["spec"].get("selector"))
+        selector = selector_of(ds)
         by_node: dict[str, list[Obj]] = {}
         for pod in self.pods.by_index("daemonset-owner", ds["metadata"]["uid"]):
             if pod["metadata"].get("deletionTimestamp") or \
@@ -356,8 +303,10 @@ class DaemonSetController(Controller):
         now = datetime.now(UTC)
         desired = sum(1 for p in placements if p.should_run)
         ru = (ds["spec"].get("updateStrategy") or {}).get("rollingUpdate") or {}
-        max_unavailable = _scaled(ru.get("maxUnavailable", 1), desired)
-        if max_unavailable == 0 and _scaled(ru.get("maxSurge", 0), desired) == 0:
+        # percentages round up, as Kubernetes' DaemonSet controller scales them
+        max_unavailable = scaled_value(ru.get("maxUnavailable", 1), desired, round_up=True)
+        surge = scaled_value(ru.get("maxSurge", 0), desired, round_up=True)
+        if max_unavailable == 0 and surge == 0:
             max_unavailable = 1
         unavailable = 0
         old_available: list[Obj] = []
@@ -370,7 +319,7 @@ class DaemonSetController(Controller):
                 unavailable += 1
                 continue
             pod = pods[0]
-            available = _is_available(pod, min_ready, now)
+            available = is_pod_available(pod, min_ready, now)
             if not available:
                 unavailable += 1
             if (pod["metadata"].get("labels") or {}).get(REVISION_HASH_LABEL) == revision_hash:
@@ -383,18 +332,8 @@ class DaemonSetController(Controller):
         return victims + _by_age(old_available)[:budget]
 
     async def _delete_pods(self, key: str, pods: list[Obj]) -> None:
-        if not pods:
-            return
-        self.expectations.expect(key, deletes={p["metadata"]["uid"] for p in pods})
-        for pod in pods:
-            m = pod["metadata"]
-            try:
-                await self.client.delete(self.pod_rt, m["name"], m["namespace"],
-                                         preconditions={"uid": m["uid"]})
-            except errors.ApiError as e:
-                self.expectations.observed_delete(key, m["uid"])
-                if e.code not in (404, 409):
-                    raise
+        if pods:
+            await delete_expected(self.client, self.pod_rt, self.expectations, key, pods)
 
     async def _create_pods(self, key: str, ds: Obj, nodes: list[str], revision_hash: str
                            ) -> None:
@@ -403,7 +342,7 @@ class DaemonSetController(Controller):
         batch, i = 1, 0
         while i < len(nodes):
             chunk = nodes[i:i + batch]
-            self.expectations.expect(key, adds=len(chunk))
+            self.expectations.expect_creations(key, len(chunk))
             failures = 0
             first_error: errors.ApiError | None = None
             for node in chunk:
@@ -411,7 +350,7 @@ class DaemonSetController(Controller):
                     await self.client.create(self.pod_rt,
                                              _pod_from_template(ds, node, revision_hash), ns)
                 except errors.ApiError as e:
-                    self.expectations.observed_add(key)
+                    self.expectations.creation_observed(key)
                     failures += 1
                     first_error = first_error or e
             if first_error is not None:
@@ -439,10 +378,7 @@ class DaemonSetController(Controller):
             body = {"metadata": {"name": name, "namespace": dm["namespace"],
                                  "labels": {**(template.get("metadata") or {}).get("labels", {}),
                                             REVISION_HASH_LABEL: revision_hash},
-                                 "ownerReferences": [{
-                                     "apiVersion": "apps/v1", "kind": "DaemonSet",
-                                     "name": dm["name"], "uid": dm["uid"], "controller": True,
-                                     "blockOwnerDeletion": True}]},
+                                 "ownerReferences": [controller_ref(ds)]},
                     "data": {"spec": {"template": {**template, "$patch": "replace"}}},
                     "revision": top + 1}
             try:
@@ -486,12 +422,6 @@ class DaemonSetController(Controller):
                 raise  # a conflict: the cache catches up, the retry writes again
 
 def _owner_uid(obj: Obj) -> list[str]:
-    return [r["uid"] for r in obj["metadata"].get("ownerReferences") or []
-            if r.get("controller") and r.get("kind") == "DaemonSet" and r.get("uid")]
+    uid = controller_uid(obj, "DaemonSet")
+    return [uid] if uid else []
 
-
-def _scaled(value: Any, total: int) -> int:
-    """An IntOrString of a total; percentages round up, as the DaemonSet controller does."""
-    if isinstance(value, str) and value.endswith("%"):
-        return math.ceil(int(value[:-1]) * total / 100)
-    return int(value)

@@ -31,21 +31,26 @@ from __future__ import annotations
 import copy
 import logging
 from datetime import UTC, datetime
-from typing import Any
 
+from pinnace.api.conditions import get_condition, same_status
 from pinnace.api.errors import ApiError
-from pinnace.api.selectors import LabelSelector
+from pinnace.api.types import Obj
 from pinnace.client.client import Client
 from pinnace.client.events import record_event
 from pinnace.client.factory import InformerFactory
 from pinnace.client.informer import key_of
 from pinnace.controllers import _rollout as ro
-from pinnace.controllers.base import Controller
+from pinnace.controllers.base import (
+    Controller,
+    claim,
+    delete_if_same,
+    owner_key,
+    selector_of,
+)
 from pinnace.controllers.pod_template import controller_of, controller_ref
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 COMPONENT = "deployment-controller"
 
 
@@ -55,14 +60,11 @@ class DeploymentController(Controller):
 
     def __init__(self, client: Client, factory: InformerFactory) -> None:
         super().__init__(client, factory)
-        self.deployments = factory.informer("apps/v1", "Deployment")
+        self.deployments = self.watch("apps/v1", "Deployment", on_delete=self.enqueue)
         self.replicasets = factory.informer("apps/v1", "ReplicaSet")
         self.pods = factory.informer("v1", "Pod")
         self.d_rt = client.resource("apps/v1", "Deployment")
         self.rs_rt = client.resource("apps/v1", "ReplicaSet")
-        self.deployments.add_handler(on_add=self.enqueue,
-                                     on_update=lambda old, new: self.enqueue(new),
-                                     on_delete=self.enqueue)
         self.replicasets.add_handler(on_add=self._rs_changed,
                                      on_update=self._rs_updated, on_delete=self._rs_changed)
         # Recreate waits for old pods to be gone: their deletion wakes the Deployment
@@ -70,35 +72,26 @@ class DeploymentController(Controller):
 
     # -- event handlers --------------------------------------------------------------------
 
-    def _owner_key(self, rs: Obj) -> str | None:
-        ref = controller_of(rs)
-        if ref is None or ref.get("kind") != "Deployment":
-            return None
-        return f"{rs['metadata'].get('namespace')}/{ref['name']}"
-
     def _rs_changed(self, rs: Obj) -> None:
-        key = self._owner_key(rs)
+        key = owner_key(rs, "Deployment")
         if key is not None:
             self.queue.add(key)
         elif controller_of(rs) is None:  # an orphan: whoever may adopt it
-            labels = rs["metadata"].get("labels") or {}
-            for d in self.deployments.list(rs["metadata"].get("namespace")):
-                if _selector(d).matches(labels):
-                    self.enqueue(d)
+            self.enqueue_selecting(self.deployments, rs)
 
     def _rs_updated(self, old: Obj, new: Obj) -> None:
-        old_key = self._owner_key(old)
-        if old_key is not None and old_key != self._owner_key(new):
+        old_key = owner_key(old, "Deployment")
+        if old_key is not None and old_key != owner_key(new, "Deployment"):
             self.queue.add(old_key)
         self._rs_changed(new)
 
     def _pod_deleted(self, pod: Obj) -> None:
-        ref = controller_of(pod)
-        if ref is None or ref.get("kind") != "ReplicaSet":
+        ref = controller_of(pod, "ReplicaSet")
+        if ref is None:
             return
         rs = self.replicasets.get_by_name(ref["name"], pod["metadata"].get("namespace"))
         if rs is not None:
-            key = self._owner_key(rs)
+            key = owner_key(rs, "Deployment")
             if key is not None:
                 self.queue.add(key)
 
@@ -136,39 +129,10 @@ class DeploymentController(Controller):
             await self._rollout_rolling(d, new_rs, old_rss)
 
     async def _claim_replicasets(self, d: Obj) -> list[Obj]:
-        selector = _selector(d)
-        uid = d["metadata"]["uid"]
-        ns = d["metadata"]["namespace"]
-        deleting = bool(d["metadata"].get("deletionTimestamp"))
-        claimed: list[Obj] = []
-        for rs in self.replicasets.list(ns):
-            if rs["metadata"].get("deletionTimestamp"):
-                continue
-            labels = rs["metadata"].get("labels") or {}
-            ref = controller_of(rs)
-            if ref is not None and ref.get("uid") == uid:
-                if selector.matches(labels):
-                    claimed.append(copy.deepcopy(rs))
-                elif not deleting:
-                    await self._patch_rs(rs, {"metadata": {"ownerReferences": [
-                        {"$patch": "delete", "uid": uid}]}})
-            elif ref is None and not deleting and selector.matches(labels):
-                adopted = await self._patch_rs(rs, {"metadata": {
-                    "ownerReferences": [controller_ref(d)]}})
-                if adopted is not None:
-                    claimed.append(adopted)
-        return claimed
-
-    async def _patch_rs(self, rs: Obj, patch: Obj) -> Obj | None:
-        patch["metadata"]["uid"] = rs["metadata"]["uid"]
-        try:
-            return await self.client.patch(self.rs_rt, rs["metadata"]["name"], patch,
-                                           namespace=rs["metadata"]["namespace"],
-                                           patch_type="strategic")
-        except ApiError as e:
-            if e.code in (404, 409, 422):
-                return None
-            raise
+        alive = [rs for rs in self.replicasets.list(d["metadata"]["namespace"])
+                 if not rs["metadata"].get("deletionTimestamp")]
+        claimed = await claim(self.client, self.rs_rt, d, alive, selector_of(d))
+        return [copy.deepcopy(rs) for rs in claimed]  # the rollout edits them
 
     # -- revisions and the new ReplicaSet --------------------------------------------------
 
@@ -189,9 +153,9 @@ class DeploymentController(Controller):
             new_rs = await self.client.update(self.rs_rt, updated)
         await self._set_deployment_revision(d, ro.revision(new_rs))
         if ro.has_progress_deadline(d) and \
-                ro.get_condition(d.get("status") or {}, "Progressing") is None:
+                get_condition(d.get("status") or {}, "Progressing") is None:
             status = copy.deepcopy(d.get("status") or {})
-            ro.set_condition(status, ro.new_condition(
+            ro.set_condition(status, ro.deployment_condition(
                 "Progressing", "True", "FoundNewReplicaSet",
                 f'Found new replica set "{new_rs["metadata"]["name"]}"'))
             await self._write_status(d, status)
@@ -217,7 +181,7 @@ class DeploymentController(Controller):
         }
         rs["spec"]["replicas"] = ro.new_rs_new_replicas(d, [*old_rss, rs], rs)
         _set_new_rs_annotations(d, rs, new_revision)
-        rs["metadata"]["annotations"].update(ro.replicas_annotations(rs, d))
+        rs["metadata"]["annotations"].update(ro.replicas_annotations(d))
         try:
             created = await self.client.create(self.rs_rt, rs)
         except ApiError as e:
@@ -241,7 +205,7 @@ class DeploymentController(Controller):
         await self._set_deployment_revision(d, new_revision)
         if ro.has_progress_deadline(d):
             new_status = copy.deepcopy(d.get("status") or {})
-            ro.set_condition(new_status, ro.new_condition(
+            ro.set_condition(new_status, ro.deployment_condition(
                 "Progressing", "True", "NewReplicaSetCreated",
                 f'Created new replica set "{created["metadata"]["name"]}"'))
             await self._write_status(d, new_status)
@@ -284,7 +248,7 @@ class DeploymentController(Controller):
 
     async def _scale_rs(self, d: Obj, rs: Obj, size: int) -> tuple[bool, Obj]:
         """Set rs's replicas (and its desired/max annotations): (size changed, new rs)."""
-        want = ro.replicas_annotations(rs, d)
+        want = ro.replicas_annotations(d)
         annotations = rs["metadata"].get("annotations") or {}
         resized = ro.replicas(rs) != size
         if not resized and all(annotations.get(k) == v for k, v in want.items()):
@@ -362,7 +326,7 @@ class DeploymentController(Controller):
         scaled = False
         for rs in ro.active(old_rss):
             scaled = (await self._scale_rs(d, rs, 0))[0] or scaled
-        if scaled or self._old_pods_running(new_rs, old_rss):
+        if scaled or self._old_pods_running(old_rss):
             await self._sync_rollout_status(d, all_rss, new_rs)
             return
         if new_rs is None:
@@ -373,7 +337,7 @@ class DeploymentController(Controller):
             await self._cleanup(d, old_rss)
         await self._sync_rollout_status(d, all_rss, new_rs)
 
-    def _old_pods_running(self, new_rs: Obj | None, old_rss: list[Obj]) -> bool:
+    def _old_pods_running(self, old_rss: list[Obj]) -> bool:
         if sum(ro.st(rs, "replicas") for rs in old_rss) > 0:
             return True
         old_uids = {rs["metadata"]["uid"] for rs in old_rss}
@@ -398,29 +362,23 @@ class DeploymentController(Controller):
             if ro.st(rs, "replicas") or ro.replicas(rs) or \
                     rs["metadata"].get("generation", 0) > ro.st(rs, "observedGeneration"):
                 continue
-            try:
-                await self.client.delete(self.rs_rt, rs["metadata"]["name"],
-                                         rs["metadata"]["namespace"],
-                                         preconditions={"uid": rs["metadata"]["uid"]})
-            except ApiError as e:
-                if e.code not in (404, 409):
-                    raise
+            await delete_if_same(self.client, self.rs_rt, rs)
 
     # -- status ----------------------------------------------------------------------------
 
     async def _check_paused_conditions(self, d: Obj) -> None:
         if not ro.has_progress_deadline(d):
             return
-        cond = ro.get_condition(d.get("status") or {}, "Progressing")
+        cond = get_condition(d.get("status") or {}, "Progressing")
         if cond is not None and cond.get("reason") == "ProgressDeadlineExceeded":
             return
         paused_cond = cond is not None and cond.get("reason") == "DeploymentPaused"
         status = copy.deepcopy(d.get("status") or {})
         if d["spec"].get("paused") and not paused_cond:
-            ro.set_condition(status, ro.new_condition("Progressing", "Unknown",
+            ro.set_condition(status, ro.deployment_condition("Progressing", "Unknown",
                                                       "DeploymentPaused", "Deployment is paused"))
         elif not d["spec"].get("paused") and paused_cond:
-            ro.set_condition(status, ro.new_condition("Progressing", "Unknown",
+            ro.set_condition(status, ro.deployment_condition("Progressing", "Unknown",
                                                       "DeploymentResumed",
                                                       "Deployment is resumed"))
         else:
@@ -438,7 +396,7 @@ class DeploymentController(Controller):
 
     async def _write_status(self, d: Obj, status: Obj) -> None:
         """Write status if it changed; d then holds the written object."""
-        if ro.same_status(status, d.get("status") or {}):
+        if same_status(status, d.get("status") or {}):
             return
         d["status"] = status
         out = await self.client.update_status(self.d_rt, d)
@@ -447,13 +405,6 @@ class DeploymentController(Controller):
     async def _event(self, d: Obj, reason: str, message: str) -> None:
         await record_event(self.client, d, component=COMPONENT, type_="Normal", reason=reason,
                            message=message)
-
-
-def _selector(d: Obj) -> LabelSelector:
-    try:
-        return LabelSelector.from_dict(d["spec"].get("selector"))
-    except ApiError:
-        return LabelSelector.select_nothing()
 
 
 def _set_new_rs_annotations(d: Obj, rs: Obj, new_revision: int) -> bool:

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 from pinnace.api import errors
 from pinnace.api.kinds import REGISTRY, ResourceType
+from pinnace.api.types import Obj
 from pinnace.client.client import Client
 from pinnace.client.factory import InformerFactory
-from pinnace.controllers.base import Controller
+from pinnace.controllers.base import Controller, delete_if_same
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ _IGNORED = {("", "Event"), ("events.k8s.io", "Event")}
 class _Node:
     uid: str
     rt: ResourceType
-    obj: dict[str, Any]
+    obj: Obj
     owners: set[str] = field(default_factory=set)
 
 
@@ -73,7 +73,7 @@ class GarbageCollector(Controller):
 
     # -- the graph ------------------------------------------------------------------------
 
-    def _observe(self, rt: ResourceType, obj: dict[str, Any]) -> None:
+    def _observe(self, rt: ResourceType, obj: Obj) -> None:
         m = obj["metadata"]
         uid = m["uid"]
         node = self.nodes.get(uid)
@@ -94,7 +94,7 @@ class GarbageCollector(Controller):
             for dep in self.dependents.get(uid, ()):
                 self.queue.add(dep)
 
-    def _forget(self, obj: dict[str, Any]) -> None:
+    def _forget(self, obj: Obj) -> None:
         uid = obj["metadata"]["uid"]
         node = self.nodes.pop(uid, None)
         if node is None:
@@ -133,9 +133,9 @@ class GarbageCollector(Controller):
 
     async def _check_owners(self, node: _Node) -> None:
         m = node.obj["metadata"]
-        solid: list[dict[str, Any]] = []
-        dangling: list[dict[str, Any]] = []
-        waiting: list[dict[str, Any]] = []
+        solid: list[Obj] = []
+        dangling: list[Obj] = []
+        waiting: list[Obj] = []
         for ref in m.get("ownerReferences") or []:
             state = await self._owner_state(ref, m.get("namespace"))
             {"solid": solid, "dangling": dangling, "waiting": waiting}[state].append(ref)
@@ -150,7 +150,7 @@ class GarbageCollector(Controller):
                  m.get("namespace", ""), m["name"], policy)
         await self._delete(node, policy)
 
-    async def _owner_state(self, ref: dict[str, Any], namespace: str | None) -> str:
+    async def _owner_state(self, ref: Obj, namespace: str | None) -> str:
         owner = self.nodes.get(ref.get("uid", ""))
         if owner is None:
             owner_obj = await self._live_owner(ref, namespace)
@@ -163,8 +163,8 @@ class GarbageCollector(Controller):
             return "waiting"
         return "solid"
 
-    async def _live_owner(self, ref: dict[str, Any], namespace: str | None
-                          ) -> dict[str, Any] | None:
+    async def _live_owner(self, ref: Obj, namespace: str | None
+                          ) -> Obj | None:
         rt = REGISTRY.by_api_version(ref.get("apiVersion", ""), ref.get("kind", ""))
         if rt is None:
             # an owner of a kind this server does not serve cannot be checked: keep it
@@ -205,16 +205,9 @@ class GarbageCollector(Controller):
     # -- writes ---------------------------------------------------------------------------
 
     async def _delete(self, node: _Node, policy: str) -> None:
-        m = node.obj["metadata"]
-        try:
-            await self.client.delete(node.rt, m["name"], m.get("namespace"),
-                                     propagation_policy=policy,
-                                     preconditions={"uid": node.uid})
-        except errors.ApiError as e:
-            if e.code not in (404, 409):  # gone, or replaced by a namesake
-                raise
+        await delete_if_same(self.client, node.rt, node.obj, propagation_policy=policy)
 
-    async def _patch_owner_refs(self, node: _Node, refs: list[dict[str, Any]]) -> None:
+    async def _patch_owner_refs(self, node: _Node, refs: list[Obj]) -> None:
         m = node.obj["metadata"]
         # resourceVersion makes it a compare-and-swap: a conflict retries from the cache
         await self._patch(node, {"metadata": {"ownerReferences": refs or None,
@@ -226,7 +219,7 @@ class GarbageCollector(Controller):
         await self._patch(node, {"metadata": {"finalizers": rest or None,
                                               "resourceVersion": m["resourceVersion"]}})
 
-    async def _patch(self, node: _Node, patch: dict[str, Any]) -> None:
+    async def _patch(self, node: _Node, patch: Obj) -> None:
         m = node.obj["metadata"]
         try:
             await self.client.patch(node.rt, m["name"], patch, namespace=m.get("namespace"))

@@ -25,8 +25,13 @@ Watches Jobs and the pods they control (ownerReference controller: true). One
 
 Expectations (creations and deletions issued but not yet seen by the informer)
 keep a reconcile from acting twice on a stale cache. Status is computed from the
-observed pods and written only when it changed, with the Job's resourceVersion,
-so a stale cache turns into a conflict and a retry, never a double count.
+observed pods by the pure functions of `job_status.py` and written only when it
+changed, with the Job's resourceVersion, so a stale cache turns into a conflict and
+a retry, never a double count.
+
+Two queues, one key type each, as in Kubernetes: Jobs (`namespace/name`), and pods
+released by their Job that still carry the tracking finalizer (`namespace/name` of
+the pod).
 """
 
 from __future__ import annotations
@@ -34,29 +39,39 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import time
-from typing import Any
 
 from pinnace.api import errors
+from pinnace.api.backoff import exponential_delay
+from pinnace.api.types import Obj
 from pinnace.client.client import Client
 from pinnace.client.events import record_event
 from pinnace.client.factory import InformerFactory
 from pinnace.client.informer import key_of
-from pinnace.controllers.base import Controller, owner_key
-from pinnace.controllers.pod_template import is_pod_ready, pod_from_template
+from pinnace.controllers._expectations import Expectations
+from pinnace.controllers.base import Controller, delete_expected, owner_key
+from pinnace.controllers.job_status import (
+    COMPLETION_INDEX,
+    TRACKING_FINALIZER,
+    calculate_status,
+    completed_indexes,
+    count_uncounted,
+    finish_time,
+    index_of,
+    is_indexed,
+    removal_order,
+    track,
+    update_conditions,
+)
+from pinnace.controllers.pod_template import (
+    controller_uid,
+    is_pod_active,
+    is_pod_terminating,
+    pod_from_template,
+)
 
-Obj = dict[str, Any]
-
-TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"
-# work-queue keys of pods (not Jobs) that lost their Job but kept our finalizer
-ORPHAN_PREFIX = "orphan-pod:"
-COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 CONTROLLER_NAME = "kubernetes.io/job-controller"
 COMPONENT = "job-controller"
-EXPECTATIONS_TIMEOUT = 300.0  # forget expectations never observed (client-go's 5 min)
-
-BACKOFF_LIMIT_EXCEEDED = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
-DEADLINE_EXCEEDED = ("DeadlineExceeded", "Job was active longer than specified deadline")
-COMPLETIONS_REACHED = ("CompletionsReached", "Reached expected number of succeeded pods")
+OWNER_INDEX = "job-controller:owner"
 
 
 class JobController(Controller):
@@ -70,14 +85,12 @@ class JobController(Controller):
         self.backoff_max = backoff_max
         self.jobs_rt = client.resource("batch/v1", "Job")
         self.pods_rt = client.resource("v1", "Pod")
-        self.jobs = factory.informer("batch/v1", "Job")
+        self.jobs = self.watch("batch/v1", "Job", on_delete=self._job_deleted)
         self.pods = factory.informer("v1", "Pod")
-        self.pods.add_index("job-controller:owner", lambda p: [owner_key(p, "Job") or ""])
-        self.jobs.add_handler(self.enqueue, lambda _o, n: self.enqueue(n), self._job_deleted)
+        self.pods.add_index(OWNER_INDEX, _job_of)
+        self.orphans = self.add_queue("orphan-pods", self._reconcile_orphan)
+        self.expectations = Expectations()
         self.pods.add_handler(self._pod_added, self._pod_updated, self._pod_deleted)
-        # per Job key: (creations expected, since) and the uids of deletions expected
-        self._expect_creates: dict[str, tuple[int, float]] = {}
-        self._expect_deletes: dict[str, set[str]] = {}
         # per Job key: (failures since the last success, time of the last failure)
         self._backoff: dict[str, tuple[int, float]] = {}
 
@@ -85,8 +98,7 @@ class JobController(Controller):
 
     def _job_deleted(self, job: Obj) -> None:
         key = key_of(job)
-        self._expect_creates.pop(key, None)
-        self._expect_deletes.pop(key, None)
+        self.expectations.forget(key)
         self._backoff.pop(key, None)
         self.queue.add(key)  # its pods' finalizers still need removing
 
@@ -95,25 +107,20 @@ class JobController(Controller):
         if key is None:
             self._maybe_orphan(pod)
             return
-        n, since = self._expect_creates.get(key, (0, 0.0))
-        if n > 0:
-            self._expect_creates[key] = (n - 1, since)
+        self.expectations.creation_observed(key)
         if pod["metadata"].get("deletionTimestamp"):
-            self._expect_deletes.get(key, set()).discard(pod["metadata"].get("uid", ""))
+            self.expectations.deletion_observed(key, pod["metadata"].get("uid", ""))
         self.queue.add(key)
 
     def _pod_updated(self, old: Obj, new: Obj) -> None:
         key = owner_key(new, "Job")
+        old_key = owner_key(old, "Job")
         if key is None:
             self._maybe_orphan(new)
-            old_key = owner_key(old, "Job")
-            if old_key:
-                self.queue.add(old_key)
-            return
-        if new["metadata"].get("deletionTimestamp"):
-            self._expect_deletes.get(key, set()).discard(new["metadata"].get("uid", ""))
-        self.queue.add(key)
-        old_key = owner_key(old, "Job")
+        elif new["metadata"].get("deletionTimestamp"):
+            self.expectations.deletion_observed(key, new["metadata"].get("uid", ""))
+        if key is not None:
+            self.queue.add(key)
         if old_key and old_key != key:
             self.queue.add(old_key)
 
@@ -121,7 +128,7 @@ class JobController(Controller):
         key = owner_key(pod, "Job")
         if key is None:
             return
-        self._expect_deletes.get(key, set()).discard(pod["metadata"].get("uid", ""))
+        self.expectations.deletion_observed(key, pod["metadata"].get("uid", ""))
         self.queue.add(key)
 
     def _maybe_orphan(self, pod: Obj) -> None:
@@ -129,24 +136,18 @@ class JobController(Controller):
         tracking finalizer: take it off, or the pod could never be deleted (Kubernetes'
         syncOrphanPod)."""
         if TRACKING_FINALIZER in (pod["metadata"].get("finalizers") or []):
-            self.queue.add(ORPHAN_PREFIX + key_of(pod))
-
-    def _expectations_met(self, key: str) -> bool:
-        n, since = self._expect_creates.get(key, (0, 0.0))
-        if n > 0 and time.monotonic() - since < EXPECTATIONS_TIMEOUT:
-            return False
-        return not self._expect_deletes.get(key)
+            self.orphans.add(key_of(pod))
 
     # -- reconcile -------------------------------------------------------------------
 
+    async def _reconcile_orphan(self, key: str) -> None:
+        pod = self.pods.get(key)
+        if pod is not None and owner_key(pod, "Job") is None:
+            await self._remove_finalizer(pod)
+
     async def reconcile(self, key: str) -> None:
-        if key.startswith(ORPHAN_PREFIX):
-            pod = self.pods.get(key[len(ORPHAN_PREFIX):])
-            if pod is not None and owner_key(pod, "Job") is None:
-                await self._remove_finalizer(pod)
-            return
         job = self.jobs.get(key)
-        owned = self.pods.by_index("job-controller:owner", key)
+        owned = self.pods.by_index(OWNER_INDEX, key)
         if job is None:
             # the Job is gone: its pods must not stay stuck on our finalizer
             for pod in owned:
@@ -156,141 +157,49 @@ class JobController(Controller):
         if spec.get("managedBy") not in (None, CONTROLLER_NAME):
             return
         uid = job["metadata"]["uid"]
-        pods = [p for p in owned if _controller_uid(p) == uid]
-        foreign = [p for p in owned if _controller_uid(p) != uid]
-        for pod in foreign:  # pods of an earlier Job of the same name
-            await self._remove_finalizer(pod)
+        pods = [p for p in owned if controller_uid(p, "Job") == uid]
+        for pod in owned:  # pods of an earlier Job of the same name
+            if controller_uid(pod, "Job") != uid:
+                await self._remove_finalizer(pod)
         job = await self._track(key, job, pods)
         await self._sync(key, job, pods)
 
     async def _track(self, key: str, job: Obj, pods: list[Obj]) -> Obj:
-        """Step 1: finished pods → uncountedTerminatedPods → finalizer off → counters."""
-        status = copy.deepcopy(job.get("status") or {})
+        """Step 1: finished pods → uncountedTerminatedPods → finalizer off → counters.
+        The uids are written before any finalizer comes off, so a crash in between
+        can never lose a pod's count."""
+        tracking = track(job, pods)
+        if tracking.changed:
+            job = await self._write_status(job, tracking.status)
+            self._record_backoff(key, tracking.succeeded, tracking.failed)
+        status = job.get("status") or {}
         uncounted = status.get("uncountedTerminatedPods") or {}
-        unc_succ = list(uncounted.get("succeeded") or [])
-        unc_fail = list(uncounted.get("failed") or [])
-        seen = set(unc_succ) | set(unc_fail)
-        indexed = _indexed(job)
-        completions = (job.get("spec") or {}).get("completions")
-        done_idx = parse_indexes(status.get("completedIndexes") or "")
-        suspended = bool((job.get("spec") or {}).get("suspend"))
-        new_succ: list[Obj] = []
-        new_fail: list[Obj] = []
-        strip: list[Obj] = []
+        finished = set(uncounted.get("succeeded") or []) | set(uncounted.get("failed") or [])
         for pod in pods:
-            m = pod["metadata"]
-            if TRACKING_FINALIZER not in (m.get("finalizers") or []) or m["uid"] in seen:
-                continue
-            phase = (pod.get("status") or {}).get("phase")
-            if phase == "Succeeded":
-                if indexed:
-                    idx = _index_of(pod)
-                    if idx is None or completions is None or not 0 <= idx < completions \
-                            or idx in done_idx:
-                        strip.append(pod)  # an extra success of a done index: not counted
-                        continue
-                    done_idx.add(idx)
-                new_succ.append(pod)
-            elif phase == "Failed" or (m.get("deletionTimestamp") and not suspended):
-                new_fail.append(pod)
-            elif m.get("deletionTimestamp"):
-                strip.append(pod)  # removed by suspension: neither success nor failure
-        if new_succ or new_fail:
-            unc_succ += [p["metadata"]["uid"] for p in new_succ]
-            unc_fail += [p["metadata"]["uid"] for p in new_fail]
-            status["uncountedTerminatedPods"] = {"succeeded": unc_succ, "failed": unc_fail}
-            if indexed:
-                status["completedIndexes"] = format_indexes(done_idx)
-            job = await self._write_status(job, status)
-            self._record_backoff(key, new_succ, new_fail)
-        by_uid = {p["metadata"]["uid"]: p for p in pods}
-        for uid_ in unc_succ + unc_fail:
-            pod = by_uid.get(uid_)
-            if pod is not None:
+            if pod["metadata"]["uid"] in finished:
                 await self._remove_finalizer(pod)
-        for pod in strip:
+        for pod in tracking.release:
             await self._remove_finalizer(pod)
         # counted once the informer shows the pod without our finalizer, or gone
-        status = copy.deepcopy(job.get("status") or {})
-        still_succ = [u for u in unc_succ if _tracked(by_uid.get(u))]
-        still_fail = [u for u in unc_fail if _tracked(by_uid.get(u))]
-        moved_succ = len(unc_succ) - len(still_succ)
-        moved_fail = len(unc_fail) - len(still_fail)
-        if moved_succ or moved_fail:
-            status["succeeded"] = (status.get("succeeded") or 0) + moved_succ
-            status["failed"] = (status.get("failed") or 0) + moved_fail
-            status["uncountedTerminatedPods"] = {"succeeded": still_succ, "failed": still_fail}
-            job = await self._write_status(job, status)
-        return job
+        return await self._write_status(job, count_uncounted(status, pods))
 
     async def _sync(self, key: str, job: Obj, pods: list[Obj]) -> None:
-        """Steps 2 and 3: conditions, then the pods to create or delete."""
-        spec = job.get("spec") or {}
-        status = copy.deepcopy(job.get("status") or {})
-        conds: list[Obj] = status.setdefault("conditions", [])
-        now = _now()
-        active = [p for p in pods if _is_active(p)]
-        terminating = [p for p in pods if _is_terminating(p)]
-        uncounted = status.get("uncountedTerminatedPods") or {}
-        n_unc_succ = len(uncounted.get("succeeded") or [])
-        n_unc_fail = len(uncounted.get("failed") or [])
-        succeeded = (status.get("succeeded") or 0) + n_unc_succ
-        failed = (status.get("failed") or 0) + n_unc_fail
-        suspended = bool(spec.get("suspend"))
-        events: list[tuple[str, str, str]] = []
-        finished = _true(conds, "Complete") or _true(conds, "Failed")
-
-        if not finished and not (_true(conds, "FailureTarget")
-                                 or _true(conds, "SuccessCriteriaMet")):
-            if suspended:
-                if _ensure(conds, "Suspended", "True", "JobSuspended", "Job suspended", now):
-                    events.append(("Normal", "Suspended", "Job suspended"))
-            elif _ensure(conds, "Suspended", "False", "JobResumed", "Job resumed", now,
-                         add=False):
-                events.append(("Normal", "Resumed", "Job resumed"))
-                # activeDeadlineSeconds counts continuous activity: restart the clock
-                status["startTime"] = _rfc3339(now)
-            if not suspended and not status.get("startTime"):
-                status["startTime"] = _rfc3339(now)
-            if failed > spec.get("backoffLimit", 6) or _past_backoff_limit_on_failure(job, active):
-                _ensure(conds, "FailureTarget", "True", *BACKOFF_LIMIT_EXCEEDED, now)
-            elif not suspended and (left := _deadline_left(job, status, now)) is not None:
-                if left <= 0:
-                    _ensure(conds, "FailureTarget", "True", *DEADLINE_EXCEEDED, now)
-                else:
-                    self.queue.add_after(key, left)
-            if not _true(conds, "FailureTarget") and _complete(job, status, succeeded, active):
-                _ensure(conds, "SuccessCriteriaMet", "True", *COMPLETIONS_REACHED, now)
-
-        ending = not finished and (_true(conds, "FailureTarget")
-                                   or _true(conds, "SuccessCriteriaMet"))
-        if finished or ending or suspended:
-            active = [p for p in active if p["metadata"]["uid"] not in
-                      self._expect_deletes.get(key, set())]
+        """Steps 2 and 3: conditions, then the pods to create or delete, then status."""
+        now = dt.datetime.now(dt.UTC)
+        step = update_conditions(job, job.get("status") or {}, pods, now)
+        if step.requeue_after is not None:
+            self.queue.add_after(key, step.requeue_after)
+        active = [p for p in pods if is_pod_active(p)]
+        terminating = [p for p in pods if is_pod_terminating(p)]
+        if step.stop_pods(job):
+            pending = self.expectations.pending_deletions(key)
+            active = [p for p in active if p["metadata"]["uid"] not in pending]
             removed = await self._delete_pods(key, job, active)
             terminating += removed
             active = [p for p in active if p not in removed]
-        elif self._expectations_met(key):
-            active = await self._manage(key, job, status, active, terminating, succeeded)
-
-        if ending and not active and not terminating and not n_unc_succ and not n_unc_fail:
-            if _true(conds, "FailureTarget"):
-                reason, message = _condition(conds, "FailureTarget")
-                _ensure(conds, "Failed", "True", reason, message, now)
-                events.append(("Warning", reason, message))
-            else:
-                reason, message = _condition(conds, "SuccessCriteriaMet")
-                _ensure(conds, "Complete", "True", reason, message, now)
-                status["completionTime"] = _rfc3339(now)
-                events.append(("Normal", "Completed", "Job completed"))
-
-        status["active"] = len(active)
-        status["ready"] = sum(1 for p in active if is_pod_ready(p))
-        status["terminating"] = len(terminating)
-        status.setdefault("succeeded", 0)
-        status.setdefault("failed", 0)
-        if not conds:
-            del status["conditions"]
+        elif self.expectations.satisfied(key):
+            active = await self._manage(key, job, step.status, active, terminating)
+        status, events = calculate_status(step, active, terminating, now)
         await self._write_status(job, status)
         for ev in events:
             await self._event(job, *ev)
@@ -298,43 +207,11 @@ class JobController(Controller):
     # -- pods ------------------------------------------------------------------------
 
     async def _manage(self, key: str, job: Obj, status: Obj, active: list[Obj],
-                      terminating: list[Obj], succeeded: int) -> list[Obj]:
+                      terminating: list[Obj]) -> list[Obj]:
         """Create or delete pods toward the wanted number of active pods; returns the
         pods still active afterwards (without the ones created, which the informer
         will show)."""
-        spec = job.get("spec") or {}
-        parallelism = spec.get("parallelism", 1)
-        completions = spec.get("completions")
-        if completions is None:  # work queue: once one pod succeeded, start no more
-            want = parallelism if succeeded == 0 else len(active)
-        else:
-            want = max(0, min(parallelism, completions - succeeded))
-        if spec.get("podReplacementPolicy") == "Failed":
-            want = max(0, want - len(terminating))
-
-        excess: list[Obj] = []
-        indexes: list[int | None] = []
-        if _indexed(job):
-            done = parse_indexes(status.get("completedIndexes") or "")
-            running: set[int] = set()
-            for pod in sorted(active, key=_creation):
-                idx = _index_of(pod)
-                if idx is None or idx in done or idx in running or \
-                        not 0 <= idx < (completions or 0):
-                    excess.append(pod)  # duplicate, finished or invalid index
-                else:
-                    running.add(idx)
-            want = max(0, min(parallelism, (completions or 0) - len(done)))
-            free = [i for i in range(completions or 0) if i not in done and i not in running]
-            kept = [p for p in active if p not in excess]
-            if len(kept) > want:
-                excess += _removal_order(kept)[:len(kept) - want]
-            indexes = free[:max(0, want - min(len(kept), want))]
-        else:
-            if len(active) > want:
-                excess = _removal_order(active)[:len(active) - want]
-            indexes = [None] * max(0, want - len(active))
-
+        excess, indexes = pods_to_change(job, status, active, terminating)
         removed = await self._delete_pods(key, job, excess)
         active = [p for p in active if p not in removed]
         if not indexes:
@@ -348,7 +225,7 @@ class JobController(Controller):
 
     async def _create_pods(self, key: str, job: Obj, indexes: list[int | None]) -> None:
         """Slow start: batches of 1, 2, 4, …; stop at the first failure."""
-        self._expect_creates[key] = (len(indexes), time.monotonic())
+        self.expectations.expect_creations(key, len(indexes))
         batch, pos = 1, 0
         while pos < len(indexes):
             chunk = indexes[pos:pos + batch]
@@ -356,10 +233,10 @@ class JobController(Controller):
             failure: Exception | None = None
             for idx in chunk:
                 try:
-                    pod = await self.client.create(self.pods_rt, _pod_for(job, idx),
+                    pod = await self.client.create(self.pods_rt, pod_for(job, idx),
                                                    job["metadata"]["namespace"])
                 except Exception as e:  # counted, reported, retried below
-                    self._creation_not_coming(key)
+                    self.expectations.creation_observed(key)  # it will never be seen
                     failure = e
                     if isinstance(e, errors.ApiError):
                         await self._event(job, "Warning", "FailedCreate",
@@ -368,31 +245,15 @@ class JobController(Controller):
                 await self._event(job, "Normal", "SuccessfulCreate",
                                   f"Created pod: {pod['metadata']['name']}")
             if failure is not None:
-                for _ in indexes[pos:]:
-                    self._creation_not_coming(key)
+                self.expectations.creation_observed(key, len(indexes) - pos)
                 raise failure
             batch *= 2
 
-    def _creation_not_coming(self, key: str) -> None:
-        n, since = self._expect_creates.get(key, (0, 0.0))
-        self._expect_creates[key] = (max(0, n - 1), since)
-
     async def _delete_pods(self, key: str, job: Obj, pods: list[Obj]) -> list[Obj]:
-        removed: list[Obj] = []
-        expected = self._expect_deletes.setdefault(key, set())
-        for pod in pods:
-            m = pod["metadata"]
-            expected.add(m["uid"])
-            try:
-                await self.client.delete(self.pods_rt, m["name"], m["namespace"],
-                                         preconditions={"uid": m["uid"]})
-            except errors.ApiError as e:
-                expected.discard(m["uid"])
-                if e.code not in (404, 409):
-                    raise
-                continue
-            removed.append(pod)
-            await self._event(job, "Normal", "SuccessfulDelete", f"Deleted pod: {m['name']}")
+        removed = await delete_expected(self.client, self.pods_rt, self.expectations, key, pods)
+        for pod in removed:
+            await self._event(job, "Normal", "SuccessfulDelete",
+                              f"Deleted pod: {pod['metadata']['name']}")
         return removed
 
     async def _remove_finalizer(self, pod: Obj) -> None:
@@ -411,13 +272,13 @@ class JobController(Controller):
             if e.code != 404:
                 raise
 
-    # -- backoff ---------------------------------------------------------------------
+    # -- pod-failure backoff ---------------------------------------------------------
 
     def _record_backoff(self, key: str, new_succ: list[Obj], new_fail: list[Obj]) -> None:
         failures, last = self._backoff.get(key, (0, 0.0))
-        fail_times = [_finish_time(p) for p in new_fail]
+        fail_times = [finish_time(p) for p in new_fail]
         if new_succ:
-            last_success = max(_finish_time(p) for p in new_succ)
+            last_success = max(finish_time(p) for p in new_succ)
             fail_times = [t for t in fail_times if t > last_success]
             failures, last = 0, 0.0
         if fail_times:
@@ -426,11 +287,12 @@ class JobController(Controller):
         self._backoff[key] = (failures, last)
 
     def _backoff_left(self, key: str) -> float:
+        """Seconds until the next pod may start, counted from the last failure."""
         failures, last = self._backoff.get(key, (0, 0.0))
         if failures == 0:
             return 0.0
-        delay = min(self.backoff_base * 2 ** (failures - 1), self.backoff_max)
-        return last + delay - time.time()
+        return last + exponential_delay(self.backoff_base, self.backoff_max, failures) \
+            - time.time()
 
     # -- writes ----------------------------------------------------------------------
 
@@ -446,9 +308,50 @@ class JobController(Controller):
                            message=message)
 
 
-# -- the pod a Job creates ---------------------------------------------------------------
+def _job_of(pod: Obj) -> list[str]:
+    """The pod informer's index by owning Job (one function for every JobController on
+    a shared factory)."""
+    return [owner_key(pod, "Job") or ""]
 
-def _pod_for(job: Obj, index: int | None) -> Obj:
+
+# -- what to create and delete ------------------------------------------------------------
+
+def pods_to_change(job: Obj, status: Obj, active: list[Obj], terminating: list[Obj]
+                   ) -> tuple[list[Obj], list[int | None]]:
+    """(active pods to delete, pods to create: their completion indexes, None for a
+    NonIndexed Job) toward min(parallelism, what remains to complete)."""
+    spec = job.get("spec") or {}
+    parallelism = spec.get("parallelism", 1)
+    completions = spec.get("completions")
+    uncounted = status.get("uncountedTerminatedPods") or {}
+    succeeded = (status.get("succeeded") or 0) + len(uncounted.get("succeeded") or [])
+    if completions is None:  # work queue: once one pod succeeded, start no more
+        want = parallelism if succeeded == 0 else len(active)
+    else:
+        want = max(0, min(parallelism, completions - succeeded))
+    if spec.get("podReplacementPolicy") == "Failed":
+        want = max(0, want - len(terminating))
+    if not is_indexed(job):
+        excess = removal_order(active)[:len(active) - want] if len(active) > want else []
+        return excess, [None] * max(0, want - len(active))
+    done = completed_indexes(status)
+    running: set[int] = set()
+    excess = []
+    for pod in sorted(active, key=lambda p: p["metadata"].get("creationTimestamp") or ""):
+        idx = index_of(pod)
+        if idx is None or idx in done or idx in running or not 0 <= idx < (completions or 0):
+            excess.append(pod)  # duplicate, finished or invalid index
+        else:
+            running.add(idx)
+    want = max(0, min(parallelism, (completions or 0) - len(done)))
+    free = [i for i in range(completions or 0) if i not in done and i not in running]
+    kept = [p for p in active if p not in excess]
+    if len(kept) > want:
+        excess += removal_order(kept)[:len(kept) - want]
+    return excess, list(free[:max(0, want - min(len(kept), want))])
+
+
+def pod_for(job: Obj, index: int | None) -> Obj:
     """A pod from the Job's template, owned by the Job, carrying the tracking finalizer;
     Indexed pods get their completion index (annotation, label, env, hostname)."""
     name = job["metadata"]["name"]
@@ -469,181 +372,3 @@ def _pod_for(job: Obj, index: int | None) -> Obj:
         c["env"] = [e for e in c.get("env") or [] if e.get("name") != env["name"]] + \
             [copy.deepcopy(env)]
     return pod
-
-
-# -- pure helpers --------------------------------------------------------------------------
-
-def parse_indexes(text: str) -> set[int]:
-    """`"0-2,4"` → {0, 1, 2, 4} (status.completedIndexes)."""
-    out: set[int] = set()
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        lo, _, hi = part.partition("-")
-        out.update(range(int(lo), int(hi or lo) + 1))
-    return out
-
-
-def format_indexes(indexes: set[int]) -> str:
-    """{0, 1, 2, 4} → `"0-2,4"`: ascending, consecutive runs as intervals."""
-    parts: list[str] = []
-    run: list[int] = []
-    for i in sorted(indexes):
-        if run and i == run[-1] + 1:
-            run.append(i)
-            continue
-        if run:
-            parts.append(_run(run))
-        run = [i]
-    if run:
-        parts.append(_run(run))
-    return ",".join(parts)
-
-
-def _run(run: list[int]) -> str:
-    return str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}"
-
-
-def _indexed(job: Obj) -> bool:
-    return (job.get("spec") or {}).get("completionMode") == "Indexed"
-
-
-def _index_of(pod: Obj) -> int | None:
-    value = (pod["metadata"].get("annotations") or {}).get(COMPLETION_INDEX)
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _controller_uid(pod: Obj) -> str | None:
-    for ref in pod["metadata"].get("ownerReferences") or []:
-        if ref.get("controller") and ref.get("kind") == "Job":
-            return ref.get("uid")
-    return None
-
-
-def _tracked(pod: Obj | None) -> bool:
-    return pod is not None and TRACKING_FINALIZER in (pod["metadata"].get("finalizers") or [])
-
-
-def _terminal(pod: Obj) -> bool:
-    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
-
-
-def _is_active(pod: Obj) -> bool:
-    return not _terminal(pod) and not pod["metadata"].get("deletionTimestamp")
-
-
-def _is_terminating(pod: Obj) -> bool:
-    return not _terminal(pod) and bool(pod["metadata"].get("deletionTimestamp"))
-
-
-def _creation(pod: Obj) -> str:
-    return pod["metadata"].get("creationTimestamp") or ""
-
-
-def _removal_order(pods: list[Obj]) -> list[Obj]:
-    """Which active pods to delete first: unscheduled, then not ready, then newest."""
-    def rank(p: Obj) -> tuple[int, int, float]:
-        ts = _parse_time(_creation(p)) or 0.0
-        return (1 if (p.get("spec") or {}).get("nodeName") else 0,
-                1 if is_pod_ready(p) else 0, -ts)
-    return sorted(pods, key=rank)
-
-
-def _past_backoff_limit_on_failure(job: Obj, active: list[Obj]) -> bool:
-    """restartPolicy OnFailure: the kubelet restarts containers in place, so their
-    restarts count toward backoffLimit."""
-    spec = job.get("spec") or {}
-    if ((spec.get("template") or {}).get("spec") or {}).get("restartPolicy") != "OnFailure":
-        return False
-    restarts = sum(cs.get("restartCount") or 0 for p in active
-                   for cs in ((p.get("status") or {}).get("initContainerStatuses") or [])
-                   + ((p.get("status") or {}).get("containerStatuses") or []))
-    limit = spec.get("backoffLimit", 6)
-    return restarts > 0 if limit == 0 else restarts >= limit
-
-
-def _deadline_left(job: Obj, status: Obj, now: dt.datetime) -> float | None:
-    seconds = (job.get("spec") or {}).get("activeDeadlineSeconds")
-    start = _parse_time(status.get("startTime") or "")
-    if seconds is None or start is None:
-        return None
-    return start + seconds - now.timestamp()
-
-
-def _complete(job: Obj, status: Obj, succeeded: int, active: list[Obj]) -> bool:
-    spec = job.get("spec") or {}
-    completions = spec.get("completions")
-    if _indexed(job):
-        return completions is not None and \
-            len(parse_indexes(status.get("completedIndexes") or "")) >= completions
-    if completions is None:  # work queue: one success and nothing left running
-        return succeeded > 0 and not active
-    return succeeded >= completions
-
-
-def _finish_time(pod: Obj) -> float:
-    """When a pod finished: its containers' latest termination, else its Ready=False
-    transition, else its deletion, else now."""
-    status = pod.get("status") or {}
-    ends = [_parse_time(((cs.get("state") or {}).get("terminated") or {}).get("finishedAt")
-                        or "") for cs in status.get("containerStatuses") or []]
-    ends = [t for t in ends if t is not None]
-    if ends:
-        return max(ends)
-    for c in status.get("conditions") or []:
-        if c.get("type") == "Ready" and c.get("status") == "False":
-            t = _parse_time(c.get("lastTransitionTime") or "")
-            if t is not None:
-                return t
-    t = _parse_time(pod["metadata"].get("deletionTimestamp") or "")
-    return t if t is not None else time.time()
-
-
-def _true(conds: list[Obj], type_: str) -> bool:
-    return any(c.get("type") == type_ and c.get("status") == "True" for c in conds)
-
-
-def _condition(conds: list[Obj], type_: str) -> tuple[str, str]:
-    for c in conds:
-        if c.get("type") == type_:
-            return c.get("reason", ""), c.get("message", "")
-    return "", ""
-
-
-def _ensure(conds: list[Obj], type_: str, status: str, reason: str, message: str,
-            now: dt.datetime, *, add: bool = True) -> bool:
-    """Set a condition; returns whether it changed. With add=False a missing condition
-    stays missing (Suspended=False is only written after a Suspended=True)."""
-    stamp = _rfc3339(now)
-    for c in conds:
-        if c.get("type") == type_:
-            if c.get("status") == status:
-                return False
-            c.update(status=status, reason=reason, message=message,
-                     lastProbeTime=stamp, lastTransitionTime=stamp)
-            return True
-    if not add:
-        return False
-    conds.append({"type": type_, "status": status, "reason": reason, "message": message,
-                  "lastProbeTime": stamp, "lastTransitionTime": stamp})
-    return True
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _rfc3339(t: dt.datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_time(text: str) -> float | None:
-    if not text:
-        return None
-    try:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-

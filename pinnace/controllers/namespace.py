@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
 
 from pinnace.api import errors
+from pinnace.api.conditions import new_condition
 from pinnace.api.kinds import REGISTRY, ResourceType
+from pinnace.api.types import Obj
 from pinnace.client.client import Client
 from pinnace.client.factory import InformerFactory
-from pinnace.controllers.base import Controller
+from pinnace.controllers.base import Controller, delete_if_same
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,7 @@ class NamespaceController(Controller):
                  requeue_seconds: float = REQUEUE_SECONDS) -> None:
         super().__init__(client, factory)
         self.ns_rt = client.resource("v1", "Namespace")
-        self.namespaces = factory.informer("v1", "Namespace")
-        self.namespaces.add_handler(on_add=self.enqueue,
-                                    on_update=lambda _old, new: self.enqueue(new))
+        self.namespaces = self.watch("v1", "Namespace")
         self.requeue_seconds = requeue_seconds
 
     async def reconcile(self, key: str) -> None:
@@ -76,13 +74,7 @@ class NamespaceController(Controller):
                 m = obj["metadata"]
                 if m.get("deletionTimestamp"):
                     continue
-                try:
-                    await self.client.delete(rt, m["name"], namespace,
-                                             propagation_policy="Background",
-                                             preconditions={"uid": m["uid"]})
-                except errors.ApiError as e:
-                    if e.code not in (404, 409):
-                        raise
+                await delete_if_same(self.client, rt, obj, propagation_policy="Background")
         # a second look: most deletes are immediate, only the held objects remain
         remaining: dict[str, _Remaining] = {}
         for rt in _deletable_kinds():
@@ -93,7 +85,7 @@ class NamespaceController(Controller):
                     len(items), {f for o in items for f in o["metadata"].get("finalizers") or []})
         return remaining
 
-    async def _set_conditions(self, ns: dict[str, Any], remaining: dict[str, _Remaining]
+    async def _set_conditions(self, ns: Obj, remaining: dict[str, _Remaining]
                               ) -> None:
         counts = ", ".join(f"{res} has {r.count} resource instances"
                            for res, r in sorted(remaining.items()))
@@ -135,13 +127,13 @@ class NamespaceController(Controller):
                 raise  # a conflict retries with the current namespace
 
 
-def _condition(ctype: str, present: bool, reason: str, message: str) -> dict[str, Any]:
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+# what a namespace condition says once its content (or finalizer) is gone
+_CLEARED = {"NamespaceContentRemaining": ("ContentRemoved", "All content successfully removed"),
+            "NamespaceFinalizersRemaining": ("ContentHasNoFinalizers",
+                                             "All content-preserving finalizers finished")}
+
+
+def _condition(ctype: str, present: bool, reason: str, message: str) -> Obj:
     if not present:
-        return {"type": ctype, "status": "False", "lastTransitionTime": now,
-                "reason": "ContentRemoved" if ctype == "NamespaceContentRemaining"
-                else "ContentHasNoFinalizers",
-                "message": "All content successfully removed" if ctype ==
-                "NamespaceContentRemaining" else "All content-preserving finalizers finished"}
-    return {"type": ctype, "status": "True", "lastTransitionTime": now, "reason": reason,
-            "message": message}
+        return new_condition(ctype, "False", *_CLEARED[ctype])
+    return new_condition(ctype, "True", reason, message)

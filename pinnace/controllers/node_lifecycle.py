@@ -17,56 +17,39 @@ Watches Nodes, Leases (kube-node-lease) and Pods (indexed by spec.nodeName).
   moment the controller first saw the taint — its timeAdded has whole seconds
   only — (no tolerationSeconds: never).
 
-Keys are `node/<name>` and `pod/<namespace>/<name>`; both reconciles are
-idempotent and read the caches.
+Two queues, one key type each: node names (health and taints) and pod keys
+`namespace/name` (eviction), as Kubernetes' node lifecycle controller keeps its
+node and pod update queues apart. Both reconciles are idempotent and read the
+caches.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import datetime as dt
 import logging
 import time
-from typing import Any
 
 from pinnace.api import errors
+from pinnace.api.conditions import get_condition, new_condition
 from pinnace.api.scheduling import toleration_tolerates_taint
+from pinnace.api.timestamps import now_rfc3339, to_epoch
+from pinnace.api.types import Obj
 from pinnace.client.client import Client
 from pinnace.client.events import record_event
 from pinnace.client.factory import InformerFactory
-from pinnace.client.informer import key_of
+from pinnace.client.informer import NODE_NAME_INDEX, index_pods_by_node, key_of
 from pinnace.controllers.base import Controller
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
-
 UNREACHABLE = "node.kubernetes.io/unreachable"
 NOT_READY = "node.kubernetes.io/not-ready"
-NODE_NAME_INDEX = "spec.nodeName"
 LEASE_NAMESPACE = "kube-node-lease"
 _CONDITIONS = ("Ready", "MemoryPressure", "DiskPressure", "PIDPressure")
 
 
-def _now_rfc3339() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_time(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
 def ready_status(node: Obj) -> str:
-    for c in (node.get("status") or {}).get("conditions") or []:
-        if c.get("type") == "Ready":
-            return c.get("status") or "Unknown"
-    return "Unknown"
+    return (get_condition(node.get("status"), "Ready") or {}).get("status") or "Unknown"
 
 
 def desired_taints(node: Obj, now: str) -> list[Obj]:
@@ -98,7 +81,7 @@ def eviction_delay(pod: Obj, taints: list[Obj], now: float,
         if not seconds:
             continue
         added = (seen or {}).get((taint.get("key", ""), taint.get("effect", ""))) or \
-            _parse_time(taint.get("timeAdded")) or now
+            to_epoch(taint.get("timeAdded")) or now
         at = added + max(min(seconds), 0)
         deadline = at if deadline is None else min(deadline, at)
     return None if deadline is None else max(deadline - now, 0.0)
@@ -118,8 +101,9 @@ class NodeLifecycleController(Controller):
         self.nodes = factory.informer("v1", "Node")
         self.leases = factory.informer("coordination.k8s.io/v1", "Lease")
         self.pods = factory.informer("v1", "Pod")
-        self.pods.add_index(NODE_NAME_INDEX,
-                            lambda p: [(p.get("spec") or {}).get("nodeName") or ""])
+        index_pods_by_node(self.pods)
+        self.pod_queue = self.add_queue("pods", self._reconcile_pod)
+        self.add_loop(self._monitor)
         # node name -> (last heartbeat seen, monotonic time it was first seen)
         self._probes: dict[str, tuple[tuple[str, str], float]] = {}
         # node name -> (taint key, effect) -> wall time the NoExecute taint was first seen
@@ -142,13 +126,13 @@ class NodeLifecycleController(Controller):
             del seen[gone]
         for new in taints - set(seen):
             seen[new] = time.time()
-        self.queue.add("node/" + node["metadata"]["name"])
+        self.queue.add(name)
 
     def _node_updated(self, old: Obj, new: Obj) -> None:
         self._node_event(new)
         if (old.get("spec") or {}).get("taints") != (new.get("spec") or {}).get("taints"):
             for pod in self.pods.by_index(NODE_NAME_INDEX, new["metadata"]["name"]):
-                self.queue.add("pod/" + key_of(pod))
+                self.pod_queue.add(key_of(pod))
 
     def _node_deleted(self, node: Obj) -> None:
         self._probes.pop(node["metadata"]["name"], None)
@@ -161,22 +145,20 @@ class NodeLifecycleController(Controller):
     def _pod_event(self, pod: Obj) -> None:
         node = self.nodes.get((pod.get("spec") or {}).get("nodeName") or "")
         if node is not None and _no_execute(node):
-            self.queue.add("pod/" + key_of(pod))
+            self.pod_queue.add(key_of(pod))
 
     def _observe(self, name: str) -> None:
         """Note the local time whenever the node's heartbeat changes."""
         lease = self.leases.get(f"{LEASE_NAMESPACE}/{name}")
         renew = ((lease or {}).get("spec") or {}).get("renewTime") or ""
         node = self.nodes.get(name)
-        beat = ""
-        for c in ((node or {}).get("status") or {}).get("conditions") or []:
-            if c.get("type") == "Ready":
-                beat = c.get("lastHeartbeatTime") or ""
+        beat = (get_condition((node or {}).get("status"), "Ready") or {}).get(
+            "lastHeartbeatTime") or ""
         seen = self._probes.get(name)
         if seen is None or seen[0] != (renew, beat):
             self._probes[name] = ((renew, beat), time.monotonic())
             if seen is not None and node is not None and ready_status(node) == "Unknown":
-                self.queue.add("node/" + name)
+                self.queue.add(name)
 
     def silent(self, name: str) -> bool:
         seen = self._probes.get(name)
@@ -184,17 +166,7 @@ class NodeLifecycleController(Controller):
 
     # -- the loop ------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        monitor = asyncio.create_task(self._monitor())
-        try:
-            await super().run()
-        finally:
-            monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await monitor
-
     async def _monitor(self) -> None:
-        await self.factory.wait_synced()
         while True:
             await asyncio.sleep(self.eviction_check)
             for node in self.nodes.list():
@@ -202,24 +174,17 @@ class NodeLifecycleController(Controller):
                 if name not in self._probes:
                     self._observe(name)
                 if self.silent(name) and ready_status(node) != "Unknown":
-                    self.queue.add("node/" + name)
-
-    async def reconcile(self, key: str) -> None:
-        kind, _, rest = key.partition("/")
-        if kind == "node":
-            await self._reconcile_node(rest)
-        else:
-            await self._reconcile_pod(rest)
+                    self.queue.add(name)
 
     # -- nodes ---------------------------------------------------------------------------
 
-    async def _reconcile_node(self, name: str) -> None:
+    async def reconcile(self, name: str) -> None:
         node = self.nodes.get(name)
         if node is None:
             return
         if self.silent(name) and _needs_unknown(node):
             node = await self._mark_unknown(node)
-        now = _now_rfc3339()
+        now = now_rfc3339()
         taints = desired_taints(node, now)
         if taints != ((node.get("spec") or {}).get("taints") or []):
             await self.client.patch(self._node_rt, name, {
@@ -227,7 +192,7 @@ class NodeLifecycleController(Controller):
                 "spec": {"taints": taints or None}})
 
     async def _mark_unknown(self, node: Obj) -> Obj:
-        now = _now_rfc3339()
+        now = now_rfc3339()
         conditions = []
         have = {c.get("type"): c for c in (node.get("status") or {}).get("conditions") or []}
         for ctype in _CONDITIONS:
@@ -269,7 +234,7 @@ class NodeLifecycleController(Controller):
         if delay is None:
             return
         if delay > 0:
-            self.queue.add_after("pod/" + key, delay)
+            self.pod_queue.add_after(key, delay)
             return
         await self._evict(pod)
 
@@ -281,10 +246,8 @@ class NodeLifecycleController(Controller):
                            message=f"Marking for deletion Pod {ref}")
         conditions = [c for c in (pod.get("status") or {}).get("conditions") or []
                       if c.get("type") != "DisruptionTarget"]
-        conditions.append({"type": "DisruptionTarget", "status": "True",
-                           "reason": "DeletionByTaintManager",
-                           "message": "Taint manager: deleting due to NoExecute taint",
-                           "lastTransitionTime": _now_rfc3339()})
+        conditions.append(new_condition("DisruptionTarget", "True", "DeletionByTaintManager",
+                                        "Taint manager: deleting due to NoExecute taint"))
         try:
             await self.client.patch(self._pod_rt, m["name"], {"status": {
                 "conditions": conditions}}, namespace=m["namespace"], subresource="status")

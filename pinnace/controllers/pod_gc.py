@@ -19,15 +19,15 @@ A node's deletion queues the pods bound to it at once; a periodic sweep every
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from typing import Any
+from collections.abc import Callable
 
 from pinnace.api import errors
+from pinnace.api.types import Obj
 from pinnace.client.client import Client
 from pinnace.client.factory import InformerFactory
-from pinnace.client.informer import key_of, split_key
-from pinnace.controllers.base import Controller
+from pinnace.client.informer import NODE_NAME_INDEX, index_pods_by_node
+from pinnace.controllers.base import Controller, delete_if_same
 
 log = logging.getLogger(__name__)
 
@@ -49,30 +49,20 @@ class PodGCController(Controller):
         self.gc_period = gc_period
         self.pods = factory.informer("v1", "Pod")
         self.nodes = factory.informer("v1", "Node")
-        self.pods.add_index("pod-gc-node", lambda p: [(p.get("spec") or {}).get("nodeName")
-                                                      or ""])
+        index_pods_by_node(self.pods)
+        self.add_loop(self._sweep_forever)
         self.nodes.add_handler(on_delete=self._on_node_deleted)
         self.pods.add_handler(on_add=self._on_pod, on_update=lambda _o, new: self._on_pod(new))
 
-    def _on_node_deleted(self, node: dict[str, Any]) -> None:
-        for pod in self.pods.by_index("pod-gc-node", node["metadata"]["name"]):
+    def _on_node_deleted(self, node: Obj) -> None:
+        for pod in self.pods.by_index(NODE_NAME_INDEX, node["metadata"]["name"]):
             self.enqueue(pod)
 
-    def _on_pod(self, pod: dict[str, Any]) -> None:
+    def _on_pod(self, pod: Obj) -> None:
         if _is_garbage_candidate(pod, self.nodes.get):
             self.enqueue(pod)
 
-    async def run(self) -> None:
-        sweeper = asyncio.create_task(self._sweep_forever(), name="pod-gc sweep")
-        try:
-            await super().run()
-        finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
-
     async def _sweep_forever(self) -> None:
-        await self.factory.wait_synced()
         while True:
             try:
                 await self.sweep()
@@ -85,7 +75,7 @@ class PodGCController(Controller):
     async def sweep(self) -> None:
         """Queue every orphaned or unscheduled terminating pod; delete the oldest
         terminated pods beyond the threshold."""
-        terminated: list[dict[str, Any]] = []
+        terminated: list[Obj] = []
         for pod in self.pods.list():
             if _is_garbage_candidate(pod, self.nodes.get):
                 self.enqueue(pod)
@@ -121,17 +111,11 @@ class PodGCController(Controller):
             raise
         return True
 
-    async def _force_delete(self, pod: dict[str, Any]) -> None:
-        ns, name = split_key(key_of(pod))
-        try:
-            await self.client.delete(self.pod_rt, name, ns, grace_period_seconds=0,
-                                     preconditions={"uid": pod["metadata"]["uid"]})
-        except errors.ApiError as e:
-            if e.code not in (404, 409):  # gone already, or a new pod of the same name
-                raise
+    async def _force_delete(self, pod: Obj) -> None:
+        await delete_if_same(self.client, self.pod_rt, pod, grace_period_seconds=0)
 
 
-def _is_garbage_candidate(pod: dict[str, Any], node_of: Any) -> bool:
+def _is_garbage_candidate(pod: Obj, node_of: Callable[[str], Obj | None]) -> bool:
     node_name = (pod.get("spec") or {}).get("nodeName")
     if node_name:
         return node_of(node_name) is None

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import copy
 from datetime import UTC, datetime
-from typing import Any
 
-Obj = dict[str, Any]
+from pinnace.api.conditions import get_condition, is_true
+from pinnace.api.timestamps import parse_time
+from pinnace.api.types import Obj
 
 
 def controller_ref(owner: Obj) -> Obj:
@@ -28,12 +29,19 @@ def controller_ref(owner: Obj) -> Obj:
             "controller": True, "blockOwnerDeletion": True}
 
 
-def controller_of(obj: Obj) -> Obj | None:
-    """obj's ownerReference with controller: true, if any."""
+def controller_of(obj: Obj, kind: str | None = None) -> Obj | None:
+    """obj's ownerReference with controller: true (of that kind, if given), if any."""
     for ref in obj["metadata"].get("ownerReferences") or []:
-        if ref.get("controller"):
+        if ref.get("controller") and (kind is None or ref.get("kind") == kind):
             return ref
     return None
+
+
+def controller_uid(obj: Obj, kind: str) -> str | None:
+    """The uid of obj's controller of that kind: tells a pod of this Job from a pod of an
+    earlier Job of the same name."""
+    ref = controller_of(obj, kind)
+    return ref.get("uid") if ref is not None else None
 
 
 def pod_from_template(template: Obj, *, owner: Obj, generate_name: str | None = None,
@@ -63,44 +71,43 @@ def pod_from_template(template: Obj, *, owner: Obj, generate_name: str | None = 
 
 # -- pod status ----------------------------------------------------------------------------
 
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def pod_condition(pod: Obj, type_: str) -> Obj | None:
-    for cond in (pod.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == type_:
-            return cond
-    return None
+def is_pod_terminal(pod: Obj) -> bool:
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
 
 def is_pod_active(pod: Obj) -> bool:
     """Still counts toward its workload: not Succeeded/Failed and not being deleted."""
-    phase = (pod.get("status") or {}).get("phase")
-    return phase not in ("Succeeded", "Failed") and not pod["metadata"].get("deletionTimestamp")
+    return not is_pod_terminal(pod) and not pod["metadata"].get("deletionTimestamp")
+
+
+def is_pod_terminating(pod: Obj) -> bool:
+    """Being deleted but not finished yet: its containers may still run."""
+    return not is_pod_terminal(pod) and bool(pod["metadata"].get("deletionTimestamp"))
 
 
 def is_pod_ready(pod: Obj) -> bool:
-    cond = pod_condition(pod, "Ready")
-    return bool(cond) and cond.get("status") == "True"
+    return is_true((pod.get("status") or {}).get("conditions"), "Ready")
 
 
 def ready_since(pod: Obj) -> datetime | None:
     """When the pod last became ready, or None when it is not ready."""
-    cond = pod_condition(pod, "Ready")
+    cond = get_condition(pod.get("status"), "Ready")
     if not cond or cond.get("status") != "True":
         return None
     return parse_time(cond.get("lastTransitionTime")) or datetime.min.replace(tzinfo=UTC)
 
 
 def is_pod_available(pod: Obj, min_ready_seconds: int, now: datetime | None = None) -> bool:
-    """Ready, and for at least min_ready_seconds."""
-    since = ready_since(pod)
-    if since is None:
+    """Ready, and for at least min_ready_seconds (Kubernetes' IsPodAvailable: a Ready
+    condition without a transition time is not available yet when minReadySeconds
+    is set)."""
+    if not is_pod_ready(pod):
         return False
     if min_ready_seconds <= 0:
         return True
+    since = parse_time((get_condition(pod.get("status"), "Ready") or {})
+                       .get("lastTransitionTime"))
+    if since is None:
+        return False
     now = now or datetime.now(UTC)
     return (now - since).total_seconds() >= min_ready_seconds

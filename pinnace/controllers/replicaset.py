@@ -27,17 +27,18 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from pinnace.api.conditions import find, new_condition, same_status
 from pinnace.api.errors import ApiError
-from pinnace.api.selectors import LabelSelector
+from pinnace.api.timestamps import format_time, to_epoch
+from pinnace.api.types import Obj
 from pinnace.client.client import Client
 from pinnace.client.events import record_event
 from pinnace.client.factory import InformerFactory
 from pinnace.client.informer import key_of
 from pinnace.controllers._expectations import Expectations
-from pinnace.controllers.base import Controller
+from pinnace.controllers.base import Controller, claim, delete_if_same, selector_of
 from pinnace.controllers.pod_template import (
     controller_of,
-    controller_ref,
     is_pod_active,
     is_pod_available,
     is_pod_ready,
@@ -47,7 +48,6 @@ from pinnace.controllers.pod_template import (
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 COMPONENT = "replicaset-controller"
 BURST_REPLICAS = 500  # most pods created or deleted in one reconcile, as Kubernetes
 
@@ -58,14 +58,11 @@ class ReplicaSetController(Controller):
 
     def __init__(self, client: Client, factory: InformerFactory) -> None:
         super().__init__(client, factory)
-        self.replicasets = factory.informer("apps/v1", "ReplicaSet")
+        self.replicasets = self.watch("apps/v1", "ReplicaSet", on_delete=self._rs_deleted)
         self.pods = factory.informer("v1", "Pod")
         self.pod_rt = client.resource("v1", "Pod")
         self.rs_rt = client.resource("apps/v1", "ReplicaSet")
         self.expectations = Expectations()
-        self.replicasets.add_handler(on_add=self.enqueue,
-                                     on_update=lambda old, new: self.enqueue(new),
-                                     on_delete=self._rs_deleted)
         self.pods.add_handler(on_add=self._pod_added, on_update=self._pod_updated,
                               on_delete=self._pod_deleted)
 
@@ -76,18 +73,10 @@ class ReplicaSetController(Controller):
         self.enqueue(rs)
 
     def _owner_key(self, pod: Obj) -> str | None:
-        ref = controller_of(pod)
-        if ref is None or ref.get("kind") != "ReplicaSet" or \
-                not ref.get("apiVersion", "").startswith("apps/"):
+        ref = controller_of(pod, "ReplicaSet")
+        if ref is None or not ref.get("apiVersion", "").startswith("apps/"):
             return None
         return f"{pod['metadata'].get('namespace')}/{ref['name']}"
-
-    def _enqueue_matching(self, pod: Obj) -> None:
-        """An orphan: wake every ReplicaSet that might adopt it."""
-        labels = pod["metadata"].get("labels") or {}
-        for rs in self.replicasets.list(pod["metadata"].get("namespace")):
-            if _selector(rs).matches(labels):
-                self.enqueue(rs)
 
     def _pod_added(self, pod: Obj) -> None:
         if pod["metadata"].get("deletionTimestamp"):
@@ -98,7 +87,7 @@ class ReplicaSetController(Controller):
             self.expectations.creation_observed(key)
             self.queue.add(key)
         elif controller_of(pod) is None:
-            self._enqueue_matching(pod)
+            self.enqueue_selecting(self.replicasets, pod)
 
     def _pod_updated(self, old: Obj, new: Obj) -> None:
         key = self._owner_key(new)
@@ -111,7 +100,7 @@ class ReplicaSetController(Controller):
         if key is not None:
             self.queue.add(key)
         elif controller_of(new) is None:
-            self._enqueue_matching(new)
+            self.enqueue_selecting(self.replicasets, new)
 
     def _pod_deleted(self, pod: Obj) -> None:
         key = self._owner_key(pod)
@@ -142,49 +131,8 @@ class ReplicaSetController(Controller):
             self.queue.add_after(key, float(min_ready))
 
     async def _claim_pods(self, rs: Obj) -> list[Obj]:
-        selector = _selector(rs)
-        uid = rs["metadata"]["uid"]
-        ns = rs["metadata"]["namespace"]
-        deleting = bool(rs["metadata"].get("deletionTimestamp"))
-        claimed: list[Obj] = []
-        for pod in self.pods.list(ns):
-            if not is_pod_active(pod):
-                continue
-            labels = pod["metadata"].get("labels") or {}
-            ref = controller_of(pod)
-            if ref is not None and ref.get("uid") == uid:
-                if selector.matches(labels):
-                    claimed.append(pod)
-                elif not deleting:
-                    await self._release(pod, uid)
-            elif ref is None and not deleting and selector.matches(labels):
-                if await self._adopt(pod, rs):
-                    claimed.append(pod)
-        return claimed
-
-    async def _adopt(self, pod: Obj, rs: Obj) -> bool:
-        patch = {"metadata": {"ownerReferences": [controller_ref(rs)],
-                              "uid": pod["metadata"]["uid"]}}
-        try:
-            await self.client.patch(self.pod_rt, pod["metadata"]["name"], patch,
-                                    namespace=rs["metadata"]["namespace"],
-                                    patch_type="strategic")
-        except ApiError as e:
-            if e.code in (404, 409, 422):
-                return False  # gone, or changed under us: the next event brings it back
-            raise
-        return True
-
-    async def _release(self, pod: Obj, uid: str) -> None:
-        patch = {"metadata": {"ownerReferences": [{"$patch": "delete", "uid": uid}],
-                              "uid": pod["metadata"]["uid"]}}
-        try:
-            await self.client.patch(self.pod_rt, pod["metadata"]["name"], patch,
-                                    namespace=pod["metadata"]["namespace"],
-                                    patch_type="strategic")
-        except ApiError as e:
-            if e.code not in (404, 409, 422):
-                raise
+        active = [p for p in self.pods.list(rs["metadata"]["namespace"]) if is_pod_active(p)]
+        return await claim(self.client, self.pod_rt, rs, active, selector_of(rs))
 
     async def _manage_replicas(self, key: str, rs: Obj, pods: list[Obj]
                                ) -> tuple[str, str] | None:
@@ -233,15 +181,15 @@ class ReplicaSetController(Controller):
         async def delete(pod: Obj) -> str | None:
             m = pod["metadata"]
             try:
-                await self.client.delete(self.pod_rt, m["name"], m["namespace"],
-                                         preconditions={"uid": m["uid"]})
+                deleted = await delete_if_same(self.client, self.pod_rt, pod)
             except ApiError as e:
                 self.expectations.deletion_observed(key, m["uid"])
-                if e.code in (404, 409):
-                    return None  # already gone, or a different pod by that name now
                 await record_event(self.client, rs, component=COMPONENT, type_="Warning",
                                    reason="FailedDelete", message=f"Error deleting: {e}")
                 return str(e)
+            if not deleted:  # already gone, or a different pod by that name now
+                self.expectations.deletion_observed(key, m["uid"])
+                return None
             await record_event(self.client, rs, component=COMPONENT, type_="Normal",
                                reason="SuccessfulDelete", message=f"Deleted pod: {m['name']}")
             return None
@@ -271,19 +219,6 @@ class ReplicaSetController(Controller):
 
 # -- pure functions ------------------------------------------------------------------------
 
-def _selector(rs: Obj) -> LabelSelector:
-    try:
-        return LabelSelector.from_dict(rs["spec"].get("selector"))
-    except ApiError:
-        return LabelSelector.select_nothing()
-
-
-def _epoch(value: str | None) -> float:
-    if not value:
-        return 0.0
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
 def _deletion_rank(pod: Obj) -> tuple[Any, ...]:
     """Sort key: the pod to delete first sorts first."""
     status = pod.get("status") or {}
@@ -297,14 +232,9 @@ def _deletion_rank(pod: Obj) -> tuple[Any, ...]:
         1 if since is not None else 0,
         -(since.timestamp() if since is not None else 0.0),
         -restarts,
-        -_epoch(pod["metadata"].get("creationTimestamp")),
+        -(to_epoch(pod["metadata"].get("creationTimestamp")) or 0.0),
         pod["metadata"].get("name", ""),
     )
-
-
-def same_status(a: Obj, b: Obj) -> bool:
-    """Equal but for zero counts, which a server may leave out (omitempty)."""
-    return {k: v for k, v in a.items() if v} == {k: v for k, v in b.items() if v}
 
 
 def pods_to_delete(pods: list[Obj], count: int) -> list[Obj]:
@@ -323,15 +253,14 @@ def calculate_status(rs: Obj, pods: list[Obj], error: tuple[str, str] | None,
         (p["metadata"].get("labels") or {}).items()))
     old = rs.get("status") or {}
     conditions = [c for c in old.get("conditions") or [] if c.get("type") != "ReplicaFailure"]
-    failure = next((c for c in old.get("conditions") or []
-                    if c.get("type") == "ReplicaFailure"), None)
+    failure = find(old.get("conditions"), "ReplicaFailure")
     if error is not None:
         reason, message = error
         if failure is None or failure.get("reason") != reason or \
                 failure.get("message") != message:
-            failure = {"type": "ReplicaFailure", "status": "True", "reason": reason,
-                       "message": message,
-                       "lastTransitionTime": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+            # a new failure starts a new transition, as this controller always did
+            failure = new_condition("ReplicaFailure", "True", reason, message,
+                                    now=format_time(now))
         conditions.append(failure)
     status: Obj = {
         "replicas": len(pods),

@@ -7,9 +7,8 @@ brings it back. Terminating namespaces are left alone (their content is going).
 
 from __future__ import annotations
 
-from typing import Any
-
 from pinnace.api import errors
+from pinnace.api.types import Obj
 from pinnace.client.client import Client
 from pinnace.client.factory import InformerFactory
 from pinnace.controllers.base import Controller
@@ -23,16 +22,11 @@ class ServiceAccountsController(Controller):
     def __init__(self, client: Client, factory: InformerFactory) -> None:
         super().__init__(client, factory)
         self.sa_rt = client.resource("v1", "ServiceAccount")
-        self.namespaces = factory.informer("v1", "Namespace")
+        self.namespaces = self.watch("v1", "Namespace")
         self.accounts = factory.informer("v1", "ServiceAccount")
-        self.namespaces.add_handler(on_add=self._on_namespace,
-                                    on_update=lambda _old, new: self._on_namespace(new))
         self.accounts.add_handler(on_delete=self._on_account_deleted)
 
-    def _on_namespace(self, ns: dict[str, Any]) -> None:
-        self.queue.add(ns["metadata"]["name"])
-
-    def _on_account_deleted(self, sa: dict[str, Any]) -> None:
+    def _on_account_deleted(self, sa: Obj) -> None:
         if sa["metadata"]["name"] == DEFAULT_NAME:
             self.queue.add(sa["metadata"]["namespace"])
 

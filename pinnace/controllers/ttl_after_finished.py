@@ -11,17 +11,15 @@ propagation and a uid precondition; its pods go through the garbage collector.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
-from typing import Any
 
 from pinnace.api import errors
+from pinnace.api.timestamps import to_epoch
+from pinnace.api.types import Obj
 from pinnace.client.client import Client
 from pinnace.client.factory import InformerFactory
 from pinnace.client.informer import split_key
 from pinnace.controllers.base import Controller
-
-Obj = dict[str, Any]
 
 
 class TTLAfterFinishedController(Controller):
@@ -30,14 +28,14 @@ class TTLAfterFinishedController(Controller):
     def __init__(self, client: Client, factory: InformerFactory) -> None:
         super().__init__(client, factory)
         self.jobs_rt = client.resource("batch/v1", "Job")
-        self.jobs = factory.informer("batch/v1", "Job")
-        self.jobs.add_handler(self.enqueue, lambda _o, n: self.enqueue(n))
+        self.jobs = self.watch("batch/v1", "Job")
 
     async def reconcile(self, key: str) -> None:
         job = self.jobs.get(key)
-        if job is None or expires_at(job) is None:
+        when = expires_at(job) if job is not None else None
+        if when is None:
             return
-        left = expires_at(job) - time.time()  # type: ignore[operator]
+        left = when - time.time()
         if left > 0:
             self.queue.add_after(key, left)
             return
@@ -67,6 +65,5 @@ def expires_at(job: Obj) -> float | None:
     for c in status.get("conditions") or []:
         if c.get("type") in ("Complete", "Failed") and c.get("status") == "True":
             finished = status.get("completionTime") or c.get("lastTransitionTime")
-    if not finished:
-        return None
-    return dt.datetime.fromisoformat(finished.replace("Z", "+00:00")).timestamp() + ttl
+    when = to_epoch(finished)
+    return when + ttl if when is not None else None

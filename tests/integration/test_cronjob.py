@@ -1,6 +1,7 @@
-"""The cron schedule (pure) and the CronJob controller against a real API server, on a
-clock the test moves; Jobs are finished by setting their status, as the Job controller
-would."""
+"""The CronJob controller against a real API server, on a clock the test moves (Jobs
+are finished by setting their status, as the Job controller would), and an `@every`
+schedule on the real clock with the Job controller, the scheduler and simulated nodes.
+The grammar itself is tested in tests/unit/api/test_cron.py."""
 
 from __future__ import annotations
 
@@ -8,66 +9,12 @@ import asyncio
 import datetime as dt
 from typing import Any
 
-import pytest
-
 from pinnace.client.client import Client
-from pinnace.controllers.cronjob import CronJobController, CronSchedule
+from pinnace.controllers.cronjob import CronJobController
 from tests.integration.conftest import Components, eventually
 
 NS = "default"
 UTC = dt.UTC
-
-
-def at(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-
-def runs(schedule: str, start: str, n: int, tz: str | None = None) -> list[str]:
-    s = CronSchedule.parse(schedule, tz)
-    out, t = [], at(start)
-    for _ in range(n):
-        t = s.next_after(t)
-        out.append(t.strftime("%Y-%m-%d %H:%M %a"))
-    return out
-
-
-def test_schedule_next_times() -> None:
-    assert runs("* * * * *", "2024-03-01T10:00:30", 2) == ["2024-03-01 10:01 Fri",
-                                                          "2024-03-01 10:02 Fri"]
-    assert runs("*/15 9-10 * * *", "2024-03-01T10:40", 3) == [
-        "2024-03-01 10:45 Fri", "2024-03-02 09:00 Sat", "2024-03-02 09:15 Sat"]
-    assert runs("0 12 * * MON-FRI", "2024-03-01T13:00", 2) == [
-        "2024-03-04 12:00 Mon", "2024-03-05 12:00 Tue"]
-    assert runs("30 4 1,15 * *", "2024-02-10T00:00", 2) == [
-        "2024-02-15 04:30 Thu", "2024-03-01 04:30 Fri"]
-    assert runs("@hourly", "2024-03-01T10:59", 1) == ["2024-03-01 11:00 Fri"]
-    assert runs("@yearly", "2024-03-01T00:00", 1) == ["2025-01-01 00:00 Wed"]
-    assert runs("0 0 29 feb *", "2024-03-01T00:00", 1) == ["2028-02-29 00:00 Tue"]
-    assert runs("0 0 * jan-mar/2 *", "2024-01-31T12:00", 1) == ["2024-03-01 00:00 Fri"]
-    # both day fields restricted: either matches (13th or any Friday)
-    assert runs("0 0 13 * 5", "2024-09-01T00:00", 3) == [
-        "2024-09-06 00:00 Fri", "2024-09-13 00:00 Fri", "2024-09-20 00:00 Fri"]
-    assert runs("0 0 * * 7", "2024-03-01T00:00", 1) == ["2024-03-03 00:00 Sun"]
-
-
-def test_schedule_time_zones() -> None:
-    # 09:00 in Paris is 08:00 UTC in winter, 07:00 UTC in summer
-    assert runs("0 9 * * *", "2024-03-30T12:00", 2, tz="Europe/Paris") == [
-        "2024-03-31 07:00 Sun", "2024-04-01 07:00 Mon"]
-    assert runs("TZ=Europe/Paris 0 9 * * *", "2024-01-10T12:00", 1) == [
-        "2024-01-11 08:00 Thu"]
-    # 02:30 does not exist in Paris on 2024-03-31 (clocks jump 02:00 → 03:00)
-    assert runs("30 2 * * *", "2024-03-30T12:00", 1, tz="Europe/Paris") == [
-        "2024-04-01 00:30 Mon"]
-
-
-@pytest.mark.parametrize("bad", ["* * * *", "60 * * * *", "* 24 * * *", "* * 0 * *",
-                                 "*/0 * * * *", "5-1 * * * *", "* * * foo *", "@often"])
-def test_schedule_rejects(bad: str) -> None:
-    with pytest.raises(ValueError):
-        CronSchedule.parse(bad)
-    with pytest.raises(ValueError):
-        CronSchedule.parse("* * * * *", "Mars/Olympus")
 
 
 class Clock:
@@ -206,3 +153,44 @@ async def _active_is(status: Any, names: list[str]) -> bool:
 async def _names_are(client: Client, app: str, names: list[str]) -> bool:
     return [j["metadata"]["name"] for j in await jobs(client, app)
             if not j["metadata"].get("deletionTimestamp")] == names
+
+
+async def test_every_10s_creates_jobs_that_run_on_simulated_nodes(
+        client: Client, components: Components) -> None:
+    """`@every 10s` on the real clock: accepted by validation, run by the controller 10 s
+    after the CronJob's creation, and the Job it creates runs to completion on a
+    simulated node (scheduler, Job controller, FakeNodes), which the CronJob's status
+    then reports. Jobs are named by the minute of their scheduled time, as Kubernetes
+    names them, so a 10 s schedule starts at most one Job a minute."""
+    from pinnace.agent import FakeNodes
+    from pinnace.controllers.job import JobController
+    from pinnace.scheduler.scheduler import Scheduler
+
+    cjs = client.resource("batch/v1", "CronJob")
+    body = cronjob("every", schedule="@every 10s")
+    body["spec"]["jobTemplate"]["spec"]["template"]["metadata"] = {"annotations": {
+        "pinnace.io/fake-exit-after": "0s", "pinnace.io/fake-exit-code": "0"}}
+    cj = await client.create(cjs, body, NS)
+    created = dt.datetime.fromisoformat(cj["metadata"]["creationTimestamp"].replace(
+        "Z", "+00:00"))
+    await components.start(
+        CronJobController(client, components.factory),
+        JobController(client, components.factory),
+        Scheduler(client, components.factory),
+        FakeNodes(client, components.factory, count=1, lease_period=0.5))
+
+    await eventually(lambda: count(client, "every", 1), within=20)
+    job = (await jobs(client, "every"))[0]
+    first = created + dt.timedelta(seconds=10)
+    assert job["metadata"]["name"] == f"every-{int(first.timestamp() // 60)}"
+    stamp = job["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"]
+    assert dt.datetime.fromisoformat(stamp) == first
+
+    async def succeeded() -> bool:
+        status = (await client.get(cjs, "every", NS)).get("status") or {}
+        return bool(status.get("lastSuccessfulTime")) and not status.get("active")
+    await eventually(succeeded, within=10)
+    status = (await client.get(cjs, "every", NS))["status"]
+    # the schedule went on every 10 s from the first run, whether or not a Job was new
+    last = dt.datetime.fromisoformat(status["lastScheduleTime"].replace("Z", "+00:00"))
+    assert (last - first).total_seconds() % 10 == 0

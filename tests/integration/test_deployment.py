@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from pinnace.client.client import Client
-from pinnace.controllers._rollout import proportional_sizes
 from pinnace.controllers.deployment import DeploymentController
 from pinnace.controllers.replicaset import ReplicaSetController
 from tests.integration.conftest import Components, eventually
@@ -284,18 +283,3 @@ async def test_progress_deadline_exceeded(client: Client, controllers: None) -> 
     rs = (await api.replicasets())[0]["metadata"]["name"]
     assert condition(await api.deployment(), "Progressing")["message"] == \
         f'ReplicaSet "{rs}" has timed out progressing.'
-
-
-def test_scaling_mid_rollout_is_proportional() -> None:
-    # Kubernetes' documented example: 10 replicas, maxSurge 3, a rollout stuck with 8
-    # old and 5 new pods; scaled to 15, the 5 extra pods go 3 to old and 2 to new.
-    d = deployment(replicas=15, strategy={"type": "RollingUpdate", "rollingUpdate": {
-        "maxSurge": 3, "maxUnavailable": 2}})
-    d["status"] = {"replicas": 13}
-
-    def rs(name: str, size: int, created: str) -> dict[str, Any]:
-        return {"metadata": {"name": name, "creationTimestamp": created, "annotations": {
-            "deployment.kubernetes.io/max-replicas": "13"}}, "spec": {"replicas": size}}
-    sizes = proportional_sizes(d, [rs("old", 8, "2024-01-01T00:00:00Z"),
-                                   rs("new", 5, "2024-01-02T00:00:00Z")])
-    assert {r["metadata"]["name"]: n for r, n in sizes} == {"old": 11, "new": 7}

@@ -3,7 +3,8 @@
 - DefaultTolerationSeconds: every pod tolerates `node.kubernetes.io/not-ready`
   and `node.kubernetes.io/unreachable` (NoExecute) for 300 s unless it says
   otherwise, so the node lifecycle controller evicts it five minutes after its
-  node goes away.
+  node goes away. Applied by the Pod strategy's `admit_create`
+  (`strategies/pods.py`).
 """
 
 from __future__ import annotations
@@ -34,8 +35,3 @@ def default_toleration_seconds(pod: dict[str, Any]) -> None:
                                 "tolerationSeconds": DEFAULT_TOLERATION_SECONDS})
     spec["tolerations"] = tolerations
 
-
-def admit_create(kind: str, group: str, obj: dict[str, Any]) -> None:
-    """Mutations applied to a new object before validation."""
-    if kind == "Pod" and group == "":
-        default_toleration_seconds(obj)

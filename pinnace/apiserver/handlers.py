@@ -9,19 +9,21 @@ the middleware in `app.py` renders as a Status.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from pinnace.api import errors, selectors, tables
+from pinnace.api import errors, tables
 from pinnace.api.kinds import Registry, ResourceType
+from pinnace.apiserver import list_options, subresources
 from pinnace.apiserver import negotiation as neg
-from pinnace.apiserver import subresources
 from pinnace.apiserver.auth import USER_KEY
+from pinnace.apiserver.list_options import ListOptions, Matcher
 from pinnace.apiserver.registry import ObjectRegistry, WriteOptions
-from pinnace.apiserver.watch import serve_watch
+from pinnace.apiserver.watch import WatchOptions, serve_watch
 from pinnace.store.interface import CompactedError
 
 
@@ -148,52 +150,43 @@ class ResourceHandlers:
         obj = self.registry.get(t.rt, t.namespace, t.name)
         return self.respond(request, obj, rt=t.rt)
 
-    def selection(self, request: web.Request, rt: ResourceType):
-        q = request.query
-        label_sel = selectors.parse_label_selector(q.get("labelSelector", ""))
-        field_sel = selectors.parse_field_selector(q.get("fieldSelector", ""))
-        selectors.check_field_selector(rt.kind, rt.group, field_sel)
-
-        def matches(obj: dict[str, Any]) -> bool:
-            labels = (obj.get("metadata") or {}).get("labels") or {}
-            if not label_sel.matches(labels):
-                return False
-            if field_sel.requirements:
-                return field_sel.matches(selectors.fields_for(rt.kind, rt.group, obj))
-            return True
-        return matches
+    def selection(self, request: web.Request, rt: ResourceType) -> Matcher:
+        return list_options.selection(request.query, rt)
 
     async def list(self, request: web.Request, t: Target) -> web.Response:
         q = request.query
-        matches = self.selection(request, t.rt)
+        o = ListOptions.from_query(q, t.rt, watch=False)
         cache = self.registry.cache(t.rt)
-        limit = neg.query_int(q, "limit") or 0
-        token = q.get("continue", "")
         start_after = ""
         revision = cache.revision
-        exact = _exact_revision(q)
-        if token:
-            if exact is not None:
-                raise errors.bad_request("specifying resource version is not allowed when "
-                                         "using continue")
-            start_after, revision = decode_continue(token, cache.window_start)
-        elif exact is not None:
-            if exact > self.registry.store.revision:
-                raise errors.timeout(f"Too large resource version: {exact}, current: "
-                                     f"{self.registry.store.revision}")
-            revision = exact
+        if o.continue_token:
+            start_after, revision = decode_continue(o.continue_token, cache.window_start)
+        elif o.revision is not None:
+            current = self.registry.store.revision
+            if o.revision > current:
+                raise too_large_resource_version(o.revision, current)
+            if o.resource_version_match == "Exact":
+                revision = o.revision
+            elif o.revision > cache.revision:
+                # not older than what the client has seen: the store has it, so the
+                # cache is about to
+                with contextlib.suppress(TimeoutError):
+                    await cache.wait_for(o.revision)
+                revision = cache.revision
         try:
             snapshot = cache.list_at(t.namespace, revision) if revision != cache.revision \
                 else cache.list(t.namespace)
         except CompactedError:
-            if token:
+            if o.continue_token:
                 raise _continue_expired() from None
             raise errors.gone(f"too old resource version: {revision} "
                               f"({cache.window_start})") from None
-        items = [o for o in snapshot if matches(o)]
+        matches = o.matches
+        items = [obj for obj in snapshot if matches(obj)]
         if start_after:
-            items = [o for o in items if _sort_key(t.rt, o) > start_after]
+            items = [obj for obj in items if _sort_key(t.rt, obj) > start_after]
         metadata: dict[str, Any] = {"resourceVersion": str(revision)}
+        limit = o.limit
         if limit and len(items) > limit:
             rest = len(items) - limit
             items = items[:limit]
@@ -218,11 +211,12 @@ class ResourceHandlers:
         return web.Response(body=neg.dump(body), content_type="application/json")
 
     async def watch(self, request: web.Request, t: Target) -> web.StreamResponse:
-        matches = self.selection(request, t.rt)
+        opts = WatchOptions.from_list_options(
+            ListOptions.from_query(request.query, t.rt, watch=True))
         render = neg.negotiate(request.headers.get("Accept"),
                                request.query.get("includeObject"))
         return await serve_watch(request, self.registry.cache(t.rt), t.rt, t.namespace,
-                                 matches, render)
+                                 opts, render)
 
     async def create(self, request: web.Request, t: Target) -> web.Response:
         if "create" not in t.rt.verbs:
@@ -354,27 +348,16 @@ def decode_continue(token: str, window_start: int) -> tuple[str, int]:
     return start, revision
 
 
-def _exact_revision(q: Any) -> int | None:
-    """The revision of a `resourceVersionMatch=Exact` list (None for any other list)."""
-    match = q.get("resourceVersionMatch", "")
-    rv = q.get("resourceVersion", "")
-    if not match:
-        return None
-    if match not in ("Exact", "NotOlderThan"):
-        raise errors.bad_request(f'resourceVersionMatch: Unsupported value: "{match}": '
-                                 'supported values: "Exact", "NotOlderThan", ""')
-    if not rv:
-        raise errors.bad_request("resourceVersionMatch is forbidden unless resourceVersion is "
-                                 "provided")
-    if match == "NotOlderThan":
-        return None  # the cache is never older than what a client has seen
-    if rv == "0":
-        raise errors.bad_request('resourceVersionMatch "Exact" is forbidden for '
-                                 'resourceVersion "0"')
-    try:
-        return int(rv)
-    except ValueError:
-        raise errors.bad_request(f"invalid resource version: {rv!r}") from None
+def too_large_resource_version(revision: int, current: int) -> errors.ApiError:
+    """A resourceVersion the store has not reached. Kubernetes answers 504 with reason
+    Timeout; pinnace keeps the reason, the cause and Retry-After (what client-go's
+    IsTooLargeResourceVersion and its reflector look at) but answers 408, because a
+    request the client got wrong is never a server error here (issue 8: no 5xx for any
+    list option)."""
+    return errors.ApiError(408, "Timeout", f"Too large resource version: {revision}, "
+                           f"current: {current}", causes=[errors.Cause(
+                               "", "Too large resource version", "ResourceVersionTooLarge")],
+                           retry_after=1)
 
 
 def _continue_expired() -> errors.ApiError:

@@ -5,8 +5,12 @@ TLS and HTTP parsing.
 It satisfies `pinnace.client.transport.Transport` structurally (the apiserver may
 not import the client package). Requests run the `ResourceHandlers` on a small
 stand-in for aiohttp's request; watches read the watch cache directly. Every object
-handed out is a copy, so a component can never change the server's cache. The
-caller acts as the cluster admin, as components started by `pinnace up` do.
+handed out is a copy, so a component can never change the server's cache.
+
+Without a `user` the caller is trusted (the cluster admin, no RBAC check). With one,
+each request is authorized by RBAC exactly as the HTTPS middleware does (403 Status
+when denied) and the registry's write checks (RBAC escalation) see that user, so a
+component can run in-process under its own identity.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
 from pinnace.api import errors
 from pinnace.api.patch import copy_json
+from pinnace.apiserver import rbac
+from pinnace.apiserver.auth import USER_KEY, User
 from pinnace.apiserver.handlers import ResourceHandlers, parse_path
 from pinnace.apiserver.registry import ObjectRegistry
 from pinnace.apiserver.watch import OBJECT_EVENTS, WatchOptions, watch_batches
@@ -56,9 +62,24 @@ class _Request:
 
 
 class LocalTransport:
-    def __init__(self, registry: ObjectRegistry) -> None:
+    def __init__(self, registry: ObjectRegistry, *, user: User | None = None) -> None:
         self.registry = registry
         self.handlers = ResourceHandlers(registry)
+        self.user = user
+        self._authz = rbac.RBACAuthorizer(registry) if user is not None else None
+
+    def _request(self, method: str, path: str, params: Mapping[str, str] | None,
+                 body: bytes, content_type: str) -> _Request:
+        """The stand-in request, authorized as the HTTPS middleware would (ApiError 403)."""
+        req = _Request(method, path, params, body, content_type)
+        if self.user is not None:
+            assert self._authz is not None
+            attrs = rbac.request_attributes(self.user, method, path, req.query)
+            allowed, reason = self._authz.authorize(attrs)
+            if not allowed:
+                raise rbac.forbidden(attrs, reason)
+            req[USER_KEY] = self.user
+        return req
 
     async def request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
                       body: Any = None, content_type: str = "application/json",
@@ -67,8 +88,8 @@ class LocalTransport:
         # a request answered from memory could starve the informers it waits on.
         await asyncio.sleep(0)
         raw = b"" if body is None else json.dumps(body).encode()
-        req = _Request(method, path, params, raw, content_type)
         try:
+            req = self._request(method, path, params, raw, content_type)
             if path.startswith("/api/"):
                 resp = await self.handlers.core(req)  # type: ignore[arg-type]
             elif path.startswith("/apis/"):
@@ -82,8 +103,8 @@ class LocalTransport:
 
     async def stream(self, path: str, params: Mapping[str, str]
                      ) -> AsyncIterator[tuple[int, Any]]:
-        req = _Request("GET", path, params, b"", "application/json")
         try:
+            req = self._request("GET", path, params, b"", "application/json")
             segments = req.match_info["tail"].split("/")
             if path.startswith("/api/"):
                 if segments[0] != "v1":
@@ -94,13 +115,12 @@ class LocalTransport:
                                     segments[2:])
             if target.name is not None or target.subresource:
                 raise _NOT_FOUND
-            matches = self.handlers.selection(req, target.rt)  # type: ignore[arg-type]
-            opts = WatchOptions.from_query(req.query)
+            opts = WatchOptions.from_query(req.query, target.rt)
         except errors.ApiError as e:
             yield e.code, e.status()
             return
         cache = self.registry.cache(target.rt)
-        events = watch_batches(cache, target.rt, target.namespace, matches, opts)
+        events = watch_batches(cache, target.rt, target.namespace, opts)
         try:
             async for batch in events:
                 for ev_type, obj in batch:

@@ -125,7 +125,9 @@ def dump(obj: Any) -> bytes:
 
 
 def query_bool(value: str | None) -> bool:
-    return value is not None and value.lower() in ("true", "1", "")
+    """A boolean query parameter as Kubernetes decodes it: absent, "false" and "0" are
+    false, any other value (also "") is true."""
+    return value is not None and value.lower() not in ("false", "0")
 
 
 def query_int(query: Any, name: str) -> int | None:

@@ -1,15 +1,10 @@
-"""Small helpers on API objects shared by the API server's modules."""
+"""Small helpers on API objects shared by the API server's modules (timestamps are
+`pinnace.api.timestamps`)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from typing import Any
-
-
-def now_rfc3339() -> str:
-    """Kubernetes' metav1.Time: UTC, seconds precision, 'Z'."""
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def deep_copy(obj: Any) -> Any:

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from pinnace.api import errors, patch, selectors
+from pinnace.api.timestamps import now_rfc3339
 from pinnace.apiserver import negotiation as neg
 from pinnace.apiserver import node_proxy
-from pinnace.apiserver.objects import deep_copy, now_rfc3339
+from pinnace.apiserver.objects import deep_copy
 from pinnace.apiserver.registry import ObjectRegistry, WriteOptions
 
 if TYPE_CHECKING:
@@ -43,7 +44,8 @@ async def dispatch(h: ResourceHandlers, request: web.Request, t: Target) -> web.
         if method != "PUT":
             raise errors.method_not_allowed()
         return await h.update(request, t, subresource="finalize")
-    if t.subresource in ("log", "exec", "attach", "portforward") and t.rt.kind == "Pod":
+    # only pods have these (parse_path admits a subresource only where the kind has it)
+    if t.subresource in ("log", "exec", "attach", "portforward"):
         assert t.namespace is not None
         return await node_proxy.serve(h.registry, request, t.namespace, t.name, t.subresource)
     if t.subresource == "scale":

@@ -25,6 +25,7 @@ from aiohttp import web
 from pinnace.api import errors, tables
 from pinnace.api.kinds import ResourceType
 from pinnace.apiserver import negotiation as neg
+from pinnace.apiserver.list_options import ListOptions
 from pinnace.apiserver.watch_cache import CacheEvent, WatchCache, WatchFilter
 from pinnace.store.interface import CompactedError
 
@@ -42,51 +43,42 @@ def _disconnected(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
-def _parse_rv(value: str | None) -> int | None:
-    if value in (None, "", "0"):
-        return None
-    try:
-        rv = int(value)
-    except ValueError:
-        raise errors.bad_request(f"invalid resource version: {value!r}") from None
-    if rv < 0:
-        raise errors.bad_request(f"invalid resource version: {value!r}")
-    return rv
-
-
 @dataclass(frozen=True)
 class WatchOptions:
-    """The watch parameters of a request's query."""
+    """The watch parameters of a request's query (decoded by `list_options`)."""
 
+    matches: WatchFilter
     from_rv: int | None
     timeout: float
     bookmarks: bool
     initial_events: bool
 
     @classmethod
-    def from_query(cls, q: Mapping[str, str]) -> WatchOptions:
-        from_rv = _parse_rv(q.get("resourceVersion"))
-        timeout = neg.query_int(q, "timeoutSeconds")
+    def from_list_options(cls, o: ListOptions) -> WatchOptions:
+        timeout = o.timeout_seconds
         if timeout is None or timeout <= 0:
             timeout = int(MIN_REQUEST_TIMEOUT * (1 + random.random()))
-        initial_events = neg.query_bool(q.get("sendInitialEvents")) \
-            if "sendInitialEvents" in q else False
-        return cls(from_rv=None if initial_events else from_rv, timeout=timeout,
-                   bookmarks=neg.query_bool(q.get("allowWatchBookmarks")),
+        initial_events = bool(o.send_initial_events)
+        return cls(matches=o.matches, from_rv=None if initial_events else o.revision,
+                   timeout=timeout, bookmarks=o.allow_watch_bookmarks,
                    initial_events=initial_events)
+
+    @classmethod
+    def from_query(cls, q: Mapping[str, str], rt: ResourceType) -> WatchOptions:
+        return cls.from_list_options(ListOptions.from_query(q, rt, watch=True))
 
 
 Batch = list[tuple[str, dict[str, Any]]]
 
 
 async def watch_batches(cache: WatchCache, rt: ResourceType, namespace: str | None,
-                        matches: WatchFilter, opts: WatchOptions, *,
+                        opts: WatchOptions, *,
                         alive: Callable[[], bool] = lambda: True) -> AsyncIterator[Batch]:
     """The events of one watch, in batches (a burst of writes is one batch), until the
     timeout, the watcher's overflow, or `alive()` turns false while idle. The objects
     are the cache's own: consumers must not change them."""
     try:
-        watcher, backlog = cache.watch(namespace, matches, opts.from_rv)
+        watcher, backlog = cache.watch(namespace, opts.matches, opts.from_rv)
     except CompactedError:
         status = errors.gone(f"too old resource version: {opts.from_rv} "
                              f"({cache.window_start})")
@@ -150,9 +142,8 @@ async def watch_batches(cache: WatchCache, rt: ResourceType, namespace: str | No
 
 
 async def serve_watch(request: web.Request, cache: WatchCache, rt: ResourceType,
-                      namespace: str | None, matches: WatchFilter,
+                      namespace: str | None, opts: WatchOptions,
                       render: neg.Rendering) -> web.StreamResponse:
-    opts = WatchOptions.from_query(request.query)
     response = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
                                                        "Cache-Control": "no-cache"})
     response.enable_chunked_encoding()
@@ -170,7 +161,7 @@ async def serve_watch(request: web.Request, cache: WatchCache, rt: ResourceType,
                 cache.encoded(obj) + b"}\n"
         return neg.dump({"type": ev_type, "object": obj}) + b"\n"
 
-    events = watch_batches(cache, rt, namespace, matches, opts,
+    events = watch_batches(cache, rt, namespace, opts,
                            alive=lambda: not _disconnected(request))
     try:
         async for batch in events:

@@ -124,7 +124,10 @@ async def test_list_exact_resource_version(api: Api) -> None:
     assert status == 200, body
     assert names(body) == ["first"] and body["metadata"]["resourceVersion"] == rv
     status, body = await api.request("GET", f"{CMS}?resourceVersionMatch=Exact")
-    assert status == 400
+    assert status == 422, body  # Kubernetes' ValidateListOptions: Invalid ListOptions
+    assert body["message"] == ('ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: '
+                               'Forbidden: resourceVersionMatch is forbidden unless '
+                               'resourceVersion is provided')
 
 
 async def test_label_selectors(api: Api) -> None:

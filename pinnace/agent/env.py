@@ -29,13 +29,12 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from fractions import Fraction
-from typing import Any
 
 from pinnace.api import errors
 from pinnace.api.quantity import parse_quantity
+from pinnace.api.types import Obj
 from pinnace.client.client import Client
 
-Obj = dict[str, Any]
 WarningHandler = Callable[[str, str], None]
 """Called with (reason, message) for a Warning event on the pod."""
 

@@ -26,20 +26,19 @@ import ipaddress
 import logging
 import random
 import time
-from typing import Any
 
 from pinnace.agent.node import NodeAgent, node_labels, node_status
 from pinnace.agent.runtime.fake import FakeRuntime
 from pinnace.api import errors
+from pinnace.api.types import Obj
 from pinnace.client.client import Client
 from pinnace.client.factory import InformerFactory
+from pinnace.client.informer import NODE_NAME_INDEX, index_pods_by_node
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 
 FAKE = "pinnace.io/fake"
-NODE_NAME_INDEX = "spec.nodeName"
 DEFAULT_CAPACITY = {"cpu": "32", "memory": "256Gi", "pods": "110"}
 _CAPACITY_ANNOTATIONS = {"cpu": "pinnace.io/fake-cpu", "memory": "pinnace.io/fake-memory",
                          "pods": "pinnace.io/fake-pods"}
@@ -85,8 +84,7 @@ class FakeNodes:
         self._node_rt = client.resource("v1", "Node")
         self.nodes = factory.informer("v1", "Node")
         self.pods = factory.informer("v1", "Pod")
-        self.pods.add_index(NODE_NAME_INDEX,
-                            lambda p: [(p.get("spec") or {}).get("nodeName") or ""])
+        index_pods_by_node(self.pods)
         self.nodes.add_handler(on_add=self._node_changed,
                                on_update=lambda _old, new: self._node_changed(new),
                                on_delete=self._node_deleted)

@@ -17,15 +17,16 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pinnace.agent.images import ImageError, ImageStore
 from pinnace.agent.images.pull import credentials_from_pull_secrets, pull_image
 from pinnace.agent.images.registries import load_registries
 from pinnace.api import errors
+from pinnace.api.backoff import Backoff
+from pinnace.api.timestamps import go_duration
+from pinnace.api.types import Obj
 from pinnace.client.client import Client
 
-Obj = dict[str, Any]
 Recorder = Callable[[str, str, str], Awaitable[None]]  # (type, reason, message)
 
 BACKOFF_BASE = 10.0
@@ -33,25 +34,18 @@ BACKOFF_MAX = 300.0
 
 
 @dataclass
-class _Backoff:
-    delay: float = 0.0
-    until: float = 0.0
-    message: str = ""
-
-
-def _go_duration(seconds: float) -> str:
-    if seconds < 1:
-        return f"{round(seconds * 1000)}ms"
-    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+class _PullBackoff(Backoff):
+    message: str = ""  # the last pull's error, repeated while the next one is held back
 
 
 class ImageManager:
-    def __init__(self, client: Client, data_dir: str | Path, store: ImageStore | None = None
-                 ) -> None:
+    def __init__(self, client: Client, store: ImageStore, *, data_dir: str | Path) -> None:
+        """`store` is the node's one image store, the runtime's too; `data_dir` holds
+        registries.yaml."""
         self.client = client
         self.data_dir = Path(data_dir)
-        self.store = store or ImageStore(data_dir)
-        self._backoff: dict[str, _Backoff] = {}
+        self.store = store
+        self._backoff: dict[str, _PullBackoff] = {}
         self._secrets = client.resource("v1", "Secret")
 
     def present(self, image: str) -> bool:
@@ -88,15 +82,14 @@ class ImageManager:
                                     credentials=credentials)
         except (ImageError, OSError, ValueError) as e:
             message = str(e)
-            b = self._backoff.setdefault(image, _Backoff())
-            b.delay = BACKOFF_BASE if not b.delay else min(b.delay * 2, BACKOFF_MAX)
-            b.until = time.time() + b.delay
+            b = self._backoff.setdefault(image, _PullBackoff(BACKOFF_BASE, BACKOFF_MAX))
+            b.fail(time.time())
             b.message = message
             await record("Warning", "Failed", f'Failed to pull image "{image}": {message}')
             await record("Warning", "Failed", "Error: ErrImagePull")
             return "ErrImagePull", message
         self._backoff.pop(image, None)
-        took = _go_duration(time.monotonic() - started)
+        took = go_duration(time.monotonic() - started)
         await record("Normal", "Pulled",
                      f'Successfully pulled image "{image}" in {took} ({took} including '
                      f"waiting). Image size: {info.size} bytes.")
@@ -105,7 +98,7 @@ class ImageManager:
     def retry_in(self, image: str) -> float:
         """Seconds until a held-back pull of `image` may run again (0: now)."""
         b = self._backoff.get(image)
-        return max(0.0, b.until - time.time()) if b else 0.0
+        return b.remaining(time.time()) if b else 0.0
 
     async def _pull_secrets(self, pod: Obj) -> list[Obj]:
         out = []

@@ -4,9 +4,10 @@
 told otherwise; capacity from the machine: CPUs, memory, the data dir's disk, 110
 pods), renews its Lease, watches the pods bound to it (a field-selected informer, as
 kubelet does) and runs one pod worker per pod over the runc runtime, with the real
-node's services: image pulls, volumes, environment, probes, Events. Its HTTPS
-server (`kubelet_server`) is what the API server proxies logs, exec and
-port-forward to.
+node's services (`pod_services.NodeServices`): image pulls, volumes, environment, probes,
+Events. The node has one image store, which the image manager pulls into and the runtime
+unpacks from. Its HTTPS server (`kubelet_server`) is what the API server proxies logs,
+exec and port-forward to.
 
 A restart adopts what runs: the runtime's state is files under the data dir and
 every container has its own monitor process, so new pod workers find the running
@@ -28,19 +29,19 @@ from pathlib import Path
 from typing import Any
 
 from pinnace.agent.image_manager import ImageManager
+from pinnace.agent.images import ImageStore
 from pinnace.agent.node import NodeAgent, node_labels, node_status
-from pinnace.agent.pod_worker import NodeServices
+from pinnace.agent.pod_services import NodeServices
 from pinnace.agent.probes import ProbeManager
 from pinnace.agent.runtime.runc import RuncRuntime
 from pinnace.agent.volumes import VolumeManager
 from pinnace.api import errors
+from pinnace.api.types import Obj
 from pinnace.client.client import Client
 from pinnace.client.events import record_event
 from pinnace.client.factory import InformerFactory
 
 log = logging.getLogger(__name__)
-
-Obj = dict[str, Any]
 
 
 @dataclass
@@ -111,8 +112,10 @@ class Kubelet:
     async def run(self) -> None:
         node = await self._register()
         pod_cidr = (node.get("spec") or {}).get("podCIDR") or self.settings.pod_cidr
-        runtime = self.runtime = RuncRuntime(self.data_dir, pod_cidr=pod_cidr)
-        images = ImageManager(self.client, self.data_dir)
+        # one image store for the node: the pulls land where the runtime unpacks from
+        store = ImageStore(self.data_dir)
+        runtime = self.runtime = RuncRuntime(self.data_dir, pod_cidr=pod_cidr, images=store)
+        images = ImageManager(self.client, store, data_dir=self.data_dir)
         volumes = VolumeManager(self.client, pods_dir=self.data_dir / "pods",
                                 node_name=self.name)
         agent: NodeAgent
@@ -122,7 +125,8 @@ class Kubelet:
             self.client, runtime, node_name=self.name, host_ip=self.settings.node_ip,
             pod_cidr=pod_cidr, capacity=machine_capacity(self.data_dir),
             lease_period=self.settings.lease_period, backoff_base=self.settings.backoff_base,
-            services=NodeServices(images, volumes, probes), os_image=os_image(),
+            services=NodeServices(self.client, self.name, images, volumes, probes),
+            os_image=os_image(),
             kubelet_port=self.settings.kubelet_port)
         agent.node_updated(node)
         self.node_informer.add_handler(on_add=agent.node_updated,

@@ -45,10 +45,10 @@ from pinnace.agent.runtime.interface import (
     Runtime,
     RuntimeError_,
 )
+from pinnace.api.types import Obj
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 FindPod = Callable[[str, str], "dict[str, Any] | None"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -16,17 +16,17 @@ container ends with that container.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import re
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pinnace.api.timestamps import to_epoch
+
 POLL_INTERVAL = 0.15
 _CHUNK = 65536
 _RECORD = re.compile(rb"^(\S+) (stdout|stderr) (F|P) ?(.*)$", re.DOTALL)
-_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$")
 
 
 @dataclass(frozen=True)
@@ -48,13 +48,12 @@ class LogLine:
 
 
 def parse_timestamp(text: str) -> float:
-    """RFC 3339 (with up to nanosecond fractions) to wall-clock seconds."""
-    m = _STAMP.match(text.strip())
-    if m is None:
+    """RFC 3339 (any fraction; nanoseconds kept to the microsecond) to wall-clock seconds;
+    ValueError for anything else (a bad `sinceTime` is the client's error)."""
+    seconds = to_epoch(text)
+    if seconds is None:
         raise ValueError(f"invalid timestamp {text!r}")
-    base, frac, zone = m.groups()
-    dt = datetime.datetime.fromisoformat(base + ("+00:00" if zone == "Z" else zone))
-    return dt.timestamp() + (int(frac.ljust(9, "0")) / 1e9 if frac else 0.0)
+    return seconds
 
 
 def format_timestamp(stamp: str) -> str:

@@ -17,22 +17,21 @@ simulated.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import platform
 import time
 import uuid
-from typing import Any
 
-from pinnace.agent.pod_status import rfc3339
-from pinnace.agent.pod_worker import NodeContext, NodeServices, PodWorkers
+from pinnace.agent.pod_services import PodServices, SimulatedServices
+from pinnace.agent.pod_worker import NodeContext, PodWorkers
 from pinnace.agent.runtime.interface import Runtime
 from pinnace.api import errors
+from pinnace.api.conditions import new_condition
+from pinnace.api.timestamps import format_micro_time, format_time
+from pinnace.api.types import Obj
 from pinnace.client.client import Client
 
 log = logging.getLogger(__name__)
-
-Obj = dict[str, Any]
 
 LEASE_NAMESPACE = "kube-node-lease"
 HEARTBEAT = "pinnace.io/fake-heartbeat"
@@ -49,10 +48,6 @@ _HEALTHY = [
 ]
 
 
-def micro_time(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def node_labels(name: str) -> dict[str, str]:
     arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
     return {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
@@ -64,15 +59,12 @@ def node_status(name: str, *, capacity: dict[str, str], host_ip: str, runtime: s
                 old: Obj | None, now: float, os_image: str = "pinnace simulated node",
                 kubelet_port: int = 10250) -> Obj:
     """The status a healthy agent reports; transition times kept from `old`."""
-    stamp = rfc3339(now)
+    stamp = format_time(now)
     old_conds = {c.get("type"): c for c in (old or {}).get("conditions") or []}
-    conditions = []
-    for ctype, status, reason, message in _HEALTHY:
-        prev = old_conds.get(ctype) or {}
-        since = prev.get("lastTransitionTime") if prev.get("status") == status else None
-        conditions.append({"type": ctype, "status": status, "reason": reason,
-                           "message": message, "lastHeartbeatTime": stamp,
-                           "lastTransitionTime": since or stamp})
+    conditions = [new_condition(ctype, status, reason, message, now=stamp,
+                                previous=old_conds.get(ctype),
+                                extra_times=("lastHeartbeatTime",))
+                  for ctype, status, reason, message in _HEALTHY]
     labels = node_labels(name)
     node_id = uuid.uuid5(uuid.NAMESPACE_DNS, name)
     return {
@@ -101,7 +93,7 @@ class NodeAgent:
     def __init__(self, client: Client, runtime: Runtime, *, node_name: str, host_ip: str,
                  pod_cidr: str, capacity: dict[str, str], lease_period: float = 10.0,
                  status_report_period: float = 300.0, backoff_base: float = 10.0,
-                 services: NodeServices | None = None, os_image: str = "pinnace simulated node",
+                 services: PodServices | None = None, os_image: str = "pinnace simulated node",
                  kubelet_port: int = 10250) -> None:
         self.client = client
         self.name = node_name
@@ -115,7 +107,8 @@ class NodeAgent:
         self.os_image = os_image
         self.kubelet_port = kubelet_port
         self.workers = PodWorkers(NodeContext(client, runtime, node_name, host_ip,
-                                              backoff_base=backoff_base, services=services,
+                                              backoff_base=backoff_base,
+                                              services=services or SimulatedServices(),
                                               allocatable=dict(capacity)))
         self._nodes = client.resource("v1", "Node")
         self._leases = client.resource("coordination.k8s.io/v1", "Lease")
@@ -185,7 +178,7 @@ class NodeAgent:
 
     async def renew_lease(self) -> None:
         spec = {"holderIdentity": self.name, "leaseDurationSeconds": LEASE_DURATION_SECONDS,
-                "renewTime": micro_time(time.time())}
+                "renewTime": format_micro_time(time.time())}
         if self._lease is not None:
             lease = {**self._lease, "spec": {**self._lease.get("spec", {}), **spec}}
             try:

@@ -8,24 +8,21 @@ startTime) recomputed, everything else kept. It follows kubelet's rules
 Always a pod whose containers all stopped is still Running; a pod being deleted
 ends in a terminal phase. Transition times are kept while a condition's status
 stays the same, so computing twice gives the same answer and the agent writes
-only on change.
+only on change. Its twin for what to do rather than what to report is
+`pod_actions.pod_actions`, over the same `Observed`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from pinnace.agent.runtime.interface import ContainerState, ContainerStatus, PodSandboxStatus
+from pinnace.api.conditions import new_condition
+from pinnace.api.timestamps import format_time
+from pinnace.api.types import Obj
 
-Obj = dict[str, Any]
 TERMINAL_PHASES = ("Succeeded", "Failed")
-
-
-def rfc3339(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -83,7 +80,7 @@ def container_status(spec_c: Obj, attempts: list[ContainerStatus], observed: Obs
     if previous is not None and previous.state is ContainerState.EXITED:
         out["lastState"] = {"terminated": _terminated(previous, prefix)}
     if latest.state is ContainerState.RUNNING:
-        out["state"] = {"running": {"startedAt": rfc3339(latest.started_at)}}
+        out["state"] = {"running": {"startedAt": format_time(latest.started_at)}}
         out["started"] = observed.started(latest.id) if observed.started else True
         out["ready"] = out["started"] and (observed.ready(latest.id) if observed.ready
                                            else True)
@@ -100,8 +97,8 @@ def container_status(spec_c: Obj, attempts: list[ContainerStatus], observed: Obs
 def _terminated(c: ContainerStatus, prefix: str) -> Obj:
     t: Obj = {"exitCode": c.exit_code, "reason": c.reason or
               ("Completed" if c.exit_code == 0 else "Error"),
-              "finishedAt": rfc3339(c.finished_at), "containerID": prefix + c.id}
-    t["startedAt"] = rfc3339(c.started_at) if c.started_at else None
+              "finishedAt": format_time(c.finished_at), "containerID": prefix + c.id}
+    t["startedAt"] = format_time(c.started_at) if c.started_at else None
     if c.message:
         t["message"] = c.message
     return t
@@ -145,22 +142,16 @@ def phase_of(pod: Obj, statuses: list[Obj], *, init_done: bool, init_failed: boo
 
 def _condition(old: dict[str, Obj], ctype: str, ok: bool, now: str, reason: str = "",
                message: str = "") -> Obj:
-    status = "True" if ok else "False"
-    prev = old.get(ctype)
-    since = prev["lastTransitionTime"] if prev and prev.get("status") == status and \
-        prev.get("lastTransitionTime") else now
-    cond: Obj = {"type": ctype, "status": status, "lastTransitionTime": since}
-    if not ok and reason:
-        cond["reason"] = reason
-        if message:
-            cond["message"] = message
-    return cond
+    """A condition the agent owns; a False one says why (`reason`, then `message`)."""
+    why = reason if not ok else ""
+    return new_condition(ctype, "True" if ok else "False", why, message if why else "",
+                         now=now, previous=old.get(ctype))
 
 
 def compute_pod_status(pod: Obj, observed: Observed) -> Obj:
     spec = pod.get("spec") or {}
     old = dict(pod.get("status") or {})
-    now = rfc3339(observed.now)
+    now = format_time(observed.now)
     init_done, init_failed, init_pending = init_state(pod, observed)
     inits = [container_status(c, observed.containers.get(c["name"]) or [], observed,
                               default_wait="PodInitializing")

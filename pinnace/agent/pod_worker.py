@@ -12,22 +12,22 @@ the pod (stateless: a restarted agent resumes) and then:
   terminal phase, as kubelet does), then DELETE with gracePeriodSeconds=0 so the
   API server removes it;
 - terminal phase: nothing more runs;
-- otherwise: a sandbox (the pod IP), init containers one at a time in order,
-  then every container; exited containers restart per restartPolicy with
-  crash-loop backoff (immediately the first time, then `backoff_base` doubling to
-  `backoff_max`), shown meanwhile as `waiting: CrashLoopBackOff`.
+- otherwise: what `pod_actions` decides (the kubelet's computePodActions: kill,
+  create the sandbox, start init containers one at a time, then every container,
+  restarts held in crash-loop back-off), carried out in that order.
 
-Status is `pod_status.compute_pod_status` and is written (merge patch of
-`pods/status`) only when it differs from what the API has, or from what this
-worker last wrote if the informer has not caught up yet.
+Two pure functions do the thinking: `pod_actions.pod_actions` (what to do) and
+`pod_status.compute_pod_status` (what to report); this module only does it. Status is
+written (merge patch of `pods/status`) only when it differs from what the API has, or
+from what this worker last wrote if the informer has not caught up yet.
 
-A real node adds `NodeServices`: before the sandbox, the pod's volumes are set up
-(FailedMount holds the pod in ContainerCreating); before each container, its image
-is made present (ErrImagePull / ImagePullBackOff) and its environment resolved
-(CreateContainerConfigError); running containers get probes (readiness decides
-`ready`, a failed liveness probe restarts the container); configMap/secret volumes
-are refreshed every `refresh_period`; and the kubelet's Events are recorded.
-Simulated nodes go without, so they cost no extra API calls.
+What a node offers beyond the runtime is its `PodServices` (see `pod_services`): a real
+node's set up volumes (FailedMount holds the pod in ContainerCreating), pull images
+(ErrImagePull / ImagePullBackOff), resolve the environment (CreateContainerConfigError),
+probe (readiness decides `ready`, a failed liveness probe restarts the container), run
+preStop hooks and record the kubelet's Events; a simulated node's do nothing, so they cost
+no extra API calls. A container the runtime refuses is `waiting` with the kubelet's
+reason, told apart by the error's type (`ContainerConfigError`).
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pinnace.agent.env import EnvError, container_env, expand_command, service_env
-from pinnace.agent.image_manager import ImageManager
+from pinnace.agent.env import EnvError, expand_command
+from pinnace.agent.pod_actions import ContainerStart, CrashLoop, PodActions, pod_actions
+from pinnace.agent.pod_services import PodServices, SimulatedServices
 from pinnace.agent.pod_status import TERMINAL_PHASES, Observed, compute_pod_status
-from pinnace.agent.probes import ProbeManager, run_probe
 from pinnace.agent.runtime.interface import (
     CONTAINER_NAME,
     INIT_CONTAINER,
@@ -49,9 +49,9 @@ from pinnace.agent.runtime.interface import (
     POD_NAMESPACE,
     POD_UID,
     ContainerConfig,
+    ContainerConfigError,
     ContainerState,
     ContainerStatus,
-    Mount,
     PodSandboxConfig,
     PodSandboxStatus,
     PortMapping,
@@ -59,24 +59,13 @@ from pinnace.agent.runtime.interface import (
     RuntimeError_,
 )
 from pinnace.agent.security import effective_security
-from pinnace.agent.volumes import VolumeError, VolumeManager
+from pinnace.agent.volumes import VolumeError
 from pinnace.api import errors
 from pinnace.api.quantity import int_value, milli_value
+from pinnace.api.types import Obj
 from pinnace.client.client import Client
-from pinnace.client.events import record_event
 
 log = logging.getLogger(__name__)
-
-Obj = dict[str, Any]
-
-
-@dataclass
-class NodeServices:
-    """What a real node's pod workers use beyond the runtime."""
-    images: ImageManager
-    volumes: VolumeManager
-    probes: ProbeManager
-    refresh_period: float = 10.0  # configMap/secret volumes re-read this often
 
 
 @dataclass
@@ -89,15 +78,8 @@ class NodeContext:
     backoff_base: float = 10.0
     backoff_max: float = 300.0
     pods: Any = field(default=None)  # the pods ResourceType, filled in by PodWorkers
-    services: NodeServices | None = None
+    services: PodServices = field(default_factory=SimulatedServices)
     allocatable: dict[str, str] | None = None  # for resourceFieldRef without a limit
-
-
-@dataclass
-class _Backoff:
-    steps: int = 0
-    seen_finish: float = 0.0  # finishedAt of the exit this entry accounted for
-    until: float = 0.0
 
 
 class PodWorker:
@@ -109,7 +91,7 @@ class PodWorker:
         self._task: asyncio.Task[None] | None = None
         self._again = False
         self._timer: asyncio.TimerHandle | None = None
-        self._backoff: dict[str, _Backoff] = {}
+        self._backoff: dict[str, CrashLoop] = {}  # crash-loop back-off by container name
         self._written: tuple[int, Obj] | None = None  # (resourceVersion, status) we wrote
         self._deleting = False
         self._volumes: Any = None  # what the volume manager set up, once it has
@@ -175,30 +157,51 @@ class PodWorker:
                 await rt.remove_pod_sandbox(sb.id)
             for c in await rt.list_containers(self.uid):
                 await rt.remove_container(c.id)
-            if svc is not None:
-                svc.probes.forget(self.uid)
-                await svc.volumes.teardown(self.uid)
+            await svc.pod_removed(self.uid)
             self.finished = True
             return
-        meta, spec = pod["metadata"], pod.get("spec") or {}
-        if meta.get("deletionTimestamp"):
+        if pod["metadata"].get("deletionTimestamp"):
             await self._terminate(pod)
             return
-        status = pod.get("status") or {}
-        if status.get("phase") in TERMINAL_PHASES:
+        if (pod.get("status") or {}).get("phase") in TERMINAL_PHASES:
             for c in await rt.list_containers(self.uid):
                 if c.state is ContainerState.RUNNING:
                     await rt.stop_container(c.id, 0)
-            if svc is not None:
-                svc.probes.forget(self.uid)
+            svc.pod_stopped(self.uid)
             return
-        if svc is not None and not await self._prepare_volumes(pod, svc):
+        if not await self._prepare_volumes(pod):
             observed = Observed(None, await self._containers(), self.ctx.host_ip, time.time(),
                                 rt.name)
             await self._write_status(pod, compute_pod_status(pod, observed))
             return
         sandbox = next((s for s in await rt.list_pod_sandboxes(self.uid) if s.ready), None)
-        if sandbox is None:
+        by_name = await self._containers()
+        actions = pod_actions(pod, Observed(sandbox, by_name, self.ctx.host_ip, time.time(),
+                                            rt.name),
+                              backoff=self._backoff, backoff_base=self.ctx.backoff_base,
+                              backoff_max=self.ctx.backoff_max)
+        waiting = dict(actions.waiting)
+        sandbox = await self._act(pod, sandbox, by_name, actions, waiting)
+        observed = Observed(sandbox, await self._containers(), self.ctx.host_ip, time.time(),
+                            rt.name, waiting, ready=svc.ready, started=svc.started)
+        for e in await svc.refresh_volumes(pod):
+            await self._record(pod, "Warning", "FailedMount", e.message)
+        if svc.refresh_period is not None:
+            self.sync_after(svc.refresh_period)
+        await self._write_status(pod, compute_pod_status(pod, observed))
+
+    async def _act(self, pod: Obj, sandbox: PodSandboxStatus | None,
+                   by_name: dict[str, list[ContainerStatus]], actions: PodActions,
+                   waiting: dict[str, tuple[str, str]]) -> PodSandboxStatus | None:
+        """Carry out `actions` in the kubelet's order: kill, sandbox, starts; the sandbox
+        the pod's containers run in afterwards."""
+        rt = self.ctx.runtime
+        if actions.kill_pod:
+            running = [c for attempts in by_name.values() for c in attempts
+                       if c.state is not ContainerState.EXITED]
+            await asyncio.gather(*(self._kill(pod, c, _grace(pod)) for c in running))
+        if actions.create_sandbox:
+            meta, spec = pod["metadata"], pod.get("spec") or {}
             sid = await rt.run_pod_sandbox(PodSandboxConfig(
                 self.uid, meta["name"], meta.get("namespace", ""),
                 labels=dict(meta.get("labels") or {}),
@@ -206,50 +209,37 @@ class PodWorker:
                 port_mappings=_port_mappings(pod),
                 host_network=bool(spec.get("hostNetwork"))))
             sandbox = await rt.pod_sandbox_status(sid)
-        by_name = await self._containers()
-        waiting: dict[str, tuple[str, str]] = {}
-        policy = spec.get("restartPolicy", "Always")
-        init_ok = True
-        for c in spec.get("initContainers") or []:
-            latest = (by_name.get(c["name"]) or [None])[0]
-            sidecar = c.get("restartPolicy") == "Always"
-            if latest is None:
-                await self._start(sandbox, pod, c, 0, waiting, init=not sidecar)
-            elif latest.state is ContainerState.EXITED and (sidecar or latest.exit_code != 0):
-                if sidecar or policy != "Never":
-                    await self._restart(sandbox, pod, c, latest, waiting, init=not sidecar)
-            if latest is None or not (
-                    (sidecar and latest.state is ContainerState.RUNNING) or
-                    (not sidecar and latest.state is ContainerState.EXITED
-                     and latest.exit_code == 0)):
-                init_ok = False
-                break
-        if init_ok:
-            for c in spec.get("containers") or []:
-                latest = (by_name.get(c["name"]) or [None])[0]
-                if latest is None:
-                    await self._start(sandbox, pod, c, 0, waiting)
-                elif latest.state is ContainerState.EXITED and (
-                        policy == "Always" or (policy == "OnFailure" and latest.exit_code)):
-                    await self._restart(sandbox, pod, c, latest, waiting)
-                elif latest.state is ContainerState.RUNNING and svc is not None:
-                    await self._probe(pod, c, latest, sandbox, svc)
-        by_name = await self._containers()
-        observed = Observed(sandbox, by_name, self.ctx.host_ip, time.time(), rt.name, waiting)
-        if svc is not None:
-            observed.ready = svc.probes.ready
-            observed.started = svc.probes.started
-            for e in await svc.volumes.refresh(pod):
-                await self._record(pod, "Warning", "FailedMount", e.message)
-            self.sync_after(svc.refresh_period)
-        await self._write_status(pod, compute_pod_status(pod, observed))
+        for c, message in actions.kill:
+            self.ctx.services.forget_container(c.id)
+            await self._kill(pod, c, _grace(pod), message)
+        self._backoff.update(actions.backoff)
+        meta = pod["metadata"]
+        for name in actions.backoff_started:
+            await self._record(pod, "Warning", "BackOff",
+                               f"Back-off restarting failed container {name} in pod "
+                               f"{meta['name']}_{meta.get('namespace', '')}({self.uid})",
+                               field_path=_field_path(pod, name))
+        if actions.retry_in is not None:
+            self.sync_after(actions.retry_in)
+        if sandbox is None:
+            return None
+        for start in actions.start:
+            if start.previous is not None:
+                # keep the exit being replaced (it becomes lastState); drop older attempts
+                for old in by_name.get(start.spec["name"]) or []:
+                    if old.attempt < start.previous.attempt:
+                        await rt.remove_container(old.id)
+            await self._start(sandbox, pod, start, waiting)
+        for c, status in actions.probe:
+            await self._probe(pod, c, status, sandbox)
+        return sandbox
 
-    async def _prepare_volumes(self, pod: Obj, svc: NodeServices) -> bool:
+    async def _prepare_volumes(self, pod: Obj) -> bool:
         """Set up the pod's volumes once; False (and a FailedMount Event) while they fail."""
         if self._volumes is not None:
             return True
         try:
-            self._volumes = await svc.volumes.setup(pod)
+            self._volumes = await self.ctx.services.setup_volumes(pod)
         except VolumeError as e:
             message = e.message
             if message != self._volume_error:  # once per distinct failure, not every retry
@@ -261,15 +251,14 @@ class PodWorker:
         return True
 
     async def _probe(self, pod: Obj, c: Obj, latest: ContainerStatus,
-                     sandbox: PodSandboxStatus, svc: NodeServices) -> None:
-        svc.probes.ensure(pod, c, latest.id, self._pod_ip(pod, sandbox),
-                          started_at=latest.started_at or None)
-        failed = svc.probes.liveness_failed(latest.id)
+                     sandbox: PodSandboxStatus) -> None:
+        svc = self.ctx.services
+        failed = svc.probe(pod, c, latest, self._pod_ip(pod, sandbox))
         if failed is None:
             return
         await self._record(pod, "Normal", "Killing", failed,
                            field_path=_field_path(pod, c["name"]))
-        svc.probes.forget_container(latest.id)
+        svc.forget_container(latest.id)
         await self.ctx.runtime.stop_container(latest.id, _grace(pod))
         self.request_sync()
 
@@ -287,9 +276,7 @@ class PodWorker:
 
     async def _record(self, pod: Obj, type_: str, reason: str, message: str, *,
                       field_path: str = "") -> None:
-        await record_event(self.ctx.client, {**pod, "apiVersion": "v1", "kind": "Pod"},
-                           component="kubelet", type_=type_, reason=reason, message=message,
-                           field_path=field_path, host=self.ctx.node_name)
+        await self.ctx.services.record(pod, type_, reason, message, field_path=field_path)
 
     async def _containers(self) -> dict[str, list[ContainerStatus]]:
         by_name: dict[str, list[ContainerStatus]] = {}
@@ -299,49 +286,42 @@ class PodWorker:
             attempts.sort(key=lambda c: c.attempt, reverse=True)
         return by_name
 
-    async def _start(self, sandbox: PodSandboxStatus, pod: Obj, c: Obj, attempt: int,
-                     waiting: dict[str, tuple[str, str]], *, init: bool = False) -> None:
+    async def _start(self, sandbox: PodSandboxStatus, pod: Obj, start: ContainerStart,
+                     waiting: dict[str, tuple[str, str]]) -> None:
+        c = start.spec
         meta = pod["metadata"]
         name = c["name"]
-        env = {e["name"]: e.get("value", "") for e in c.get("env") or [] if "name" in e}
-        command, args = list(c.get("command") or []), list(c.get("args") or [])
-        mounts: list[Mount] = []
         svc = self.ctx.services
         field_path = _field_path(pod, name)
 
         async def record(type_: str, reason: str, message: str) -> None:
             await self._record(pod, type_, reason, message, field_path=field_path)
 
-        if svc is not None:
-            held = await svc.images.ensure(pod, c, record)
-            if held is not None:
-                waiting[name] = held
-                self.sync_after(svc.images.retry_in(c.get("image", "")) or 1.0)
-                return
-            pod_ip = self._pod_ip(pod, sandbox)
-            running = {**pod, "status": {**(pod.get("status") or {}), "podIP": pod_ip,
-                                         "podIPs": [{"ip": pod_ip}],
-                                         "hostIP": self.ctx.host_ip}}
-            try:
-                links = (pod.get("spec") or {}).get("enableServiceLinks") is not False
-                services = await service_env(self.ctx.client, meta.get("namespace", "default"),
-                                             enable_service_links=links)
-                env = await container_env(self.ctx.client, running, c, services=services,
-                                          node_allocatable=self.ctx.allocatable)
-                mounts = svc.volumes.mounts(pod, c, self._volumes)
-            except (EnvError, VolumeError) as e:
-                message = e.message if isinstance(e, VolumeError) else str(e)
-                waiting[name] = ("CreateContainerConfigError", message)
-                await record("Warning", "Failed", f"Error: {message}")
-                self.sync_after(self.ctx.backoff_base)
-                return
-            command, args = expand_command(command, env), expand_command(args, env)
+        held = await svc.ensure_image(pod, c, record)
+        if held is not None:
+            waiting[name] = held
+            self.sync_after(svc.image_retry_in(c.get("image", "")) or 1.0)
+            return
+        pod_ip = self._pod_ip(pod, sandbox)
+        running = {**pod, "status": {**(pod.get("status") or {}), "podIP": pod_ip,
+                                     "podIPs": [{"ip": pod_ip}], "hostIP": self.ctx.host_ip}}
+        try:
+            env = await svc.environment(running, c, allocatable=self.ctx.allocatable)
+            mounts = svc.mounts(c, self._volumes)
+        except (EnvError, VolumeError) as e:
+            message = e.message if isinstance(e, VolumeError) else str(e)
+            waiting[name] = ("CreateContainerConfigError", message)
+            await record("Warning", "Failed", f"Error: {message}")
+            self.sync_after(self.ctx.backoff_base)
+            return
         limits = (c.get("resources") or {}).get("limits") or {}
         config = ContainerConfig(
-            name, c.get("image", ""), attempt, command, args, env,
+            name, c.get("image", ""), start.attempt,
+            expand_command(list(c.get("command") or []), env),
+            expand_command(list(c.get("args") or []), env), env,
             labels={POD_UID: self.uid, POD_NAME: meta["name"],
                     POD_NAMESPACE: meta.get("namespace", ""), CONTAINER_NAME: name},
-            annotations={INIT_CONTAINER: "true"} if init else {},
+            annotations={INIT_CONTAINER: "true"} if start.init else {},
             mounts=mounts, working_dir=c.get("workingDir", ""),
             memory_limit=int_value(limits["memory"]) if "memory" in limits else None,
             cpu_limit_millis=milli_value(limits["cpu"]) if "cpu" in limits else None,
@@ -351,71 +331,27 @@ class PodWorker:
         try:
             cid = await self.ctx.runtime.create_container(sandbox.id, config)
         except RuntimeError_ as e:
-            if svc is None:
-                raise
             # kubelet's split: a spec the node refuses to run vs. a runtime failure
-            reason = ("CreateContainerConfigError" if "runAsNonRoot" in str(e)
+            reason = ("CreateContainerConfigError" if isinstance(e, ContainerConfigError)
                       else "CreateContainerError")
             waiting[name] = (reason, str(e))
             await record("Warning", "Failed", f"Error: {e}")
             self.sync_after(self.ctx.backoff_base)
             return
-        if svc is not None:
-            await record("Normal", "Created", f"Created container {name}")
+        await record("Normal", "Created", f"Created container {name}")
         await self.ctx.runtime.start_container(cid)
-        if svc is not None:
-            await record("Normal", "Started", f"Started container {name}")
-
-    async def _restart(self, sandbox: PodSandboxStatus, pod: Obj, c: Obj,
-                       latest: ContainerStatus, waiting: dict[str, tuple[str, str]], *,
-                       init: bool = False) -> None:
-        name = c["name"]
-        b = self._backoff.setdefault(name, _Backoff())
-        if b.seen_finish != latest.finished_at:
-            # a new exit: a container that ran long enough starts its backoff afresh
-            if latest.finished_at - latest.started_at > 2 * self.ctx.backoff_max:
-                b.steps = 0
-            delay = 0.0 if b.steps == 0 else \
-                min(self.ctx.backoff_base * 2 ** (b.steps - 1), self.ctx.backoff_max)
-            b.steps += 1
-            b.seen_finish = latest.finished_at
-            b.until = latest.finished_at + delay
-            if delay and self.ctx.services is not None:
-                meta = pod["metadata"]
-                await self._record(pod, "Warning", "BackOff",
-                                   f"Back-off restarting failed container {name} in pod "
-                                   f"{meta['name']}_{meta.get('namespace', '')}({self.uid})",
-                                   field_path=_field_path(pod, name))
-        remaining = b.until - time.time()
-        if remaining > 0:
-            meta = pod["metadata"]
-            back_off = _go_duration(b.until - latest.finished_at)
-            waiting[name] = ("CrashLoopBackOff", f"back-off {back_off} restarting failed "
-                             f"container={name} pod={meta['name']}_"
-                             f"{meta.get('namespace', '')}({self.uid})")
-            self.sync_after(remaining)
-            return
-        # keep the exit being replaced (it becomes lastState); drop older attempts
-        for old in await self.ctx.runtime.list_containers(self.uid):
-            if old.name == name and old.attempt < latest.attempt:
-                await self.ctx.runtime.remove_container(old.id)
-        await self._start(sandbox, pod, c, latest.attempt + 1, waiting, init=init)
+        await record("Normal", "Started", f"Started container {name}")
 
     async def _terminate(self, pod: Obj) -> None:
         if self._deleting:
             return
         rt = self.ctx.runtime
-        grace = pod["metadata"].get("deletionGracePeriodSeconds") or 0
-        svc = self.ctx.services
-        if svc is not None:
-            svc.probes.forget(self.uid)
+        grace = float(pod["metadata"].get("deletionGracePeriodSeconds") or 0)
+        self.ctx.services.pod_stopped(self.uid)
         running = [c for c in await rt.list_containers(self.uid)
                    if c.state is not ContainerState.EXITED]
-        if svc is not None and running:
-            await asyncio.gather(*(self._kill(pod, c, float(grace)) for c in running))
-        for c in running:
-            if svc is None:
-                await rt.stop_container(c.id, float(grace))
+        if running:
+            await asyncio.gather(*(self._kill(pod, c, grace) for c in running))
         sandboxes = await rt.list_pod_sandboxes(self.uid)
         for sb in sandboxes:
             await rt.stop_pod_sandbox(sb.id)
@@ -432,32 +368,23 @@ class PodWorker:
                 raise
         self._deleting = True
 
-    async def _kill(self, pod: Obj, c: ContainerStatus, grace: float) -> None:
+    async def _kill(self, pod: Obj, c: ContainerStatus, grace: float,
+                    message: str = "") -> None:
         """Stop one container as kubelet does: the Killing Event, the preStop hook (exec,
         httpGet, tcpSocket or sleep, within the grace period), then the stop signal and
         SIGKILL."""
-        await self._record(pod, "Normal", "Killing", f"Stopping container {c.name}",
+        await self._record(pod, "Normal", "Killing", message or f"Stopping container {c.name}",
                            field_path=_field_path(pod, c.name))
         spec_c = next((x for x in _all_containers(pod) if x["name"] == c.name), {})
-        hook = ((spec_c.get("lifecycle") or {}).get("preStop") or {})
         started = time.monotonic()
-        if hook and grace > 0:
+        if (spec_c.get("lifecycle") or {}).get("preStop") and grace > 0:
             try:
-                await asyncio.wait_for(self._run_hook(pod, spec_c, hook, c, grace), grace)
+                await asyncio.wait_for(
+                    self.ctx.services.pre_stop(self.ctx.runtime, pod, spec_c, c, grace), grace)
             except Exception as e:  # a failed hook still ends in the stop, as in kubelet
                 log.debug("preStop of %s: %s", c.name, e)
         await self.ctx.runtime.stop_container(c.id, max(grace - (time.monotonic() - started),
                                                         2.0 if grace else 0.0))
-
-    async def _run_hook(self, pod: Obj, spec_c: Obj, hook: Obj, c: ContainerStatus,
-                        grace: float) -> None:
-        if "sleep" in hook:
-            await asyncio.sleep(float(hook["sleep"].get("seconds", 0)))
-            return
-        # exec, httpGet and tcpSocket handlers run as probes do, bounded by the grace period
-        pod_ip = (pod.get("status") or {}).get("podIP", "")
-        await run_probe(self.ctx.runtime, {**hook, "timeoutSeconds": max(int(grace), 1)},
-                        spec_c, c.id, pod_ip)
 
     async def _write_status(self, pod: Obj, status: Obj) -> None:
         current = pod.get("status") or {}
@@ -504,16 +431,6 @@ def _rv(obj: Obj) -> int:
         return int(obj["metadata"].get("resourceVersion") or 0)
     except ValueError:
         return 0
-
-
-def _go_duration(seconds: float) -> str:
-    """The way Go prints a duration: 10s, 5m0s, 2.5s, 400ms."""
-    if seconds >= 60:
-        m, s = divmod(round(seconds), 60)
-        return f"{m}m{s}s"
-    if seconds < 1:
-        return f"{round(seconds * 1000)}ms"
-    return f"{round(seconds, 3):g}s"
 
 
 class PodWorkers:

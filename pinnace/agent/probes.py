@@ -47,10 +47,10 @@ from yarl import URL
 
 from pinnace.agent.env import expand
 from pinnace.agent.runtime.interface import Runtime, RuntimeError_
+from pinnace.api.types import Obj
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 ChangeHandler = Callable[[str], Any]
 """Called with a pod uid when a probe result of one of its containers changed."""
 EventHandler = Callable[[str, str, str, str, str], Any]

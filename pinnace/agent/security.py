@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from pinnace.agent.runtime.interface import LinuxSecurity
-
-Obj = dict[str, Any]
+from pinnace.api.types import Obj
 
 
 def effective_security(pod: Obj, container: Obj) -> LinuxSecurity:

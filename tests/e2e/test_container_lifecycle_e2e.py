@@ -5,6 +5,7 @@ port-forward), and a SIGKILLed `pinnace up` adopting what runs."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import time
@@ -65,6 +66,15 @@ def test_crash_loop_back_off_with_growing_delays(cluster: Cluster) -> None:
     wait_for(lambda: container_status(cluster, "crasher")["restartCount"] > third,
              timeout=90, interval=0.05)
     assert time.monotonic() - starts[1] > (starts[1] - starts[0]) * 1.3
+    # each repeated Event is one object whose count grows (client-go's correlation), and
+    # kubectl describe prints it as "Warning  BackOff  2s (x4 over 12s)  kubelet  Back-off…"
+    repeated = {e["reason"]: e for e in events(cluster, "crasher")
+                if e["reason"] in ("BackOff", "Started")}
+    assert len([e for e in events(cluster, "crasher") if e["reason"] == "BackOff"]) == 1
+    assert repeated["BackOff"]["count"] >= 2 and repeated["Started"]["count"] >= 4, repeated
+    described = cluster.kubectl("describe", "pod", "crasher").stdout
+    assert re.search(r"Warning\s+BackOff\s+\S+ \(x\d+ over \S+\)\s+kubelet\s+Back-off "
+                     r"restarting failed container c", described), described
     cluster.kubectl("delete", "pod", "crasher", "--wait=false")
 
 

@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from pinnace.agent.runtime import ContainerConfig, ContainerState, PodSandboxConfig
+from pinnace.agent.runtime import (
+    ContainerConfig,
+    ContainerConfigError,
+    ContainerState,
+    LinuxSecurity,
+    PodSandboxConfig,
+    RuntimeError_,
+)
 from pinnace.agent.runtime.runc import RuncRuntime
 
 pytestmark = pytest.mark.skipif(
@@ -192,3 +199,26 @@ async def test_removed_container_disappears_from_listings(runtime: RuncRuntime,
     assert await runtime.list_containers(uid) == []
     assert await runtime.list_pod_sandboxes(uid) == []
     assert await runtime.list_pod_sandboxes() == []
+
+
+async def test_run_as_non_root_with_a_root_image_is_a_config_error(
+        runtime: RuncRuntime) -> None:
+    """A spec the node refuses is told apart by its type (the kubelet's
+    CreateContainerConfigError), and nothing of the refused container is left."""
+    sid = await runtime.run_pod_sandbox(PodSandboxConfig("uid-nonroot", "nonroot", "default"))
+    with pytest.raises(ContainerConfigError, match="runAsNonRoot and image will run as root"):
+        await runtime.create_container(sid, ContainerConfig(
+            "main", "busybox:1.28", command=["true"],
+            security=LinuxSecurity(run_as_non_root=True)))
+    with pytest.raises(RuntimeError_) as e:  # an unknown image is the runtime's failure
+        await runtime.create_container(sid, ContainerConfig("main", "nosuch:1", command=["true"]))
+    assert not isinstance(e.value, ContainerConfigError)
+    assert await runtime.list_containers("uid-nonroot") == []
+
+
+async def test_one_image_store_is_shared(node_dir: Path) -> None:
+    from pinnace.agent.images import ImageStore
+    from tests.leftovers import random_pod_cidr
+    store = ImageStore(node_dir)
+    rt = RuncRuntime(node_dir, pod_cidr=random_pod_cidr(), images=store)
+    assert rt.images is store

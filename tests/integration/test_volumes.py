@@ -87,7 +87,7 @@ async def test_config_map_items_modes_and_update_through_bind_mount(
     assert (vol / "conf" / "log_level").stat().st_mode & 0o777 == 0o600
     assert (vol / "bin").read_bytes() == b"\0\1"
     assert (vol / "bin").stat().st_mode & 0o777 == 0o640
-    mounts = vm.mounts(pod, pod["spec"]["containers"][0], vols)
+    mounts = vm.mounts(pod["spec"]["containers"][0], vols)
     assert [(m.container_path, m.readonly) for m in mounts] == [("/etc/config", True),
                                                                  ("/etc/bin", True)]
     assert await vm.setup(pod) == vols  # idempotent
@@ -197,7 +197,7 @@ async def test_host_path_checks_and_teardown_keeps_host_data(vm: VolumeManager,
                [{"name": "h", "mountPath": "/data", "readOnly": True},
                 {"name": "h", "mountPath": "/sub", "subPath": "made/here"}])
     vols = await vm.setup(pod)
-    mounts = vm.mounts(pod, pod["spec"]["containers"][0], vols)
+    mounts = vm.mounts(pod["spec"]["containers"][0], vols)
     assert [(m.host_path, m.readonly) for m in mounts] == [
         (str(data), True), (str(data / "made" / "here"), False)]
     # a container leaves symlinks to the host data in its emptyDir: teardown must not follow
@@ -262,10 +262,10 @@ async def test_sub_path_escape_is_refused(vm: VolumeManager, host_dir: Path) -> 
     vols = await vm.setup(pod)
     os.symlink("/", vols["e"].host_path / "escape")
     with pytest.raises(VolumeError) as e:
-        vm.mounts(pod, pod["spec"]["containers"][0], vols)
+        vm.mounts(pod["spec"]["containers"][0], vols)
     assert e.value.message == 'failed to prepare subPath for volumeMount "e" of container "app"'
     with pytest.raises(VolumeError, match='cannot find volume "nope" to mount into container'):
-        vm.mounts(pod, {"name": "app", "volumeMounts": [{"name": "nope", "mountPath": "/n"}]},
+        vm.mounts({"name": "app", "volumeMounts": [{"name": "nope", "mountPath": "/n"}]},
                   vols)
     await vm.teardown(pod["metadata"]["uid"])
 

@@ -1,6 +1,6 @@
 """Container runtimes behind one CRI-shaped interface; see `interface` for the design."""
 
-from pinnace.agent.runtime.fake import FakeRuntime, parse_duration
+from pinnace.agent.runtime.fake import FakeRuntime
 from pinnace.agent.runtime.interface import (
     CONTAINER_NAME,
     INIT_CONTAINER,
@@ -8,6 +8,7 @@ from pinnace.agent.runtime.interface import (
     POD_NAMESPACE,
     POD_UID,
     ContainerConfig,
+    ContainerConfigError,
     ContainerEventHandler,
     ContainerState,
     ContainerStatus,
@@ -27,6 +28,7 @@ __all__ = [
     "POD_NAMESPACE",
     "POD_UID",
     "ContainerConfig",
+    "ContainerConfigError",
     "ContainerEventHandler",
     "ContainerState",
     "ContainerStatus",
@@ -38,5 +40,4 @@ __all__ = [
     "PortMapping",
     "Runtime",
     "RuntimeError_",
-    "parse_duration",
 ]

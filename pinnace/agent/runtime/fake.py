@@ -16,7 +16,6 @@ import asyncio
 import hashlib
 import ipaddress
 import itertools
-import re
 import time
 from dataclasses import dataclass, replace
 
@@ -31,31 +30,10 @@ from pinnace.agent.runtime.interface import (
     PodSandboxStatus,
     RuntimeError_,
 )
+from pinnace.api.timestamps import parse_go_duration
 
 EXIT_AFTER = "pinnace.io/fake-exit-after"
 EXIT_CODE = "pinnace.io/fake-exit-code"
-
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-
-
-def parse_duration(text: str) -> float:
-    """Go's time.ParseDuration ("1.5s", "2m30s", "300ms") in seconds."""
-    s = text.strip()
-    sign = -1.0 if s.startswith("-") else 1.0
-    s = s.lstrip("+-")
-    if s == "0":
-        return 0.0
-    pos, total = 0, 0.0
-    for m in _PART.finditer(s):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    if not s or pos != len(s):
-        raise ValueError(f"invalid duration {text!r}")
-    return sign * total
-
 
 @dataclass
 class _Sandbox:
@@ -105,7 +83,7 @@ class FakeRuntime:
     async def run_pod_sandbox(self, config: PodSandboxConfig) -> str:
         exit_after = config.annotations.get(EXIT_AFTER)
         try:
-            after = parse_duration(exit_after) if exit_after else None
+            after = parse_go_duration(exit_after) if exit_after else None
             code = int(config.annotations.get(EXIT_CODE, "0"))
         except ValueError as e:
             raise RuntimeError_(f"bad fake annotation: {e}") from None

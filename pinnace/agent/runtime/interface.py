@@ -5,8 +5,8 @@ agent is stateless about containers: each sync lists what the runtime has for
 a pod (by the labels it set: pod uid, container name, attempt) and decides
 from that, so a restarted agent picks up where the last one left off.
 
-Backends: `fake` (no processes; for scale and control-plane tests), `runc`
-later. Every method is async because real backends do I/O; `subscribe`
+Backends: `fake` (no processes; for scale and control-plane tests) and `runc`
+(real containers). Every method is async because real backends do I/O; `subscribe`
 delivers container events (CRI's GetContainerEvents) so the agent reacts to an
 exit without polling.
 """
@@ -130,7 +130,17 @@ ContainerEventHandler = Callable[[str], None]
 
 
 class RuntimeError_(Exception):
-    """A runtime operation failed (the agent retries the sync later)."""
+    """A runtime operation failed (the agent retries the sync later).
+
+    RuntimeError_                 the runtime could not do it: the kubelet's
+    │                             CreateContainerError for a create
+    └── ContainerConfigError      the node refuses the container as specified (runAsNonRoot
+                                  with an image that runs as root): CreateContainerConfigError
+    """
+
+
+class ContainerConfigError(RuntimeError_):
+    """The container's configuration cannot run on this node; only a new spec helps."""
 
 
 class ExecSession(Protocol):

@@ -27,7 +27,9 @@ Containers with `stdin` or `tty` can be attached to (`kubectl attach`, `kubectl 
 - `DIR/attach.sock` (mode 0600: root only), served from just before `ok` until the
   container has exited: a client speaks frames `<kind:1><length:4 big-endian><data>`;
   it sends HELLO (b"1" when it brings stdin), STDIN data, STDIN_CLOSE, RESIZE (>HH width,
-  height); it receives STDOUT/STDERR chunks as they are written (besides the log), and
+  height); it receives READY once it is registered (every chunk written after READY
+  reaches it: a client connected meanwhile sits in the listen backlog until the accept
+  thread takes it), STDOUT/STDERR chunks as they are written (besides the log), and
   EXIT (JSON {exit_code}) before the monitor closes it. Socket names are relative to DIR
   (the monitor's cwd then): a state dir's path may exceed the 108 bytes of a socket name.
 Plain containers (neither flag) take none of these paths: no socket, no extra thread.
@@ -53,8 +55,8 @@ if TYPE_CHECKING:
 
 PR_SET_CHILD_SUBREAPER = 36
 # attach socket frame kinds (client → monitor: HELLO, STDIN, STDIN_CLOSE, RESIZE;
-# monitor → client: STDOUT, STDERR, EXIT); the output ones are the exec channel numbers
-STDIN, STDOUT, STDERR, EXIT, RESIZE, HELLO, STDIN_CLOSE = 0, 1, 2, 3, 4, 5, 6
+# monitor → client: READY, STDOUT, STDERR, EXIT); the output ones are the exec channel numbers
+STDIN, STDOUT, STDERR, EXIT, RESIZE, HELLO, STDIN_CLOSE, READY = 0, 1, 2, 3, 4, 5, 6, 7
 ATTACH_SOCKET = "attach.sock"
 CONSOLE_SOCKET = "console.sock"
 
@@ -190,11 +192,16 @@ class _Attach:
             # a client that stops reading is dropped after 5 s rather than stall the log
             conn.setsockopt(self._socket.SOL_SOCKET, self._socket.SO_SNDTIMEO,
                             struct.pack("ll", 5, 0))
-            with self._lock:
-                if self._closed:
-                    conn.close()
-                    continue
-                self._clients.add(conn)
+            with self._send_lock:  # no broadcast between the add and READY
+                with self._lock:
+                    if self._closed:
+                        conn.close()
+                        continue
+                    self._clients.add(conn)
+                try:
+                    conn.sendall(struct.pack(">BI", READY, 0))
+                except OSError:
+                    pass  # gone already: the client's thread drops it
             threading.Thread(target=self._serve_client, args=(conn,), daemon=True).start()
 
     def _serve_client(self, conn: socket.socket) -> None:

@@ -2,7 +2,7 @@
 
     vm = VolumeManager(client, pods_dir=data_dir / "pods", node_name=node)
     vols = await vm.setup(pod)                  # every sync; VolumeError -> FailedMount Event
-    mounts = vm.mounts(pod, container, vols)    # ContainerConfig.mounts
+    mounts = vm.mounts(container, vols)         # ContainerConfig.mounts
     await vm.refresh(pod)                       # ~10 s: configMap/secret/... updates
     await vm.teardown(pod_uid); await vm.cleanup_all()
 

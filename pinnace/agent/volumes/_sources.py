@@ -9,8 +9,7 @@ from typing import Any
 from pinnace.agent.volumes.atomic_writer import FileProjection, Payload
 from pinnace.agent.volumes.errors import SetUpError
 from pinnace.api.errors import ApiError
-
-Obj = dict[str, Any]
+from pinnace.api.types import Obj
 
 
 async def fetch(client: Any, kind: str, namespace: str, name: str, optional: bool

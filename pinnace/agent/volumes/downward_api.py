@@ -14,14 +14,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from pinnace.agent.volumes.atomic_writer import FileProjection, Payload
 from pinnace.agent.volumes.errors import SetUpError
 from pinnace.api.quantity import parse_quantity
+from pinnace.api.types import Obj
 
 PLUGIN_DIR = "kubernetes.io~downward-api"
-Obj = dict[str, Any]
 Allocatable = Callable[[], Awaitable[dict[str, str]]]
 _SUBSCRIPT = re.compile(r"^(metadata\.(?:labels|annotations))\['(.+)'\]$")
 

@@ -48,9 +48,9 @@ from pinnace.agent.volumes.errors import (
     VolumeError,
     setup_failed,
 )
+from pinnace.api.types import Obj
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 
 # projecting kinds: (plugin dir, on tmpfs, mode of the volume root); always read-only in containers
 _PROJECTING = {
@@ -164,7 +164,7 @@ class VolumeManager:
 
     # --- containers -----------------------------------------------------------------------
 
-    def mounts(self, pod: Obj, container: Obj, vols: dict[str, PreparedVolume]) -> list[Mount]:
+    def mounts(self, container: Obj, vols: dict[str, PreparedVolume]) -> list[Mount]:
         """The container's volumeMounts as runtime mounts (subPath resolved and checked)."""
         out: list[Mount] = []
         for vm in container.get("volumeMounts") or []:

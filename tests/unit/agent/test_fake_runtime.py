@@ -13,21 +13,7 @@ from pinnace.agent.runtime import (
     FakeRuntime,
     PodSandboxConfig,
     RuntimeError_,
-    parse_duration,
 )
-
-
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("2s", 2.0), ("1.5s", 1.5), ("300ms", 0.3), ("2m30s", 150.0), ("1h", 3600.0),
-    ("0", 0.0), ("-1s", -1.0), ("10us", 1e-5)])
-def test_parse_duration(text: str, seconds: float) -> None:
-    assert parse_duration(text) == pytest.approx(seconds)
-
-
-@pytest.mark.parametrize("text", ["", "2", "s", "2x", "1s2"])
-def test_parse_duration_rejects(text: str) -> None:
-    with pytest.raises(ValueError):
-        parse_duration(text)
 
 
 async def test_containers_run_until_stopped() -> None:

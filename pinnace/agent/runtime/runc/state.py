@@ -1,0 +1,222 @@
+"""The runc runtime's state: files under `DATA_DIR/runtime/`, and the index kept of them.
+
+    sandboxes/<id>/sandbox.json          config, netns, IP, ready, hostPorts; hosts, resolv.conf
+    hostports.json, hostports.lock       published hostPorts (see `network.hostport`)
+    containers/<id>/container.json       config, image, sandbox id, created_at
+    containers/<id>/bundle/config.json   the OCI spec (root = bundle/rootfs, the overlay)
+    containers/<id>/{upper,work}         the overlay's writable layer
+    containers/<id>/container.log        CRI-format log, written by the monitor
+    containers/<id>/state.json|exit.json written by the monitor (see `runtime.monitor`)
+    runc/                                runc's --root: this data dir's containers only
+
+The files are the source of truth, so a restarted agent (or `pinnace down`) sees what is
+there. `RuncState` holds the paths, the runc command line and an in-memory `Index`
+(container records by id, ids by pod uid, sandbox ids by pod uid), loaded from the files
+at construction and kept by this process's creates and removes: a pod's sync then reads
+only that pod's files. container.json is written once, at create, and never changes, so
+its record may be cached; sandbox.json (`ready`) and the monitor's files are always read
+fresh. A listing of the whole node re-reads the directories, the only way to learn of
+another runtime object's creations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from pinnace.agent.network import dir_hash
+from pinnace.agent.runtime.interface import POD_UID, RuntimeError_
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+Record = dict[str, Any]
+
+
+def read_json(path: Path) -> Record | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(path: Path, data: Record) -> None:
+    """Atomically (rename), so a reader never sees half a file."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+async def run(*args: str, check: bool = True) -> str:
+    """Run a command that starts no container (runc's output goes to a pipe only then)."""
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdin=subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    if check and proc.returncode != 0:
+        raise RuntimeError_(f"{' '.join(args[:4])}: {(err or out).decode().strip()}")
+    return out.decode()
+
+
+def mounted(path: Path) -> bool:
+    target = str(path)
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1] == target for line in f)
+
+
+def remove_cgroup(path: str) -> None:
+    """rmdir `path` and its subtree in every hierarchy (runc removes only the leaf of what
+    it made, and nothing of its parents)."""
+    if not CGROUP_ROOT.is_dir():
+        return
+    for hierarchy in CGROUP_ROOT.iterdir():
+        top = hierarchy / path.lstrip("/")
+        if not top.is_dir():
+            continue
+        for dirpath, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+            with contextlib.suppress(OSError):
+                os.rmdir(dirpath)
+
+
+def pod_of(c: Record) -> str:
+    return c["labels"].get(POD_UID, "")
+
+
+def _discard(index: dict[str, set[str]], key: str, item: str) -> None:
+    items = index.get(key)
+    if items is not None:
+        items.discard(item)
+        if not items:
+            del index[key]
+
+
+class Index:
+    """Ids of what is on disk, by pod uid; container records."""
+
+    def __init__(self) -> None:
+        self.containers: dict[str, Record] = {}
+        self.pod_containers: dict[str, set[str]] = {}
+        self.pod_sandboxes: dict[str, set[str]] = {}
+        self.sandbox_pod: dict[str, str] = {}
+
+    def add_container(self, cid: str, c: Record) -> None:
+        self.containers[cid] = c
+        self.pod_containers.setdefault(pod_of(c), set()).add(cid)
+
+    def drop_container(self, cid: str) -> None:
+        c = self.containers.pop(cid, None)
+        if c is not None:
+            _discard(self.pod_containers, pod_of(c), cid)
+
+    def add_sandbox(self, sid: str, pod_uid: str) -> None:
+        self.sandbox_pod[sid] = pod_uid
+        self.pod_sandboxes.setdefault(pod_uid, set()).add(sid)
+
+    def drop_sandbox(self, sid: str) -> None:
+        uid = self.sandbox_pod.pop(sid, None)
+        if uid is not None:
+            _discard(self.pod_sandboxes, uid, sid)
+
+
+class RuncState:
+    """The files of one data dir's runtime, the index of them and how to call runc."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], runc: str = "runc") -> None:
+        self.root = Path(data_dir) / "runtime"
+        self.runc = shutil.which(runc) or runc
+        self.runc_root = str(self.root / "runc")
+        self.hash = dir_hash(data_dir)
+        self.index = Index()
+        # started containers whose exit.json was not seen yet → pod uid (the exit watch)
+        self.running: dict[str, str] = {}
+        for sub in ("sandboxes", "containers", "runc"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.load_containers()
+        self.load_sandboxes()
+
+    def runc_command(self, *args: str) -> list[str]:
+        return [self.runc, "--root", self.runc_root, *args]
+
+    def sandbox_dir(self, sid: str) -> Path:
+        return self.root / "sandboxes" / sid
+
+    def container_dir(self, cid: str) -> Path:
+        return self.root / "containers" / cid
+
+    def pod_cgroup(self, pod_uid: str) -> str:
+        """Cgroups are `/pinnace/<dir hash>/pod<uid>/<container id>` in every hierarchy."""
+        return f"/pinnace/{self.hash}/pod{pod_uid}"
+
+    def load_containers(self) -> None:
+        """(Re)build the container index from the files (half-made ones, without
+        container.json, are left out)."""
+        self.index.containers.clear()
+        self.index.pod_containers.clear()
+        for d in (self.root / "containers").iterdir():
+            c = read_json(d / "container.json")
+            if c is None:
+                continue
+            self.index.add_container(d.name, c)
+            if (d / "state.json").exists() and not (d / "exit.json").exists():
+                self.running.setdefault(d.name, pod_of(c))
+        for cid in [cid for cid in self.running if cid not in self.index.containers]:
+            del self.running[cid]
+
+    def load_sandboxes(self) -> None:
+        self.index.pod_sandboxes.clear()
+        self.index.sandbox_pod.clear()
+        for d in (self.root / "sandboxes").iterdir():
+            sb = read_json(d / "sandbox.json")
+            if sb is not None:
+                self.index.add_sandbox(d.name, sb["pod_uid"])
+
+    def sandbox(self, sid: str) -> Record:
+        """sandbox.json, read fresh; RuntimeError_ when there is none."""
+        sb = read_json(self.sandbox_dir(sid) / "sandbox.json")
+        if sb is None:
+            raise RuntimeError_(f"sandbox {sid} not found")
+        return sb
+
+    def sandbox_containers(self, sid: str) -> list[str]:
+        uid = self.index.sandbox_pod.get(sid)
+        candidates = (self.index.pod_containers.get(uid, set()) if uid is not None
+                      else self.index.containers)
+        return sorted(cid for cid in candidates
+                      if self.index.containers[cid]["sandbox_id"] == sid)
+
+    def container_records(self) -> list[tuple[str, Record]]:
+        """Every container of the data dir, re-read from the files."""
+        self.load_containers()
+        return sorted(self.index.containers.items())
+
+    def record(self, cid: str) -> Record | None:
+        """The container's record; None when it is gone (also when another runtime object
+        removed it). One of another object's creations is read and indexed here."""
+        path = self.container_dir(cid) / "container.json"
+        c = self.index.containers.get(cid)
+        if c is not None:
+            if path.exists():
+                return c
+            self.index.drop_container(cid)
+            return None
+        c = read_json(path)
+        if c is not None:
+            self.index.add_container(cid, c)
+        return c
+
+    def is_running(self, cid: str) -> bool:
+        """Started and not exited, by the monitor's files."""
+        d = self.container_dir(cid)
+        return (d / "state.json").exists() and not (d / "exit.json").exists()

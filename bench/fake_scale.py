@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import resource
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from pinnace.agent import FakeNodes
-from pinnace.apiserver.local import LocalTransport
-from pinnace.apiserver.server import ApiServer
-from pinnace.client.client import Client
-from pinnace.client.factory import InformerFactory
+from pinnace.cluster import Cluster, ClusterConfig
 
 
 def rss_mib() -> float:
@@ -48,15 +44,15 @@ async def wait_for(cond: Callable[[], bool], *, within: float, interval: float =
 async def run(nodes: int, pods: int, concurrency: int) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        server = ApiServer(tmp, port=0)
-        await server.start()
-        # as in `pinnace up`: components share the API server's process and loop
-        client = Client(LocalTransport(server.registry))
-        factory = InformerFactory(client)
-        fake = FakeNodes(client, factory, count=nodes)
-        await factory.start()
+        # as in `pinnace up --fake-nodes N`, without the controllers and the scheduler:
+        # the nodes share the API server's process and loop
+        cluster = Cluster(ClusterConfig(data_dir=Path(tmp), port=0, controllers=False,
+                                        scheduler=False, fake_nodes=nodes))
+        await cluster.start()
+        # measured before the nodes' task had its first turn: no node registered yet
         rss0 = rss_mib()
-        task = asyncio.create_task(fake.run())
+        client, fake = cluster.client, cluster.fake_nodes
+        assert fake is not None
         try:
             t0 = time.monotonic()
             await wait_for(lambda: len(fake.agents) == nodes and len(fake.nodes.cache) == nodes,
@@ -98,12 +94,7 @@ async def run(nodes: int, pods: int, concurrency: int) -> list[tuple[str, str]]:
             idle_tasks = len(asyncio.all_tasks())
             rows.append(("asyncio tasks while idle", str(idle_tasks)))
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await factory.stop()
-            await client.close()
-            await server.stop()
+            await cluster.stop()
     return rows
 
 

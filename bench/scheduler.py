@@ -25,10 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pinnace.apiserver.local import LocalTransport
-from pinnace.apiserver.server import ApiServer
-from pinnace.client.client import Client
-from pinnace.client.factory import InformerFactory
+from pinnace.cluster import Cluster, ClusterConfig
 from pinnace.scheduler import Scheduler
 
 OWNERS = 100  # pods are spread over this many fake ReplicaSets
@@ -70,10 +67,12 @@ def pod(i: int) -> dict[str, Any]:
 async def one_run(num_nodes: int, num_pods: int, *, gc_freeze: bool = False
                   ) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        server = ApiServer(Path(tmp) / "data", port=0)
-        await server.start()
-        # as in `pinnace up`: components share the API server's process and loop
-        client = Client(LocalTransport(server.registry))
+        # as in `pinnace up`: components share the API server's process and loop; the
+        # scheduler is built here, once the nodes and pods exist, to time it alone
+        cluster = Cluster(ClusterConfig(data_dir=Path(tmp) / "data", port=0,
+                                        controllers=False, scheduler=False))
+        await cluster.start()
+        client = cluster.client
         try:
             nodes_rt, pods_rt = client.resource("v1", "Node"), client.resource("v1", "Pod")
 
@@ -89,8 +88,7 @@ async def one_run(num_nodes: int, num_pods: int, *, gc_freeze: bool = False
             setup = time.perf_counter() - t0
             rss_setup = peak_rss_mib()
 
-            factory = InformerFactory(client)
-            scheduler = Scheduler(client, factory)
+            scheduler = Scheduler(client, cluster.factory)
             cycle_time = [0.0]
             find_node = scheduler.find_node
 
@@ -113,10 +111,10 @@ async def one_run(num_nodes: int, num_pods: int, *, gc_freeze: bool = False
                     bind_time[1] += 1
             client.post_subresource = timed_post  # type: ignore[method-assign]
 
-            await factory.start()
+            await cluster.factory.wait_synced()
             if gc_freeze:  # what a long-running process can do once its caches are full
                 gc.freeze()
-            task = asyncio.create_task(scheduler.run())
+            await cluster.run(scheduler)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 600
             # polling a counter is simplest here; the scheduler has no "all bound" event
@@ -124,9 +122,6 @@ async def one_run(num_nodes: int, num_pods: int, *, gc_freeze: bool = False
                 await asyncio.sleep(0.05)
             stats = scheduler.stats
             span = max(stats.last_bind - stats.first_bind, 1e-9)
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await factory.stop()
             return {"nodes": num_nodes, "pods": num_pods, "setup_s": setup,
                     "bound": stats.bound, "pods_per_s": stats.bound / span, "span_s": span,
                     "cycle_share": cycle_time[0] / span,
@@ -134,8 +129,7 @@ async def one_run(num_nodes: int, num_pods: int, *, gc_freeze: bool = False
                     "bind_ms": 1000 * bind_time[0] / max(bind_time[1], 1),
                     "rss_setup": rss_setup, "rss_peak": peak_rss_mib()}
         finally:
-            await client.close()
-            await server.stop()
+            await cluster.stop()
 
 
 def print_table(rows: list[dict[str, float]]) -> None:

@@ -6,39 +6,34 @@
     pinnace kubeconfig [--data-dir DIR]     print the admin kubeconfig
     pinnace image import|ls|rm [--data-dir DIR] …   the node's image store
 
-`up` and `server` write DIR/kubeconfig once the API answers and the components
-are running, and exit cleanly on SIGINT or SIGTERM. Components reach the API
-server through the API, like any client.
+`up` and `server` turn their flags into a `ClusterConfig` and run it with
+`pinnace.cluster.Cluster`, the composition root the tests and benchmarks use too;
+they write DIR/kubeconfig once the API answers and the components are running, and
+exit cleanly on SIGINT or SIGTERM. Components reach the API server through the API,
+like any client.
 
 `up` runs one real node (this machine, containers under runc) when it runs as root
 with runc and the CNI plugins installed, or N simulated nodes with `--fake-nodes N`.
 Stopping `up` leaves containers running, as stopping a kubelet does; the next `up`
 adopts them. `down` stops them and removes what pinnace set up on the host for DIR
 (mounts, network namespaces, links, nftables tables, cgroups), keeping the cluster's
-state.
+state, and says what it stopped: "stopped pinnace up (pid N) and 3 containers",
+"stopped 3 containers of DIR", or "nothing of DIR runs on this host".
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
-import shutil
 import signal
 import sys
 from pathlib import Path
 
-from pinnace.agent.fake_nodes import FakeNodes
-from pinnace.agent.network.cni import CNI_PATHS
-from pinnace.apiserver import pki
-from pinnace.apiserver.local import LocalTransport
-from pinnace.apiserver.server import ApiServer, default_data_dir
-from pinnace.client.client import Client
-from pinnace.client.factory import InformerFactory
-from pinnace.controllers.manager import ControllerSettings, build_controllers
-from pinnace.scheduler.scheduler import Scheduler
+from pinnace.apiserver.server import default_data_dir
+from pinnace.cluster import Cluster, ClusterConfig, RealNodeConfig, real_node_unavailable
+from pinnace.controllers.manager import ControllerSettings
 
 PID_FILE = "pinnace.pid"
 
@@ -94,81 +89,51 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    server = ApiServer(args.data_dir, host=args.host, port=args.port,
-                       history_window=args.history_window)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    cluster = Cluster(_config(args))
     try:
-        await server.start()
+        await cluster.start()
     except OSError as e:
         print(f"pinnace: cannot listen on {args.host}:{args.port}: {e.strerror}",
               file=sys.stderr)
-        await server.stop()
         return 1
-    # components in this process use the API's handlers directly, without the socket
-    assert server.registry is not None
-    client = Client(LocalTransport(server.registry), field_manager="pinnace")
-    factory = InformerFactory(client)
-    settings = ControllerSettings(node_monitor_grace_period=args.node_monitor_grace_period,
-                                  job_backoff_base=args.job_backoff)
-    components: list = [*build_controllers(client, factory, settings),
-                        Scheduler(client, factory)]
-    # heartbeat four times per grace period, as a kubelet's 10 s lease does for 40 s
-    lease_period = min(10.0, args.node_monitor_grace_period / 4)
-    if args.command == "up" and args.fake_nodes:
-        components.append(FakeNodes(client, factory, count=args.fake_nodes,
-                                    lease_period=lease_period))
-    elif args.command == "up":
+    pid_path = Path(args.data_dir) / PID_FILE
+    pid_path.write_text(f"{os.getpid()}\n")
+    # the kubeconfig last: its presence tells scripts and tests that the cluster is ready
+    path = cluster.server.write_kubeconfig()
+    print(f"pinnace: API at {cluster.server.url}; kubeconfig: {path}", flush=True)
+    print(f"pinnace: try  KUBECONFIG={path} kubectl get nodes", flush=True)
+    await stop.wait()
+    print("pinnace: stopping", flush=True)
+    await cluster.stop()
+    pid_path.unlink(missing_ok=True)
+    return 0
+
+
+def _config(args: argparse.Namespace) -> ClusterConfig:
+    """`up`/`server`'s flags as a cluster: `server` runs no node; `up` simulated nodes
+    with --fake-nodes, else this machine when it can be one (else it says why not)."""
+    real_node = None
+    if args.command == "up" and not args.fake_nodes:
         why = real_node_unavailable()
         if why:
             print(f"pinnace: no node: {why}; `pinnace up --fake-nodes N` runs simulated nodes",
                   file=sys.stderr, flush=True)
         else:
-            components.append(_kubelet(args, client, factory, lease_period))
-    await factory.start()
-    tasks = [asyncio.create_task(c.run(), name=type(c).__name__) for c in components]
-    pid_path = Path(args.data_dir) / PID_FILE
-    pid_path.write_text(f"{os.getpid()}\n")
-    path = server.write_kubeconfig()
-    print(f"pinnace: API at {server.url}; kubeconfig: {path}", flush=True)
-    print(f"pinnace: try  KUBECONFIG={path} kubectl get nodes", flush=True)
-    await stop.wait()
-    print("pinnace: stopping", flush=True)
-    for t in tasks:
-        t.cancel()
-    for t in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await t
-    await factory.stop()
-    await client.close()
-    await server.stop()
-    pid_path.unlink(missing_ok=True)
-    return 0
-
-
-def real_node_unavailable() -> str:
-    """Why this machine cannot run a real node ("" when it can)."""
-    if os.geteuid() != 0:
-        return "a real node needs root (namespaces, cgroups, mounts)"
-    if shutil.which("runc") is None:
-        return "runc is not installed (scripts/setup installs it)"
-    if not any(Path(d, "bridge").exists() for d in CNI_PATHS):
-        return "the CNI plugins are not installed (scripts/setup installs them)"
-    return ""
-
-
-def _kubelet(args: argparse.Namespace, client: Client, factory: InformerFactory,
-             lease_period: float) -> object:
-    from pinnace.agent.kubelet import Kubelet, KubeletSettings
-    data_dir = Path(args.data_dir)
-    certs = pki.ensure_pki(data_dir, hosts=[args.node_ip])
-    return Kubelet(client, factory, KubeletSettings(
-        data_dir=data_dir, node_name=args.node_name, node_ip=args.node_ip,
-        pod_cidr=args.pod_cidr, kubelet_port=args.kubelet_port, tls_cert=certs.server_cert,
-        tls_key=certs.server_key, token=pki.ensure_kubelet_token(data_dir),
-        lease_period=lease_period, backoff_base=args.restart_backoff))
+            real_node = RealNodeConfig(node_name=args.node_name, node_ip=args.node_ip,
+                                       kubelet_port=args.kubelet_port,
+                                       restart_backoff=args.restart_backoff,
+                                       pod_cidr=args.pod_cidr)
+    return ClusterConfig(
+        data_dir=Path(args.data_dir), host=args.host, port=args.port,
+        history_window=args.history_window,
+        controller_settings=ControllerSettings(
+            node_monitor_grace_period=args.node_monitor_grace_period,
+            job_backoff_base=args.job_backoff),
+        fake_nodes=args.fake_nodes if args.command == "up" else 0, real_node=real_node)
 
 
 def _running_up(data_dir: Path) -> int | None:
@@ -186,27 +151,77 @@ def _running_up(data_dir: Path) -> int | None:
 
 async def _down(data_dir: Path) -> int:
     """Stop `pinnace up` if it runs for data_dir, then every container of data_dir, and
-    remove mounts, network namespaces, links, nftables tables and cgroups made for it."""
+    remove mounts, network namespaces, links, nftables tables and cgroups made for it;
+    then say what was stopped."""
+    stopped_up = None
     pid = _running_up(data_dir)
     if pid is not None:
-        try:
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(200):
-                os.kill(pid, 0)
-                await asyncio.sleep(0.05)
-        except OSError:
-            pass  # gone
+        if await _terminate(pid):
+            stopped_up = pid
+        else:
+            print(f"pinnace: pinnace up (pid {pid}) did not stop within 10 s",
+                  file=sys.stderr)
+    containers = await _stop_containers(data_dir)
+    print(f"pinnace: {down_report(data_dir, stopped_up, containers)}")
+    return 0
+
+
+async def _terminate(pid: int, *, within: float = 10.0) -> bool:
+    """SIGTERM, then wait until the process is gone; False if it still runs after `within`
+    seconds (stopping the components and the API server takes a moment)."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    for _ in range(int(within / 0.05)):
+        if _gone(pid):
+            return True
+        await asyncio.sleep(0.05)
+    return _gone(pid)
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited: no such pid, or a zombie waiting for its parent to reap it
+    (an `up` started by a script or a test stays one until that parent waits)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"])
+
+
+async def _stop_containers(data_dir: Path) -> int | None:
+    """Remove every container and the host setup of data_dir's runtime; how many
+    containers were not exited yet (None when no runtime ever ran for data_dir)."""
     if not (data_dir / "runtime").exists():
-        print(f"pinnace: nothing of {data_dir} runs on this host")
-        return 0
+        return None
     from pinnace.agent.kubelet import default_pod_cidr
+    from pinnace.agent.runtime.interface import ContainerState
     from pinnace.agent.runtime.runc import RuncRuntime
     from pinnace.agent.volumes import VolumeManager
     runtime = RuncRuntime(data_dir, pod_cidr=default_pod_cidr(data_dir))
+    # counted before the cleanup, which says nothing of what it stopped; a container whose
+    # monitor is gone (UNKNOWN) may still run, so it counts as one stopped
+    running = sum(1 for c in await runtime.list_containers()
+                  if c.state is not ContainerState.EXITED)
     await runtime.cleanup_all()
     await VolumeManager(None, pods_dir=data_dir / "pods", node_name="").cleanup_all()
-    print(f"pinnace: stopped the containers of {data_dir} and removed its host setup")
-    return 0
+    return running
+
+
+def down_report(data_dir: Path, up_pid: int | None, containers: int | None) -> str:
+    """What `down` stopped, in words: "stopped pinnace up (pid N) and 3 containers",
+    "stopped 3 containers of DIR", or "nothing of DIR runs on this host" when neither an
+    `up` nor a container ran (`containers` None: DIR never had a runtime)."""
+    count = containers or 0
+    what = f"{count} container{'' if count == 1 else 's'}"
+    if up_pid is not None:
+        return f"stopped pinnace up (pid {up_pid})" + (f" and {what}" if count else "")
+    if count:
+        return f"stopped {what} of {data_dir}"
+    return f"nothing of {data_dir} runs on this host"
 
 
 def main(argv: list[str] | None = None) -> int:

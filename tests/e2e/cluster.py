@@ -34,6 +34,7 @@ class Cluster:
     # run a real node (runc containers): `pinnace up`; otherwise the control plane alone
     # (`pinnace server`), or simulated nodes when the test passes --fake-nodes
     real_node: bool = False
+    extra: tuple[str, ...] = ()  # the flags of the last start, which `restart()` passes again
 
     @property
     def kubeconfig(self) -> Path:
@@ -41,6 +42,7 @@ class Cluster:
 
     def start(self, timeout: float = 30.0, extra: tuple[str, ...] = ()) -> None:
         self.kubeconfig.unlink(missing_ok=True)
+        self.extra = extra
         self.log_path = self.data_dir.parent / f"pinnace-{self.port}.log"
         log = open(self.log_path, "ab")
         command = "up" if self.real_node or "--fake-nodes" in extra else "server"
@@ -57,6 +59,10 @@ class Cluster:
                 raise RuntimeError("pinnace up did not become ready")
             time.sleep(0.05)
 
+    def restart(self, timeout: float = 30.0) -> None:
+        """Start again with the flags of the last start (after `stop()` or `kill()`)."""
+        self.start(timeout, extra=self.extra)
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -66,10 +72,13 @@ class Cluster:
                 self.kill()
         self.proc = None
 
-    def down(self) -> None:
-        """`pinnace down`: no container, mount, netns, link or cgroup of this cluster left."""
-        subprocess.run([sys.executable, "-m", "pinnace.cli", "down", "--data-dir",
-                        str(self.data_dir)], capture_output=True, timeout=120, check=True)
+    def down(self) -> str:
+        """`pinnace down`: no container, mount, netns, link or cgroup of this cluster left.
+        Returns what it printed (what it stopped)."""
+        result = subprocess.run([sys.executable, "-m", "pinnace.cli", "down", "--data-dir",
+                                 str(self.data_dir)], capture_output=True, text=True,
+                                timeout=120, check=True)
+        return result.stdout
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:

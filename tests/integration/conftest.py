@@ -1,5 +1,9 @@
 """A real API server in this process on a free loopback port, over HTTPS, with a
-real SQLite file, and an HTTP client holding the admin token."""
+real SQLite file, and an HTTP client holding the admin token.
+
+The server is the composition root's (`pinnace.cluster.Cluster`, with no controllers,
+scheduler or nodes: each test starts the components it is about), and those components
+run under the root's `ComponentRunner`, the same wiring `pinnace up` uses."""
 
 from __future__ import annotations
 
@@ -15,13 +19,18 @@ import aiohttp
 import pytest
 
 from pinnace.apiserver.server import ApiServer
+from pinnace.cluster import Cluster, ClusterConfig, ComponentRunner
 from tests.integration.fake_kubelet import node_loop
+
+# the name the tests know the runner by (`components: Components`)
+Components = ComponentRunner
 
 
 @dataclass
 class Api:
     server: ApiServer
     session: aiohttp.ClientSession
+    cluster: Cluster | None = None  # the root the server belongs to (its in-process client)
 
     @property
     def url(self) -> str:
@@ -48,15 +57,16 @@ class Api:
 @contextlib.asynccontextmanager
 async def running_api(data_dir: Path) -> AsyncIterator[Api]:
     """An API server on a free loopback port over `data_dir`, and a session trusting it."""
-    server = ApiServer(data_dir, port=0)
-    await server.start()
-    ctx = ssl.create_default_context(cadata=server.ca_pem.decode())
+    cluster = Cluster(ClusterConfig(data_dir=data_dir, port=0, controllers=False,
+                                    scheduler=False))
+    await cluster.start()
+    ctx = ssl.create_default_context(cadata=cluster.server.ca_pem.decode())
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx))
     try:
-        yield Api(server, session)
+        yield Api(cluster.server, session, cluster)
     finally:
         await session.close()
-        await server.stop()
+        await cluster.stop()
 
 
 @pytest.fixture
@@ -75,36 +85,23 @@ async def client(api: Api) -> AsyncIterator[Any]:
     await c.close()
 
 
-class Components:
-    """Runs components (controllers, scheduler, agents) against the test's server; each
-    gets the shared InformerFactory. Everything is cancelled at the end of the test."""
-
-    def __init__(self, client: Any) -> None:
-        from pinnace.client.factory import InformerFactory
-        self.client = client
-        self.factory = InformerFactory(client)
-        self.tasks: list[asyncio.Task[Any]] = []
-
-    async def start(self, *components: Any) -> None:
-        """components: objects with `async run()`, already built on self.factory."""
-        await self.factory.start()
-        for c in components:
-            self.tasks.append(asyncio.create_task(c.run()))
-
-    async def stop(self) -> None:
-        for t in self.tasks:
-            t.cancel()
-        for t in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        await self.factory.stop()
+@pytest.fixture
+def local_client(api: Api) -> Any:
+    """The in-process client (`LocalTransport`) of the test's server: what components use
+    inside `pinnace up`, the same handlers without the socket. Closed with the server."""
+    assert api.cluster is not None
+    return api.cluster.client
 
 
 @pytest.fixture
-async def components(client: Any) -> AsyncIterator[Components]:
-    c = Components(client)
+async def components(client: Any) -> AsyncIterator[ComponentRunner]:
+    """Runs the test's components (built on `components.factory`) over the HTTPS client;
+    all of them are cancelled at the end of the test."""
+    c = ComponentRunner(client)
     yield c
-    await c.stop()
+    failures = await c.stop()
+    if failures:  # a component that crashed during the test fails it
+        raise failures[0]
 
 
 async def eventually(cond: Any, within: float = 10.0, interval: float = 0.02) -> None:

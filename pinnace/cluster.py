@@ -1,0 +1,259 @@
+"""The composition root: store, API server and components wired once, for every caller.
+
+    async with Cluster(ClusterConfig(data_dir=d, port=0, fake_nodes=3)) as cluster:
+        cluster.server.url, cluster.client, cluster.factory   # ready to use
+
+`pinnace up` and `pinnace server`, the integration tests and the benchmarks all build
+their clusters here, so the order below exists in one place:
+
+1. the API server starts (store opened, watch caches filled, bootstrap objects written,
+   HTTPS listening);
+2. one in-process client (`LocalTransport`: the server's own handlers, admission and
+   validation, without the socket) and one `InformerFactory` shared by every component,
+   so each resource is listed and watched once however many components read it;
+3. the components are built on that factory — the controller manager's controllers, the
+   scheduler, then the nodes (N simulated ones, or this machine's kubelet) — so that
+   every informer they ask for exists before the factory starts and syncs;
+4. each component runs as one task; `stop()` cancels them, then stops the informers,
+   the client and the API server, in the reverse order of starting.
+
+A component is anything with `async run()` that runs until cancelled and cleans up in
+its `finally` (the `Component` protocol): that is the shape every controller, the
+scheduler, `FakeNodes` and `Kubelet` already have, so the root needs no adapter. What
+has a start and a stop is the cluster as a whole (`Cluster.start`/`stop`, or `async
+with`), and `ComponentRunner` for callers that choose their own components (tests).
+
+The root reaches into every layer (it is the one module besides `cli.py` that may);
+nothing below it imports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol
+
+from pinnace.agent.fake_nodes import FakeNodes
+from pinnace.agent.network.cni import CNI_PATHS
+from pinnace.apiserver import pki
+from pinnace.apiserver.local import LocalTransport
+from pinnace.apiserver.server import ApiServer
+from pinnace.client.client import Client
+from pinnace.client.factory import InformerFactory
+from pinnace.controllers.manager import ControllerSettings, build_controllers
+from pinnace.scheduler.scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from pinnace.agent.kubelet import Kubelet
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Cluster", "ClusterConfig", "Component", "ComponentRunner", "RealNodeConfig",
+           "real_node_unavailable"]
+
+
+class Component(Protocol):
+    """A part of the cluster that acts through the API: `run()` does its work until it is
+    cancelled, and releases what it holds (timers, servers, workers) on the way out.
+    Its informers come from the shared factory it was built on."""
+
+    async def run(self) -> None: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class RealNodeConfig:
+    """This machine as a node: its kubelet, containers under runc (`pinnace up`'s flags)."""
+    node_name: str = ""  # "" = the host name
+    node_ip: str = "127.0.0.1"  # InternalIP; the kubelet server listens here
+    kubelet_port: int = 10250
+    restart_backoff: float = 10.0  # first crash-loop back-off, doubling to 5 min
+    pod_cidr: str = ""  # "" = a /24 of 10.42.0.0/16 chosen by the data dir
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterConfig:
+    """What runs. The defaults are `pinnace server`'s: the API, the controllers and the
+    scheduler, no node."""
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 6443  # 0 = a free port, chosen by the OS (then see `Cluster.server.port`)
+    history_window: int = 10_000  # revisions of history kept for watches
+    controllers: bool = True
+    controller_settings: ControllerSettings = field(default_factory=ControllerSettings)
+    scheduler: bool = True
+    fake_nodes: int = 0  # simulated nodes fake-0 … fake-{N-1}
+    real_node: RealNodeConfig | None = None  # this machine as a node (needs root and runc)
+    field_manager: str = "pinnace"  # the in-process client's fieldManager
+
+    @property
+    def lease_period(self) -> float:
+        """Node heartbeats: four per grace period, as a kubelet's 10 s lease is for the
+        node lifecycle controller's 40 s."""
+        return min(10.0, self.controller_settings.node_monitor_grace_period / 4)
+
+
+def real_node_unavailable() -> str:
+    """Why this machine cannot run a real node ("" when it can)."""
+    if os.geteuid() != 0:
+        return "a real node needs root (namespaces, cgroups, mounts)"
+    if shutil.which("runc") is None:
+        return "runc is not installed (scripts/setup installs it)"
+    if not any(Path(d, "bridge").exists() for d in CNI_PATHS):
+        return "the CNI plugins are not installed (scripts/setup installs them)"
+    return ""
+
+
+class ComponentRunner:
+    """Runs components on one shared `InformerFactory`: the factory's informers start
+    (and sync) before the first component runs, each component is one task, and `stop()`
+    cancels them all before it stops the informers. Components may be added after the
+    first `start()`; informers they asked for start at once (the factory does that) and
+    are synced before those components run."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.factory = InformerFactory(client)
+        self.components: list[Component] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._factory_started = False
+
+    async def start(self, *components: Component) -> None:
+        """Run `components`, built on `self.factory`, once its informers have synced."""
+        if not self._factory_started:
+            self._factory_started = True
+            await self.factory.start()
+        else:
+            await self.factory.wait_synced()
+        for c in components:
+            self.components.append(c)
+            self._tasks.append(asyncio.create_task(c.run(), name=type(c).__name__))
+
+    async def stop(self) -> list[BaseException]:
+        """Cancel every component and wait for it; then stop the informers. A component
+        that had failed already does not keep the others from stopping: its error is
+        logged and returned (tests raise it; the CLI has logged it)."""
+        for t in self._tasks:
+            t.cancel()
+        failures: list[BaseException] = []
+        for t in self._tasks:
+            try:
+                await t
+            except asyncio.CancelledError:
+                pass
+            except Exception as e:
+                log.error("%s had failed: %r", t.get_name(), e, exc_info=e)
+                failures.append(e)
+        self._tasks.clear()
+        await self.factory.stop()
+        return failures
+
+
+class Cluster:
+    """One cluster in this process, as `config` says; `start()` returns once the API
+    answers and every component runs."""
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self.server = ApiServer(config.data_dir, host=config.host, port=config.port,
+                                history_window=config.history_window)
+        self._client: Client | None = None
+        self._runner: ComponentRunner | None = None
+        self.fake_nodes: FakeNodes | None = None
+        self.kubelet: Kubelet | None = None
+
+    @property
+    def client(self) -> Client:
+        """The in-process client the components share (the cluster admin)."""
+        if self._client is None:
+            raise RuntimeError("the cluster is not started")
+        return self._client
+
+    @property
+    def factory(self) -> InformerFactory:
+        """The components' shared informers; `run()` components built on it."""
+        if self._runner is None:
+            raise RuntimeError("the cluster is not started")
+        return self._runner.factory
+
+    @property
+    def components(self) -> list[Component]:
+        return list(self._runner.components) if self._runner is not None else []
+
+    async def start(self) -> None:
+        """Start the API server, then the components. An OSError from listening (port in
+        use, address not here) propagates, with everything started so far stopped."""
+        try:
+            await self.server.start()
+        except BaseException:
+            await self.server.stop()
+            raise
+        assert self.server.registry is not None
+        # components in this process use the API's handlers directly, without the socket
+        self._client = Client(LocalTransport(self.server.registry),
+                              field_manager=self.config.field_manager)
+        self._runner = ComponentRunner(self._client)
+        try:
+            await self._runner.start(*self._build(self._client, self._runner.factory))
+        except BaseException:
+            await self.stop()
+            raise
+
+    def _build(self, client: Client, factory: InformerFactory) -> list[Component]:
+        cfg = self.config
+        components: list[Component] = []
+        if cfg.controllers:
+            components += build_controllers(client, factory, cfg.controller_settings)
+        if cfg.scheduler:
+            components.append(Scheduler(client, factory))
+        if cfg.fake_nodes:
+            self.fake_nodes = FakeNodes(client, factory, count=cfg.fake_nodes,
+                                        lease_period=cfg.lease_period)
+            components.append(self.fake_nodes)
+        if cfg.real_node is not None:
+            self.kubelet = self._kubelet(cfg.real_node, client, factory)
+            components.append(self.kubelet)
+        return components
+
+    def _kubelet(self, node: RealNodeConfig, client: Client, factory: InformerFactory
+                 ) -> Kubelet:
+        # imported here: the real node's modules (runc, CNI, volumes) are not needed by
+        # clusters without one, and importing them costs startup time
+        from pinnace.agent.kubelet import Kubelet, KubeletSettings
+        data_dir = Path(self.config.data_dir)
+        certs = pki.ensure_pki(data_dir, hosts=[node.node_ip])
+        return Kubelet(client, factory, KubeletSettings(
+            data_dir=data_dir, node_name=node.node_name, node_ip=node.node_ip,
+            pod_cidr=node.pod_cidr, kubelet_port=node.kubelet_port,
+            tls_cert=certs.server_cert, tls_key=certs.server_key,
+            token=pki.ensure_kubelet_token(data_dir), lease_period=self.config.lease_period,
+            backoff_base=node.restart_backoff))
+
+    async def run(self, *components: Component) -> None:
+        """Run more components, built on `self.factory`, beside the configured ones."""
+        if self._runner is None:
+            raise RuntimeError("the cluster is not started")
+        await self._runner.start(*components)
+
+    async def stop(self) -> None:
+        """Stop the components, the informers, the client and the API server. Safe to call
+        twice, and after a failed start."""
+        if self._runner is not None:
+            await self._runner.stop()
+            self._runner = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+        await self.server.stop()
+
+    async def __aenter__(self) -> Cluster:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()

@@ -1,5 +1,6 @@
 """The stand-in images built by scripts/build-test-images: imported into the image store,
-listed by `pinnace image ls`, and run from their unpacked layers.
+listed by `pinnace image ls`, and run from their unpacked layers; the nginx and perl ones
+carry the Debian userland (sh, bash, GNU coreutils and tar, ...) the real images have.
 
 Each command runs the way a container's root filesystem will be made: an overlay mount of
 the unpacked layer (plus an empty upper dir) with /dev and /proc, in a private mount
@@ -126,3 +127,48 @@ def test_nginx_config_is_valid(store: ImageStore, tmp_path: Path) -> None:
     result = run_in(store, "nginx:1.19", tmp_path, "nginx", "-t")
     assert result.returncode == 0, result.stderr
     assert "test is successful" in result.stderr
+
+
+# What the real (Debian-based) nginx and perl images carry and kubectl relies on: `kubectl cp`
+# runs GNU tar in the container, `kubectl exec -- cat ...` needs cat, scripts need sh and bash
+_USERLAND_CHECK = """
+set -e
+readlink /bin/sh
+tar --version | head -n 1
+bash -c 'echo "bash $BASH_VERSION"' | cut -d. -f1
+ls --version | head -n 1
+grep --version | head -n 1
+sed --version | head -n 1
+find --version | head -n 1
+echo squeezed | gzip | gzip -d
+echo 'a b' | awk '{ print $2 }'
+which tar
+cat /etc/os-release | grep -c '^ID=debian$'
+test -e /lib/terminfo/x/xterm && test -s /etc/profile && test -s /root/.bashrc
+grep -x /bin/bash /etc/shells
+"""
+
+
+@pytest.mark.parametrize("ref", ["nginx:1.19", "perl:5.34.0"])
+def test_nginx_and_perl_carry_a_debian_userland(store: ImageStore, tmp_path: Path,
+                                                ref: str) -> None:
+    result = run_in(store, ref, tmp_path, "/bin/sh", "-c", _USERLAND_CHECK)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "dash"
+    assert lines[1].startswith("tar (GNU tar) ")
+    assert lines[2] == "bash 5"
+    assert lines[3].startswith("ls (GNU coreutils) ")
+    assert lines[4].startswith("grep (GNU grep) ") and lines[5].startswith("sed (GNU sed) ")
+    assert lines[6].startswith("find (GNU findutils) ")
+    assert lines[7:] == ["squeezed", "b", "/bin/tar", "1", "/bin/bash"]
+
+
+def test_tar_round_trip_the_way_kubectl_cp_does(store: ImageStore, tmp_path: Path) -> None:
+    # kubectl cp into a pod pipes a tar to `tar -xmf - -C DIR`, out of one `tar cf - FILE`
+    script = ("mkdir -p /in /out && printf 'line\\n\\001\\377' > /in/data && "
+              "tar cf - -C /in data | tar -xmf - -C /out && cmp /in/data /out/data && "
+              "stat -c %s /out/data")
+    result = run_in(store, "nginx:1.19", tmp_path, "/bin/bash", "-c", script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "7"

@@ -18,6 +18,8 @@ from pinnace.controllers.base import Controller
 from pinnace.controllers.cronjob import CronJobController
 from pinnace.controllers.daemonset import DaemonSetController
 from pinnace.controllers.deployment import DeploymentController
+from pinnace.controllers.endpoints import EndpointsController
+from pinnace.controllers.endpointslice import EndpointSliceController
 from pinnace.controllers.garbage_collector import GarbageCollector
 from pinnace.controllers.job import JobController
 from pinnace.controllers.namespace import NamespaceController
@@ -50,6 +52,8 @@ def build_controllers(client: Client, factory: InformerFactory,
         NamespaceController(client, factory),
         PodGCController(client, factory),
         ServiceAccountsController(client, factory),
+        EndpointSliceController(client, factory),
+        EndpointsController(client, factory),
         NodeLifecycleController(client, factory,
                                 grace_period=s.node_monitor_grace_period),
     ]

@@ -12,8 +12,9 @@ their clusters here, so the order below exists in one place:
    validation, without the socket) and one `InformerFactory` shared by every component,
    so each resource is listed and watched once however many components read it;
 3. the components are built on that factory — the controller manager's controllers, the
-   scheduler, then the nodes (N simulated ones, or this machine's kubelet) — so that
-   every informer they ask for exists before the factory starts and syncs;
+   scheduler, then the nodes (N simulated ones, or this machine's kubelet and service
+   proxy) — so that every informer they ask for exists before the factory starts and
+   syncs;
 4. each component runs as one task; `stop()` cancels them, then stops the informers,
    the client and the API server, in the reverse order of starting.
 
@@ -217,6 +218,9 @@ class Cluster:
         if cfg.real_node is not None:
             self.kubelet = self._kubelet(cfg.real_node, client, factory)
             components.append(self.kubelet)
+            proxier = self._proxier(cfg.real_node, client, factory)
+            if proxier is not None:
+                components.append(proxier)
         return components
 
     def _kubelet(self, node: RealNodeConfig, client: Client, factory: InformerFactory
@@ -232,6 +236,23 @@ class Cluster:
             tls_cert=certs.server_cert, tls_key=certs.server_key,
             token=pki.ensure_kubelet_token(data_dir), lease_period=self.config.lease_period,
             backoff_base=node.restart_backoff))
+
+    def _proxier(self, node: RealNodeConfig, client: Client, factory: InformerFactory
+                 ) -> Component | None:
+        """The real node's service proxy (None without nftables: Services get no data path)."""
+        if shutil.which("nft") is None:
+            log.warning("nft is not installed: Services will not answer on this node")
+            return None
+        # imported here, as the kubelet is: clusters without a real node do not need them
+        from pinnace.agent.kubelet import default_pod_cidr
+        from pinnace.agent.network import PodNetwork, dir_hash
+        from pinnace.proxy import Proxier, ProxySettings, table_name
+        data_dir = Path(self.config.data_dir)
+        # the pod CIDR and bridge the kubelet's network will have
+        network = PodNetwork(data_dir, node.pod_cidr or default_pod_cidr(data_dir))
+        return Proxier(client, factory, ProxySettings(
+            table=table_name(dir_hash(data_dir)), bridge=network.bridge,
+            pod_cidr=network.pod_cidr))
 
     async def run(self, *components: Component) -> None:
         """Run more components, built on `self.factory`, beside the configured ones."""

@@ -24,7 +24,9 @@ def leftovers(data: Path) -> list[str]:
     if shutil.which("nft") is not None:
         tables = subprocess.run(["nft", "list", "tables"], capture_output=True,
                                 text=True).stdout.splitlines()
-        found += [f"nft {t}" for t in tables if t.endswith(f"pinnace-{h}")]
+        # the hostPort table pinnace-<h> and the Service proxy's pinnace-svc-<h>
+        found += [f"nft {t}" for t in tables
+                  if t.endswith((f" pinnace-{h}", f" pinnace-svc-{h}"))]
     return found
 
 

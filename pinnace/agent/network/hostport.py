@@ -192,8 +192,16 @@ class HostPorts:
                               capture_output=True, text=True)
         if proc.returncode != 0:
             raise NetworkError(f"nft: {proc.stderr.strip()}")
-        if not state:
+        if not state and not self._service_table_exists():
             self._route_localnet(False)
+
+    def _service_table_exists(self) -> bool:
+        """The Service proxy's table of this data dir (`pinnace-svc-<dir hash>`, see
+        proxy/proxier.py) answers NodePorts on 127.0.0.1 through this bridge too, so
+        route_localnet stays on while it exists (its own guard rule goes with it)."""
+        svc_table = self.table.replace("pinnace-", "pinnace-svc-", 1)
+        return subprocess.run([self._nft, "list", "table", "ip", svc_table],
+                              capture_output=True).returncode == 0
 
     def _route_localnet(self, on: bool) -> None:
         path = Path(f"/proc/sys/net/ipv4/conf/{self.bridge}/route_localnet")

@@ -51,6 +51,7 @@ from pinnace.api.types import Obj
 MASQUERADE_MARK = 0x4000
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+DEFAULT_AFFINITY_TIMEOUT = 10800
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class ServicePort:
     port: int
     node_port: int  # 0: none
     endpoints: tuple[Endpoint, ...]  # the ones to balance over (already chosen)
+    affinity_timeout: int = 0  # sessionAffinity ClientIP: seconds a client sticks; 0 none
 
     @property
     def key(self) -> str:
@@ -144,6 +146,7 @@ def service_ports(services: Iterable[Obj], slices: Iterable[Obj]) -> list[Servic
         if not cluster_ips:  # headless ("None") or not allocated
             continue
         ns, name = md.get("namespace") or "", md.get("name") or ""
+        affinity = _affinity_timeout(spec)
         for p in spec.get("ports") or []:
             protocol = (p.get("protocol") or "TCP").upper()
             if protocol not in PROTOCOLS or not p.get("port"):
@@ -153,9 +156,21 @@ def service_ports(services: Iterable[Obj], slices: Iterable[Obj]) -> list[Servic
                                                port_name, protocol)
             out.append(ServicePort(ns, name, port_name, protocol, cluster_ips,
                                    int(p["port"]), int(p.get("nodePort") or 0),
-                                   tuple(ready or fallback)))
+                                   tuple(ready or fallback), affinity))
     out.sort(key=lambda sp: (sp.namespace, sp.name, sp.port, sp.protocol))
     return out
+
+
+def _affinity_timeout(spec: Obj) -> int:
+    """Seconds a client stays with its endpoint under sessionAffinity ClientIP (Kubernetes'
+    default 10800, 3 h); 0 without affinity."""
+    if spec.get("sessionAffinity") != "ClientIP":
+        return 0
+    config = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {})
+    try:
+        return max(int(config.get("timeoutSeconds") or DEFAULT_AFFINITY_TIMEOUT), 1)
+    except (TypeError, ValueError):
+        return DEFAULT_AFFINITY_TIMEOUT
 
 
 def _elements(items: list[str]) -> str:
@@ -173,6 +188,7 @@ def ruleset(table: str, *, services: Iterable[Obj], slices: Iterable[Obj],
     no_endpoint_ips: list[str] = []
     no_endpoint_nodeports: list[str] = []
     chains: list[str] = []
+    sets: list[str] = []
     for sp in service_ports(services, slices):
         h = chain_hash(sp.key)
         proto = sp.protocol.lower()
@@ -189,8 +205,17 @@ def ruleset(table: str, *, services: Iterable[Obj], slices: Iterable[Obj],
         for i, ep in enumerate(sp.endpoints):
             eh = chain_hash(f"{sp.key}/{ep.ip}:{ep.port}")
             targets.append(f"{i} : goto ep-{eh}")
+            remember = []
+            if sp.affinity_timeout:
+                # kube-proxy's ClientIP affinity: one timeout set per endpoint; a client
+                # seen there goes back to it before any random choice
+                sets.append(f"  set affinity-{eh} {{\n    type ipv4_addr\n"
+                            f"    flags dynamic,timeout\n"
+                            f"    timeout {sp.affinity_timeout}s\n  }}\n")
+                rules.append(f"ip saddr @affinity-{eh} goto ep-{eh}")
+                remember = [f"update @affinity-{eh} {{ ip saddr }}"]
             chains.append(_chain(f"ep-{eh}", [
-                f"ip saddr {ep.ip} jump mark-for-masquerade",
+                f"ip saddr {ep.ip} jump mark-for-masquerade", *remember,
                 f"meta l4proto {proto} dnat to {ep.ip}:{ep.port}"], comment=sp.key))
         rules.append(f"numgen random mod {len(sp.endpoints)} vmap {{ {', '.join(targets)} }}")
         chains.append(_chain(f"svc-{h}", rules, comment=sp.key))
@@ -260,7 +285,7 @@ def ruleset(table: str, *, services: Iterable[Obj], slices: Iterable[Obj],
     ip daddr . meta l4proto . th dport vmap @service-ips
     fib daddr type local meta l4proto . th dport vmap @service-nodeports
   }}
-{"".join(chains)}}}
+{"".join(sets)}{"".join(chains)}}}
 """
 
 

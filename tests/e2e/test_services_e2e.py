@@ -1,6 +1,7 @@
 """Services on a real node, through kubectl: the EndpointSlice controller finds the pods, the
 Service proxy's nftables table carries seed 07's NodePort 31001 (on 127.0.0.1 too) and the
-ClusterIP to them, balances over every ready pod, and refuses at once without one."""
+ClusterIP to them, balances over every ready pod (or keeps a client on one with
+sessionAffinity ClientIP), and refuses at once without one."""
 
 from __future__ import annotations
 
@@ -120,6 +121,21 @@ def test_node_port_balances_over_every_ready_pod(cluster: Cluster) -> None:
     seen = {(page(f"http://127.0.0.1:{node_port}/") or b"").decode().strip()
             for _ in range(30)}
     assert seen == names, (seen, names)  # 30 requests reach all three pods (random choice)
+
+    def served_by(n: int) -> set[str]:
+        return {(page(f"http://127.0.0.1:{node_port}/") or b"").decode().strip()
+                for _ in range(n)}
+
+    # sessionAffinity ClientIP: this client (the host, 127.0.0.1) stays with one pod ...
+    cluster.kubectl("patch", "service", "whoami", "-p", '{"spec": {"sessionAffinity": '
+                    '"ClientIP"}}')
+    wait_for(lambda: len(served_by(10)) == 1, timeout=10)
+    sticky = served_by(20)
+    assert len(sticky) == 1 and sticky <= names, sticky
+    # ... and switching back spreads the requests again
+    cluster.kubectl("patch", "service", "whoami", "-p", '{"spec": {"sessionAffinity": '
+                    '"None"}}')
+    wait_for(lambda: served_by(30) == names, timeout=10)
     # a second Service asking for a node port already taken is refused, naming the field
     clash = cluster.kubectl("create", "service", "nodeport", "clash", "--tcp=80:80",
                             f"--node-port={node_port}", check=False)

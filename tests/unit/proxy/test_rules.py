@@ -163,3 +163,26 @@ def test_chain_names_are_stable_and_the_text_deterministic() -> None:
 
 def test_delete_ruleset_removes_only_the_table() -> None:
     assert delete_ruleset(TABLE) == f"table ip {TABLE}\ndelete table ip {TABLE}\n"
+
+
+def test_client_ip_affinity_sends_a_known_client_back_to_its_endpoint() -> None:
+    svc = service()
+    svc["spec"]["sessionAffinity"] = "ClientIP"
+    svc["spec"]["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": 60}}
+    rules = text([svc], [eslice([endpoint("10.1.2.5", ready=True),
+                                 endpoint("10.1.2.6", ready=True)])])
+    e5 = chain_hash("default/web/http/TCP/10.1.2.5:8080")
+    e6 = chain_hash("default/web/http/TCP/10.1.2.6:8080")
+    for eh in (e5, e6):
+        assert f"  set affinity-{eh} {{\n    type ipv4_addr\n    flags dynamic,timeout\n" \
+               f"    timeout 60s\n  }}\n" in rules
+        assert f"update @affinity-{eh} {{ ip saddr }}" in chain(rules, f"ep-{eh}")
+    lines = chain(rules, f"svc-{H}").splitlines()[1:]  # after the comment
+    # the remembered endpoints first, then the random choice for new clients
+    assert [ln.strip() for ln in lines[1:3]] == [f"ip saddr @affinity-{e5} goto ep-{e5}",
+                                                f"ip saddr @affinity-{e6} goto ep-{e6}"]
+    assert lines[3].strip().startswith("numgen random mod 2")
+    default = service()
+    default["spec"]["sessionAffinity"] = "ClientIP"
+    assert "timeout 10800s" in text([default], [eslice([endpoint("10.1.2.5", ready=True)])])
+    assert "affinity" not in text([service()], [eslice([endpoint("10.1.2.5", ready=True)])])

@@ -40,10 +40,9 @@ from pinnace.controllers.endpointslice import (
     endpoint_ports,
     enqueue_services_selecting,
     is_pod_endpoint,
-    pod_hostname,
+    pod_fields,
     ports_key,
     service_selector,
-    target_ref,
 )
 from pinnace.controllers.pod_template import is_pod_ready
 
@@ -71,14 +70,7 @@ def desired_subsets(service: Obj, pods: list[Obj]) -> list[Obj]:
         ports = endpoint_ports(service, pod)
         if not ports and not (headless and not spec.get("ports")):
             continue  # none of the Service's ports resolves for this pod
-        address: Obj = {"ip": pod["status"]["podIP"]}
-        hostname = pod_hostname(service, pod)
-        if hostname:
-            address["hostname"] = hostname
-        node = (pod.get("spec") or {}).get("nodeName")
-        if node:
-            address["nodeName"] = node
-        address["targetRef"] = target_ref(pod)
+        address: Obj = {"ip": pod["status"]["podIP"], **pod_fields(service, pod)}
         key = ports_key(ports)
         subset = groups.setdefault(key, {"addresses": [], "notReadyAddresses": [],
                                          "ports": sorted(ports, key=_port_order)})

@@ -137,6 +137,20 @@ def target_ref(pod: Obj) -> Obj:
     return {"kind": "Pod", "namespace": m.get("namespace"), "name": m["name"], "uid": m["uid"]}
 
 
+def pod_fields(service: Obj, pod: Obj) -> Obj:
+    """What an endpoint (EndpointSlice) and an address (Endpoints) both say of their pod:
+    hostname (when set for this Service), nodeName, targetRef."""
+    fields: Obj = {}
+    hostname = pod_hostname(service, pod)
+    if hostname:
+        fields["hostname"] = hostname
+    node = (pod.get("spec") or {}).get("nodeName")
+    if node:
+        fields["nodeName"] = node
+    fields["targetRef"] = target_ref(pod)
+    return fields
+
+
 def enqueue_services_selecting(add: Callable[[str], None], services: Informer,
                                pods: Iterable[Obj]) -> None:
     """Queue every Service (with a selector) of the pods' namespaces selecting one of them."""
@@ -163,14 +177,8 @@ def desired_endpoints(service: Obj, pods: list[Obj]) -> dict[PortsKey, list[Obj]
             "addresses": [pod["status"]["podIP"]],
             "conditions": {"ready": publish or (ready and not terminating),
                            "serving": publish or ready, "terminating": terminating},
+            **pod_fields(service, pod),
         }
-        hostname = pod_hostname(service, pod)
-        if hostname:
-            endpoint["hostname"] = hostname
-        node = (pod.get("spec") or {}).get("nodeName")
-        if node:
-            endpoint["nodeName"] = node
-        endpoint["targetRef"] = target_ref(pod)
         groups.setdefault(ports_key(endpoint_ports(service, pod)), []).append(endpoint)
     return groups
 

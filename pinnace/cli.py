@@ -171,11 +171,10 @@ async def _remove_service_table(data_dir: Path) -> None:
     """Delete the service proxy's nftables table of data_dir (the table outlives the proxy,
     as kube-proxy's rules do); nothing else of the host's ruleset is touched. Runs after
     `_stop_containers`, which removed the bridge and the hostPort table already."""
-    from pinnace.agent.network import PodNetwork, dir_hash
+    from pinnace.agent.network import bridge_name, dir_hash
     from pinnace.proxy import ProxyError, remove_table, table_name
-    bridge = PodNetwork(data_dir, "10.0.0.0/24").bridge  # for its name only: the CIDR is moot
     try:
-        await remove_table(table_name(dir_hash(data_dir)), bridge=bridge)
+        await remove_table(table_name(dir_hash(data_dir)), bridge=bridge_name(data_dir))
     except (ProxyError, OSError) as e:
         print(f"pinnace: removing the service table failed: {e}", file=sys.stderr)
 

@@ -34,6 +34,11 @@ def dir_hash(data_dir: str | os.PathLike[str]) -> str:
     return hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:8]
 
 
+def bridge_name(data_dir: str | os.PathLike[str]) -> str:
+    """The pod bridge of a data dir's node (`pn<dir hash>`)."""
+    return f"pn{dir_hash(data_dir)}"
+
+
 async def _run(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None
                ) -> bytes:
     proc = await asyncio.create_subprocess_exec(
@@ -61,7 +66,7 @@ class PodNetwork:
     def __init__(self, data_dir: str | os.PathLike[str], pod_cidr: str) -> None:
         self.pod_cidr = str(ipaddress.ip_network(pod_cidr))
         self._hash = dir_hash(data_dir)
-        self.bridge = f"pn{self._hash}"
+        self.bridge = bridge_name(data_dir)
         self.network_name = f"pinnace-{self._hash}"
         self._ipam_dir = Path(data_dir) / "runtime" / "ipam"
         self._cni_path = ":".join(p for p in CNI_PATHS if os.path.isdir(p))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -24,6 +25,22 @@ from tests.integration.fake_kubelet import node_loop
 
 # the name the tests know the runner by (`components: Components`)
 Components = ComponentRunner
+KUBECTL = os.environ.get("KUBECTL", "/usr/bin/kubectl")  # as tests/e2e use it
+
+
+async def run_kubectl(kubeconfig: Path, *args: str, home: Path | None = None,
+                      stdin: bytes | None = None) -> tuple[int, str, str]:
+    """The real kubectl against a test's server, without blocking its event loop (the server
+    runs in it): (exit code, stdout, stderr). HOME and kubectl's cache live in `home`
+    (default: the kubeconfig's folder), never the user's."""
+    home = home or kubeconfig.parent
+    proc = await asyncio.create_subprocess_exec(
+        KUBECTL, "--kubeconfig", str(kubeconfig), "--cache-dir", str(home / "cache"), *args,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
 
 
 @dataclass

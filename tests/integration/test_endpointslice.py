@@ -22,8 +22,7 @@ from pinnace.controllers.endpointslice import (
 )
 from pinnace.controllers.garbage_collector import GarbageCollector
 from pinnace.controllers.replicaset import ReplicaSetController
-from tests.integration.conftest import Api, Components, eventually
-from tests.integration.test_namespace_protection import kubectl
+from tests.integration.conftest import Api, Components, eventually, run_kubectl
 
 NS = "default"
 Obj = dict[str, Any]
@@ -113,7 +112,7 @@ async def test_deployment_behind_a_service(client: Client, components: Component
     assert (await endpoints_of(client, "web") or {})["metadata"]["resourceVersion"] == \
         ep["metadata"]["resourceVersion"]
 
-    rc, out, err = await kubectl(api, "describe", "svc", "web")
+    rc, out, err = await run_kubectl(api.server.write_kubeconfig(), "describe", "svc", "web")
     assert rc == 0, err
     line = next(ln for ln in out.splitlines() if ln.startswith("Endpoints:"))
     assert sorted(line.split(None, 1)[1].split(",")) == sorted(f"{ip}:8080" for ip in addresses(ep))

@@ -4,29 +4,20 @@ scheduler's background writes go through the same recorder."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 from pathlib import Path
 from typing import Any
 
 from pinnace.client.client import Client
 from pinnace.client.events import record_event, recorder_for
-from tests.integration.conftest import Api, eventually
+from tests.integration.conftest import Api, eventually, run_kubectl
 
 NS = "default"
-KUBECTL = "/usr/bin/kubectl"
 
 
 async def kubectl(api: Api, home: Path, *args: str) -> str:
-    kubeconfig = api.server.write_kubeconfig()
-    proc = await asyncio.create_subprocess_exec(
-        KUBECTL, "--kubeconfig", str(kubeconfig), "--cache-dir", str(home / "cache"), *args,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin")})
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err.decode()
-    return out.decode()
+    rc, out, err = await run_kubectl(api.server.write_kubeconfig(), *args, home=home)
+    assert rc == 0, err
+    return out
 
 
 async def make_pod(client: Client, name: str) -> dict[str, Any]:

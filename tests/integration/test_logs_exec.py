@@ -25,7 +25,7 @@ from pinnace.agent.kubelet_server import KubeletServer
 from pinnace.agent.runtime import CONTAINER_NAME, ContainerConfig, PodSandboxConfig
 from pinnace.agent.runtime.runc import RuncRuntime
 from pinnace.apiserver.pki import ensure_kubelet_token
-from tests.integration.conftest import Api, running_api
+from tests.integration.conftest import Api, run_kubectl, running_api
 from tests.leftovers import leftovers, random_pod_cidr
 
 pytestmark = pytest.mark.skipif(
@@ -67,14 +67,7 @@ class Cluster:
         return cid
 
     async def kubectl(self, *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
-        proc = await asyncio.create_subprocess_exec(
-            "kubectl", "--kubeconfig", str(self.kubeconfig), "--cache-dir",
-            str(self.home / "cache"), *args,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env={"HOME": str(self.home), "PATH": os.environ.get("PATH", "/usr/bin:/bin")})
-        out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
-        return proc.returncode or 0, out.decode(), err.decode()
+        return await run_kubectl(self.kubeconfig, *args, home=self.home, stdin=stdin)
 
 
 @pytest.fixture

@@ -4,25 +4,12 @@ being terminated."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-
 from pinnace.apiserver.strategies.namespaces import SYSTEM_NAMESPACES
-from tests.integration.conftest import Api
-
-KUBECTL = os.environ.get("KUBECTL", "/usr/bin/kubectl")  # as tests/e2e use it
+from tests.integration.conftest import Api, run_kubectl
 
 
 async def kubectl(api: Api, *args: str) -> tuple[int, str, str]:
-    """Run the real kubectl against the test's server (asynchronously: the server runs
-    in this event loop)."""
-    config = api.server.write_kubeconfig()
-    proc = await asyncio.create_subprocess_exec(
-        KUBECTL, "--kubeconfig", str(config), *args, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env={**os.environ, "HOME": str(config.parent)})
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await run_kubectl(api.server.write_kubeconfig(), *args)
 
 
 async def test_kubectl_cannot_delete_system_namespaces(api: Api) -> None:

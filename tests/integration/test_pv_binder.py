@@ -242,3 +242,21 @@ async def _is(value: Any, expected: Any) -> bool:
 
 async def _has_event(s: Storage, name: str, reason: str) -> bool:
     return any(r == reason for _, r, _ in await s.events(name))
+
+
+async def test_claim_whose_volume_vanished_is_lost(client: Client, components: Any) -> None:
+    s = Storage(client)
+    await client.create(s.pv_rt, pv("fragile", "1Gi"))
+    await start_binder(components)
+    await client.create(s.pvc_rt, pvc("orphan", "1Gi"), NS)
+    await eventually(lambda: _is(s.claim_phase("orphan"), "Bound"))
+    # a Bound volume is protected: deleting it only marks it
+    await client.delete(s.pv_rt, "fragile")
+    volume = await s.pv("fragile")
+    assert volume is not None and volume["metadata"].get("deletionTimestamp")
+    assert volume["status"]["phase"] == "Bound"
+    # an administrator forces it away (drops the finalizer): the claim is Lost
+    await client.patch(s.pv_rt, "fragile", {"metadata": {"finalizers": None}})
+    await eventually(lambda: _is(s.claim_phase("orphan"), "Lost"))
+    assert ("Warning", "ClaimLost", "Bound claim has lost its PersistentVolume. Data on the "
+            "volume is lost!") in await s.events("orphan")

@@ -141,9 +141,8 @@ class PersistentVolumeBinder(Controller):
         name = (claim.get("spec") or {}).get("volumeName")
         if name:
             self.volume_queue.add(name)
-        for pv in self.volumes.list():
-            if pvm.is_bound_to(pv, claim) and pv["metadata"]["name"] != name:
-                self.volume_queue.add(pv["metadata"]["name"])
+        for pv in self.volumes.by_index(pvm.CANDIDATES_INDEX, pvm.candidate_keys(claim)[1]):
+            self.volume_queue.add(pv["metadata"]["name"])  # those that point at it
 
     def _volume_changed(self, pv: Obj) -> None:
         self.volume_queue.add(pv["metadata"]["name"])
@@ -153,6 +152,11 @@ class PersistentVolumeBinder(Controller):
                 self.queue.add(f"{ref.get('namespace')}/{ref.get('name')}")
         elif (pv.get("status") or {}).get("phase") == "Available":
             self._wake_pending(lambda claim: pvm.could_bind(claim, pv))  # it may fit one
+
+    def _volume_deleted(self, pv: Obj) -> None:
+        ref = (pv.get("spec") or {}).get("claimRef")
+        if ref and ref.get("name"):
+            self.queue.add(f"{ref.get('namespace')}/{ref['name']}")
 
     def _wake_pending(self, wanted: Callable[[Obj], bool]) -> None:
         for claim in self.claims.list():
@@ -170,11 +174,6 @@ class PersistentVolumeBinder(Controller):
                 self.enqueue(claim)
             for pv in self.volumes.list():
                 self.volume_queue.add(pv["metadata"]["name"])
-
-    def _volume_deleted(self, pv: Obj) -> None:
-        ref = (pv.get("spec") or {}).get("claimRef")
-        if ref and ref.get("name"):
-            self.queue.add(f"{ref.get('namespace')}/{ref['name']}")
 
     def _class_changed(self, storage_class: Obj) -> None:
         """A class appeared or changed: pending claims may get it as their default, or be

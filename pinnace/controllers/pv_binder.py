@@ -29,8 +29,8 @@ binds it); its claim gone (or replaced by a namesake) → Released, then reclaim
 Retain keeps it Released with its data; Delete removes a dynamically provisioned volume
 (the PV object: the node agent of its node removes the data when it sees it go) and
 fails others as Kubernetes does with no deleter (Failed, VolumeFailedDelete); Recycle
-fails as Kubernetes does without a recycler plugin (Failed, VolumeFailedRecycle) —
-pinnace runs no recycler pods, and the Recycle policy is deprecated upstream.
+scrubs hostPath and nfs volumes with a recycler pod and makes them Available again
+(pv_recycler.py), and fails other sources as Kubernetes does (VolumeFailedRecycle).
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ from pinnace.client.client import Client
 from pinnace.client.events import record_event
 from pinnace.client.factory import InformerFactory
 from pinnace.client.informer import Informer, key_of
-from pinnace.controllers.base import Controller
+from pinnace.controllers.base import Controller, delete_if_same
+from pinnace.controllers.pv_recycler import ANN_VOLUME_UID, recycler_pod, volume_of
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,10 @@ class PersistentVolumeBinder(Controller):
         self.volumes = factory.informer("v1", "PersistentVolume")
         self.volumes.add_index(pvm.CANDIDATES_INDEX, pvm.candidates_index)
         self.classes = factory.informer("storage.k8s.io/v1", "StorageClass")
+        self.pods = factory.informer("v1", "Pod")  # recycler pods only
+        self.pods.add_handler(on_add=self._recycler_changed,
+                              on_update=lambda _o, n: self._recycler_changed(n))
+        self.pod_rt = client.resource("v1", "Pod")
         self.claim_rt = client.resource("v1", "PersistentVolumeClaim")
         self.volume_rt = client.resource("v1", "PersistentVolume")
         self.latest_claims = _Latest(self.claims)
@@ -393,7 +398,7 @@ class PersistentVolumeBinder(Controller):
         if policy == "Retain":
             return
         if policy == "Recycle":
-            await self._volume_phase(volume, "Failed", "VolumeFailedRecycle", NO_RECYCLER)
+            await self._recycle(volume)
             return
         if volume["metadata"].get("deletionTimestamp"):
             return
@@ -408,6 +413,44 @@ class PersistentVolumeBinder(Controller):
             return
         await self._volume_phase(volume, "Failed", "VolumeFailedDelete",
                                  NO_DELETER.format(volume["metadata"]["name"]))
+
+    async def _recycle(self, volume: Obj) -> None:
+        """Scrub a Released volume with a recycler pod (pv_recycler.py), then free it."""
+        if volume["status"].get("phase") != "Released":
+            return  # recycled already, or failed: only an administrator goes on from there
+        body = recycler_pod(volume)
+        if body is None:
+            await self._volume_phase(volume, "Failed", "VolumeFailedRecycle", NO_RECYCLER)
+            return
+        m = body["metadata"]
+        pod = self.pods.get(f"{m['namespace']}/{m['name']}")
+        if pod is not None and (pod["metadata"].get("annotations") or {}).get(
+                ANN_VOLUME_UID) != volume["metadata"]["uid"]:
+            await delete_if_same(self.client, self.pod_rt, pod)  # for an earlier namesake
+            return
+        if pod is None:
+            try:
+                await self.client.create(self.pod_rt, body, m["namespace"])
+            except ApiError as e:
+                if e.code != 409:
+                    raise
+            return  # its progress wakes this volume
+        phase = (pod.get("status") or {}).get("phase")
+        if phase == "Succeeded":
+            await delete_if_same(self.client, self.pod_rt, pod)
+            await self._event(volume, "Normal", "VolumeRecycled", "Volume recycled")
+            await self._unbind(volume)
+        elif phase == "Failed":
+            await delete_if_same(self.client, self.pod_rt, pod)
+            message = (pod.get("status") or {}).get("message") or \
+                f"recycler pod {m['name']} failed"
+            await self._volume_phase(volume, "Failed", "VolumeFailedRecycle",
+                                     f"Recycle failed: {message}")
+
+    def _recycler_changed(self, pod: Obj) -> None:
+        name = volume_of(pod)
+        if name is not None:
+            self.volume_queue.add(name)
 
     async def _volume_phase(self, volume: Obj, phase: str, reason: str = "",
                             message: str = "") -> Obj:

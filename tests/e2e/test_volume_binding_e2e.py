@@ -1,8 +1,9 @@
 """Claims meet volumes through kubectl, on a real node named `node-1` (issue 10, done-when 2
 and 4): seed 06's local volume places its pod on its node; claims bind the smallest
 fitting volume with the right access modes or stay Pending with the binder's event; a
-claim a running pod uses survives `kubectl delete pvc` until the pod is gone. On a node
-of another name, seed 06's pod stays Pending with the scheduler's node-affinity message."""
+claim a running pod uses survives `kubectl delete pvc` until the pod is gone; a Recycle
+volume is scrubbed by a recycler pod and Available again. On a node of another name, seed
+06's pod stays Pending with the scheduler's node-affinity message."""
 
 from __future__ import annotations
 
@@ -143,6 +144,27 @@ def test_claims_bind_smallest_fitting_volume_and_stay_while_used(
         cluster.kubectl("delete", "pvc", "too-big", "shared", "data", "--ignore-not-found",
                         timeout=90)
         cluster.kubectl("delete", "pv", "pv-1g", "pv-2g", "--ignore-not-found", timeout=90)
+
+
+def test_recycle_scrubs_the_volume(cluster: Cluster, tmp_path: Path) -> None:
+    data = tmp_path / "recycled"
+    data.mkdir()
+    (data / "old").write_text("from an earlier tenant\n")
+    (data / ".hidden").write_text("also\n")
+    body = volume("pv-recycle", "1Gi", data, "ReadWriteOnce")
+    body["spec"]["persistentVolumeReclaimPolicy"] = "Recycle"
+    apply(cluster, body, claim("tenant", "1Gi", "ReadWriteOnce"))
+    try:
+        wait_for(lambda: phase(cluster, "pvc", "tenant") == "Bound")
+        cluster.kubectl("delete", "pvc", "tenant")
+        # a recycler pod empties the directory on the node, then the volume is free again
+        wait_for(lambda: phase(cluster, "pv", "pv-recycle") == "Available", timeout=120)
+        assert list(data.iterdir()) == []
+        assert ("Normal", "VolumeRecycled", "Volume recycled") in events(cluster, "pv-recycle")
+        wait_for(lambda: get(cluster, "pod", "recycler-for-pv-recycle") is None)
+    finally:
+        cluster.kubectl("delete", "pvc", "tenant", "--ignore-not-found", timeout=90)
+        cluster.kubectl("delete", "pv", "pv-recycle", "--ignore-not-found", timeout=90)
 
 
 @pytest.fixture

@@ -260,3 +260,48 @@ async def test_claim_whose_volume_vanished_is_lost(client: Client, components: A
     await eventually(lambda: _is(s.claim_phase("orphan"), "Lost"))
     assert ("Warning", "ClaimLost", "Bound claim has lost its PersistentVolume. Data on the "
             "volume is lost!") in await s.events("orphan")
+
+
+async def test_recycle_scrubs_with_a_pod_then_available(client: Client,
+                                                         components: Any) -> None:
+    s = Storage(client)
+    pods = client.resource("v1", "Pod")
+    await client.create(s.pv_rt, pv("reusable", "1Gi", cls="r", reclaim="Recycle"))
+    local = pv("local-only", "1Gi", cls="l", reclaim="Recycle", nodeAffinity={
+        "required": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}]}]}})
+    del local["spec"]["hostPath"]
+    local["spec"]["local"] = {"path": "/mnt/local-only"}
+    await client.create(s.pv_rt, local)
+    await start_binder(components)
+    for name, cls in (("first", "r"), ("second", "l")):
+        await client.create(s.pvc_rt, pvc(name, "1Gi", cls=cls), NS)
+        await eventually(lambda n=name: _is(s.claim_phase(n), "Bound"))
+        await client.delete(s.pvc_rt, name, NS)
+    # a local volume has no recycler, as in Kubernetes
+    await eventually(lambda: _is(s.volume_phase("local-only"), "Failed"))
+    assert ((await s.pv("local-only")) or {})["status"]["message"] == \
+        "No recycler plugin found for the volume!"
+    # a hostPath volume is scrubbed by a pod mounting it at /scrub
+
+    async def recycler() -> dict[str, Any] | None:
+        try:
+            return await client.get(pods, "recycler-for-reusable", NS)
+        except Exception:
+            return None
+    await eventually(recycler)
+    pod = await recycler()
+    assert pod is not None
+    assert pod["spec"]["volumes"][0]["hostPath"]["path"] == "/tmp/reusable"
+    assert pod["spec"]["containers"][0]["volumeMounts"][0]["mountPath"] == "/scrub"
+    assert await s.volume_phase("reusable") == "Released"
+    # the node reports the scrub done: the volume is free again, the pod gone
+    pod["status"] = {"phase": "Succeeded"}
+    await client.update_status(pods, pod)
+    await eventually(lambda: _is(s.volume_phase("reusable"), "Available"))
+    assert "claimRef" not in ((await s.pv("reusable")) or {})["spec"]
+    assert ("Normal", "VolumeRecycled", "Volume recycled") in await s.events("reusable")
+
+    async def pod_gone() -> bool:
+        return await recycler() is None
+    await eventually(pod_gone)

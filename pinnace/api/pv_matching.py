@@ -24,6 +24,8 @@ as the binder's VolumeMismatch event says it.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Iterable, Mapping
 from fractions import Fraction
 
@@ -206,37 +208,61 @@ def find_best_match(claim: Obj, volumes: Iterable[Obj], *, delay_binding: bool =
     return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _whole_bytes(text: str) -> int:
+    try:
+        return math.ceil(parse_quantity(text))
+    except (ValueError, TypeError, ApiError):
+        return 0
+
+
+def _size_key(pv: Obj) -> int:
+    """The capacity in whole bytes, for ordering: comparing Fractions is slow, and a
+    volume's size is a whole number of bytes in practice (the exact check follows)."""
+    value = ((pv.get("spec") or {}).get("capacity") or {}).get("storage")
+    return _whole_bytes(str(value)) if value is not None else 0
+
+
+def _usable(pv: Obj, claim: Obj, request: Fraction) -> bool:
+    return volume_capacity(pv) >= request and not volume_mode_mismatch(claim, pv) and \
+        not pv["metadata"].get("deletionTimestamp")
+
+
 def _match_in(claim: Obj, volumes: list[Obj], delay_binding: bool,
               node: tuple[Mapping[str, str], str] | None,
               excluded: frozenset[str] | set[str]) -> Obj | None:
     request = requested_storage(claim)
+    free: list[tuple[Fraction, str, Obj]] = []
+    for pv in volumes:
+        name = pv["metadata"]["name"]
+        if name in excluded:
+            continue
+        if (pv.get("spec") or {}).get("claimRef"):
+            if is_bound_to(pv, claim) and _usable(pv, claim, request):
+                # pre-bound to this claim: this one or none
+                fits = node is None or node_affinity_matches(pv, node[0], node[1])
+                return pv if fits else None
+            continue
+        free.append((_size_key(pv), name, pv))
+    if node is None and delay_binding:
+        return None  # the scheduler chooses, knowing the node
     wanted_class = claim_class(claim)
     selector = _selector(claim)
-    best: tuple[Fraction, str, Obj] | None = None
-    for pv in volumes:
-        m = pv["metadata"]
-        if m["name"] in excluded:
+    # smallest first: the first volume passing every check is the answer
+    for _size, _name, pv in sorted(free, key=lambda t: (t[0], t[1])):
+        if volume_capacity(pv) < request or volume_mode_mismatch(claim, pv) or \
+                pv["metadata"].get("deletionTimestamp"):
             continue
-        bound_here = is_bound_to(pv, claim)
-        if (pv.get("spec") or {}).get("claimRef") and not bound_here:
-            continue
-        capacity = volume_capacity(pv)
-        if capacity < request or volume_mode_mismatch(claim, pv) or m.get("deletionTimestamp"):
-            continue
-        fits_node = node is None or node_affinity_matches(pv, node[0], node[1])
-        if bound_here:
-            return pv if fits_node else None  # pre-bound: this one or none
-        if node is None and delay_binding:
-            continue  # the scheduler chooses, knowing the node
         if (pv.get("status") or {}).get("phase") != "Available":
             continue
-        if selector is not None and not selector.matches(m.get("labels") or {}):
+        if selector is not None and not selector.matches(pv["metadata"].get("labels") or {}):
             continue
-        if volume_class(pv) != wanted_class or not fits_node:
+        if volume_class(pv) != wanted_class:
             continue
-        if best is None or (capacity, m["name"]) < best[:2]:
-            best = (capacity, m["name"], pv)
-    return best[2] if best is not None else None
+        if node is not None and not node_affinity_matches(pv, node[0], node[1]):
+            continue
+        return pv
+    return None
 
 
 def claim_ref(claim: Obj) -> Obj:

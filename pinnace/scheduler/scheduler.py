@@ -6,18 +6,23 @@
 One scheduling cycle at a time, binding in parallel (Kubernetes' split):
 
 1. `queue.pop()` gives the next pod (priority, then age; see queue.py).
-2. Filters run over the nodes, starting where the previous cycle stopped, until
+2. PreFilters (plugins with `pre_filter`) may reject the pod for every node at once;
+   then filters run over the nodes, starting where the previous cycle stopped, until
    enough feasible nodes are found (percentageOfNodesToScore: all nodes below 100,
    else 50% minus 1% per 125 nodes, at least 5% and 100 nodes).
 3. Scores rank the feasible nodes: sum of weight x (normalized) plugin score; ties
    are broken at random.
-4. The pod is assumed on the chosen node at once (the next cycle sees it), and a
-   task POSTs `pods/<name>/binding`; up to `parallel_binds` are in flight. A
-   failed binding forgets the assumption and retries the pod after backoff.
+4. The pod is assumed on the chosen node at once (the next cycle sees it) and plugins
+   reserve what they chose for it (VolumeBinding: volumes); a task runs the PreBind
+   steps (VolumeBinding writes the volume decisions and waits for the claims to be
+   bound) and POSTs `pods/<name>/binding`; up to `parallel_binds` are in flight. A
+   failed binding unreserves, forgets the assumption and retries the pod after
+   backoff.
 
 A pod no node fits gets the PodScheduled=False/Unschedulable condition and a
 FailedScheduling Warning event worded as Kubernetes words it, and waits in the
-queue for a cluster event (node added or changed, pod deleted).
+queue for a cluster event (node added or changed, pod deleted, and — through the
+plugins' handle — claims, volumes and classes changed).
 """
 
 from __future__ import annotations
@@ -99,8 +104,11 @@ def fit_error_message(pod: PodInfo, num_nodes: int, statuses: dict[str, Status])
 def pre_filter_error_message(pod: PodInfo, num_nodes: int, status: Status) -> str:
     """A PreFilter rejection: its message for all nodes, and no preemption can help
     (Kubernetes 1.32's FitError with a PreFilterMsg)."""
-    return f"0/{num_nodes} nodes are available: {status.message}. preemption: " \
-           f"0/{num_nodes} nodes are available: {num_nodes} {PREEMPTION_NOT_HELPFUL}."
+    message = f"0/{num_nodes} nodes are available: {status.message}."
+    if (pod.obj.get("spec") or {}).get("preemptionPolicy") == "Never":
+        return f"{message} preemption: not eligible due to preemptionPolicy=Never."
+    return f"{message} preemption: 0/{num_nodes} nodes are available: {num_nodes} " \
+           f"{PREEMPTION_NOT_HELPFUL}."
 
 
 def num_feasible_nodes_to_find(num_nodes: int, percentage: int = 0) -> int:

@@ -27,6 +27,7 @@ from pinnace.controllers.node_lifecycle import NodeLifecycleController
 from pinnace.controllers.pod_gc import PodGCController
 from pinnace.controllers.replicaset import ReplicaSetController
 from pinnace.controllers.serviceaccount import ServiceAccountsController
+from pinnace.controllers.statefulset import StatefulSetController
 from pinnace.controllers.ttl_after_finished import TTLAfterFinishedController
 
 
@@ -48,6 +49,7 @@ def build_controllers(client: Client, factory: InformerFactory,
         TTLAfterFinishedController(client, factory),
         CronJobController(client, factory),
         DaemonSetController(client, factory),
+        StatefulSetController(client, factory),
         GarbageCollector(client, factory),
         NamespaceController(client, factory),
         PodGCController(client, factory),

@@ -14,6 +14,7 @@ import pytest
 from pinnace.api.errors import ApiError
 from pinnace.client.client import Client
 from pinnace.controllers.garbage_collector import GarbageCollector
+from pinnace.controllers.pv_protection import PVCProtectionController
 from pinnace.controllers.statefulset import StatefulSetController
 from tests.integration.conftest import Api, Components, eventually, run_kubectl
 from tests.integration.fake_kubelet import mark_ready
@@ -24,7 +25,9 @@ NS = "default"
 @pytest.fixture
 async def controllers(client: Client, components: Components) -> None:
     await components.start(StatefulSetController(client, components.factory),
-                           GarbageCollector(client, components.factory))
+                           GarbageCollector(client, components.factory),
+                           # claims carry its finalizer from admission: it lets them go
+                           PVCProtectionController(client, components.factory))
 
 
 def statefulset(name: str = "web", replicas: int = 3, image: str = "nginx:1",

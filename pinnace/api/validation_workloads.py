@@ -46,7 +46,11 @@ def _selector_and_template(spec: dict[str, Any], kind: str, errs: FieldErrors, *
 def _v_workload(obj: dict[str, Any], errs: FieldErrors, kind: str) -> None:
     spec = as_dict(obj.get("spec"))
     _selector_and_template(spec, kind, errs)
-    check_pod_template(spec.get("template"), "spec.template", errs, restart_policies=("Always",))
+    claim_templates = frozenset(as_str(as_dict(as_dict(c).get("metadata")).get("name"))
+                                for c in as_list(spec.get("volumeClaimTemplates"))) \
+        if kind == "statefulset" else frozenset()
+    check_pod_template(spec.get("template"), "spec.template", errs, restart_policies=("Always",),
+                       claim_templates=claim_templates)
     errs.at_least("spec.replicas", spec.get("replicas"), 0)
     errs.at_least("spec.minReadySeconds", spec.get("minReadySeconds"), 0)
     errs.at_least("spec.revisionHistoryLimit", spec.get("revisionHistoryLimit"), 0)

@@ -109,8 +109,8 @@ def test_web_starts_in_order_keeps_its_data_and_scales_down_in_reverse(
                         input=json.dumps(volume(f"sts-e2e-{i}", tmp_path / f"pv-{i}")))
     order = Order()
     with PodWatch(cluster, "default", label_selector="app=web", check=order) as watch:
-        cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1",
-                                                              "kind": "List", "items": WEB}))
+        for obj in WEB:
+            cluster.kubectl("apply", "-f", "-", input=json.dumps(obj))
         cluster.kubectl("rollout", "status", "sts/web", "--timeout=180s", timeout=190)
         watch.assert_ok()
     assert order.created == ["web-0", "web-1", "web-2"]

@@ -114,8 +114,12 @@ def validate_statefulset(obj: dict[str, Any], errs: FieldErrors) -> None:
               ("OrderedReady", "Parallel"))
     strategy = as_dict(spec.get("updateStrategy"))
     errs.enum("spec.updateStrategy.type", strategy.get("type"), ("OnDelete", "RollingUpdate"))
-    errs.at_least("spec.updateStrategy.rollingUpdate.partition",
-                  as_dict(strategy.get("rollingUpdate")).get("partition"), 0)
+    rolling = as_dict(strategy.get("rollingUpdate"))
+    errs.at_least("spec.updateStrategy.rollingUpdate.partition", rolling.get("partition"), 0)
+    path = "spec.updateStrategy.rollingUpdate.maxUnavailable"
+    _int_or_percent(rolling.get("maxUnavailable"), path, errs)
+    if _is_zero(rolling.get("maxUnavailable")):
+        errs.invalid(path, rolling["maxUnavailable"], "must be greater than 0")
     for i, claim in enumerate(as_list(spec.get("volumeClaimTemplates"))):
         check_pvc_spec(as_dict(claim).get("spec"), f"spec.volumeClaimTemplates[{i}].spec", errs)
 

@@ -43,6 +43,7 @@ from pinnace.controllers.statefulset_pods import (
     claim_owner_refs,
     claims_for,
     is_member,
+    is_stale,
     new_pod,
     ordinal_of,
     pod_name,
@@ -183,8 +184,10 @@ class StatefulSetController(Controller):
                         raise
 
     async def _create_claims(self, sts: Obj, ordinal: int) -> bool:
-        """Create the pod's missing claims; False while one of them is being deleted (the
-        pod must wait for a fresh one, or it would mount the old one's volume)."""
+        """Create the pod's missing claims; False while one of them is being deleted, or
+        is owned by an earlier pod of this name (whenScaled=Delete: the garbage collector
+        is about to delete it): the pod waits for a fresh claim rather than mount the old
+        one's volume (Kubernetes' PodClaimIsStale)."""
         ns = sts["metadata"]["namespace"]
         name = pod_name(sts, ordinal)
         ready = True
@@ -192,7 +195,7 @@ class StatefulSetController(Controller):
             cname = wanted["metadata"]["name"]
             found = self.claims.get(f"{ns}/{cname}")
             if found is not None:
-                if found["metadata"].get("deletionTimestamp"):
+                if found["metadata"].get("deletionTimestamp") or is_stale(found, name):
                     ready = False
                 continue
             refs = claim_owner_refs(wanted, sts, None, ordinal)

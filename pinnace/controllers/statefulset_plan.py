@@ -12,10 +12,10 @@
    deletes one at a time, waits while one is terminating, and does not scale down
    while a pod other than the one to delete is unhealthy.
 3. RollingUpdate, once nothing above blocked: from the highest ordinal down to the
-   partition, the first pod not of the update revision is deleted (step 1 recreates it
-   from the update revision); an unhealthy pod stops the walk, so one pod at a time is
-   down. `OnDelete` never deletes: pods take the update revision when someone else
-   deletes them.
+   partition, pods not of the update revision are deleted (step 1 recreates them from
+   the update revision), as many as `maxUnavailable` (default 1) allows once the
+   replicas already down are counted: by default one pod at a time, the highest first.
+   `OnDelete` never deletes: pods take the update revision when someone else deletes them.
 
 `calculate_status` counts what was observed; a rolling update is complete (current
 revision := update revision) once every replica is updated and ready.
@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pinnace.api.types import Obj
+from pinnace.controllers._rollout import scaled_value
 from pinnace.controllers.statefulset_pods import (
     is_finished,
     is_healthy,
@@ -109,20 +110,32 @@ def plan(sts: Obj, pods: list[Obj], update_revision: str) -> Plan:
     strategy = sts["spec"].get("updateStrategy") or {}
     if strategy.get("type", "RollingUpdate") != "RollingUpdate":
         return out
-    partition = int((strategy.get("rollingUpdate") or {}).get("partition") or 0)
+    rolling = strategy.get("rollingUpdate") or {}
+    partition = int(rolling.get("partition") or 0)
+    budget = max_unavailable(rolling, replicas(sts))
     start = ordinal_range(sts).start
-    for ordinal in reversed(ordinal_range(sts)):
-        if ordinal < start + partition:
-            break
+    updatable = [o for o in reversed(ordinal_range(sts)) if o >= start + partition]
+
+    def up(pod: Obj | None) -> bool:
+        return pod is not None and is_healthy(pod) and is_running_and_available(pod, min_ready)
+    # replicas down already (missing, terminating, not ready) use up the budget
+    budget -= sum(1 for o in updatable if not up(by_ordinal.get(o)))
+    for ordinal in updatable:
         pod = by_ordinal.get(ordinal)
-        if pod is None:
+        if pod is None or revision_of(pod) == update_revision or is_terminating(pod):
             continue
-        if revision_of(pod) != update_revision and not is_terminating(pod):
+        if not up(pod):
+            out.delete.append(pod)  # down anyway: replacing it costs nothing
+        elif budget > 0:
             out.delete.append(pod)
-            return out
-        if not is_healthy(pod):
-            return out
+            budget -= 1
     return out
+
+
+def max_unavailable(rolling: Obj, total: int) -> int:
+    """How many replicas a rolling update may have down at once: `maxUnavailable`
+    (a number or a percentage rounded down), 1 when unset, never below 1."""
+    return max(scaled_value(rolling.get("maxUnavailable", 1), total, round_up=False), 1)
 
 
 def calculate_status(sts: Obj, pods: list[Obj], *, current_revision: str,

@@ -159,6 +159,13 @@ def claim_owner_refs(claim: Obj, sts: Obj, pod: Obj | None, ordinal: int) -> lis
     return kept
 
 
+def is_stale(claim: Obj, pod_name_: str) -> bool:
+    """The claim is owned by a pod of that name, which is gone (the caller is about to
+    create the pod): the garbage collector will delete the claim."""
+    return any(r.get("kind") == "Pod" and r.get("name") == pod_name_
+               for r in claim["metadata"].get("ownerReferences") or [])
+
+
 def same_refs(a: list[Obj], b: list[Obj]) -> bool:
     def key(r: Obj) -> tuple[str, str, bool]:
         return r.get("uid", ""), r.get("kind", ""), bool(r.get("controller"))

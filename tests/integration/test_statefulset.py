@@ -147,6 +147,13 @@ async def test_ordered_ready_creates_in_order_with_identity_and_claims(
     assert claim["metadata"]["labels"] == {"app": "web"}
     assert not claim["metadata"].get("ownerReferences")  # Retain/Retain: nobody owns it
 
+    events = (await sts.client.list(sts.client.resource("v1", "Event"), NS))["items"]
+    messages = {(e["reason"], e["message"]) for e in events
+                if e["involvedObject"]["name"] == "web"}
+    assert ("SuccessfulCreate", "create Pod web-0 in StatefulSet web successful") in messages
+    assert ("SuccessfulCreate", "create Claim data-web-0 Pod web-0 in StatefulSet web success") \
+        in messages
+
     # a deleted pod comes back under its name, with the same claim
     old_uid = pod["metadata"]["uid"]
     await sts.client.delete(sts.pods, "web-1", NS, grace_period_seconds=0)

@@ -562,3 +562,16 @@ def test_statefulset_template_may_mount_its_claim_templates_only() -> None:
     validate(t, sts("data"))
     assert invalid_fields(t, sts("other")) == [
         "spec.template.spec.containers[0].volumeMounts[0].name"]
+
+
+@pytest.mark.parametrize("value", [0, "0%", "x"])
+def test_statefulset_max_unavailable_is_positive(value: Any) -> None:
+    def edit(obj: dict[str, Any]) -> None:
+        obj["kind"], obj["spec"]["serviceName"] = "StatefulSet", "web"
+        obj["spec"]["updateStrategy"] = {"type": "RollingUpdate",
+                                         "rollingUpdate": {"maxUnavailable": value}}
+    t = rt("StatefulSet", "apps")
+    obj = deployment()
+    edit(obj)
+    apply_defaults(t, obj)
+    assert invalid_fields(t, obj) == ["spec.updateStrategy.rollingUpdate.maxUnavailable"]

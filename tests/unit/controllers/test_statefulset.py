@@ -13,6 +13,7 @@ from pinnace.controllers.statefulset_plan import calculate_status, plan
 from pinnace.controllers.statefulset_pods import (
     claim_owner_refs,
     claims_for,
+    is_stale,
     new_pod,
     uses_update_revision,
 )
@@ -207,3 +208,25 @@ def test_history_keeps_the_limit_and_everything_in_use() -> None:
     assert names(history.revisions_to_delete(revs, {"r1", "r5"}, 2)) == ["r2"]
     assert history.revisions_to_delete(revs, set(), 10) == []
     assert history.next_number(revs) == 6
+
+
+def test_max_unavailable_deletes_that_many_counting_the_pods_already_down() -> None:
+    two = sts(replicas=4, podManagementPolicy="Parallel",
+              updateStrategy={"type": "RollingUpdate",
+                              "rollingUpdate": {"partition": 0, "maxUnavailable": 2}})
+    pods = [member(i) for i in range(4)]
+    assert names(plan(two, pods, REV2).delete) == ["web-3", "web-2"]
+    pods[3] = member(3, REV2, ready=False)  # one down already: one more may go
+    assert names(plan(two, pods, REV2).delete) == ["web-2"]
+    pods[0] = member(0, ready=False)  # an old pod down anyway is replaced at once
+    assert names(plan(two, pods, REV2).delete) == ["web-0"]
+    half = sts(replicas=4, updateStrategy={"type": "RollingUpdate", "rollingUpdate": {
+        "maxUnavailable": "50%"}})
+    assert names(plan(half, [member(i) for i in range(4)], REV2).delete) == ["web-3", "web-2"]
+
+
+def test_a_claim_owned_by_a_gone_pod_of_that_name_is_stale() -> None:
+    claim = claims_for(sts(), 1)["data"]
+    assert not is_stale(claim, "web-1")
+    claim["metadata"]["ownerReferences"] = [{"kind": "Pod", "name": "web-1", "uid": "old"}]
+    assert is_stale(claim, "web-1")

@@ -241,6 +241,14 @@ async def test_rolling_update_in_reverse_order_with_partition_then_undo(
         rc, out, err = await run_kubectl(kubeconfig, "rollout", "history", "sts/web")
         assert rc == 0, err
         assert [line.split()[0] for line in out.splitlines()[2:] if line.strip()] == ["1", "2"]
+        rc, out, err = await run_kubectl(kubeconfig, "rollout", "history", "sts/web",
+                                         "--revision=1")
+        assert rc == 0, err
+        assert out.startswith("statefulset.apps/web with revision #1")
+        assert "Image:\tnginx:1" in out, out
+        rc, out, err = await run_kubectl(kubeconfig, "describe", "sts", "web")
+        assert rc == 0, err
+        assert "Pods Status:" in out and "3 Running" in out, out
 
         # undo: kubectl patches the previous revision's template back; that revision
         # becomes number 3, no new one is made

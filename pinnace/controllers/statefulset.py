@@ -11,7 +11,8 @@ reconcile:
    the one `status.currentRevision` names is the current one (the update revision
    when there is none yet).
 3. Claims: each member's claims get the owner references the retention policy wants
-   (condemned pods' claims before those pods are deleted).
+   (condemned pods' claims before those pods are deleted); a Pending pod whose claim
+   is missing gets it again.
 4. `statefulset_plan.plan` says what to create and delete this round; a pod is created
    only after its missing claims (`<template>-<set>-<n>`), never while one of them is
    being deleted.
@@ -44,8 +45,10 @@ from pinnace.controllers.statefulset_pods import (
     claims_for,
     is_member,
     is_stale,
+    is_terminating,
     new_pod,
     ordinal_of,
+    phase,
     pod_name,
     revision_of,
     same_refs,
@@ -114,6 +117,9 @@ class StatefulSetController(Controller):
         todo = plan(sts, pods, update["metadata"]["name"])
         if not deleting:
             await self._update_claim_owners(sts, pods)
+            for pod in pods:  # a claim deleted under a pod not yet started is made again
+                if phase(pod) == "Pending" and not is_terminating(pod):
+                    await self._create_claims(sts, ordinal_of(pod))
             await self._act(sts, todo, current, update)
         status = calculate_status(sts, pods, current_revision=current["metadata"]["name"],
                                   update_revision=update["metadata"]["name"],

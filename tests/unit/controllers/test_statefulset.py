@@ -230,3 +230,10 @@ def test_a_claim_owned_by_a_gone_pod_of_that_name_is_stale() -> None:
     assert not is_stale(claim, "web-1")
     claim["metadata"]["ownerReferences"] = [{"kind": "Pod", "name": "web-1", "uid": "old"}]
     assert is_stale(claim, "web-1")
+
+
+def test_ordinals_start_moves_names_and_claims() -> None:
+    s = sts(replicas=2, ordinals={"start": 5})
+    assert plan(s, [], REV1).create == [5]
+    assert names(plan(s, [member(5), member(6), member(7)], REV1).delete) == ["web-7"]
+    assert claims_for(s, 5)["data"]["metadata"]["name"] == "data-web-5"

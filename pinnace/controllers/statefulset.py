@@ -12,7 +12,7 @@ reconcile:
    when there is none yet).
 3. Claims: each member's claims get the owner references the retention policy wants
    (condemned pods' claims before those pods are deleted); a Pending pod whose claim
-   is missing gets it again.
+   is missing gets it again; a pod missing its identity labels (adopted) gets them.
 4. `statefulset_plan.plan` says what to create and delete this round; a pod is created
    only after its missing claims (`<template>-<set>-<n>`), never while one of them is
    being deleted.
@@ -46,6 +46,7 @@ from pinnace.controllers.statefulset_pods import (
     is_member,
     is_stale,
     is_terminating,
+    missing_identity,
     new_pod,
     ordinal_of,
     phase,
@@ -117,9 +118,13 @@ class StatefulSetController(Controller):
         todo = plan(sts, pods, update["metadata"]["name"])
         if not deleting:
             await self._update_claim_owners(sts, pods)
-            for pod in pods:  # a claim deleted under a pod not yet started is made again
-                if phase(pod) == "Pending" and not is_terminating(pod):
+            for pod in pods:
+                if is_terminating(pod):
+                    continue
+                if phase(pod) == "Pending":  # a claim deleted under it is made again
                     await self._create_claims(sts, ordinal_of(pod))
+                if missing_identity(pod):
+                    await self._restore_identity(pod)
             await self._act(sts, todo, current, update)
         status = calculate_status(sts, pods, current_revision=current["metadata"]["name"],
                                   update_revision=update["metadata"]["name"],
@@ -258,6 +263,16 @@ class StatefulSetController(Controller):
         if deleted:
             await self._event(sts, "Normal", "SuccessfulDelete",
                               f"delete Pod {name} in StatefulSet {set_name} successful")
+
+    async def _restore_identity(self, pod: Obj) -> None:
+        m = pod["metadata"]
+        patch = {"metadata": {"labels": missing_identity(pod), "uid": m["uid"]}}
+        try:
+            await self.client.patch(self.pod_rt, m["name"], patch, namespace=m["namespace"],
+                                    patch_type="strategic")
+        except ApiError as e:
+            if e.code not in (404, 409):
+                raise
 
     async def _event(self, sts: Obj, type_: str, reason: str, message: str) -> None:
         await record_event(self.client, sts, component=COMPONENT, type_=type_, reason=reason,

@@ -195,6 +195,15 @@ def new_pod(sts: Obj, template: Obj, ordinal: int, revision: str) -> Obj:
     return pod
 
 
+def missing_identity(pod: Obj) -> dict[str, str]:
+    """The identity labels the pod lacks or has wrong (an adopted pod, or one someone
+    relabelled), to be put back (Kubernetes' updateIdentity)."""
+    ordinal = ordinal_of(pod)
+    want = {POD_NAME_LABEL: pod["metadata"]["name"], POD_INDEX_LABEL: str(ordinal)}
+    labels = pod["metadata"].get("labels") or {}
+    return {k: v for k, v in want.items() if labels.get(k) != v}
+
+
 def uses_update_revision(sts: Obj, ordinal: int) -> bool:
     """Whether a pod created now at `ordinal` is made from the update revision (else the
     current one): under RollingUpdate, ordinals below the partition keep the current

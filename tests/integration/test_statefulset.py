@@ -332,3 +332,20 @@ async def test_bad_statefulset_is_refused_with_the_field(sts: Sts) -> None:
         await sts.client.create(sts.sts, body, NS)
     assert e.value.code == 422
     assert "spec.podManagementPolicy" in json.dumps(e.value.status())
+
+
+async def test_an_orphan_of_a_member_name_is_adopted_and_given_its_identity(
+        sts: Sts, controllers: None) -> None:
+    orphan = await sts.client.create(sts.pods, {
+        "metadata": {"name": "web-0", "labels": {"app": "web"}},
+        "spec": {"nodeName": "node-a", "containers": [{"name": "c", "image": "nginx:1"}]}}, NS)
+    async with node(sts):
+        # OnDelete: a rolling update would replace it, having no revision label
+        await sts.client.create(sts.sts, statefulset(replicas=2, claims=False,
+                                                     updateStrategy={"type": "OnDelete"}), NS)
+        await eventually(lambda: sts.status(replicas=2, readyReplicas=2, updatedReplicas=1))
+    adopted = await sts.client.get(sts.pods, "web-0", NS)
+    assert adopted["metadata"]["uid"] == orphan["metadata"]["uid"]
+    assert adopted["metadata"]["ownerReferences"][0]["name"] == "web"
+    assert adopted["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"] == "web-0"
+    assert adopted["metadata"]["labels"]["apps.kubernetes.io/pod-index"] == "0"

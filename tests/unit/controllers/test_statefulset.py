@@ -14,6 +14,7 @@ from pinnace.controllers.statefulset_pods import (
     claim_owner_refs,
     claims_for,
     is_stale,
+    missing_identity,
     new_pod,
     uses_update_revision,
 )
@@ -237,3 +238,9 @@ def test_ordinals_start_moves_names_and_claims() -> None:
     assert plan(s, [], REV1).create == [5]
     assert names(plan(s, [member(5), member(6), member(7)], REV1).delete) == ["web-7"]
     assert claims_for(s, 5)["data"]["metadata"]["name"] == "data-web-5"
+
+
+def test_missing_identity_names_the_labels_to_put_back() -> None:
+    assert missing_identity(new_pod(sts(), sts()["spec"]["template"], 1, REV1)) == {}
+    assert missing_identity(member(2)) == {"statefulset.kubernetes.io/pod-name": "web-2",
+                                           "apps.kubernetes.io/pod-index": "2"}

@@ -13,6 +13,7 @@ import pytest
 
 from pinnace.api.errors import ApiError
 from pinnace.client.client import Client
+from pinnace.controllers import _history as history
 from pinnace.controllers.garbage_collector import GarbageCollector
 from pinnace.controllers.pv_protection import PVCProtectionController
 from pinnace.controllers.statefulset import StatefulSetController
@@ -349,3 +350,18 @@ async def test_an_orphan_of_a_member_name_is_adopted_and_given_its_identity(
     assert adopted["metadata"]["ownerReferences"][0]["name"] == "web"
     assert adopted["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"] == "web-0"
     assert adopted["metadata"]["labels"]["apps.kubernetes.io/pod-index"] == "0"
+
+
+async def test_a_revision_name_taken_by_other_data_raises_the_collision_count(
+        sts: Sts, components: Components) -> None:
+    created = await sts.client.create(sts.sts, statefulset(replicas=1, claims=False), NS)
+    data = history.revision_data(created["spec"]["template"])
+    taken = history.revision_name(created, data, 0)
+    await sts.client.create(sts.crs, {"metadata": {"name": taken}, "revision": 1,
+                                      "data": {"spec": {"template": {"$patch": "replace"}}}}, NS)
+    await components.start(StatefulSetController(sts.client, components.factory))
+    await eventually(lambda: sts.status(collisionCount=1,
+                                        updateRevision=history.revision_name(created, data, 1)))
+    pod = (await sts.live())["web-0"]
+    assert pod["metadata"]["labels"]["controller-revision-hash"] == \
+        history.revision_name(created, data, 1)

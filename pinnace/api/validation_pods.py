@@ -138,7 +138,10 @@ def _volume(vol: dict[str, Any], path: str, errs: FieldErrors) -> None:
 
 
 def check_pod_spec(spec: Any, path: str, errs: FieldErrors, *,
-                   restart_policies: tuple[str, ...] = _RESTART_POLICIES) -> None:
+                   restart_policies: tuple[str, ...] = _RESTART_POLICIES,
+                   claim_templates: frozenset[str] = frozenset()) -> None:
+    """`claim_templates`: names a StatefulSet's pods get volumes of (its
+    volumeClaimTemplates), which its template's volumeMounts may name."""
     spec = as_dict(spec)
     volumes: set[str] = set()
     for i, vol in enumerate(as_list(spec.get("volumes"))):
@@ -157,6 +160,7 @@ def check_pod_spec(spec: Any, path: str, errs: FieldErrors, *,
     containers = as_list(spec.get("containers"))
     if not containers:
         errs.required(f"{path}.containers")
+    volumes |= claim_templates
     names: set[str] = set()
     for field in ("initContainers", "containers"):
         for i, ctr in enumerate(as_list(spec.get(field))):
@@ -205,12 +209,14 @@ def check_pod_spec(spec: Any, path: str, errs: FieldErrors, *,
 
 
 def check_pod_template(template: Any, path: str, errs: FieldErrors, *,
-                       restart_policies: tuple[str, ...] = _RESTART_POLICIES) -> None:
+                       restart_policies: tuple[str, ...] = _RESTART_POLICIES,
+                       claim_templates: frozenset[str] = frozenset()) -> None:
     template = as_dict(template)
     meta = as_dict(template.get("metadata"))
     check_labels(meta.get("labels"), f"{path}.metadata.labels", errs)
     check_annotations(meta.get("annotations"), f"{path}.metadata.annotations", errs)
-    check_pod_spec(template.get("spec"), f"{path}.spec", errs, restart_policies=restart_policies)
+    check_pod_spec(template.get("spec"), f"{path}.spec", errs, restart_policies=restart_policies,
+                   claim_templates=claim_templates)
 
 
 def validate_pod(obj: dict[str, Any], errs: FieldErrors) -> None:

@@ -46,7 +46,11 @@ def _selector_and_template(spec: dict[str, Any], kind: str, errs: FieldErrors, *
 def _v_workload(obj: dict[str, Any], errs: FieldErrors, kind: str) -> None:
     spec = as_dict(obj.get("spec"))
     _selector_and_template(spec, kind, errs)
-    check_pod_template(spec.get("template"), "spec.template", errs, restart_policies=("Always",))
+    claim_templates = frozenset(as_str(as_dict(as_dict(c).get("metadata")).get("name"))
+                                for c in as_list(spec.get("volumeClaimTemplates"))) \
+        if kind == "statefulset" else frozenset()
+    check_pod_template(spec.get("template"), "spec.template", errs, restart_policies=("Always",),
+                       claim_templates=claim_templates)
     errs.at_least("spec.replicas", spec.get("replicas"), 0)
     errs.at_least("spec.minReadySeconds", spec.get("minReadySeconds"), 0)
     errs.at_least("spec.revisionHistoryLimit", spec.get("revisionHistoryLimit"), 0)
@@ -110,8 +114,12 @@ def validate_statefulset(obj: dict[str, Any], errs: FieldErrors) -> None:
               ("OrderedReady", "Parallel"))
     strategy = as_dict(spec.get("updateStrategy"))
     errs.enum("spec.updateStrategy.type", strategy.get("type"), ("OnDelete", "RollingUpdate"))
-    errs.at_least("spec.updateStrategy.rollingUpdate.partition",
-                  as_dict(strategy.get("rollingUpdate")).get("partition"), 0)
+    rolling = as_dict(strategy.get("rollingUpdate"))
+    errs.at_least("spec.updateStrategy.rollingUpdate.partition", rolling.get("partition"), 0)
+    path = "spec.updateStrategy.rollingUpdate.maxUnavailable"
+    _int_or_percent(rolling.get("maxUnavailable"), path, errs)
+    if _is_zero(rolling.get("maxUnavailable")):
+        errs.invalid(path, rolling["maxUnavailable"], "must be greater than 0")
     for i, claim in enumerate(as_list(spec.get("volumeClaimTemplates"))):
         check_pvc_spec(as_dict(claim).get("spec"), f"spec.volumeClaimTemplates[{i}].spec", errs)
 

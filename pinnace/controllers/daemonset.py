@@ -5,9 +5,9 @@ ControllerRevisions; the key is the DaemonSet's `namespace/name`. A node change
 queues every DaemonSet; a pod change queues its owner.
 
 reconcile:
-1. The revision: the template's hash names a ControllerRevision
-   (`<ds>-<hash>`, owned by the DaemonSet, highest `revision` is current); new
-   pods carry the hash in their `controller-revision-hash` label.
+1. The revision: the template's ControllerRevision (`_history`, shared with the
+   StatefulSet: `<ds>-<hash>`, owned by the DaemonSet, highest `revision` is
+   current); new pods carry its hash in their `controller-revision-hash` label.
 2. For each node: should a daemon pod run there (nodeName, nodeSelector,
    required node affinity, taints against the pod's tolerations plus the ones
    Kubernetes adds to daemon pods), and may an existing one keep running
@@ -28,8 +28,6 @@ the previous one's creations and deletions.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -41,18 +39,18 @@ from pinnace.client.client import Client
 from pinnace.client.events import record_event
 from pinnace.client.factory import InformerFactory
 from pinnace.client.informer import key_of, split_key
+from pinnace.controllers import _history as history
 from pinnace.controllers._expectations import Expectations
+from pinnace.controllers._history import REVISION_HASH_LABEL
 from pinnace.controllers._rollout import scaled_value
 from pinnace.controllers.base import Controller, delete_expected, owner_key, selector_of
 from pinnace.controllers.pod_template import (
-    controller_ref,
     controller_uid,
     is_pod_available,
     is_pod_ready,
     pod_from_template,
 )
 
-REVISION_HASH_LABEL = "controller-revision-hash"
 TEMPLATE_GENERATION_LABEL = "pod-template-generation"
 COMPONENT = "daemonset-controller"
 
@@ -88,12 +86,6 @@ def should_run(template_spec: Obj, node: Obj) -> tuple[bool, bool]:
 
 
 # -- pods -------------------------------------------------------------------------------
-
-def template_hash(template: Obj) -> str:
-    """A stable label value for the template (Kubernetes hashes it the same way in spirit)."""
-    text = json.dumps(template, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
-
 
 def _with_node_affinity(spec: Obj, node_name: str) -> None:
     """Replace the required node affinity with `metadata.name In [node]`: the node already
@@ -365,48 +357,29 @@ class DaemonSetController(Controller):
     # -- revisions ----------------------------------------------------------------------
 
     async def _sync_revisions(self, ds: Obj) -> str:
-        """Make sure the template's ControllerRevision exists and is the newest; trim
-        history beyond revisionHistoryLimit. Returns the template hash."""
-        dm = ds["metadata"]
-        template = ds["spec"].get("template") or {}
-        revision_hash = template_hash(template)
-        name = f"{dm['name']}-{revision_hash}"
-        owned = self.revisions.by_index("daemonset-owner", dm["uid"])
-        top = max((int(r.get("revision") or 0) for r in owned), default=0)
-        current = next((r for r in owned if r["metadata"]["name"] == name), None)
-        if current is None:
-            body = {"metadata": {"name": name, "namespace": dm["namespace"],
-                                 "labels": {**(template.get("metadata") or {}).get("labels", {}),
-                                            REVISION_HASH_LABEL: revision_hash},
-                                 "ownerReferences": [controller_ref(ds)]},
-                    "data": {"spec": {"template": {**template, "$patch": "replace"}}},
-                    "revision": top + 1}
-            try:
-                await self.client.create(self.cr_rt, body, dm["namespace"])
-            except errors.ApiError as e:
-                if e.code != 409:
-                    raise
-        elif int(current.get("revision") or 0) < top:
-            # rolled back to an older template: it becomes the newest revision again
-            await self.client.patch(self.cr_rt, name, {"revision": top + 1},
-                                    namespace=dm["namespace"])
-        await self._trim_history(ds, owned, name)
-        return revision_hash
-
-    async def _trim_history(self, ds: Obj, owned: list[Obj], current: str) -> None:
-        limit = ds["spec"].get("revisionHistoryLimit", 10)
+        """Make sure the template's ControllerRevision exists and is the newest (`_history`,
+        shared with the StatefulSet); trim history beyond revisionHistoryLimit. Returns the
+        revision's hash, the label its pods carry."""
+        owned = self.revisions.by_index("daemonset-owner", ds["metadata"]["uid"])
+        synced = await history.sync_revision(
+            self.client, self.cr_rt, ds, history.revision_data(ds["spec"].get("template")),
+            owned, collision_count=int((ds.get("status") or {}).get("collisionCount") or 0))
+        revision_hash = (synced.revision["metadata"].get("labels") or {}).get(
+            REVISION_HASH_LABEL, "")
         in_use = {(p["metadata"].get("labels") or {}).get(REVISION_HASH_LABEL)
                   for p in self.pods.by_index("daemonset-owner", ds["metadata"]["uid"])}
-        old = [r for r in owned if r["metadata"]["name"] != current and
-               (r["metadata"].get("labels") or {}).get(REVISION_HASH_LABEL) not in in_use]
-        old.sort(key=lambda r: int(r.get("revision") or 0))
-        for r in old[:max(len(old) - limit, 0)]:
+        live = {r["metadata"]["name"] for r in synced.revisions
+                if (r["metadata"].get("labels") or {}).get(REVISION_HASH_LABEL) in in_use}
+        live.add(synced.revision["metadata"]["name"])
+        limit = ds["spec"].get("revisionHistoryLimit", 10)
+        for r in history.revisions_to_delete(synced.revisions, live, limit):
             try:
                 await self.client.delete(self.cr_rt, r["metadata"]["name"],
                                          r["metadata"]["namespace"])
             except errors.ApiError as e:
                 if e.code != 404:
                     raise
+        return revision_hash
 
     # -- status and events --------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from pinnace.controllers.pv_binder import PersistentVolumeBinder
 from pinnace.controllers.pv_protection import PVCProtectionController, PVProtectionController
 from pinnace.controllers.replicaset import ReplicaSetController
 from pinnace.controllers.serviceaccount import ServiceAccountsController
+from pinnace.controllers.statefulset import StatefulSetController
 from pinnace.controllers.ttl_after_finished import TTLAfterFinishedController
 
 
@@ -50,6 +51,7 @@ def build_controllers(client: Client, factory: InformerFactory,
         TTLAfterFinishedController(client, factory),
         CronJobController(client, factory),
         DaemonSetController(client, factory),
+        StatefulSetController(client, factory),
         GarbageCollector(client, factory),
         NamespaceController(client, factory),
         PodGCController(client, factory),

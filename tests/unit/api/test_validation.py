@@ -541,3 +541,37 @@ def test_qualified_names_report_every_problem_as_kubernetes_does():
     assert only.startswith("a qualified name must consist of alphanumeric characters")
     assert only.endswith("with an optional DNS subdomain prefix and '/' (e.g. "
                          "'example.com/MyName')")
+
+
+def test_statefulset_template_may_mount_its_claim_templates_only() -> None:
+    t = rt("StatefulSet", "apps")
+
+    def sts(mount: str) -> dict[str, Any]:
+        obj = {"apiVersion": "apps/v1", "kind": "StatefulSet",
+               "metadata": {"name": "web", "namespace": "default"},
+               "spec": {"selector": {"matchLabels": {"app": "web"}}, "serviceName": "web",
+                        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                            "containers": [{"name": "app", "image": "nginx", "volumeMounts": [
+                                {"name": mount, "mountPath": "/data"}]}]}},
+                        "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
+                            "accessModes": ["ReadWriteOnce"],
+                            "resources": {"requests": {"storage": "1Gi"}}}}]}}
+        apply_defaults(t, obj)
+        return obj
+
+    validate(t, sts("data"))
+    assert invalid_fields(t, sts("other")) == [
+        "spec.template.spec.containers[0].volumeMounts[0].name"]
+
+
+@pytest.mark.parametrize("value", [0, "0%", "x"])
+def test_statefulset_max_unavailable_is_positive(value: Any) -> None:
+    def edit(obj: dict[str, Any]) -> None:
+        obj["kind"], obj["spec"]["serviceName"] = "StatefulSet", "web"
+        obj["spec"]["updateStrategy"] = {"type": "RollingUpdate",
+                                         "rollingUpdate": {"maxUnavailable": value}}
+    t = rt("StatefulSet", "apps")
+    obj = deployment()
+    edit(obj)
+    apply_defaults(t, obj)
+    assert invalid_fields(t, obj) == ["spec.updateStrategy.rollingUpdate.maxUnavailable"]

@@ -26,6 +26,7 @@ from pinnace.controllers.namespace import NamespaceController
 from pinnace.controllers.node_lifecycle import NodeLifecycleController
 from pinnace.controllers.pod_gc import PodGCController
 from pinnace.controllers.replicaset import ReplicaSetController
+from pinnace.controllers.service_lb import DEFAULT_LB_POOL, ServiceLBController
 from pinnace.controllers.serviceaccount import ServiceAccountsController
 from pinnace.controllers.ttl_after_finished import TTLAfterFinishedController
 
@@ -36,6 +37,8 @@ class ControllerSettings:
     node_monitor_grace_period: float = 40.0
     # base of the Job controller's exponential pod-failure backoff
     job_backoff_base: float = 10.0
+    # --lb-pool: the addresses LoadBalancer Services get (all of 127/8 is local to Linux)
+    lb_pool: str = DEFAULT_LB_POOL
 
 
 def build_controllers(client: Client, factory: InformerFactory,
@@ -54,6 +57,7 @@ def build_controllers(client: Client, factory: InformerFactory,
         ServiceAccountsController(client, factory),
         EndpointSliceController(client, factory),
         EndpointsController(client, factory),
+        ServiceLBController(client, factory, pool=s.lb_pool),
         NodeLifecycleController(client, factory,
                                 grace_period=s.node_monitor_grace_period),
     ]

@@ -20,6 +20,7 @@ from pinnace.controllers.daemonset import DaemonSetController
 from pinnace.controllers.deployment import DeploymentController
 from pinnace.controllers.endpoints import EndpointsController
 from pinnace.controllers.endpointslice import EndpointSliceController
+from pinnace.controllers.endpointslice_mirroring import EndpointSliceMirroringController
 from pinnace.controllers.garbage_collector import GarbageCollector
 from pinnace.controllers.job import JobController
 from pinnace.controllers.namespace import NamespaceController
@@ -57,6 +58,7 @@ def build_controllers(client: Client, factory: InformerFactory,
         ServiceAccountsController(client, factory),
         EndpointSliceController(client, factory),
         EndpointsController(client, factory),
+        EndpointSliceMirroringController(client, factory),
         ServiceLBController(client, factory, pool=s.lb_pool),
         NodeLifecycleController(client, factory,
                                 grace_period=s.node_monitor_grace_period),

@@ -349,10 +349,11 @@ def service_rules(service: Obj | None, slices: Iterable[Obj], *, pod_cidr: str,
     return out
 
 
-def base_table(table: str, *, bridge: str) -> str:
+def base_table(table: str, *, bridge: str, more: str = "") -> str:
     """The table's fixed part (`table` block: maps and sets without elements, base chains
-    with their rules), for a table whose chains are empty. `bridge`: this node's pod bridge
-    (the route_localnet guard)."""
+    with their rules), for a table whose chains are empty; `more` goes in the same block
+    (one block is much faster for nft than many commands). `bridge`: this node's pod
+    bridge (the route_localnet guard)."""
     decls = "".join(f"  {kind} {name} {{\n    {_DECLARATIONS[name]}\n  }}\n"
                     for name, kind in BASE_SETS.items())
     return f"""table ip {table} {{
@@ -413,7 +414,7 @@ def base_table(table: str, *, bridge: str) -> str:
     ip daddr . meta l4proto . th dport vmap @{SERVICE_IPS}
     fib daddr type local meta l4proto . th dport vmap @{SERVICE_NODEPORTS}
   }}
-}}
+{more}}}
 """
 
 

@@ -58,14 +58,15 @@ class ServiceTable:
         self.services = {}
         self._wanted.clear()
         self._written.clear()
-        out = [f"add table ip {t}\n", f"flush table ip {t}\n", base_table(t, bridge=self.bridge)]
-        out += [f"flush {kind} ip {t} {name}\n" for name, kind in BASE_SETS.items()]
         for key, rules in desired.items():
             self.services[key] = rules
             for table_set, elements in rules.elements.items():
                 for k, v in elements.items():
                     self._wanted.setdefault((table_set, k), {})[key] = v
-        out += self._declare(self.services.values(), written={})
+        _, body = self._declare(self.services.values(), written={})
+        out = [f"add table ip {t}\n", f"flush table ip {t}\n",
+               base_table(t, bridge=self.bridge, more=body)]
+        out += [f"flush {kind} ip {t} {name}\n" for name, kind in BASE_SETS.items()]
         additions: dict[str, list[str]] = {}
         for ek, wanted in self._wanted.items():
             self._written[ek] = value = wanted[min(wanted)]
@@ -73,9 +74,10 @@ class ServiceTable:
         out += [f"add element ip {t} {name} {{ {', '.join(items)} }}\n"
                 for name, items in additions.items()]
         chains, sets = self._owned()
-        base = set(BASE_CHAINS) | set(BASE_SETS)
-        self._stale_chains = {c: now for c in existing_chains if c not in chains | base}
-        self._stale_sets = {s: now for s in existing_sets if s not in sets | base}
+        chains.update(BASE_CHAINS)
+        sets.update(BASE_SETS)
+        self._stale_chains = {c: now for c in existing_chains if c not in chains}
+        self._stale_sets = {s: now for s in existing_sets if s not in sets}
         return "".join(out)
 
     def partial(self, changed: Mapping[str, ServiceRules], *, now: float) -> str:
@@ -112,7 +114,10 @@ class ServiceTable:
                 for k, v in elements.items():
                     self._wanted.setdefault((table_set, k), {})[key] = v
                     touched.add((table_set, k))
-        out += self._declare(new_rules, written=old_chains)
+        commands, body = self._declare(new_rules, written=old_chains)
+        out += commands
+        if body:
+            out.append(f"table ip {t} {{\n{body}}}\n")
         deletions: dict[str, list[str]] = {}
         additions: dict[str, list[str]] = {}
         for ek in sorted(touched):
@@ -160,31 +165,31 @@ class ServiceTable:
         chains: set[str] = set()
         sets: set[str] = set()
         for rules in self.services.values():
-            chains |= rules.chains.keys()
-            sets |= rules.sets.keys()
+            chains.update(rules.chains)
+            sets.update(rules.sets)
         return chains, sets
 
     def _declare(self, services: Iterable[ServiceRules],
-                 *, written: Mapping[str, tuple[str, tuple[str, ...]]]) -> list[str]:
-        """Affinity sets, then every chain declared (so that rules may name any of them),
-        then each chain's rules; a chain `written` as it is now is left alone, one
-        written otherwise is flushed first."""
+                 *, written: Mapping[str, tuple[str, tuple[str, ...]]]) -> tuple[list[str], str]:
+        """(commands, the body of a `table` block) that declare the affinity sets and the
+        chains of `services` with their rules. A chain `written` as it is now is left alone;
+        one written otherwise is flushed first (the commands); every chain is added before
+        the block, so that rules may name any of them."""
         t = self.table
         services = list(services)
-        out = [f"add set ip {t} {name} {{ type ipv4_addr; flags dynamic,timeout; "
-               f"timeout {timeout}s; }}\n"
-               for rules in services for name, timeout in rules.sets.items()]
+        body = [f"  set {name} {{\n    type ipv4_addr\n    flags dynamic,timeout\n"
+                f"    timeout {timeout}s\n  }}\n"
+                for rules in services for name, timeout in rules.sets.items()]
         chains = {name: chain for rules in services for name, chain in rules.chains.items()
                   if written.get(name) != chain}
+        commands = []
         for name in chains:
-            out.append(f"add chain ip {t} {name}\n")
             if name in written:
-                out.append(f"flush chain ip {t} {name}\n")
-        for name, (comment, body) in chains.items():
-            lines = "".join(f"    {r}\n" for r in body)
-            out.append(f"table ip {t} {{\n  chain {name} {{\n    comment \"{comment}\"\n"
-                       f"{lines}  }}\n}}\n")
-        return out
+                commands += [f"add chain ip {t} {name}\n", f"flush chain ip {t} {name}\n"]
+        for name, (comment, rules) in chains.items():
+            lines = "".join(f"    {r}\n" for r in rules)
+            body.append(f"  chain {name} {{\n    comment \"{comment}\"\n{lines}  }}\n")
+        return commands, "".join(body)
 
 
 def _element(key: str, value: str) -> str:

@@ -81,15 +81,17 @@ async def get_eventually(host: str, port: int, within: float = 15.0) -> str:
             await asyncio.sleep(0.05)
 
 
-def connect_error(host: str, port: int) -> tuple[int, float]:
-    """errno of a TCP connect (0: it connected) and how long it took to learn it."""
+def connect_error(host: str, port: int, timeout: float = 3.0) -> tuple[int, float]:
+    """errno of a TCP connect (0: it connected; -1: timed out) and how long it took."""
     t0 = time.monotonic()
     with socket.socket() as s:
-        s.settimeout(3)
+        s.settimeout(timeout)
         try:
             err = s.connect_ex((host, port))
         except TimeoutError:
             err = -1
+    if err == errno.EAGAIN:  # what connect_ex says when the timeout ran out
+        err = -1
     return err, time.monotonic() - t0
 
 
@@ -399,3 +401,33 @@ async def test_external_traffic_policy_local_keeps_the_client_address_on_local_e
         await client.update(es_rt, current)
         await eventually(lambda: f"tcp . {node_port} : drop" in listed(table), within=5)
         assert await asyncio.to_thread(get_from, ns, url) == "timeout"
+
+
+async def test_internal_traffic_policy_local_sends_cluster_ip_traffic_to_local_endpoints(
+        runtime: RuncRuntime, table: str, client: Any, components: ComponentRunner
+        ) -> None:
+    pod_ip = await run_nginx(runtime)
+    svc_rt = client.resource("v1", "Service")
+    es_rt = client.resource("discovery.k8s.io/v1", "EndpointSlice")
+    svc = await client.create(svc_rt, {
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"internalTrafficPolicy": "Local",
+                 "ports": [{"name": "http", "port": 8080, "targetPort": 80}]}})
+    cluster_ip = svc["spec"]["clusterIP"]
+    # the pod on this node, and an endpoint on another (an address nobody has)
+    spare = str(ipaddress.ip_network(runtime.network.pod_cidr)[250])
+    await client.create(es_rt, endpoint_slice(pod_ip, spare, nodes=("node-a", "node-b")))
+    await components.start(Proxier(client, components.factory, ProxySettings(
+        table=table, bridge=runtime.network.bridge, pod_cidr=runtime.network.pod_cidr,
+        node_name="node-a")))
+    assert "nginx" in await get_eventually(cluster_ip, 8080)
+    for _ in range(8):  # never the other node's endpoint
+        assert "nginx" in await asyncio.to_thread(get, cluster_ip, 8080)
+    # none on this node: dropped (not refused: the Service has endpoints, elsewhere)
+    current = await client.get(es_rt, "web-test", "default")
+    current["endpoints"] = endpoint_slice(pod_ip, spare, nodes=("node-b", "node-b"))[
+        "endpoints"]
+    await client.update(es_rt, current)
+    await eventually(lambda: f"{cluster_ip} . tcp . 8080 : drop" in listed(table), within=5)
+    err, _ = await asyncio.to_thread(connect_error, cluster_ip, 8080, 1.5)
+    assert err == -1  # timed out

@@ -256,7 +256,7 @@ class Cluster:
             log.warning("nft is not installed: Services will not answer on this node")
             return None
         # imported here, as the kubelet is: clusters without a real node do not need them
-        from pinnace.agent.kubelet import default_pod_cidr
+        from pinnace.agent.kubelet import default_node_name, default_pod_cidr
         from pinnace.agent.network import PodNetwork, dir_hash
         from pinnace.proxy import Proxier, ProxySettings, table_name
         data_dir = Path(self.config.data_dir)
@@ -264,7 +264,7 @@ class Cluster:
         network = PodNetwork(data_dir, node.pod_cidr or default_pod_cidr(data_dir))
         return Proxier(client, factory, ProxySettings(
             table=table_name(dir_hash(data_dir)), bridge=network.bridge,
-            pod_cidr=network.pod_cidr))
+            pod_cidr=network.pod_cidr, node_name=node.node_name or default_node_name()))
 
     async def run(self, *components: Component) -> None:
         """Run more components, built on `self.factory`, beside the configured ones."""

@@ -170,6 +170,8 @@ class ServiceLBController(Controller):
                           f"{self.pool.holder[requested]}"
             if not problem:
                 self.pool.take(key, requested)
+                if held not in (None, requested):
+                    self._wake_waiting()  # the address it had is free now
                 return requested
             await self._event(svc, "Warning", "SyncLoadBalancerFailed",
                               f"Error syncing load balancer: failed to ensure load balancer: "
@@ -187,9 +189,12 @@ class ServiceLBController(Controller):
         return ip
 
     def _release(self, key: str) -> None:
-        if self.pool.release(key) is None:
-            return
-        # a Service that found the pool full may have an address now
+        if self.pool.release(key) is not None:
+            self._wake_waiting()
+
+    def _wake_waiting(self) -> None:
+        """An address went back to the pool: the Services without one (the pool was full,
+        or the one they asked for was taken) are looked at again."""
         for svc in self.services.list():
             if is_ours(svc) and key_of(svc) not in self.pool.held:
                 self.enqueue(svc)

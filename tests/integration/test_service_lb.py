@@ -173,3 +173,20 @@ async def test_a_restart_moves_no_address(api: Api, client: Any) -> None:
         assert len({before["b"], await address_of(api, "c"), await address_of(api, "d")}) == 3
     finally:
         assert await second.stop() == []
+
+
+async def test_a_moved_address_goes_to_whoever_waits(api: Api, client: Any,
+                                                     components: Components) -> None:
+    await start_lb(components, client)
+    await create(api, lb("mover", loadBalancerIP="127.240.0.5"))
+    assert await address_of(api, "mover") == "127.240.0.5"
+    await create(api, lb("waiter", loadBalancerIP="127.240.0.5"))
+    await eventually(lambda: events(api, "waiter", "SyncLoadBalancerFailed"))
+    status, out = await api.request("PATCH", f"{SVCS}/mover", headers=MERGE,
+                                    json={"spec": {"loadBalancerIP": "127.240.0.6"}})
+    assert status == 200, out
+
+    async def moved() -> bool:
+        return [i["ip"] for i in await ingress(api, "mover")] == ["127.240.0.6"]
+    await eventually(moved)
+    assert await address_of(api, "waiter") == "127.240.0.5"

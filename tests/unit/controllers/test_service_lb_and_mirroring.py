@@ -84,3 +84,4 @@ def test_should_mirror() -> None:
     assert not should_mirror(endpoints([]), {"spec": {"selector": {"app": "x"}}})
     assert not should_mirror(endpoints([], **{"endpointslice.kubernetes.io/skip-mirror":
                                               "true"}), service)
+

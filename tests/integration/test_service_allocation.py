@@ -140,6 +140,10 @@ async def test_type_changes_allocate_and_release(api: Api, tmp_path: Path) -> No
     s = await patch(api, "lb", {"type": "ExternalName", "externalName": "example.com"})
     assert "nodePort" not in s["spec"]["ports"][0] and "clusterIP" not in s["spec"]
     await create(api, service("lb-port-taker", "NodePort", node_port=lb_port))
+    # ExternalName → LoadBalancer at once: a ClusterIP and a node port (not the taken one)
+    s = await patch(api, "lb", {"type": "LoadBalancer", "externalName": None})
+    assert s["spec"]["clusterIP"] not in (None, "None", ip)
+    assert s["spec"]["ports"][0]["nodePort"] not in (None, lb_port)
 
 
 async def test_a_changed_node_port_frees_the_old_one(api: Api) -> None:

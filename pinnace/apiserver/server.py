@@ -20,6 +20,8 @@ is written by the caller once `start()` returns, so its presence means "ready".
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -41,6 +43,7 @@ from pinnace.store.sqlite import open_sqlite
 log = logging.getLogger(__name__)
 
 TOKEN_FILE = "tokens.csv"
+ENDPOINT_RECONCILE_INTERVAL = 10.0  # seconds, kube-apiserver's
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # Linux's value; Python does not name it
 # what kube-apiserver's endpoint reconciler puts on the `kubernetes` Endpoints: the
 # mirroring controller must leave them alone (the server writes the slice itself)
@@ -59,6 +62,7 @@ class ApiServer:
         self.history_window = history_window
         self.registry: ObjectRegistry | None = None
         self._runner: web.AppRunner | None = None
+        self._endpoint_reconciler: asyncio.Task[None] | None = None
         self.token = ""
         self.ca_pem = b""
 
@@ -92,18 +96,22 @@ class ApiServer:
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=False,
                                      shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=certs.ssl_context(),
+        wildcard = self.host in ("0.0.0.0", "::")
+        # on every address, this listener is the pods' too (see `_listen_for_pods`)
+        ssl_context = certs.ssl_context(sha1_handshakes=wildcard and bool(self.advertise_address))
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=ssl_context,
                            reuse_address=True, backlog=512)
         await site.start()
         if self.port == 0:
             server: Any = site._server  # the port the OS chose
             self.port = server.sockets[0].getsockname()[1]
         log.info("API server listening on %s", self.url)
-        if self.advertise_address and self.host not in ("0.0.0.0", "::",
-                                                        self.advertise_address):
+        if self.advertise_address and not wildcard and self.host != self.advertise_address:
             await self._listen_for_pods(certs)
         if self.advertise_address:
             await self._ensure_kubernetes_endpoints()
+            self._endpoint_reconciler = asyncio.create_task(
+                self._reconcile_kubernetes_endpoints(), name="kubernetes endpoints")
 
     async def _listen_for_pods(self, certs: pki.Pki) -> None:
         """Listen on the advertise address too (IP_FREEBIND: it may not exist yet). A
@@ -127,6 +135,11 @@ class ApiServer:
         log.info("API server listening for pods on %s:%d", self.advertise_address, self.port)
 
     async def stop(self) -> None:
+        if self._endpoint_reconciler is not None:
+            self._endpoint_reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._endpoint_reconciler
+            self._endpoint_reconciler = None
         if self._runner:
             await self._runner.cleanup()
             self._runner = None
@@ -171,6 +184,16 @@ class ApiServer:
             except errors.ApiError as e:  # never fatal: the API works without it
                 log.warning("could not create the kubernetes Service: %s", e)
 
+
+    async def _reconcile_kubernetes_endpoints(self) -> None:
+        """Put them back should anyone delete or change them, as kube-apiserver's endpoint
+        reconciler does every 10 s."""
+        while True:
+            await asyncio.sleep(ENDPOINT_RECONCILE_INTERVAL)
+            try:
+                await self._ensure_kubernetes_endpoints()
+            except Exception as e:  # the next round tries again
+                log.warning("reconciling the kubernetes endpoints failed: %r", e)
 
     async def _ensure_kubernetes_endpoints(self) -> None:
         """The Endpoints and EndpointSlice of `default/kubernetes`: the advertise address

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from pinnace.api.errors import ApiError
 from pinnace.apiserver.server import ApiServer
 from pinnace.client.client import Client
 from pinnace.client.transport import HttpTransport
@@ -81,6 +82,30 @@ async def test_without_an_advertise_address_no_endpoints(tmp_path: Path) -> None
     try:
         endpoints = await client.list(client.resource("v1", "Endpoints"), "default")
         assert endpoints["items"] == []
+    finally:
+        await client.close()
+        await server.stop()
+
+
+async def test_deleted_kubernetes_endpoints_come_back(tmp_path: Path) -> None:
+    server = ApiServer(tmp_path / "data", port=0, advertise_address=GATEWAY)
+    await server.start()
+    client = Client(HttpTransport(server.url, token=server.token, ca_pem=server.ca_pem))
+    try:
+        ep_rt = client.resource("v1", "Endpoints")
+        await client.delete(ep_rt, "kubernetes", "default")
+        await client.patch(client.resource("discovery.k8s.io/v1", "EndpointSlice"),
+                           "kubernetes", {"endpoints": []}, namespace="default")
+
+        async def back() -> bool:
+            try:
+                endpoints, [s] = await kubernetes_endpoints(client)
+            except ApiError as e:
+                assert e.code == 404
+                return False
+            return bool(endpoints.get("subsets")) and bool(s["endpoints"])
+        # kube-apiserver's endpoint reconciler runs every 10 s; so does ours
+        await eventually(back, within=20, interval=0.5)
     finally:
         await client.close()
         await server.stop()

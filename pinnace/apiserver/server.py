@@ -7,7 +7,8 @@ Pods reach the API as `kubernetes.default` (10.96.0.1:443, the first address of 
 service range): with a real node, the server also listens on `advertise_address`, the
 node's pod-bridge gateway, on its own port, and the Endpoints and EndpointSlice of
 `default/kubernetes` name that address (as kube-apiserver's endpoint reconciler names
-its advertise address; the service proxy DNATs the ClusterIP to it). The bridge, and
+its advertise address, and puts them back every 10 s; the service proxy DNATs the
+ClusterIP to it). The bridge, and
 with it the address, appears only with the node's first pod, so that listener is bound
 with IP_FREEBIND: bound at once, it answers as soon as the address exists, and nothing
 has to wait for the bridge or add the address ahead of the CNI plugin that owns it.

@@ -250,6 +250,10 @@ class ServiceAllocator:
 
     def _free_port(self, avoid: set[Any]) -> int:
         low, high = self.nodeport_range
+        for _ in range(64):  # a random probe finds one at once unless the range is nearly full
+            candidate = random.randint(low, high)
+            if candidate not in self.ports and candidate not in avoid:
+                return candidate
         free = [p for p in range(low, high + 1) if p not in self.ports and p not in avoid]
         if not free:
             raise errors.ApiError(500, "InternalError", "no free NodePort in range")

@@ -33,7 +33,6 @@ from __future__ import annotations
 import copy
 import ipaddress
 import logging
-from collections.abc import Iterator
 
 from pinnace.api.errors import ApiError
 from pinnace.api.types import Obj
@@ -74,6 +73,13 @@ class AddressPool:
         self.network = ipaddress.ip_network(cidr)
         self.holder: dict[str, str] = {}  # address -> service key
         self.held: dict[str, str] = {}  # service key -> address
+        # the usable addresses, as `hosts()` has them: not the network address, nor an
+        # IPv4 broadcast address (a /31 or /32 is all usable)
+        net, last = int(self.network.network_address), int(self.network.broadcast_address)
+        small = self.network.version == 4 and self.network.prefixlen >= 31
+        self._first = net if small else net + 1
+        self._last = last if small or self.network.version == 6 else last - 1
+        self._hint = self._first  # no free address below this one
 
     def contains(self, ip: str) -> bool:
         try:
@@ -90,22 +96,23 @@ class AddressPool:
         ip = self.held.pop(key, None)
         if ip is not None:
             self.holder.pop(ip, None)
+            self._hint = min(self._hint, int(ipaddress.ip_address(ip)))
         return ip
 
     def free(self) -> str | None:
         """The lowest free address (users see 127.240.0.1, .2, … in creation order)."""
-        for ip in self._addresses():
+        for number in range(max(self._hint, self._first), self._last + 1):
+            ip = str(ipaddress.ip_address(number))
             if ip not in self.holder:
+                self._hint = number
                 return ip
+        self._hint = self._last + 1
         return None
-
-    def _addresses(self) -> Iterator[str]:
-        # hosts(): not the network and broadcast addresses (a /32 is its one address)
-        return (str(a) for a in self.network.hosts())
 
 
 class ServiceLBController(Controller):
     name = "service-lb"
+    workers = 4  # each reconcile waits on one status write (and an Event): as the slices'
 
     def __init__(self, client: Client, factory: InformerFactory, *,
                  pool: str = DEFAULT_LB_POOL) -> None:

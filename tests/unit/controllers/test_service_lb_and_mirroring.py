@@ -23,6 +23,11 @@ def test_pool_hands_out_the_lowest_free_address() -> None:
     assert pool.contains("127.240.0.3") and not pool.contains("127.241.0.1")
     assert not pool.contains("not an address")
     assert AddressPool("127.240.9.9/32").free() == "127.240.9.9"
+    assert AddressPool("10.0.0.0/31").free() == "10.0.0.0"
+    six = AddressPool("fd00::/127")
+    assert six.free() == "fd00::1"
+    six.take("default/a", "fd00::1")
+    assert six.free() is None
 
 
 def test_which_services_are_ours() -> None:

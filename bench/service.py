@@ -37,6 +37,8 @@ import argparse
 import asyncio
 import contextlib
 import ipaddress
+import itertools
+import os
 import random
 import re
 import secrets
@@ -170,7 +172,16 @@ class Monitor:
             "nft", "monitor", stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL, limit=1 << 20)
         self._task = asyncio.create_task(self._read())
-        await asyncio.sleep(0.2)  # subscribed
+        # subscribed once it shows a change of ours (it reads the ruleset first: with
+        # 10,000 Services that takes a while, and changes meanwhile are not shown)
+        for n in itertools.count():
+            mark = self.mark()
+            await asyncio.to_thread(subprocess.run, ["nft", "-f", "-"], input=(
+                f"add chain ip {self.table} bench-{n}\n"
+                f"delete chain ip {self.table} bench-{n}\n").encode(), check=True)
+            with contextlib.suppress(SystemExit):
+                await self.wait_for(f"bench-{n}", mark, within=1.0)
+                return
 
     async def _read(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
@@ -332,6 +343,8 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
                       flush=True)
         print(table_text(("Services", "proxy", "change → in the kernel", "n", "p50 ms",
                           "p99 ms", "first full sync ms"), rows))
+        print(f"\n(load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
+              f" on {os.cpu_count()} CPUs)")
     finally:
         await cluster.stop()
         await remove_table(table, bridge="pnbench-none")

@@ -12,9 +12,11 @@ node) on a temporary data dir with real SQLite, and the service proxy (`Proxier`
 imported into the data dir; a random /24 pod CIDR in 10.200.0.0/13), a NodePort Service and
 its EndpointSlice written through the API. Load: Debian's `wrk` (1 thread, 16 connections,
 `--duration` seconds, `--rounds` rounds per target taken in turn; medians shown), at the pod
-IP (the baseline), the ClusterIP and 127.0.0.1:nodePort; once with keep-alive (the NAT
-decision is made once per connection) and once with `Connection: close` (a new connection,
-so a new NAT decision, per request).
+IP (the baseline), the ClusterIP, the NodePort on a node address (the pod bridge's) and on
+127.0.0.1; once with keep-alive (the NAT decision is made once per connection) and once
+with `Connection: close` (a new connection, so a new NAT decision, per request; from
+127.0.0.1 that needs SNAT to one address, which conntrack's 120 s TIME_WAIT caps at ~64k
+connections per 120 s).
 
 (b) Programming latency: N Services of 3 endpoints each (Services and EndpointSlices written
 straight through the API; endpoints are addresses nobody has, no traffic is sent). A change
@@ -35,6 +37,8 @@ import argparse
 import asyncio
 import contextlib
 import ipaddress
+import itertools
+import os
 import random
 import re
 import secrets
@@ -111,9 +115,12 @@ async def throughput(client: Client, data: Path, *, images: Path, table: str,
             "endpoints": [{"addresses": [pod_ip]}]})
         await runner.start(Proxier(client, runner.factory, ProxySettings(
             table=table, bridge=rt.network.bridge, pod_cidr=rt.network.pod_cidr)))
+        node_port = svc["spec"]["ports"][0]["nodePort"]
+        gateway = ipaddress.ip_network(rt.network.pod_cidr)[1]  # a node address
         targets = {"pod IP (baseline)": f"http://{pod_ip}:80/",
                    "ClusterIP": f"http://{svc['spec']['clusterIP']}:8080/",
-                   "NodePort 127.0.0.1": f"http://127.0.0.1:{svc['spec']['ports'][0]['nodePort']}/"}
+                   "NodePort, node address": f"http://{gateway}:{node_port}/",
+                   "NodePort 127.0.0.1": f"http://127.0.0.1:{node_port}/"}
         for url in targets.values():  # every path answers before anything is measured
             await _answers(url)
         rows = []
@@ -165,7 +172,16 @@ class Monitor:
             "nft", "monitor", stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL, limit=1 << 20)
         self._task = asyncio.create_task(self._read())
-        await asyncio.sleep(0.2)  # subscribed
+        # subscribed once it shows a change of ours (it reads the ruleset first: with
+        # 10,000 Services that takes a while, and changes meanwhile are not shown)
+        for n in itertools.count():
+            mark = self.mark()
+            await asyncio.to_thread(subprocess.run, ["nft", "-f", "-"], input=(
+                f"add chain ip {self.table} bench-{n}\n"
+                f"delete chain ip {self.table} bench-{n}\n").encode(), check=True)
+            with contextlib.suppress(SystemExit):
+                await self.wait_for(f"bench-{n}", mark, within=1.0)
+                return
 
     async def _read(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
@@ -327,6 +343,8 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
                       flush=True)
         print(table_text(("Services", "proxy", "change → in the kernel", "n", "p50 ms",
                           "p99 ms", "first full sync ms"), rows))
+        print(f"\n(load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
+              f" on {os.cpu_count()} CPUs)")
     finally:
         await cluster.stop()
         await remove_table(table, bridge="pnbench-none")

@@ -165,24 +165,27 @@ class Proxier:
             await asyncio.sleep(max(last_start + self.settings.min_sync_interval
                                     - time.monotonic(), 0))
             self._wake.clear()  # changes from here on make another sync
-            last_start = time.monotonic()
+            started = time.monotonic()
             try:
-                await self.sync()
+                if await self.sync():  # one that wrote nothing does not hold the next back
+                    last_start = started
             except (ProxyError, OSError) as e:
                 log.error("writing the service table %s failed: %s", self.settings.table, e)
                 self._need_full = True
                 await asyncio.sleep(self.settings.retry)
                 self._wake.set()
 
-    async def sync(self) -> None:
+    async def sync(self) -> bool:
         """Write what changed since the last sync (or everything: see the module
-        docstring), as the informer caches say it should be, in one transaction."""
+        docstring), as the informer caches say it should be, in one transaction; False
+        when there was nothing to write."""
         s = self.settings
         now = time.monotonic()
         changed, self._changed = self._changed, set()
         full = self._need_full or s.full_sync_period <= 0 or \
             now - self._last_full >= s.full_sync_period
         if full:
+            self._localnet.clear()  # filled again by _rules
             keys = {key_of(svc) for svc in self.services.list()}
             desired = {k: r for k in sorted(keys) if (r := self._rules(k)).chains
                        or r.elements}
@@ -206,6 +209,7 @@ class Proxier:
             self._need_full = False
             self._last_full = now
             self.full_syncs += 1
+        return bool(text)
 
     def _rules(self, key: str) -> ServiceRules:
         svc = self.services.get(key)

@@ -55,6 +55,8 @@ def chain(rules: ServiceRules, name: str) -> list[str]:
 
 
 H = chain_hash("default/web/http/TCP")
+# NodePort / external traffic, policy Cluster: masqueraded unless this node is the client
+EXT_CLUSTER = ["fib saddr type != local jump mark-for-masquerade", f"goto svc-{H}"]
 
 
 def test_one_service_with_one_endpoint() -> None:
@@ -65,10 +67,11 @@ def test_one_service_with_one_endpoint() -> None:
         "service-nodeports": {"tcp . 30080": f"goto ext-{H}"},
         "hairpin": {"10.1.2.5 . 10.1.2.5": ""}}
     assert chain(rules, f"svc-{H}") == [
-        "ip daddr 10.96.0.20 tcp dport 80 ip saddr != 10.1.2.0/24 jump mark-for-masquerade",
+        "ip daddr 10.96.0.20 tcp dport 80 ip saddr != 10.1.2.0/24 fib saddr type != local "
+        "jump mark-for-masquerade",
         "meta l4proto tcp dnat to 10.1.2.5:8080"]
     assert rules.chains[f"svc-{H}"][0] == "default/web/http/TCP"  # the comment
-    assert chain(rules, f"ext-{H}") == ["jump mark-for-masquerade", f"goto svc-{H}"]
+    assert chain(rules, f"ext-{H}") == EXT_CLUSTER
     assert rules.route_localnet  # a NodePort: 127.0.0.1 too
 
 
@@ -173,7 +176,7 @@ def test_external_ips_and_load_balancer_addresses_answer_as_external_traffic() -
         "10.96.0.20 . tcp . 80": f"goto svc-{H}",
         "192.0.2.7 . tcp . 80": f"goto ext-{H}",
         "127.240.0.3 . tcp . 80": f"goto ext-{H}"}
-    assert chain(rules, f"ext-{H}") == ["jump mark-for-masquerade", f"goto svc-{H}"]
+    assert chain(rules, f"ext-{H}") == EXT_CLUSTER
     # only a LoadBalancer's status counts
     other = service(type_="NodePort")
     other["status"] = svc["status"]
@@ -206,8 +209,8 @@ def test_external_traffic_policy_local() -> None:
     # or from the node itself
     assert rules.elements["service-nodeports"]["tcp . 30080"] == f"goto ext-{H}"
     assert chain(rules, f"ext-{H}") == [
-        f"ip saddr 10.1.2.0/24 goto svc-{H}", "fib saddr type local jump mark-for-masquerade",
-        f"fib saddr type local goto svc-{H}", f"goto loc-{H}"]
+        f"ip saddr 10.1.2.0/24 goto svc-{H}", f"fib saddr type local goto svc-{H}",
+        f"goto loc-{H}"]
     assert chain(rules, f"loc-{H}") == ["meta l4proto tcp dnat to 10.1.2.5:8080"]
     # no endpoint on this node: external traffic is dropped, ClusterIP traffic still served
     elsewhere = rules_of(svc, slices, node_name="node-c")
@@ -228,10 +231,11 @@ def test_internal_traffic_policy_local() -> None:
     rules = rules_of(svc, slices)
     assert rules.elements["service-ips"] == {"10.96.0.20 . tcp . 80": f"goto loc-{H}"}
     assert chain(rules, f"loc-{H}") == [
-        "ip daddr 10.96.0.20 tcp dport 80 ip saddr != 10.1.2.0/24 jump mark-for-masquerade",
+        "ip daddr 10.96.0.20 tcp dport 80 ip saddr != 10.1.2.0/24 fib saddr type != local "
+        "jump mark-for-masquerade",
         "meta l4proto tcp dnat to 10.1.2.5:8080"]
     # NodePort traffic (policy Cluster): every endpoint
-    assert chain(rules, f"ext-{H}") == ["jump mark-for-masquerade", f"goto svc-{H}"]
+    assert chain(rules, f"ext-{H}") == EXT_CLUSTER
     assert len(chain(rules, f"svc-{H}")) == 2
     elsewhere = rules_of(svc, slices, node_name="node-c")
     assert elsewhere.elements["no-endpoint-services"] == {"10.96.0.20 . tcp . 80": "drop"}
@@ -253,6 +257,8 @@ def test_the_fixed_part_of_the_table() -> None:
     assert "ip daddr @cluster-ips goto reject-chain" in text
     # hairpin: a pod reaching itself through its Service is masqueraded
     assert "ct status dnat ip saddr . ip daddr @hairpin jump mark-for-masquerade" in text
+    # and whatever was DNATed from 127.0.0.0/8 (a pod cannot answer that address)
+    assert "ct status dnat ip saddr 127.0.0.0/8 jump mark-for-masquerade" in text
     assert "masquerade fully-random" in text
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
@@ -34,6 +35,7 @@ from pathlib import Path
 from pinnace.apiserver.server import default_data_dir
 from pinnace.cluster import Cluster, ClusterConfig, RealNodeConfig, real_node_unavailable
 from pinnace.controllers.manager import ControllerSettings
+from pinnace.controllers.service_lb import DEFAULT_LB_POOL
 
 PID_FILE = "pinnace.pid"
 
@@ -42,6 +44,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None,
                    help="state, certificates and kubeconfig (default: /var/lib/pinnace as root, "
                         "~/.local/share/pinnace otherwise)")
+
+
+def _network(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="seconds without a node heartbeat before it is NotReady")
         p.add_argument("--job-backoff", type=float, default=10.0,
                        help="base of the Job pod-failure backoff in seconds (doubles, max 6 min)")
+        p.add_argument("--lb-pool", type=_network, default=DEFAULT_LB_POOL, metavar="CIDR",
+                       help="addresses for LoadBalancer Services, one each (default "
+                            f"{DEFAULT_LB_POOL}: loopback, answers from this machine)")
         p.add_argument("-v", "--verbose", action="store_true")
         if name == "up":
             p.add_argument("--fake-nodes", type=int, default=0, metavar="N",
@@ -132,7 +144,7 @@ def _config(args: argparse.Namespace) -> ClusterConfig:
         history_window=args.history_window,
         controller_settings=ControllerSettings(
             node_monitor_grace_period=args.node_monitor_grace_period,
-            job_backoff_base=args.job_backoff),
+            job_backoff_base=args.job_backoff, lb_pool=args.lb_pool),
         fake_nodes=args.fake_nodes if args.command == "up" else 0, real_node=real_node)
 
 

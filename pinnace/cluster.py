@@ -31,6 +31,7 @@ nothing below it imports it.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import shutil
@@ -109,6 +110,14 @@ def real_node_unavailable() -> str:
     return ""
 
 
+def pod_gateway(data_dir: Path, node: RealNodeConfig) -> str:
+    """The node's pod-bridge gateway: the first address of its pod CIDR (the CNI bridge
+    plugin's `isGateway` address), where its pods reach the node."""
+    from pinnace.agent.kubelet import default_pod_cidr
+    cidr = node.pod_cidr or default_pod_cidr(Path(data_dir))
+    return str(next(ipaddress.ip_network(cidr).hosts()))
+
+
 class ComponentRunner:
     """Runs components on one shared `InformerFactory`: the factory's informers start
     (and sync) before the first component runs, each component is one task, and `stop()`
@@ -160,8 +169,11 @@ class Cluster:
 
     def __init__(self, config: ClusterConfig) -> None:
         self.config = config
+        # with a real node, its pods reach the API at their bridge's gateway
+        gateway = pod_gateway(config.data_dir, config.real_node) if config.real_node else ""
         self.server = ApiServer(config.data_dir, host=config.host, port=config.port,
-                                history_window=config.history_window)
+                                history_window=config.history_window,
+                                advertise_address=gateway)
         self._client: Client | None = None
         self._runner: ComponentRunner | None = None
         self.fake_nodes: FakeNodes | None = None
@@ -244,7 +256,7 @@ class Cluster:
             log.warning("nft is not installed: Services will not answer on this node")
             return None
         # imported here, as the kubelet is: clusters without a real node do not need them
-        from pinnace.agent.kubelet import default_pod_cidr
+        from pinnace.agent.kubelet import default_node_name, default_pod_cidr
         from pinnace.agent.network import PodNetwork, dir_hash
         from pinnace.proxy import Proxier, ProxySettings, table_name
         data_dir = Path(self.config.data_dir)
@@ -252,7 +264,7 @@ class Cluster:
         network = PodNetwork(data_dir, node.pod_cidr or default_pod_cidr(data_dir))
         return Proxier(client, factory, ProxySettings(
             table=table_name(dir_hash(data_dir)), bridge=network.bridge,
-            pod_cidr=network.pod_cidr))
+            pod_cidr=network.pod_cidr, node_name=node.node_name or default_node_name()))
 
     async def run(self, *components: Component) -> None:
         """Run more components, built on `self.factory`, beside the configured ones."""

@@ -24,6 +24,7 @@ from pinnace.api.names import (
     check_selector,
     config_key_problems,
     label_problems,
+    qualified_name_problems,
     subdomain_problems,
 )
 from pinnace.api.validation_pods import PROTOCOLS, check_port_number
@@ -52,6 +53,7 @@ def validate_service(obj: dict[str, Any], errs: FieldErrors) -> None:
                 errs.invalid("spec.externalName", external, msg)
     elif not ports and not headless:
         errs.required("spec.ports")
+    _check_type_dependent(spec, svc_type, errs)
     names: set[str] = set()
     node_ports: set[tuple[Any, Any]] = set()
     for i, port in enumerate(ports):
@@ -89,8 +91,36 @@ def validate_service(obj: dict[str, Any], errs: FieldErrors) -> None:
     check_labels(spec.get("selector"), "spec.selector", errs)
 
 
+def _check_type_dependent(spec: dict[str, Any], svc_type: str, errs: FieldErrors) -> None:
+    """The fields only some types may carry (Kubernetes' wording and field paths)."""
+    cluster_ip = spec.get("clusterIP")
+    if svc_type == "ExternalName":
+        if cluster_ip or spec.get("clusterIPs"):
+            errs.forbidden("spec.clusterIP", "may not be set for ExternalName services")
+    elif cluster_ip == "None" and svc_type in ("NodePort", "LoadBalancer"):
+        errs.invalid("spec.clusterIPs[0]", cluster_ip,
+                     f"may not be set to 'None' for {svc_type} services")
+    if svc_type != "LoadBalancer":
+        for key in ("allocateLoadBalancerNodePorts", "loadBalancerClass"):
+            if spec.get(key) is not None:
+                errs.forbidden(f"spec.{key}", "may only be used when `type` is 'LoadBalancer'")
+    lb_class = spec.get("loadBalancerClass")
+    if isinstance(lb_class, str):
+        for msg in qualified_name_problems(lb_class):
+            errs.invalid("spec.loadBalancerClass", lb_class, msg)
+    health = spec.get("healthCheckNodePort")
+    if health and not (svc_type == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local"):
+        errs.invalid("spec.healthCheckNodePort", health,
+                     "may only be set when `type` is 'LoadBalancer' and "
+                     "`externalTrafficPolicy` is 'Local'")
+
+
 def validate_service_update(new: dict[str, Any], old: dict[str, Any], errs: FieldErrors) -> None:
     new_spec, old_spec = as_dict(new.get("spec")), as_dict(old.get("spec"))
+    if old_spec.get("type") == "LoadBalancer" and new_spec.get("type") == "LoadBalancer" and \
+            old_spec.get("loadBalancerClass") != new_spec.get("loadBalancerClass"):
+        errs.invalid("spec.loadBalancerClass", new_spec.get("loadBalancerClass"),
+                     "may not change once set")
     if "ExternalName" in (new_spec.get("type"), old_spec.get("type")):
         return
     before, after = old_spec.get("clusterIP"), new_spec.get("clusterIP")

@@ -10,7 +10,8 @@ Layout under the data dir (created once, reused on every later start):
       admin.token   0600, random bearer token of the cluster admin
 
 The serving certificate names localhost, 127.0.0.1, ::1, the host name, the in-cluster
-names of the `kubernetes` Service and any extra hosts. When a later start asks for a
+names of the `kubernetes` Service and any extra hosts (its ClusterIP, the address pods
+reach the API at). When a later start asks for a
 name the certificate lacks (a new address), only the serving certificate is reissued:
 the CA, and with it every kubeconfig already handed out, stays valid.
 
@@ -63,10 +64,18 @@ class Pki:
     server_key: Path
     ca_pem: bytes
 
-    def ssl_context(self) -> ssl.SSLContext:
-        """A server-side TLS context (TLS 1.2+) presenting the serving certificate."""
+    def ssl_context(self, *, sha1_handshakes: bool = False) -> ssl.SSLContext:
+        """A server-side TLS context (TLS 1.2+) presenting the serving certificate.
+
+        `sha1_handshakes`: also serve TLS 1.2 clients that send no signature_algorithms
+        extension, for which TLS 1.2 says the handshake is signed with SHA-1 — busybox
+        wget's TLS among them, common in pods. Go's TLS (kube-apiserver) serves them;
+        OpenSSL 3 refuses SHA-1 signatures above security level 0. Clients that do name
+        their algorithms still get SHA-256 or better; the ciphers stay OpenSSL's default."""
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if sha1_handshakes:
+            ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
         ctx.load_cert_chain(self.server_cert, self.server_key)
         return ctx
 

@@ -1,16 +1,31 @@
 """The API server's life: open the store, fill the watch caches, bootstrap, serve HTTPS.
 
-`ApiServer.start()` returns once the API answers; `stop()` closes the listener,
-the caches and the store. Identities: the admin token, plus the users of
-`DATA_DIR/tokens.csv` (kube-apiserver's `--token-auth-file` format, read at start;
-see `auth.load_token_file`). The kubeconfig is written by the caller once `start()`
-returns, so its presence means "ready".
+`ApiServer.start()` returns once the API answers; `stop()` closes the listeners,
+the caches and the store.
+
+Pods reach the API as `kubernetes.default` (10.96.0.1:443, the first address of the
+service range): with a real node, the server also listens on `advertise_address`, the
+node's pod-bridge gateway, on its own port, and the Endpoints and EndpointSlice of
+`default/kubernetes` name that address (as kube-apiserver's endpoint reconciler names
+its advertise address, and puts them back every 10 s; the service proxy DNATs the
+ClusterIP to it). The bridge, and
+with it the address, appears only with the node's first pod, so that listener is bound
+with IP_FREEBIND: bound at once, it answers as soon as the address exists, and nothing
+has to wait for the bridge or add the address ahead of the CNI plugin that owns it.
+The serving certificate names both addresses, so in-cluster clients verify it.
+
+Identities: the admin token, plus the users of `DATA_DIR/tokens.csv` (kube-apiserver's
+`--token-auth-file` format, read at start; see `auth.load_token_file`). The kubeconfig
+is written by the caller once `start()` returns, so its presence means "ready".
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +44,26 @@ from pinnace.store.sqlite import open_sqlite
 log = logging.getLogger(__name__)
 
 TOKEN_FILE = "tokens.csv"
+ENDPOINT_RECONCILE_INTERVAL = 10.0  # seconds, kube-apiserver's
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # Linux's value; Python does not name it
+# what kube-apiserver's endpoint reconciler puts on the `kubernetes` Endpoints: the
+# mirroring controller must leave them alone (the server writes the slice itself)
+SKIP_MIRROR = {"endpointslice.kubernetes.io/skip-mirror": "true"}
 
 
 class ApiServer:
     def __init__(self, data_dir: str | Path, *, host: str = "127.0.0.1", port: int = 6443,
-                 history_window: int = 10_000) -> None:
+                 history_window: int = 10_000, advertise_address: str = "") -> None:
         self.data_dir = Path(data_dir)
         self.host = host
         self.port = port
+        # where pods reach this server ("" = no pods do): also listened on, and the
+        # `kubernetes` Service's endpoint
+        self.advertise_address = advertise_address
         self.history_window = history_window
         self.registry: ObjectRegistry | None = None
         self._runner: web.AppRunner | None = None
+        self._endpoint_reconciler: asyncio.Task[None] | None = None
         self.token = ""
         self.ca_pem = b""
 
@@ -51,14 +75,17 @@ class ApiServer:
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
-        extra_hosts = [self.host] if self.host not in ("0.0.0.0", "::") else []
-        certs = pki.ensure_pki(self.data_dir, hosts=extra_hosts)
-        self.token = pki.ensure_admin_token(self.data_dir)
-        self.ca_pem = certs.ca_pem
         store = await open_sqlite(str(self.data_dir / "state.db"),
                                   history_window=self.history_window)
         self.registry = ObjectRegistry(store)
         await self.registry.start()
+        # the `kubernetes` Service's ClusterIP and the address pods reach us at
+        extra_hosts = [self.registry.services.first_ip, self.advertise_address]
+        if self.host not in ("0.0.0.0", "::"):
+            extra_hosts.append(self.host)
+        certs = pki.ensure_pki(self.data_dir, hosts=[h for h in extra_hosts if h])
+        self.token = pki.ensure_admin_token(self.data_dir)
+        self.ca_pem = certs.ca_pem
         await self._bootstrap()
         tokens = load_token_file(self.data_dir / TOKEN_FILE)
         if tokens:
@@ -70,15 +97,50 @@ class ApiServer:
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=False,
                                      shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=certs.ssl_context(),
+        wildcard = self.host in ("0.0.0.0", "::")
+        # on every address, this listener is the pods' too (see `_listen_for_pods`)
+        ssl_context = certs.ssl_context(sha1_handshakes=wildcard and bool(self.advertise_address))
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=ssl_context,
                            reuse_address=True, backlog=512)
         await site.start()
         if self.port == 0:
             server: Any = site._server  # the port the OS chose
             self.port = server.sockets[0].getsockname()[1]
         log.info("API server listening on %s", self.url)
+        if self.advertise_address and not wildcard and self.host != self.advertise_address:
+            await self._listen_for_pods(certs)
+        if self.advertise_address:
+            await self._ensure_kubernetes_endpoints()
+            self._endpoint_reconciler = asyncio.create_task(
+                self._reconcile_kubernetes_endpoints(), name="kubernetes endpoints")
+
+    async def _listen_for_pods(self, certs: pki.Pki) -> None:
+        """Listen on the advertise address too (IP_FREEBIND: it may not exist yet). A
+        failure is logged, not fatal: the API serves its other clients without it."""
+        assert self._runner is not None
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+            sock.bind((self.advertise_address, self.port))
+            sock.setblocking(False)
+            # pods' TLS clients may be minimal ones (busybox wget): see `ssl_context`
+            site = web.SockSite(self._runner, sock, backlog=512,
+                                ssl_context=certs.ssl_context(sha1_handshakes=True))
+            await site.start()
+        except OSError as e:
+            sock.close()
+            log.warning("pods cannot reach the API: listening on %s:%d failed: %s",
+                        self.advertise_address, self.port, e)
+            return
+        log.info("API server listening for pods on %s:%d", self.advertise_address, self.port)
 
     async def stop(self) -> None:
+        if self._endpoint_reconciler is not None:
+            self._endpoint_reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._endpoint_reconciler
+            self._endpoint_reconciler = None
         if self._runner:
             await self._runner.cleanup()
             self._runner = None
@@ -122,6 +184,54 @@ class ApiServer:
                 }, opts)
             except errors.ApiError as e:  # never fatal: the API works without it
                 log.warning("could not create the kubernetes Service: %s", e)
+
+
+    async def _reconcile_kubernetes_endpoints(self) -> None:
+        """Put them back should anyone delete or change them, as kube-apiserver's endpoint
+        reconciler does every 10 s."""
+        while True:
+            await asyncio.sleep(ENDPOINT_RECONCILE_INTERVAL)
+            try:
+                await self._ensure_kubernetes_endpoints()
+            except Exception as e:  # the next round tries again
+                log.warning("reconciling the kubernetes endpoints failed: %r", e)
+
+    async def _ensure_kubernetes_endpoints(self) -> None:
+        """The Endpoints and EndpointSlice of `default/kubernetes`: the advertise address
+        and this server's port (written again when either changed since the last start)."""
+        reg = self.registry
+        assert reg is not None
+        port = {"name": "https", "port": self.port, "protocol": "TCP"}
+        endpoints = {"metadata": {"name": "kubernetes", "labels": dict(SKIP_MIRROR)},
+                     "subsets": [{"addresses": [{"ip": self.advertise_address}],
+                                  "ports": [port]}]}
+        endpoint_slice = {"metadata": {"name": "kubernetes", "labels": {
+                              "kubernetes.io/service-name": "kubernetes"}},
+                          "addressType": "IPv4", "ports": [port],
+                          "endpoints": [{"addresses": [self.advertise_address],
+                                         "conditions": {"ready": True}}]}
+        opts = WriteOptions(field_manager="pinnace")
+        for (api_version, kind), body, fields in (
+                (("v1", "Endpoints"), endpoints, ("subsets",)),
+                (("discovery.k8s.io/v1", "EndpointSlice"), endpoint_slice,
+                 ("addressType", "ports", "endpoints"))):
+            group, _, version = api_version.rpartition("/")
+            rt = reg.kinds.by_kind(group, version, kind)
+            assert rt is not None
+            current = reg.cache(rt).get("default", "kubernetes")
+            try:
+                if current is None:
+                    await reg.create(rt, "default", body, opts)
+                elif any(current.get(f) != body[f] for f in fields) or any(
+                        (current["metadata"].get("labels") or {}).get(k) != v
+                        for k, v in body["metadata"]["labels"].items()):
+                    new = {**current, **{f: body[f] for f in fields}}
+                    new["metadata"] = {**current["metadata"], "labels": {
+                        **(current["metadata"].get("labels") or {}),
+                        **body["metadata"]["labels"]}}
+                    await reg.update(rt, "default", "kubernetes", new, opts)
+            except errors.ApiError as e:  # never fatal, as the Service itself
+                log.warning("could not write the kubernetes %s: %s", kind, e)
 
 
 def default_data_dir() -> str:

@@ -20,6 +20,7 @@ from pinnace.controllers.daemonset import DaemonSetController
 from pinnace.controllers.deployment import DeploymentController
 from pinnace.controllers.endpoints import EndpointsController
 from pinnace.controllers.endpointslice import EndpointSliceController
+from pinnace.controllers.endpointslice_mirroring import EndpointSliceMirroringController
 from pinnace.controllers.garbage_collector import GarbageCollector
 from pinnace.controllers.job import JobController
 from pinnace.controllers.namespace import NamespaceController
@@ -28,6 +29,7 @@ from pinnace.controllers.pod_gc import PodGCController
 from pinnace.controllers.pv_binder import PersistentVolumeBinder
 from pinnace.controllers.pv_protection import PVCProtectionController, PVProtectionController
 from pinnace.controllers.replicaset import ReplicaSetController
+from pinnace.controllers.service_lb import DEFAULT_LB_POOL, ServiceLBController
 from pinnace.controllers.serviceaccount import ServiceAccountsController
 from pinnace.controllers.statefulset import StatefulSetController
 from pinnace.controllers.ttl_after_finished import TTLAfterFinishedController
@@ -39,6 +41,8 @@ class ControllerSettings:
     node_monitor_grace_period: float = 40.0
     # base of the Job controller's exponential pod-failure backoff
     job_backoff_base: float = 10.0
+    # --lb-pool: the addresses LoadBalancer Services get (all of 127/8 is local to Linux)
+    lb_pool: str = DEFAULT_LB_POOL
 
 
 def build_controllers(client: Client, factory: InformerFactory,
@@ -58,6 +62,8 @@ def build_controllers(client: Client, factory: InformerFactory,
         ServiceAccountsController(client, factory),
         EndpointSliceController(client, factory),
         EndpointsController(client, factory),
+        EndpointSliceMirroringController(client, factory),
+        ServiceLBController(client, factory, pool=s.lb_pool),
         NodeLifecycleController(client, factory,
                                 grace_period=s.node_monitor_grace_period),
         PersistentVolumeBinder(client, factory),

@@ -1,8 +1,10 @@
-"""Services on every node: the nftables data path (`rules`: the table as a pure function of
-Services and EndpointSlices; `proxier`: the component that keeps it written)."""
+"""Services on every node: the nftables data path (`rules`: what each Service puts in the
+table, as pure functions of Services and EndpointSlices; `table`: the written state and the
+transactions that change it; `proxier`: the component that keeps it written)."""
 
 from pinnace.proxy.proxier import Proxier, ProxyError, ProxySettings, remove_table, table_name
-from pinnace.proxy.rules import ruleset, service_ports
+from pinnace.proxy.rules import service_ports, service_rules
+from pinnace.proxy.table import ServiceTable
 
-__all__ = ["Proxier", "ProxyError", "ProxySettings", "remove_table", "ruleset",
-           "service_ports", "table_name"]
+__all__ = ["Proxier", "ProxyError", "ProxySettings", "ServiceTable", "remove_table",
+           "service_ports", "service_rules", "table_name"]

@@ -14,16 +14,20 @@ the output hook) and to loopback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import ipaddress
 import os
 import random
+import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,15 +81,17 @@ async def get_eventually(host: str, port: int, within: float = 15.0) -> str:
             await asyncio.sleep(0.05)
 
 
-def connect_error(host: str, port: int) -> tuple[int, float]:
-    """errno of a TCP connect (0: it connected) and how long it took to learn it."""
+def connect_error(host: str, port: int, timeout: float = 3.0) -> tuple[int, float]:
+    """errno of a TCP connect (0: it connected; -1: timed out) and how long it took."""
     t0 = time.monotonic()
     with socket.socket() as s:
-        s.settimeout(3)
+        s.settimeout(timeout)
         try:
             err = s.connect_ex((host, port))
         except TimeoutError:
             err = -1
+    if err == errno.EAGAIN:  # what connect_ex says when the timeout ran out
+        err = -1
     return err, time.monotonic() - t0
 
 
@@ -108,12 +114,25 @@ async def run_nginx(rt: RuncRuntime) -> str:
     return (await rt.pod_sandbox_status(sid)).ip
 
 
-def endpoint_slice(pod_ip: str | None) -> dict[str, Any]:
-    return {"metadata": {"name": "web-test", "namespace": "default",
-                         "labels": {"kubernetes.io/service-name": "web"}},
+async def run_busybox(rt: RuncRuntime, name: str, script: str) -> tuple[str, str]:
+    """A busybox pod running `script`: (container id, pod IP)."""
+    sid = await rt.run_pod_sandbox(PodSandboxConfig(f"uid-svc-{name}", name, "default"))
+    cid = await rt.create_container(sid, ContainerConfig(
+        "main", "busybox:1.28", command=["sh", "-c", script]))
+    await rt.start_container(cid)
+    return cid, (await rt.pod_sandbox_status(sid)).ip
+
+
+def endpoint_slice(*pod_ips: str | None, svc: str = "web",
+                   nodes: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The slice of `svc` naming `pod_ips` (on `nodes`, in order, when given)."""
+    endpoints = [{"addresses": [ip], "conditions": {"ready": True}} for ip in pod_ips if ip]
+    for ep, node in zip(endpoints, nodes, strict=False):
+        ep["nodeName"] = node
+    return {"metadata": {"name": f"{svc}-test", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": svc}},
             "addressType": "IPv4", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
-            "endpoints": [{"addresses": [pod_ip], "conditions": {"ready": True}}]
-            if pod_ip else []}
+            "endpoints": endpoints}
 
 
 async def test_cluster_ip_and_node_port_serve_the_pod_and_refuse_without_endpoints(
@@ -190,17 +209,10 @@ async def test_a_burst_of_changes_is_one_write_and_services_without_endpoints_re
 async def test_pods_reach_a_service_and_a_pod_reaches_itself_through_its_own(
         runtime: RuncRuntime, table: str, client: Any, components: ComponentRunner
         ) -> None:
-    async def busybox(name: str, script: str) -> tuple[str, str]:
-        sid = await runtime.run_pod_sandbox(PodSandboxConfig(f"uid-svc-{name}", name,
-                                                             "default"))
-        cid = await runtime.create_container(sid, ContainerConfig(
-            "main", "busybox:1.28", command=["sh", "-c", script]))
-        await runtime.start_container(cid)
-        return cid, (await runtime.pod_sandbox_status(sid)).ip
-
-    server, server_ip = await busybox("hairpin", "mkdir -p /www && echo hello-from-pod > "
-                                      "/www/index.html && exec httpd -f -p 80 -h /www")
-    other, _ = await busybox("client", "exec sleep 3600")
+    server, server_ip = await run_busybox(runtime, "hairpin", "mkdir -p /www && echo "
+                                          "hello-from-pod > /www/index.html && "
+                                          "exec httpd -f -p 80 -h /www")
+    other, _ = await run_busybox(runtime, "client", "exec sleep 3600")
     svc = await client.create(client.resource("v1", "Service"), {
         "metadata": {"name": "web", "namespace": "default"},
         "spec": {"ports": [{"name": "http", "port": 8080, "targetPort": 80}]}})
@@ -218,3 +230,204 @@ async def test_pods_reach_a_service_and_a_pod_reaches_itself_through_its_own(
         code, out, err = await runtime.exec_sync(
             cid, ["timeout", "5", "wget", "-qO-", f"http://{cluster_ip}:8080/"], 10)
         assert code == 0 and b"hello-from-pod" in out, (cid, code, out, err)
+
+
+def listed(table: str) -> str:
+    """The table as `nft list` prints it ("" before it exists)."""
+    return subprocess.run(["nft", "list", "table", "ip", table], capture_output=True,
+                          text=True).stdout
+
+
+def affinity_sets(table: str) -> dict[str, str]:
+    """The table's affinity sets: name -> what `nft list` prints of it."""
+    return {m.group(1): m.group(2) for m in
+            re.finditer(r"set (affinity-\w+) \{(.*?)\n\t\}", listed(table), re.S)}
+
+
+async def test_a_change_rewrites_only_its_service_and_clients_keep_their_endpoints(
+        runtime: RuncRuntime, table: str, client: Any, components: ComponentRunner
+        ) -> None:
+    pod_ip = await run_nginx(runtime)
+    svc_rt = client.resource("v1", "Service")
+    es_rt = client.resource("discovery.k8s.io/v1", "EndpointSlice")
+    svc = await client.create(svc_rt, {
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"sessionAffinity": "ClientIP",
+                 "ports": [{"name": "http", "port": 8080, "targetPort": 80}]}})
+    cluster_ip = svc["spec"]["clusterIP"]
+    await client.create(es_rt, endpoint_slice(pod_ip))
+    proxier = Proxier(client, components.factory, ProxySettings(
+        table=table, bridge=runtime.network.bridge, pod_cidr=runtime.network.pod_cidr))
+    await components.start(proxier)
+    assert "nginx" in await get_eventually(cluster_ip, 8080)
+    (name, remembered), = affinity_sets(table).items()
+    assert "elements = {" in remembered  # this host, as the client
+    full_syncs = proxier.full_syncs
+
+    # other Services come, and this one gets a second endpoint: an address of the pod
+    # network nobody has (a connection sent there would time out)
+    spare = str(ipaddress.ip_network(runtime.network.pod_cidr)[250])
+    others = await asyncio.gather(*(client.create(svc_rt, {
+        "metadata": {"name": f"other-{i}", "namespace": "default"},
+        "spec": {"ports": [{"port": 80}]}}) for i in range(5)))
+    current = await client.get(es_rt, "web-test", "default")
+    current["endpoints"] = endpoint_slice(pod_ip, spare)["endpoints"]
+    await client.update(es_rt, current)
+    await eventually(lambda: f"dnat to {spare}:80" in listed(table) and all(
+        f"{o['spec']['clusterIP']} . tcp . 80 : goto reject-chain" in listed(table)
+        for o in others), within=5)
+    # written piece by piece: the client is still remembered, and still sent to its pod
+    assert proxier.full_syncs == full_syncs
+    assert "elements = {" in affinity_sets(table)[name]
+    for _ in range(10):
+        assert "nginx" in await asyncio.to_thread(get, cluster_ip, 8080)
+
+
+async def test_load_balancer_addresses_and_external_ips_answer_like_the_cluster_ip(
+        runtime: RuncRuntime, table: str, client: Any, components: ComponentRunner
+        ) -> None:
+    pod_ip = await run_nginx(runtime)
+    svc_rt = client.resource("v1", "Service")
+    es_rt = client.resource("discovery.k8s.io/v1", "EndpointSlice")
+    # loopback addresses (all local on Linux), random so that no running cluster has them
+    prefix = f"127.{random.randint(240, 247)}.{random.randint(0, 255)}"
+    lb_a, lb_b, external = f"{prefix}.1", f"{prefix}.2", f"{prefix}.3"
+    port = {"name": "http", "port": 80, "targetPort": 80}
+    a = await client.create(svc_rt, {
+        "metadata": {"name": "lb-a", "namespace": "default"},
+        "spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": False,
+                 "ports": [port]}})
+    b = await client.create(svc_rt, {
+        "metadata": {"name": "lb-b", "namespace": "default"},
+        "spec": {"type": "LoadBalancer", "externalIPs": [external], "ports": [port]}})
+    for svc, ip in ((a, lb_a), (b, lb_b)):
+        svc["status"] = {"loadBalancer": {"ingress": [{"ip": ip}]}}
+        await client.update_status(svc_rt, svc)
+        await client.create(es_rt, endpoint_slice(pod_ip, svc=svc["metadata"]["name"]))
+    proxier = Proxier(client, components.factory, ProxySettings(
+        table=table, bridge=runtime.network.bridge, pod_cidr=runtime.network.pod_cidr))
+    await components.start(proxier)
+
+    # two LoadBalancers on port 80, and an external IP, all answer from the host
+    for host in (lb_a, lb_b, external):
+        assert "nginx" in await get_eventually(host, 80), host
+    # a port the Service lacks is refused at once on its ClusterIP, not left to time out
+    err, took = await asyncio.to_thread(connect_error, a["spec"]["clusterIP"], 81)
+    assert err == errno.ECONNREFUSED and took < 1, (err, took)
+    # without endpoints, lb-b's addresses refuse at once; lb-a's still answers
+    current = await client.get(es_rt, "lb-b-test", "default")
+    current["endpoints"] = []
+    await client.update(es_rt, current)
+    await eventually(lambda: f"{lb_b} . tcp . 80 : goto reject-chain" in listed(table),
+                     within=5)
+    for host in (lb_b, external):
+        err, took = await asyncio.to_thread(connect_error, host, 80)
+        assert err == errno.ECONNREFUSED and took < 1, (host, err, took)
+    assert "nginx" in await asyncio.to_thread(get, lb_a, 80)
+
+
+@contextlib.contextmanager
+def outside_client() -> Iterator[tuple[str, str]]:
+    """A network namespace standing for a machine outside the cluster, linked to the host by
+    a veth pair: (its name, the host's address it reaches); deleted afterwards."""
+    tag = f"{random.randint(0, 0xffffff):06x}"
+    ns, host_if = f"pnxout-{tag}", f"pnxo{tag}"
+    net = f"100.{random.randint(64, 127)}.{random.randint(0, 255)}.{random.randrange(0, 256, 4)}"
+    base = ipaddress.ip_address(net)
+    host_ip, client_ip = str(base + 1), str(base + 2)
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+    ip("netns", "add", ns)
+    try:
+        ip("link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        ip("addr", "add", f"{host_ip}/30", "dev", host_if)
+        ip("link", "set", host_if, "up")
+        ip("-n", ns, "addr", "add", f"{client_ip}/30", "dev", "eth0")
+        ip("-n", ns, "link", "set", "eth0", "up")
+        ip("-n", ns, "route", "add", "default", "via", host_ip)
+        yield ns, host_ip
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)  # the veth pair goes with it
+
+
+def get_from(ns: str, url: str) -> str:
+    """GET `url` from inside `ns`: the body, or the error's name (a drop: "timeout")."""
+    script = ("import sys, urllib.request\n"
+              "try:\n"
+              "    print(urllib.request.urlopen(sys.argv[1], timeout=1.5).read().decode())\n"
+              "except Exception as e:\n"
+              "    print('timeout' if 'timed out' in str(e) else repr(e))\n")
+    return subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", script, url],
+                          capture_output=True, text=True, timeout=30).stdout.strip()
+
+
+async def test_external_traffic_policy_local_keeps_the_client_address_on_local_endpoints(
+        runtime: RuncRuntime, table: str, client: Any, components: ComponentRunner
+        ) -> None:
+    # a server that answers with the client address it sees
+    _, pod_ip = await run_busybox(
+        runtime, "whoami", "mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho "
+        "Content-Type: text/plain\\necho\\necho $REMOTE_ADDR\\n' > /www/cgi-bin/ip && "
+        "chmod +x /www/cgi-bin/ip && exec httpd -f -p 80 -h /www")
+    svc_rt = client.resource("v1", "Service")
+    es_rt = client.resource("discovery.k8s.io/v1", "EndpointSlice")
+    svc = await client.create(svc_rt, {
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"type": "NodePort", "externalTrafficPolicy": "Local",
+                 "ports": [{"name": "http", "port": 8080, "targetPort": 80}]}})
+    node_port = svc["spec"]["ports"][0]["nodePort"]
+    # the pod on this node, and an endpoint on another node (an address nobody has: a
+    # connection sent there would time out)
+    spare = str(ipaddress.ip_network(runtime.network.pod_cidr)[250])
+    await client.create(es_rt, endpoint_slice(pod_ip, spare, nodes=("node-a", "node-b")))
+    proxier = Proxier(client, components.factory, ProxySettings(
+        table=table, bridge=runtime.network.bridge, pod_cidr=runtime.network.pod_cidr,
+        node_name="node-a"))
+    await components.start(proxier)
+    await eventually(lambda: f"tcp . {node_port} : goto ext-" in listed(table), within=5)
+
+    with outside_client() as (ns, host_ip):
+        url = f"http://{host_ip}:{node_port}/cgi-bin/ip"
+        client_ip = str(ipaddress.ip_address(host_ip) + 1)
+        # (busybox's httpd prints an IPv4 client as [::ffff:a.b.c.d])
+        seen = {(await asyncio.to_thread(get_from, ns, url)).removeprefix("[::ffff:")
+                .removesuffix("]") for _ in range(8)}
+        assert seen == {client_ip}, seen  # only the local pod, and it sees the client
+        # no endpoint on this node: the NodePort drops (no reset: another node may serve)
+        current = await client.get(es_rt, "web-test", "default")
+        current["endpoints"] = endpoint_slice(pod_ip, spare,
+                                              nodes=("node-b", "node-b"))["endpoints"]
+        await client.update(es_rt, current)
+        await eventually(lambda: f"tcp . {node_port} : drop" in listed(table), within=5)
+        assert await asyncio.to_thread(get_from, ns, url) == "timeout"
+
+
+async def test_internal_traffic_policy_local_sends_cluster_ip_traffic_to_local_endpoints(
+        runtime: RuncRuntime, table: str, client: Any, components: ComponentRunner
+        ) -> None:
+    pod_ip = await run_nginx(runtime)
+    svc_rt = client.resource("v1", "Service")
+    es_rt = client.resource("discovery.k8s.io/v1", "EndpointSlice")
+    svc = await client.create(svc_rt, {
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"internalTrafficPolicy": "Local",
+                 "ports": [{"name": "http", "port": 8080, "targetPort": 80}]}})
+    cluster_ip = svc["spec"]["clusterIP"]
+    # the pod on this node, and an endpoint on another (an address nobody has)
+    spare = str(ipaddress.ip_network(runtime.network.pod_cidr)[250])
+    await client.create(es_rt, endpoint_slice(pod_ip, spare, nodes=("node-a", "node-b")))
+    await components.start(Proxier(client, components.factory, ProxySettings(
+        table=table, bridge=runtime.network.bridge, pod_cidr=runtime.network.pod_cidr,
+        node_name="node-a")))
+    assert "nginx" in await get_eventually(cluster_ip, 8080)
+    for _ in range(8):  # never the other node's endpoint
+        assert "nginx" in await asyncio.to_thread(get, cluster_ip, 8080)
+    # none on this node: dropped (not refused: the Service has endpoints, elsewhere)
+    current = await client.get(es_rt, "web-test", "default")
+    current["endpoints"] = endpoint_slice(pod_ip, spare, nodes=("node-b", "node-b"))[
+        "endpoints"]
+    await client.update(es_rt, current)
+    await eventually(lambda: f"{cluster_ip} . tcp . 8080 : drop" in listed(table), within=5)
+    err, _ = await asyncio.to_thread(connect_error, cluster_ip, 8080, 1.5)
+    assert err == -1  # timed out

@@ -1,5 +1,7 @@
 """Services: ClusterIP and NodePort allocation as admission, and the fields that
-depend on the type (Kubernetes' `pkg/registry/core/service/storage` allocators).
+depend on the type (Kubernetes' `pkg/registry/core/service/storage` allocators; the
+rules — taken and out-of-range ports, headless, type changes, LoadBalancers without
+node ports, health check ports — are in `allocators`).
 
 The allocator keeps the addresses and ports in use in memory, rebuilt from the stored
 Services at start (`restore`). A write allocates before it lands and undoes the

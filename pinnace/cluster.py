@@ -12,9 +12,9 @@ their clusters here, so the order below exists in one place:
    validation, without the socket) and one `InformerFactory` shared by every component,
    so each resource is listed and watched once however many components read it;
 3. the components are built on that factory — the controller manager's controllers, the
-   scheduler, then the nodes (N simulated ones, or this machine's kubelet and service
-   proxy) — so that every informer they ask for exists before the factory starts and
-   syncs;
+   scheduler, then the nodes (N simulated ones, or this machine's kubelet, service
+   proxy and cluster DNS) — so that every informer they ask for exists before the factory
+   starts and syncs;
 4. each component runs as one task; `stop()` cancels them, then stops the informers,
    the client and the API server, in the reverse order of starting.
 
@@ -31,6 +31,7 @@ nothing below it imports it.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import shutil
@@ -221,6 +222,7 @@ class Cluster:
             proxier = self._proxier(cfg.real_node, client, factory)
             if proxier is not None:
                 components.append(proxier)
+            components.append(self._dns_server(cfg.real_node, client, factory))
         return components
 
     def _kubelet(self, node: RealNodeConfig, client: Client, factory: InformerFactory
@@ -235,7 +237,20 @@ class Cluster:
             pod_cidr=node.pod_cidr, kubelet_port=node.kubelet_port,
             tls_cert=certs.server_cert, tls_key=certs.server_key,
             token=pki.ensure_kubelet_token(data_dir), lease_period=self.config.lease_period,
-            backoff_base=node.restart_backoff))
+            backoff_base=node.restart_backoff, cluster_dns=(self._dns_address(node),)))
+
+    def _dns_address(self, node: RealNodeConfig) -> str:
+        """Where the node's cluster DNS listens, the pods' nameserver: the pod bridge's
+        gateway, the first address of the node's pod CIDR."""
+        from pinnace.agent.kubelet import default_pod_cidr
+        cidr = node.pod_cidr or default_pod_cidr(Path(self.config.data_dir))
+        return str(next(ipaddress.ip_network(cidr).hosts()))
+
+    def _dns_server(self, node: RealNodeConfig, client: Client, factory: InformerFactory
+                    ) -> Component:
+        """The real node's cluster DNS (port 53 of the bridge gateway, UDP and TCP)."""
+        from pinnace.proxy import DnsServer, DnsSettings
+        return DnsServer(client, factory, DnsSettings(address=self._dns_address(node)))
 
     def _proxier(self, node: RealNodeConfig, client: Client, factory: InformerFactory
                  ) -> Component | None:

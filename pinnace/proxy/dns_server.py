@@ -234,7 +234,12 @@ class DnsServer:
         s = self.settings
         await asyncio.gather(self.services.wait_synced(), self.slices.wait_synced())
         loop = asyncio.get_running_loop()
-        tcp_sock = _bind(socket.SOCK_STREAM, s.address, s.port)
+        try:
+            tcp_sock = _bind(socket.SOCK_STREAM, s.address, s.port)
+        except OSError as e:  # the rest of the node works on; only names do not resolve
+            log.error("cluster DNS cannot listen on %s:%d (%s): pods will not resolve "
+                      "Service names", s.address, s.port, e.strerror)
+            await asyncio.Event().wait()
         self.port = tcp_sock.getsockname()[1]  # port 0: UDP takes the one TCP got
         try:
             udp_sock = _bind(socket.SOCK_DGRAM, s.address, self.port)

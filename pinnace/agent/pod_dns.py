@@ -136,7 +136,8 @@ def pod_dns_config(pod: Obj, cluster: ClusterDNS, host: DNSConfig
         config = DNSConfig(
             _unique(list(config.servers) + [str(s) for s in extra.get("nameservers") or []]),
             _unique(list(config.searches) +
-                    [str(s).rstrip(".") for s in extra.get("searches") or []]),
+                    [str(s).rstrip(".") for s in extra.get("searches") or []
+                     if str(s).rstrip(".")]),
             _merge_options(config.options, extra.get("options") or []))
     config, limits = _fit(config)
     return config, warnings + limits

@@ -167,6 +167,7 @@ class DnsIndex:
         self._namespaces: dict[str, int] = {}  # namespace → Services with names
         self.generation = 0
         self.serial = int(time.time())
+        self._soa_rr: RR | None = None  # built once per serial
 
     # -- updates -------------------------------------------------------------------------
 
@@ -196,6 +197,7 @@ class DnsIndex:
             self._namespaces[ns] = self._namespaces.get(ns, 0) + 1
         self.generation += 1
         self.serial = max(self.serial + 1, int(time.time()))
+        self._soa_rr = None
 
     # -- queries -------------------------------------------------------------------------
 
@@ -290,6 +292,8 @@ class DnsIndex:
         return reply
 
     def _soa(self) -> RR:
-        z = self.zone + "."
-        return RR(z, QTYPE.SOA, ttl=TTL, rdata=SOA(
-            f"ns.dns.{z}", f"hostmaster.{z}", (self.serial, 7200, 1800, 86400, TTL)))
+        if self._soa_rr is None:
+            z = self.zone + "."
+            self._soa_rr = RR(z, QTYPE.SOA, ttl=TTL, rdata=SOA(
+                f"ns.dns.{z}", f"hostmaster.{z}", (self.serial, 7200, 1800, 86400, TTL)))
+        return self._soa_rr

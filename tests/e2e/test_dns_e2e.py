@@ -215,3 +215,10 @@ def test_dns_policy_default_and_none(cluster: Cluster, workloads: dict) -> None:
     assert in_pod(cluster, "custom", "cat", "/etc/resolv.conf") == (
         "nameserver 192.0.2.53\nsearch example.test\noptions ndots:2 edns0\n")
     cluster.kubectl("delete", "pod", "hostdns", "custom", "--wait=false")
+    # dnsPolicy None is all the pod's: without a dnsConfig it is refused, naming the field
+    bad = cluster.kubectl("apply", "-f", "-", check=False, input=json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "nodns"},
+        "spec": {"containers": [SLEEPER], "dnsPolicy": "None"}}))
+    assert bad.returncode == 1
+    assert "spec.dnsConfig: Required value: must provide `dnsConfig` when `dnsPolicy` is " \
+        "None" in bad.stderr, bad.stderr

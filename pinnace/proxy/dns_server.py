@@ -67,7 +67,10 @@ def _bind(kind: socket.SocketKind, address: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, kind)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if kind == socket.SOCK_STREAM:
+            # TCP only: a restarted server rebinds past TIME_WAIT. On UDP it would let a
+            # second server bind the same address and port and silently share the queries
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
         sock.bind((address, port))
         sock.setblocking(False)
@@ -168,7 +171,15 @@ class DnsServer:
     # -- answering -----------------------------------------------------------------------
 
     def answer(self, data: bytes, *, tcp: bool) -> bytes | None:
-        """The encoded answer to a query, or None when it must be forwarded."""
+        """The encoded answer to a query, or None when it must be forwarded; SERVFAIL if
+        answering failed (a bug: the client learns at once rather than timing out)."""
+        try:
+            return self._answer(data, tcp=tcp)
+        except Exception:
+            log.exception("answering a DNS query failed")
+            return _error_reply(data, RCODE.SERVFAIL)
+
+    def _answer(self, data: bytes, *, tcp: bool) -> bytes | None:
         key = data[2:]
         if self.settings.cache:
             if self._cache_generation != self.index.generation:

@@ -189,3 +189,21 @@ async def test_answers_are_the_same_with_and_without_the_cache(
         first = await udp_query(dns.port, "kubernetes.default.svc.cluster.local")
         assert first.header.rcode == RCODE.NOERROR, first
         assert addresses(first) == ["10.96.0.1"]
+
+
+async def test_a_large_answer_is_truncated_over_udp_and_whole_over_tcp(
+        client: Any, components: ComponentRunner) -> None:
+    await client.create(client.resource("v1", "Service"), {
+        "metadata": {"name": "big", "namespace": "default"},
+        "spec": {"clusterIP": "None", "ports": [{"port": 80}]}})
+    ips = [f"10.42.1.{i}" for i in range(2, 62)]  # 60 A records: over 512 bytes
+    await client.create(client.resource("discovery.k8s.io/v1", "EndpointSlice"), {
+        "metadata": {"name": "big-1", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "big"}},
+        "addressType": "IPv4", "ports": [{"port": 80, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [ip]} for ip in ips]})
+    dns = await start_dns(components, client, upstreams=())
+    udp = await udp_query(dns.port, "big.default.svc.cluster.local")
+    assert udp.header.tc and udp.rr == []  # the client retries over TCP, as resolvers do
+    tcp = await tcp_query(dns.port, "big.default.svc.cluster.local")
+    assert not tcp.header.tc and addresses(tcp) == sorted(ips)

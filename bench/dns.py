@@ -1,7 +1,7 @@
 """Cluster DNS throughput and latency, with Debian's dnsperf, beside Debian's unbound
 serving the same records from `local-data` in the same run (both on loopback).
 
-    python -m bench.dns [--services 100] [--headless 10] [--seconds 10]
+    python -m bench.dns [--services 100] [--headless 10] [--seconds 10] [--latency-qps 5000]
     (needs: apt-get install dnsperf unbound)
 
 The pinnace DNS server runs in this process on a loopback port, its informers fed by a
@@ -13,7 +13,8 @@ headless Services, SRV of named ports, AAAA with no data, NXDOMAIN (the search-l
 misses, the most common query in a real cluster) and PTR of ClusterIPs.
 
 Each server gets two dnsperf runs: `--seconds` saturating (100 queries outstanding) for
-queries/s, then as long with every query's latency reported (-v) for p50/p99. The pinnace
+queries/s, then as long at a steady `--latency-qps` with every query's latency reported
+(-v) for p50/p99 (latency at saturation is mostly the queue's). The pinnace
 server is measured twice: with its encoded-answer cache (as it runs) and without (every
 query parsed and built with dnslib). Prints one table; the reference figure is CoreDNS'
 own (coredns/deployment Scaling_CoreDNS.md: 33,669 QPS on 2 vCPUs, internal names).
@@ -132,22 +133,23 @@ remote-control:
 """)
 
 
-async def dnsperf(port: int, queries: Path, seconds: float, verbose: bool) -> str:
+async def dnsperf(port: int, queries: Path, seconds: float, rate: int = 0) -> str:
+    """dnsperf's output; `rate`: that many queries/s, each query's latency reported."""
     args = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries),
             "-l", str(seconds), "-c", "4", "-q", "100", "-T", "1"]
-    if verbose:
-        args.append("-v")
+    if rate:
+        args += ["-v", "-Q", str(rate)]
     proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.STDOUT)
     out, _ = await proc.communicate()
     return out.decode(errors="replace")
 
 
-async def measure(port: int, queries: Path, seconds: float) -> dict[str, str]:
-    saturated = await dnsperf(port, queries, seconds, verbose=False)
+async def measure(port: int, queries: Path, seconds: float, rate: int) -> dict[str, str]:
+    saturated = await dnsperf(port, queries, seconds)
     qps = re.search(r"Queries per second:\s+([\d.]+)", saturated)
     lost = re.search(r"Queries lost:\s+(\d+)", saturated)
-    detailed = await dnsperf(port, queries, seconds, verbose=True)
+    detailed = await dnsperf(port, queries, seconds, rate)
     latencies = sorted(float(m) for m in re.findall(r"^> \S+ .* ([\d.]+)$", detailed,
                                                     re.MULTILINE))
     if qps is None or not latencies:
@@ -204,9 +206,11 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, dict[str, str]
                     await asyncio.sleep(0.05)
             await check_same_answers(servers["pinnace"].port, unbound_port, lines)
             results = [("unbound 1.17 (1 thread, local-data)",
-                        await measure(unbound_port, queries, args.seconds))]
+                        await measure(unbound_port, queries, args.seconds,
+                                      args.latency_qps))]
             for label, dns in servers.items():
-                results.append((label, await measure(dns.port, queries, args.seconds)))
+                results.append((label, await measure(dns.port, queries, args.seconds,
+                                                     args.latency_qps)))
             return results
     finally:
         if unbound is not None and unbound.returncode is None:
@@ -220,16 +224,19 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=100)
     parser.add_argument("--headless", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--latency-qps", type=int, default=5000)
     args = parser.parse_args()
     for tool in ("dnsperf", "unbound"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is missing: apt-get install dnsperf unbound")
     results = asyncio.run(main_async(args))
     width = max(len(label) for label, _ in results)
-    print(f"{'server'.ljust(width)}  {'queries/s':>10}  {'p50':>9}  {'p99':>9}  lost")
-    print(f"{'-' * width}  {'-' * 10}  {'-' * 9}  {'-' * 9}  ----")
+    at = f"@{args.latency_qps / 1000:g}k/s"
+    print(f"{'server'.ljust(width)}  {'queries/s':>10}  {'p50 ' + at:>11}  {'p99 ' + at:>11}"
+          "  lost")
+    print(f"{'-' * width}  {'-' * 10}  {'-' * 11}  {'-' * 11}  ----")
     for label, r in results:
-        print(f"{label.ljust(width)}  {r['qps']:>10}  {r['p50']:>9}  {r['p99']:>9}  "
+        print(f"{label.ljust(width)}  {r['qps']:>10}  {r['p50']:>11}  {r['p99']:>11}  "
               f"{r['lost']}")
     print(f"reference: CoreDNS 33,669 queries/s on 2 vCPUs (Scaling_CoreDNS.md); "
           f"{args.services} Services + {args.headless} headless, {args.seconds:g} s per run; "

@@ -207,7 +207,8 @@ class DnsIndex:
     def answer(self, request: DNSRecord) -> DNSRecord | None:
         """The response to `request`, or None when the name is not ours to answer."""
         q = request.q
-        qname = str(q.qname).rstrip(".").lower()
+        # the labels joined, not str(): dnslib's str() escapes each label, a cost per query
+        qname = b".".join(q.qname.label).decode(errors="replace").lower()
         if qname.endswith(".in-addr.arpa") or qname.endswith(".ip6.arpa"):
             return self._reverse(request, qname)
         if not self.in_zone(qname):

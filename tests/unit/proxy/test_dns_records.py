@@ -226,3 +226,13 @@ def test_upstreams_come_from_resolv_conf(tmp_path: Any) -> None:
     assert upstreams_from_resolv_conf(conf, exclude=("10.42.0.1",)) == \
         (("10.0.0.2", 53), ("fe80::1", 53))
     assert upstreams_from_resolv_conf(tmp_path / "missing") == ()
+
+
+def test_ipv6_cluster_ips_have_aaaa_and_ip6_arpa_ptr() -> None:
+    svc = service("web", "fd00::9")
+    idx = DnsIndex()
+    idx.update_service("default/web", svc, [])
+    assert rdata(ask(idx, "web.default.svc.cluster.local", "AAAA")) == ["fd00::9"]
+    assert ask(idx, "web.default.svc.cluster.local", "A").rr == []
+    nibbles = ".".join(reversed("fd00" + "0" * 27 + "9"))
+    assert rdata(ask(idx, f"{nibbles}.ip6.arpa", "PTR")) == ["web.default.svc.cluster.local."]

@@ -56,6 +56,8 @@ class DnsSettings:
     upstreams: tuple[Upstream, ...] | None = None  # None: /etc/resolv.conf's nameservers
     forward_timeout: float = 2.0  # seconds per upstream
     cache: bool = True  # the encoded-answer cache (off: every query parsed and built)
+    max_forwards: int = 1000  # UDP queries forwarded at once; more are REFUSED (CoreDNS'
+    #                           forward max_concurrent): a flood cannot exhaust the sockets
 
 
 def _slice_service(s: Obj) -> list[str]:
@@ -113,8 +115,11 @@ class _Udp(asyncio.DatagramProtocol):
         assert self.transport is not None
         answer = self.server.answer(data, tcp=False)
         if answer is None:
-            self.server.spawn(self._forward(data, addr))
-        elif answer:  # b"": not a query at all, dropped
+            if len(self.server.forwarding) < self.server.settings.max_forwards:
+                self.server.spawn(self._forward(data, addr))
+                return
+            answer = _error_reply(data, RCODE.REFUSED)
+        if answer:  # b"": not a query at all, dropped
             self.transport.sendto(answer, addr)
 
     async def _forward(self, data: bytes, addr: tuple[str, int]) -> None:
@@ -147,7 +152,7 @@ class DnsServer:
         self.ready = asyncio.Event()  # listening
         self._cache: dict[bytes, bytes] = {}
         self._cache_generation = -1
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.forwarding: set[asyncio.Task[None]] = set()  # UDP queries being forwarded
         self._tcp_clients: set[asyncio.StreamWriter] = set()
 
     # -- the index, kept by the informers' handlers --------------------------------------
@@ -216,8 +221,8 @@ class DnsServer:
 
     def spawn(self, coro: object) -> None:
         task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.forwarding.add(task)
+        task.add_done_callback(self.forwarding.discard)
 
     async def _tcp_client(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
@@ -270,7 +275,7 @@ class DnsServer:
             server.close()
             for writer in list(self._tcp_clients):
                 writer.close()
-            for task in list(self._tasks):
+            for task in list(self.forwarding):
                 task.cancel()
             with contextlib.suppress(Exception):
                 await server.wait_closed()

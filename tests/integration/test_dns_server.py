@@ -207,3 +207,22 @@ async def test_a_large_answer_is_truncated_over_udp_and_whole_over_tcp(
     assert udp.header.tc and udp.rr == []  # the client retries over TCP, as resolvers do
     tcp = await tcp_query(dns.port, "big.default.svc.cluster.local")
     assert not tcp.header.tc and addresses(tcp) == sorted(ips)
+
+
+async def test_forwarding_beyond_the_limit_is_refused(
+        client: Any, components: ComponentRunner) -> None:
+    silent = asyncio.DatagramProtocol()
+    async with udp_server(silent) as silent_port:
+        dns = await start_dns(components, client, forward_timeout=2.0, max_forwards=3,
+                              upstreams=(("127.0.0.1", silent_port),))
+
+        def flood() -> list[int]:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.settimeout(1.0)
+                for i in range(4):
+                    s.sendto(DNSRecord.question(f"n{i}.example.org").pack(),
+                             ("127.0.0.1", dns.port))
+                return [DNSRecord.parse(s.recv(65535)).header.rcode]
+        # three wait on the silent upstream; the fourth is refused at once
+        assert await asyncio.to_thread(flood) == [RCODE.REFUSED]
+        assert len(dns.forwarding) == 3

@@ -222,3 +222,26 @@ def test_dns_policy_default_and_none(cluster: Cluster, workloads: dict) -> None:
     assert bad.returncode == 1
     assert "spec.dnsConfig: Required value: must provide `dnsConfig` when `dnsPolicy` is " \
         "None" in bad.stderr, bad.stderr
+
+
+def test_a_pod_with_hostname_and_subdomain_has_its_own_name(cluster: Cluster,
+                                                            workloads: dict) -> None:
+    # what a StatefulSet's pods rely on: <hostname>.<headless service>.<ns>.svc.cluster.local
+    cluster.kubectl("create", "service", "clusterip", "sts", "--clusterip=None",
+                    "--tcp=80:80")
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "sts-pod", "labels": {"app": "sts"}},
+        "spec": {"hostname": "sts-0", "subdomain": "sts", "containers": [SLEEPER],
+                 "terminationGracePeriodSeconds": 1}}))
+    cluster.kubectl("wait", "--for=condition=Ready", "pod/sts-pod", "--timeout=60s")
+    ip = json.loads(cluster.kubectl("get", "pod", "sts-pod", "-o", "json").stdout
+                    )["status"]["podIP"]
+
+    def resolved() -> list[str]:
+        out = in_pod(cluster, "client", "nslookup", "sts-0.sts.default.svc.cluster.local",
+                     check=False)
+        return re.findall(r"Name:\s+sts-0\.sts\S+\s+Address:\s+(\S+)", out)
+    assert wait_for(resolved, timeout=20) == [ip]
+    cluster.kubectl("delete", "pod", "sts-pod", "--wait=false")
+    cluster.kubectl("delete", "service", "sts")

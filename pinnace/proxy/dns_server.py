@@ -10,8 +10,10 @@ answer is never older than the informer, and a query costs a dict lookup, not a 
 The hot path: a UDP query is parsed and answered in `datagram_received`, with no task per
 query. Encoded answers are cached by the query's bytes after its id (same question, flags
 and EDNS options → same answer, but for the id); the cache empties whenever the index
-changes, and when it is full. Forwarded queries each run as a task and are not cached
-(the upstream's resolver caches them).
+changes, and when it is full. Forwarded queries each run as a task (at most
+`max_forwards` at once, more are refused) and are not cached (the upstream's resolver
+caches them). A query that fails to be answered gets SERVFAIL; what is not a query at all
+(no header, or an answer sent to us) is dropped.
 
 Listening: the gateway address exists only once the pod bridge does (CNI makes it with the
 first pod), so the sockets are bound with IP_FREEBIND: bound now, they receive as soon as
@@ -197,6 +199,8 @@ class DnsServer:
             request = DNSRecord.parse(data)
         except (DNSError, struct.error, IndexError, ValueError):
             return _error_reply(data, RCODE.FORMERR)
+        if request.header.qr:
+            return b""  # an answer, not a query: answering it could start a loop
         if request.header.opcode != OPCODE.QUERY or len(request.questions) != 1:
             reply = request.reply()
             reply.header.rcode = RCODE.NOTIMP

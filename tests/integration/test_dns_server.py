@@ -174,6 +174,8 @@ async def test_garbage_is_dropped_or_formerr_and_the_server_keeps_answering(
             except TimeoutError:
                 return None
     assert await asyncio.to_thread(send, b"\x01") is None  # not even a header
+    answer = DNSRecord.question("web.default.svc.cluster.local").reply().pack()
+    assert await asyncio.to_thread(send, answer) is None  # an answer: never answered
     bad = DNSRecord.question("web.default.svc.cluster.local").pack()[:20]
     reply = DNSRecord.parse(await asyncio.to_thread(send, bad))
     assert reply.header.rcode == RCODE.FORMERR

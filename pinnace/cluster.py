@@ -12,9 +12,9 @@ their clusters here, so the order below exists in one place:
    validation, without the socket) and one `InformerFactory` shared by every component,
    so each resource is listed and watched once however many components read it;
 3. the components are built on that factory — the controller manager's controllers, the
-   scheduler, then the nodes (N simulated ones, or this machine's kubelet and service
-   proxy) — so that every informer they ask for exists before the factory starts and
-   syncs;
+   scheduler, then the nodes (N simulated ones, or this machine's kubelet, service
+   proxy and cluster DNS) — so that every informer they ask for exists before the factory
+   starts and syncs;
 4. each component runs as one task; `stop()` cancels them, then stops the informers,
    the client and the API server, in the reverse order of starting.
 
@@ -233,6 +233,7 @@ class Cluster:
             proxier = self._proxier(cfg.real_node, client, factory)
             if proxier is not None:
                 components.append(proxier)
+            components.append(self._dns_server(cfg.real_node, client, factory))
         return components
 
     def _kubelet(self, node: RealNodeConfig, client: Client, factory: InformerFactory
@@ -247,7 +248,15 @@ class Cluster:
             pod_cidr=node.pod_cidr, kubelet_port=node.kubelet_port,
             tls_cert=certs.server_cert, tls_key=certs.server_key,
             token=pki.ensure_kubelet_token(data_dir), lease_period=self.config.lease_period,
-            backoff_base=node.restart_backoff))
+            backoff_base=node.restart_backoff,
+            cluster_dns=(pod_gateway(self.config.data_dir, node),)))
+
+    def _dns_server(self, node: RealNodeConfig, client: Client, factory: InformerFactory
+                    ) -> Component:
+        """The real node's cluster DNS (port 53 of the bridge gateway, UDP and TCP)."""
+        from pinnace.proxy import DnsServer, DnsSettings
+        return DnsServer(client, factory, DnsSettings(
+            address=pod_gateway(self.config.data_dir, node)))
 
     def _proxier(self, node: RealNodeConfig, client: Client, factory: InformerFactory
                  ) -> Component | None:

@@ -31,6 +31,7 @@ from typing import Any
 from pinnace.agent.image_manager import ImageManager
 from pinnace.agent.images import ImageStore
 from pinnace.agent.node import NodeAgent, node_labels, node_status
+from pinnace.agent.pod_dns import ClusterDNS
 from pinnace.agent.pod_services import NodeServices
 from pinnace.agent.probes import ProbeManager
 from pinnace.agent.runtime.runc import RuncRuntime
@@ -56,6 +57,8 @@ class KubeletSettings:
     token: str = ""  # what the API server presents to the kubelet server
     lease_period: float = 10.0
     backoff_base: float = 10.0
+    cluster_dns: tuple[str, ...] = ()  # the pods' nameservers (--cluster-dns); (): the host's
+    cluster_domain: str = "cluster.local"
 
 
 def default_node_name() -> str:
@@ -125,7 +128,9 @@ class Kubelet:
             self.client, runtime, node_name=self.name, host_ip=self.settings.node_ip,
             pod_cidr=pod_cidr, capacity=machine_capacity(self.data_dir),
             lease_period=self.settings.lease_period, backoff_base=self.settings.backoff_base,
-            services=NodeServices(self.client, self.name, images, volumes, probes),
+            services=NodeServices(self.client, self.name, images, volumes, probes,
+                                  cluster_dns=ClusterDNS(self.settings.cluster_dns,
+                                                         self.settings.cluster_domain)),
             os_image=os_image(),
             kubelet_port=self.settings.kubelet_port)
         agent.node_updated(node)

@@ -5,7 +5,7 @@ and Events, behind one `PodServices` Protocol with two implementations.
   configMap/secret volumes refreshed every `refresh_period`), images pulled per
   imagePullPolicy, the environment resolved through the API (configMaps, secrets,
   service links, the downward API), probes run, preStop hooks run, the kubelet's Events
-  recorded.
+  recorded, the pod's resolv.conf computed (see `pod_dns`).
 - `SimulatedServices`, a simulated node's (a null object): nothing to mount, pull or
   probe, the environment is the spec's literal values, and no Events, so that thousands
   of simulated pods cost no API calls beyond their status.
@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pinnace.agent.env import container_env, service_env
 from pinnace.agent.image_manager import ImageManager
+from pinnace.agent.pod_dns import ClusterDNS, pod_dns_config, read_host_dns
 from pinnace.agent.probes import ProbeManager, run_probe
-from pinnace.agent.runtime.interface import ContainerStatus, Mount, Runtime
+from pinnace.agent.runtime.interface import ContainerStatus, DNSConfig, Mount, Runtime
 from pinnace.agent.volumes import VolumeError, VolumeManager
 from pinnace.api.types import Obj
 from pinnace.client.client import Client
@@ -54,6 +55,11 @@ class PodServices(Protocol):
         ...
 
     def image_retry_in(self, image: str) -> float: ...
+
+    def dns_config(self, pod: Obj) -> tuple[DNSConfig | None, list[tuple[str, str]]]:
+        """The pod's resolver configuration (None: the runtime's default) and the Warning
+        Events (reason, message) computing it gave."""
+        ...
 
     async def environment(self, pod: Obj, container: Obj, *,
                           allocatable: dict[str, str] | None) -> dict[str, str]:
@@ -114,6 +120,9 @@ class SimulatedServices:
     def image_retry_in(self, image: str) -> float:
         return 0.0
 
+    def dns_config(self, pod: Obj) -> tuple[DNSConfig | None, list[tuple[str, str]]]:
+        return None, []
+
     async def environment(self, pod: Obj, container: Obj, *,
                           allocatable: dict[str, str] | None) -> dict[str, str]:
         return _literal_env(container)
@@ -151,6 +160,8 @@ class NodeServices:
     volumes: VolumeManager
     probes: ProbeManager
     refresh_period: float | None = 10.0  # configMap/secret volumes re-read this often
+    cluster_dns: ClusterDNS = field(default_factory=ClusterDNS)
+    resolv_conf: str = "/etc/resolv.conf"  # the host's, for dnsPolicy Default
 
     async def record(self, pod: Obj, type_: str, reason: str, message: str, *,
                      field_path: str = "") -> None:
@@ -173,6 +184,9 @@ class NodeServices:
 
     def image_retry_in(self, image: str) -> float:
         return self.images.retry_in(image)
+
+    def dns_config(self, pod: Obj) -> tuple[DNSConfig | None, list[tuple[str, str]]]:
+        return pod_dns_config(pod, self.cluster_dns, read_host_dns(self.resolv_conf))
 
     async def environment(self, pod: Obj, container: Obj, *,
                           allocatable: dict[str, str] | None) -> dict[str, str]:

@@ -202,12 +202,15 @@ class PodWorker:
             await asyncio.gather(*(self._kill(pod, c, _grace(pod)) for c in running))
         if actions.create_sandbox:
             meta, spec = pod["metadata"], pod.get("spec") or {}
+            dns, dns_warnings = self.ctx.services.dns_config(pod)
+            for reason, message in dns_warnings:
+                await self._record(pod, "Warning", reason, message)
             sid = await rt.run_pod_sandbox(PodSandboxConfig(
                 self.uid, meta["name"], meta.get("namespace", ""),
                 labels=dict(meta.get("labels") or {}),
                 annotations=dict(meta.get("annotations") or {}),
                 port_mappings=_port_mappings(pod),
-                host_network=bool(spec.get("hostNetwork"))))
+                host_network=bool(spec.get("hostNetwork")), dns=dns))
             sandbox = await rt.pod_sandbox_status(sid)
         for c, message in actions.kill:
             self.ctx.services.forget_container(c.id)

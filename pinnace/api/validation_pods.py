@@ -14,6 +14,7 @@ negative one may change; anything else is one Forbidden on `spec`.
 from __future__ import annotations
 
 import copy
+import ipaddress
 from fractions import Fraction
 from typing import Any
 
@@ -137,6 +138,45 @@ def _volume(vol: dict[str, Any], path: str, errs: FieldErrors) -> None:
                    "CharDevice", "BlockDevice"))
 
 
+def _dns_config(spec: dict[str, Any], path: str, errs: FieldErrors) -> None:
+    """dnsConfig within the resolver's limits (3 nameservers, 32 search domains of 2048
+    characters); with dnsPolicy None it is the whole configuration, so it must name a
+    nameserver."""
+    config = spec.get("dnsConfig")
+    none = spec.get("dnsPolicy") == "None"
+    if config is None:
+        if none:
+            errs.required(path, "must provide `dnsConfig` when `dnsPolicy` is None")
+        return
+    config = as_dict(config)
+    servers = as_list(config.get("nameservers"))
+    if none and not servers:
+        errs.required(f"{path}.nameservers",
+                      "must provide at least one DNS nameserver when `dnsPolicy` is None")
+    if len(servers) > 3:
+        errs.invalid(f"{path}.nameservers", servers, "must not have more than 3 nameservers")
+    for i, server in enumerate(servers):
+        try:
+            ipaddress.ip_address(as_str(server))
+        except ValueError:
+            errs.invalid(f"{path}.nameservers[{i}]", server,
+                         "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)")
+    searches = [as_str(s) for s in as_list(config.get("searches"))]
+    if len(searches) > 32:
+        errs.invalid(f"{path}.searches", searches, "must not have more than 32 search paths")
+    if len(" ".join(searches)) > 2048:
+        errs.invalid(f"{path}.searches", searches, "must not have more than 2048 characters "
+                     "(including spaces) in the search list")
+    for i, search in enumerate(searches):
+        if search == ".":
+            continue  # allowed: "no search" for the resolver
+        for msg in subdomain_problems(search.removesuffix(".")):
+            errs.invalid(f"{path}.searches[{i}]", search, msg)
+    for i, option in enumerate(as_list(config.get("options"))):
+        if not as_str(as_dict(option).get("name")):
+            errs.required(f"{path}.options[{i}]", "Option.Name must not be empty")
+
+
 def check_pod_spec(spec: Any, path: str, errs: FieldErrors, *,
                    restart_policies: tuple[str, ...] = _RESTART_POLICIES,
                    claim_templates: frozenset[str] = frozenset()) -> None:
@@ -178,6 +218,7 @@ def check_pod_spec(spec: Any, path: str, errs: FieldErrors, *,
     else:
         errs.enum(f"{path}.restartPolicy", policy, restart_policies)
     errs.enum(f"{path}.dnsPolicy", spec.get("dnsPolicy"), _DNS_POLICIES)
+    _dns_config(spec, f"{path}.dnsConfig", errs)
     errs.enum(f"{path}.preemptionPolicy", spec.get("preemptionPolicy"),
               ("Never", "PreemptLowerPriority"))
     errs.at_least(f"{path}.terminationGracePeriodSeconds",

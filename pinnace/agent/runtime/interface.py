@@ -45,6 +45,23 @@ class PortMapping:
 
 
 @dataclass(frozen=True)
+class DNSConfig:
+    """The pod's resolver configuration (CRI's DNSConfig), which the runtime writes as the
+    pod's /etc/resolv.conf; the agent computes it from dnsPolicy and dnsConfig."""
+    servers: tuple[str, ...] = ()
+    searches: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()  # "ndots:5", "edns0", ...
+
+    def resolv_conf(self) -> str:
+        lines = [f"nameserver {s}" for s in self.servers]
+        if self.searches:
+            lines.append("search " + " ".join(self.searches))
+        if self.options:
+            lines.append("options " + " ".join(self.options))
+        return "".join(line + "\n" for line in lines)
+
+
+@dataclass(frozen=True)
 class PodSandboxConfig:
     pod_uid: str
     name: str
@@ -53,6 +70,7 @@ class PodSandboxConfig:
     annotations: dict[str, str] = field(default_factory=dict)
     port_mappings: list[PortMapping] = field(default_factory=list)
     host_network: bool = False  # share the node's network namespace: no netns, no pod IP
+    dns: DNSConfig | None = None  # None: a copy of the node's /etc/resolv.conf
 
 
 @dataclass(frozen=True)

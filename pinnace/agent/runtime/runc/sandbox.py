@@ -1,5 +1,6 @@
 """Pod sandboxes under runc: a network namespace (CNI), published hostPorts, and the pod's
-/etc/hosts and /etc/resolv.conf, which every container of the pod mounts.
+/etc/hosts and /etc/resolv.conf, which every container of the pod mounts (the resolv.conf
+the agent computed from the pod's dnsPolicy and dnsConfig, else a copy of the node's).
 
 A sandbox is a directory holding sandbox.json; it runs no process of its own (no pause
 container): the netns is a bind mount that CNI made, and containers join it by path.
@@ -78,7 +79,8 @@ class Sandboxes:
             shutil.rmtree(d, ignore_errors=True)
             raise RuntimeError_(f"pod network: {e}") from None
         (d / "hosts").write_text(_hosts(config, ip))
-        (d / "resolv.conf").write_text(read_text(Path("/etc/resolv.conf")))
+        (d / "resolv.conf").write_text(config.dns.resolv_conf() if config.dns is not None
+                                       else read_text(Path("/etc/resolv.conf")))
         write_json(d / "sandbox.json", {
             "id": sid, "pod_uid": config.pod_uid, "name": config.name,
             "namespace": config.namespace, "labels": {**config.labels, POD_UID: config.pod_uid},

@@ -75,7 +75,7 @@ def enforcement_unavailable() -> str:
         return "loop mounts need root"
     if not Path("/dev/loop-control").exists():
         return "this kernel offers no loop devices (/dev/loop-control)"
-    for tool in ("mkfs.ext4", "resize2fs", "e2fsck", "losetup", "mount", "umount"):
+    for tool in ("mkfs.ext4", "debugfs", "resize2fs", "e2fsck", "losetup", "mount", "umount"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed (e2fsprogs, util-linux, mount)"
     try:
@@ -149,11 +149,14 @@ async def create(volume_dir: Path, size: int) -> None:
         partial = backing.with_name(backing.name + ".new")
         _extend(partial, device_size(size))
         await _run(*_MKFS, str(partial))
+        # local-path's mode: any pod user may write (set in the image, so the volume is
+        # never seen mounted with another)
+        await _run("debugfs", "-w", "-R", "set_inode_field / mode 040777", str(partial))
         partial.rename(backing)  # only a complete file system is ever a volume's
-    await ensure_mounted(volume_dir, fresh=True)
+    await ensure_mounted(volume_dir)
 
 
-async def ensure_mounted(volume_dir: Path, *, fresh: bool = False) -> None:
+async def ensure_mounted(volume_dir: Path) -> None:
     """Mount the volume's file system at its directory unless it is mounted already."""
     if host.is_mounted(volume_dir):
         return
@@ -165,8 +168,6 @@ async def ensure_mounted(volume_dir: Path, *, fresh: bool = False) -> None:
     source = ["-t", "ext4", attached[0]] if attached else ["-t", "ext4", "-o", "loop",
                                                           str(backing)]
     await _run("mount", *source, str(volume_dir))
-    if fresh:
-        os.chmod(volume_dir, 0o777)  # local-path's mode: any pod user may write
 
 
 async def grow(volume_dir: Path, size: int) -> bool:

@@ -145,17 +145,19 @@ class LocalStorage:
         if pv is None or path is None:
             gone = self._removed.pop(name, None)
             if gone is not None and pv is None:
-                await volumes.remove(gone)
+                async with volumes.volume_lock(gone):
+                    await volumes.remove(gone)
             return
         self._removed.pop(name, None)
         size = lp.pv_capacity(pv) or 0
-        if not volumes.is_enforced(path) and not path.exists():
-            await self._make(pv, path, size)
-        if volumes.is_enforced(path):
-            await volumes.ensure_mounted(path)
-            if not await volumes.grow(path, size):
-                self.queue.add_after(name, RECHECK_PENDING)  # in use: try again later
-                return
+        async with volumes.volume_lock(path):
+            if not volumes.is_enforced(path) and not path.exists():
+                await self._make(pv, path, size)
+            if volumes.is_enforced(path):
+                await volumes.ensure_mounted(path)
+                if not await volumes.grow(path, size):
+                    self.queue.add_after(name, RECHECK_PENDING)  # in use: try again later
+                    return
         await self._report_capacity(pv)
 
     async def _make(self, pv: Obj, path: Path, size: int) -> None:

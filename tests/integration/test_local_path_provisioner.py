@@ -14,6 +14,7 @@ from typing import Any
 from pinnace.api import local_path as lp
 from pinnace.api.errors import ApiError
 from pinnace.controllers.local_path import LocalPathProvisioner
+from pinnace.controllers.pv_protection import PVCProtectionController, PVProtectionController
 from tests.integration.conftest import Components, eventually
 
 NS = "default"
@@ -185,6 +186,9 @@ async def test_reclaim_delete_removes_the_pv_of_a_deleted_claim(
         return await _pv(client, name) is not None
     await eventually(provisioned)
     await _bind(client, claim, name)
+    # the claim and the PV carry the protection finalizers: their controllers run too
+    await components.start(PVCProtectionController(client, components.factory),
+                           PVProtectionController(client, components.factory))
     await client.delete(pvcs, "gone", NS)
 
     async def deleted() -> bool:

@@ -29,6 +29,7 @@ from pinnace.agent.volumes.host import is_mounted, mounts_under, unmount, unmoun
 from pinnace.api import local_path as lp
 from pinnace.api.errors import ApiError
 from pinnace.cluster import ComponentRunner
+from pinnace.controllers.pv_protection import PVProtectionController
 from tests.integration.conftest import Components, eventually
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or bool(volumes.enforcement_unavailable()),
@@ -53,8 +54,10 @@ def storage_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 async def _agent(client: Any, components: Components, storage_dir: Path) -> LocalStorage:
+    """The agent's storage half, and the PV protection controller (a PV carries its
+    finalizer, so a deleted PV goes only through it)."""
     agent = LocalStorage(client, components.factory, node_name=NODE, storage_dir=storage_dir)
-    await components.start(agent)
+    await components.start(agent, PVProtectionController(client, components.factory))
     return agent
 
 
@@ -190,7 +193,8 @@ async def test_restart_adopts_mounts_and_removes_volumes_of_deleted_pvs(
     await _node(client)
     runner = ComponentRunner(client)
     await runner.start(LocalStorage(client, runner.factory, node_name=NODE,
-                                    storage_dir=storage_dir))
+                                    storage_dir=storage_dir),
+                       PVProtectionController(client, runner.factory))
     try:
         kept_pv, kept = await _volume(client, storage_dir, "kept")
         gone_pv, gone = await _volume(client, storage_dir, "gone")
@@ -200,6 +204,8 @@ async def test_restart_adopts_mounts_and_removes_volumes_of_deleted_pvs(
         await runner.stop()
     # while the agent is away: its PV goes; and `pinnace down` unmounts the other
     await client.delete(client.resource("v1", "PersistentVolume"), gone_pv["metadata"]["name"])
+    await client.patch(client.resource("v1", "PersistentVolume"), gone_pv["metadata"]["name"],
+                       {"metadata": {"finalizers": None}})  # the protection controller's part
     volumes.unmount_all(storage_dir)
     assert not is_mounted(kept)
     with pytest.raises(SetUpError, match="is not mounted on this node yet"):

@@ -25,9 +25,10 @@ the grow waits — Kubernetes' FileSystemResizePending ("(re-)start a pod").
 Mounts outlive the agent (like containers); a restart finds them mounted and leaves
 them (`ensure_mounted` is idempotent and reuses a loop device still attached to the
 file). A volume's directory exists before its file system is mounted only for an
-instant; `check_ready` (called when a pod's claim resolves to a local path) refuses a
-volume whose backing file exists but which is not mounted, so a pod never writes to
-the bare directory below the mount.
+instant; `prepare` (called when a pod's claim resolves to a local path, under the
+volume's lock, which the agent's own work takes too) mounts it if needed, finishes a
+grow that waited for the pods to stop, and refuses a volume that is still not mounted,
+so a pod never writes to the bare directory below the mount.
 
 Where enforcement is impossible (`enforcement_unavailable` says why: not root, no
 loop devices, no mkfs.ext4/resize2fs), a volume is a plain directory, created by a
@@ -133,6 +134,34 @@ def is_enforced(volume_dir: Path) -> bool:
     return backing_file(volume_dir).exists()
 
 
+def volume_lock(volume_dir: Path) -> asyncio.Lock:
+    """The lock serialising work on one volume in this process (the agent's reconcile
+    and a pod's volume setup)."""
+    key = (id(asyncio.get_running_loop()), volume_dir)
+    lock = _locks.get(key)
+    if lock is None:
+        lock = _locks[key] = asyncio.Lock()
+    return lock
+
+
+_locks: dict[tuple[int, Path], asyncio.Lock] = {}
+
+
+async def prepare(volume_dir: Path) -> None:
+    """Before a pod uses a local-path volume (the kubelet's MountDevice + NodeExpand):
+    its file system mounted, and grown now if an earlier grow waited for its pods to stop.
+    A plain (unenforced) directory needs nothing."""
+    if not is_enforced(volume_dir):
+        return
+    async with volume_lock(volume_dir):
+        try:
+            await ensure_mounted(volume_dir)
+            await grow(volume_dir, backing_file(volume_dir).stat().st_size)
+        except (OSError, StorageError) as e:
+            raise SetUpError(f"local volume {volume_dir.name}: {e}") from e
+    check_ready(volume_dir)
+
+
 def check_ready(volume_dir: Path) -> None:
     """Refuse a local-path volume whose file system is not mounted (being made, being
     grown offline, or the node was cleaned): the pod waits and its sync retries."""
@@ -185,14 +214,22 @@ async def grow(volume_dir: Path, size: int) -> bool:
         return True
     device = attached[0]
     await _run("losetup", "-c", device)
-    try:
-        await _run("resize2fs", device)
-        return True
-    except StorageError as e:
-        log.info("online resize of %s refused (%s); trying offline", volume_dir.name, e)
-    # offline: only if unmounting here releases the device (no container holds it)
+    global _online_refused
+    if not _online_refused:
+        try:
+            await _run("resize2fs", device)
+            return True
+        except StorageError as e:
+            if "Permission denied" not in str(e):
+                raise
+            log.info("this host refuses online growth of ext4 (root lacks "
+                     "CAP_SYS_RESOURCE): volumes grow when their pods stop")
+            _online_refused = True
+    # offline, once nothing but our own mount holds the file system
+    if held_elsewhere(device):
+        return False
     await _run("umount", str(volume_dir))
-    if loop_devices(backing):
+    if loop_devices(backing):  # taken meanwhile: leave it as it was
         await ensure_mounted(volume_dir)
         return False
     try:
@@ -200,6 +237,31 @@ async def grow(volume_dir: Path, size: int) -> bool:
     finally:
         await ensure_mounted(volume_dir)
     return True
+
+
+_online_refused = False
+
+
+def held_elsewhere(device: str) -> bool:
+    """Whether a file system on `device` is mounted in another mount namespace than
+    ours (a container's bind mount of the volume, a process that copied our mounts)."""
+    st = os.stat(device)
+    dev = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+    seen = {os.readlink("/proc/self/ns/mnt")}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ns = os.readlink(proc / "ns" / "mnt")
+            if ns in seen:
+                continue
+            seen.add(ns)
+            mountinfo = (proc / "mountinfo").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        if any(line.split()[2] == dev for line in mountinfo.splitlines()):
+            return True
+    return False
 
 
 def _extend(path: Path, size: int) -> None:

@@ -45,7 +45,7 @@ async def resolve(client: Any, namespace: str, claim_name: str) -> str:
     if spec.get("local"):
         path = spec["local"].get("path", "")
         host_path.require_exists(path)
-        local_path.check_ready(Path(path))  # a local-path volume: its file system mounted
+        await local_path.prepare(Path(path))  # a local-path volume: mounted and grown
         return path
     if spec.get("nfs"):
         raise SetUpError(NFS_UNSUPPORTED)

@@ -194,3 +194,31 @@ async def test_reclaim_delete_removes_the_pv_of_a_deleted_claim(
     async def deleted() -> bool:
         return await _pv(client, name) is None
     await eventually(deleted)
+
+
+async def test_only_bound_claims_of_expandable_classes_may_grow(
+        client: Any, components: Components) -> None:
+    await _start(client, components)
+    pvcs = client.resource("v1", "PersistentVolumeClaim")
+    classes = client.resource("storage.k8s.io/v1", "StorageClass")
+    await client.create(classes, {"metadata": {"name": "fixed"}, "provisioner": lp.PROVISIONER,
+                                  "volumeBindingMode": "WaitForFirstConsumer"})
+    grow = {"spec": {"resources": {"requests": {"storage": "50Mi"}}}}
+    await client.create(pvcs, _claim("unbound", node=None), NS)
+    try:
+        await client.patch(pvcs, "unbound", grow, namespace=NS)
+    except ApiError as e:
+        assert e.code == 403
+        assert "Only bound persistent volume claims can be expanded" in str(e)
+    else:
+        raise AssertionError("an unbound claim grew")
+    fixed = await client.create(pvcs, {**_claim("fixed"), "spec": {
+        **_claim("fixed")["spec"], "storageClassName": "fixed"}}, NS)
+    await _bind(client, fixed, "some-pv")
+    try:
+        await client.patch(pvcs, "fixed", grow, namespace=NS)
+    except ApiError as e:
+        assert e.code == 403
+        assert "the storageclass that provisions the pvc must support resize" in str(e)
+    else:
+        raise AssertionError("a claim of a class without allowVolumeExpansion grew")

@@ -17,8 +17,9 @@ Watches claims (the key), PVs (a PV change queues its claim) and StorageClasses.
   Events as the external provisioner words them (Provisioning, ProvisioningSucceeded,
   ProvisioningFailed). What local-path cannot do is refused with a Warning, not retried:
   a selector, access modes beyond ReadWriteOnce(Pod), block mode, a node that offers no
-  storage dir. An Immediate class has no node to provision on (local-path-provisioner
-  fails the same way): the claim waits with a Warning.
+  storage dir. Simulated nodes get volumes with a nominal path (nothing is made). An
+  Immediate class has no node to provision on (local-path-provisioner fails the same
+  way): the claim waits with a Warning.
 - bound to one of our PVs, the request grown past the PV's capacity, the class allowing
   expansion: the PV's capacity follows (the external resizer's half); the claim gets
   the condition FileSystemResizePending until the node agent has grown the file system
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 
 COMPONENT = f"{lp.PROVISIONER}_pinnace"  # external-provisioner's "<name>_<identity>"
 _SUPPORTED_MODES = {"ReadWriteOnce", "ReadWriteOncePod"}
+SIMULATED = "pinnace.io/fake"  # the annotation of a simulated node (agent/fake_nodes.py)
+SIMULATED_STORAGE_DIR = "/var/lib/pinnace/storage"
 
 
 def unsupported(claim: Obj) -> str | None:
@@ -82,6 +85,18 @@ def provisioned_pv(claim: Obj, storage_class: Obj, node: str, storage_dir: str) 
                 {"key": lp.HOSTNAME_LABEL, "operator": "In", "values": [node]}]}]}},
         },
     }
+
+
+def storage_dir_of(node: Obj) -> str | None:
+    """Where the node keeps local-path volumes: its agent's annotation; a simulated node
+    (no agent, no files: its pods never touch a volume) gets a nominal path, so claims
+    bind on simulated clusters as they do on real ones."""
+    annotations = node["metadata"].get("annotations") or {}
+    if annotations.get(lp.STORAGE_DIR_ANNOTATION):
+        return str(annotations[lp.STORAGE_DIR_ANNOTATION])
+    if annotations.get(SIMULATED) == "true":
+        return SIMULATED_STORAGE_DIR
+    return None
 
 
 class LocalPathProvisioner(Controller):
@@ -164,8 +179,7 @@ class LocalPathProvisioner(Controller):
         node = self.nodes.get(node_name)
         if problem is None and node is None:
             problem = f'node "{node_name}" not found'
-        storage_dir = ((node or {}).get("metadata", {}).get("annotations") or {}).get(
-            lp.STORAGE_DIR_ANNOTATION)
+        storage_dir = storage_dir_of(node) if node is not None else None
         if problem is None and not storage_dir:
             problem = (f"node {node_name} offers no local-path storage (no "
                        f"{lp.STORAGE_DIR_ANNOTATION} annotation: a simulated node?)")

@@ -9,10 +9,12 @@ another controller); the node is a Node object annotated as a node agent annotat
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pinnace.api import local_path as lp
 from pinnace.api.errors import ApiError
+from pinnace.cluster import Cluster, ClusterConfig
 from pinnace.controllers.local_path import LocalPathProvisioner
 from pinnace.controllers.pv_protection import PVCProtectionController, PVProtectionController
 from tests.integration.conftest import Components, eventually
@@ -222,3 +224,31 @@ async def test_only_bound_claims_of_expandable_classes_may_grow(
         assert "the storageclass that provisions the pvc must support resize" in str(e)
     else:
         raise AssertionError("a claim of a class without allowVolumeExpansion grew")
+
+
+async def test_simulated_cluster_binds_a_classless_claim_for_its_pod(tmp_path: Path) -> None:
+    """The whole chain in one process (admission, scheduler, binder, provisioner): a
+    claim with no class, used by a pod on a simulated node, is bound to a local-path PV."""
+    async with Cluster(ClusterConfig(data_dir=tmp_path / "data", port=0,
+                                     fake_nodes=1)) as cluster:
+        client = cluster.client
+        pvcs = client.resource("v1", "PersistentVolumeClaim")
+        pods = client.resource("v1", "Pod")
+        await eventually(lambda: cluster.factory.informer("storage.k8s.io/v1", "StorageClass")
+                         .get(lp.CLASS_NAME) is not None)
+        claim = await client.create(pvcs, {"metadata": {"name": "data"}, "spec": {
+            "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}},
+            NS)
+        assert claim["spec"]["storageClassName"] == lp.CLASS_NAME
+        await client.create(pods, {"metadata": {"name": "app"}, "spec": {
+            "containers": [{"name": "app", "image": "busybox"}],
+            "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]}}, NS)
+
+        async def running() -> bool:
+            pod = await client.get(pods, "app", NS)
+            return (pod.get("status") or {}).get("phase") == "Running"
+        await eventually(running, within=30)
+        claim = await client.get(pvcs, "data", NS)
+        assert claim["status"]["phase"] == "Bound"
+        pv = await _pv(client, f"pvc-{claim['metadata']['uid']}")
+        assert pv is not None and lp.pv_node(pv) == "fake-0"

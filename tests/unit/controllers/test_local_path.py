@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from pinnace.api import local_path as lp
-from pinnace.controllers.local_path import provisioned_pv, unsupported
+from pinnace.controllers.local_path import provisioned_pv, storage_dir_of, unsupported
 
 
 def claim(**spec: Any) -> dict[str, Any]:
@@ -65,3 +65,11 @@ def test_pv_node_needs_exactly_one_hostname() -> None:
     assert lp.pv_node(pv(["a", "b"])) is None
     assert lp.pv_node(pv(["a"], key="zone")) is None
     assert lp.pv_node({"spec": {}}) is None
+
+
+def test_storage_dir_is_the_agents_or_nominal_on_simulated_nodes() -> None:
+    def node(**annotations: str) -> dict[str, Any]:
+        return {"metadata": {"name": "n", "annotations": annotations}}
+    assert storage_dir_of(node(**{lp.STORAGE_DIR_ANNOTATION: "/d/storage"})) == "/d/storage"
+    assert storage_dir_of(node(**{"pinnace.io/fake": "true"})) == "/var/lib/pinnace/storage"
+    assert storage_dir_of(node()) is None

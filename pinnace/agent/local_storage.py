@@ -128,9 +128,11 @@ class LocalStorage:
                     await self._annotating
 
     async def _remove_orphans(self) -> None:
-        known = {p for pv in self.volumes.list() if (p := self._volume_dir(pv)) is not None}
+        """Volumes whose PV does not exist at all (by name: whatever node it names now,
+        a PV that exists keeps its data)."""
+        known = {pv["metadata"]["name"] for pv in self.volumes.list()}
         for vol in volumes.volume_dirs(self.storage_dir):
-            if vol not in known:
+            if vol.name.split("_", 1)[0] not in known:
                 log.info("removing local volume %s: its PV is gone", vol.name)
                 try:
                     await volumes.remove(vol)

@@ -113,6 +113,9 @@ class LocalPathProvisioner(Controller):
         self.classes.add_handler(on_add=self._class_changed,
                                  on_update=lambda _o, n: self._class_changed(n))
         self.nodes = factory.informer("v1", "Node")
+        # a node's agent annotates its storage dir after registering: claims waiting on it
+        self.nodes.add_handler(on_add=self._node_changed,
+                               on_update=lambda _o, n: self._node_changed(n))
         self.pv_rt = client.resource("v1", "PersistentVolume")
         self.pvc_rt = client.resource("v1", "PersistentVolumeClaim")
         self.class_rt = client.resource("storage.k8s.io/v1", "StorageClass")
@@ -132,6 +135,14 @@ class LocalPathProvisioner(Controller):
         """Its volume may be released now (Reclaim Delete)."""
         self.release_queue.add((claim.get("spec") or {}).get("volumeName") or
                                f"pvc-{claim['metadata']['uid']}")
+
+    def _node_changed(self, node: Obj) -> None:
+        name = node["metadata"]["name"]
+        for claim in self.claims.list():
+            annotations = claim["metadata"].get("annotations") or {}
+            if annotations.get(lp.SELECTED_NODE) == name and \
+                    not (claim.get("spec") or {}).get("volumeName"):
+                self.enqueue(claim)
 
     def _class_changed(self, sc: Obj) -> None:
         if sc.get("provisioner") != lp.PROVISIONER:

@@ -252,3 +252,23 @@ async def test_simulated_cluster_binds_a_classless_claim_for_its_pod(tmp_path: P
         assert claim["status"]["phase"] == "Bound"
         pv = await _pv(client, f"pvc-{claim['metadata']['uid']}")
         assert pv is not None and lp.pv_node(pv) == "fake-0"
+
+
+async def test_claim_waits_for_its_node_to_offer_storage(client: Any,
+                                                         components: Components) -> None:
+    await _start(client, components)
+    nodes = client.resource("v1", "Node")
+    await client.create(nodes, {"metadata": {"name": "node-2"}})  # its agent not yet started
+    claim = await client.create(client.resource("v1", "PersistentVolumeClaim"),
+                                _claim("later", node="node-2"), NS)
+
+    async def refused() -> bool:
+        return any(r == "ProvisioningFailed" and "node-2 offers no local-path storage" in m
+                   for _, r, m in await _events(client, "later"))
+    await eventually(refused)
+    await client.patch(nodes, "node-2", {"metadata": {"annotations": {
+        lp.STORAGE_DIR_ANNOTATION: "/srv/storage"}}})
+
+    async def provisioned() -> bool:
+        return await _pv(client, f"pvc-{claim['metadata']['uid']}") is not None
+    await eventually(provisioned)

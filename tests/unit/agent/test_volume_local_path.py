@@ -41,3 +41,14 @@ def test_volume_dirs_lists_volumes_and_orphaned_backing_files(tmp_path: Path) ->
     (tmp_path / ".backing" / "pvc-b_ns_c.ext4").touch()
     (tmp_path / "unrelated").mkdir()
     assert volumes.volume_dirs(tmp_path) == [tmp_path / "pvc-a_ns_c", tmp_path / "pvc-b_ns_c"]
+
+
+def test_unenforced_volume_is_a_world_writable_dir_made_whole(tmp_path: Path) -> None:
+    vol = tmp_path / "pvc-a_ns_c"
+    volumes.create_unenforced(vol)
+    assert vol.is_dir() and oct(vol.stat().st_mode & 0o777) == "0o777"
+    (vol / "f").write_text("kept")
+    volumes.create_unenforced(vol)  # again: nothing changes
+    assert (vol / "f").read_text() == "kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pvc-a_ns_c"]  # no partial left
+    assert not volumes.is_enforced(vol)

@@ -2,8 +2,8 @@
 the provisioner assigned to this node becomes a loop-mounted ext4 of the PV's size
 (writing past it: ENOSPC), grows when the PV's capacity grows (then the claim's status
 follows), waits to grow while something else holds the file system, survives an agent
-restart without a second mount, and goes (mount, loop device, directory, backing file)
-with its PV — also when the PV went while the agent was away.
+restart without a second mount (and grows after it), and goes (mount, loop device,
+directory, backing file) with its PV — also when the PV went while the agent was away.
 
 The PVs and claims are written here as the provisioner and the binder would write them.
 Nothing may be left on the host: no mount under the test's dir, no loop device on its
@@ -200,6 +200,23 @@ async def test_restart_adopts_mounts_and_removes_volumes_of_deleted_pvs(
         gone_pv, gone = await _volume(client, storage_dir, "gone")
         await eventually(lambda: is_mounted(kept) and is_mounted(gone))
         (kept / "f").write_text("still here")
+    finally:
+        await runner.stop()
+    # a restart finds its volumes mounted and works on them without mounting them again
+    runner = ComponentRunner(client)
+    await runner.start(LocalStorage(client, runner.factory, node_name=NODE,
+                                    storage_dir=storage_dir))
+    try:
+        await client.patch(client.resource("v1", "PersistentVolume"),
+                           kept_pv["metadata"]["name"], {"spec": {"capacity": {
+                               "storage": "30Mi"}}})
+
+        async def reported() -> bool:
+            claim = await client.get(client.resource("v1", "PersistentVolumeClaim"), "kept",
+                                     NS)
+            return claim["status"]["capacity"] == {"storage": "30Mi"}
+        await eventually(reported, within=20)
+        assert _mount_count(kept) == 1 and _mount_count(gone) == 1
     finally:
         await runner.stop()
     # while the agent is away: its PV goes; and `pinnace down` unmounts the other

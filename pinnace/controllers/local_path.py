@@ -6,7 +6,8 @@ meet only through the PV (see api/local_path.py for the contract).
 At start it installs the StorageClass `local-path` as the cluster default, once: an
 existing class of that name (an administrator's edit) is left as it is.
 
-Watches claims (the key), PVs (a PV change queues its claim) and StorageClasses.
+Watches claims (the key), PVs (a PV change queues its claim), StorageClasses and Nodes
+(a class, or a node's storage dir, appearing queues the claims waiting for it).
 `reconcile(namespace/name)` of a claim whose class names this provisioner:
 
 - unbound, with `volume.kubernetes.io/selected-node` (the scheduler wrote it for a
@@ -17,9 +18,10 @@ Watches claims (the key), PVs (a PV change queues its claim) and StorageClasses.
   Events as the external provisioner words them (Provisioning, ProvisioningSucceeded,
   ProvisioningFailed). What local-path cannot do is refused with a Warning, not retried:
   a selector, access modes beyond ReadWriteOnce(Pod), block mode, a node that offers no
-  storage dir. Simulated nodes get volumes with a nominal path (nothing is made). An
-  Immediate class has no node to provision on (local-path-provisioner fails the same
-  way): the claim waits with a Warning.
+  storage dir. Simulated nodes get volumes with a nominal path (nothing is made).
+- unbound, of an Immediate class (no pod to say where): the same, on a node chosen here
+  (`choose_node`: Ready, schedulable, offering storage, holding the fewest local-path
+  volumes); pods using the claim then go where the volume is (the PV's node affinity).
 - bound to one of our PVs, the request grown past the PV's capacity, the class allowing
   expansion: the PV's capacity follows (the external resizer's half); the claim gets
   the condition FileSystemResizePending until the node agent has grown the file system
@@ -31,9 +33,10 @@ Watches claims (the key), PVs (a PV change queues its claim) and StorageClasses.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 from pinnace.api import local_path as lp
-from pinnace.api.conditions import find, new_condition
+from pinnace.api.conditions import find, is_true, new_condition
 from pinnace.api.errors import ApiError
 from pinnace.api.types import Obj
 from pinnace.client.client import Client
@@ -99,6 +102,17 @@ def storage_dir_of(node: Obj) -> str | None:
     return None
 
 
+def choose_node(nodes: list[Obj], volumes: list[Obj]) -> str | None:
+    """The node for a claim of an Immediate class (no pod yet to say where): a Ready,
+    schedulable node offering storage, the one holding the fewest local-path volumes
+    (then by name, so the choice is stable)."""
+    load = Counter(lp.pv_node(v) for v in volumes if lp.is_local_path(v))
+    candidates = [n["metadata"]["name"] for n in nodes
+                  if storage_dir_of(n) and not (n.get("spec") or {}).get("unschedulable")
+                  and is_true((n.get("status") or {}).get("conditions"), "Ready")]
+    return min(candidates, key=lambda name: (load[name], name), default=None)
+
+
 class LocalPathProvisioner(Controller):
     name = "local-path-provisioner"
 
@@ -140,9 +154,9 @@ class LocalPathProvisioner(Controller):
         name = node["metadata"]["name"]
         for claim in self.claims.list():
             annotations = claim["metadata"].get("annotations") or {}
-            if annotations.get(lp.SELECTED_NODE) == name and \
+            if annotations.get(lp.SELECTED_NODE) in (name, None) and \
                     not (claim.get("spec") or {}).get("volumeName"):
-                self.enqueue(claim)
+                self.enqueue(claim)  # waiting on this node, or on any (Immediate)
 
     def _class_changed(self, sc: Obj) -> None:
         if sc.get("provisioner") != lp.PROVISIONER:
@@ -181,11 +195,15 @@ class LocalPathProvisioner(Controller):
     async def _provision(self, claim: Obj, sc: Obj) -> None:
         node_name = ((claim["metadata"].get("annotations") or {}).get(lp.SELECTED_NODE))
         if not node_name:
-            if sc.get("volumeBindingMode") == "Immediate":
+            if (sc.get("volumeBindingMode") or "Immediate") != "Immediate":
+                return  # WaitForFirstConsumer: the scheduler picks the node first
+            node_name = choose_node(self.nodes.list(), self.volumes.list())
+            if node_name is None:
                 await self._event(claim, "Warning", "ProvisioningFailed",
-                                  "configuration error, no node was specified: local-path "
-                                  "volumes need a WaitForFirstConsumer class")
-            return  # WaitForFirstConsumer: the scheduler picks the node first
+                                  f'failed to provision volume with StorageClass '
+                                  f'"{sc["metadata"]["name"]}": no Ready node offers '
+                                  "local-path storage")
+                return
         problem = unsupported(claim)
         node = self.nodes.get(node_name)
         if problem is None and node is None:

@@ -272,3 +272,27 @@ async def test_claim_waits_for_its_node_to_offer_storage(client: Any,
     async def provisioned() -> bool:
         return await _pv(client, f"pvc-{claim['metadata']['uid']}") is not None
     await eventually(provisioned)
+
+
+async def test_immediate_class_provisions_on_a_ready_node_without_a_pod(
+        client: Any, components: Components) -> None:
+    await _start(client, components)
+    ready = {"conditions": [{"type": "Ready", "status": "True"}]}
+    await client.create(client.resource("v1", "Node"), {
+        "metadata": {"name": "node-3", "annotations": {lp.STORAGE_DIR_ANNOTATION: "/srv/s"}},
+        "status": ready})
+    await client.create(client.resource("storage.k8s.io/v1", "StorageClass"), {
+        "metadata": {"name": "now"}, "provisioner": lp.PROVISIONER,
+        "volumeBindingMode": "Immediate"})
+    claim = await client.create(client.resource("v1", "PersistentVolumeClaim"), {
+        **_claim("now", node=None), "spec": {**_claim("now")["spec"],
+                                             "storageClassName": "now"}}, NS)
+    name = f"pvc-{claim['metadata']['uid']}"
+
+    async def provisioned() -> bool:
+        return await _pv(client, name) is not None
+    await eventually(provisioned)
+    pv = await _pv(client, name)
+    assert pv is not None
+    assert lp.pv_node(pv) == "node-3"  # node-1 is not Ready
+    assert pv["spec"]["local"]["path"].startswith("/srv/s/")

@@ -8,7 +8,12 @@ from typing import Any
 import pytest
 
 from pinnace.api import local_path as lp
-from pinnace.controllers.local_path import provisioned_pv, storage_dir_of, unsupported
+from pinnace.controllers.local_path import (
+    choose_node,
+    provisioned_pv,
+    storage_dir_of,
+    unsupported,
+)
 
 
 def claim(**spec: Any) -> dict[str, Any]:
@@ -73,3 +78,15 @@ def test_storage_dir_is_the_agents_or_nominal_on_simulated_nodes() -> None:
     assert storage_dir_of(node(**{lp.STORAGE_DIR_ANNOTATION: "/d/storage"})) == "/d/storage"
     assert storage_dir_of(node(**{"pinnace.io/fake": "true"})) == "/var/lib/pinnace/storage"
     assert storage_dir_of(node()) is None
+
+
+def test_immediate_claims_go_to_the_ready_node_with_fewest_volumes() -> None:
+    def node(name: str, ready: str = "True", **spec: Any) -> dict[str, Any]:
+        return {"metadata": {"name": name, "annotations": {lp.STORAGE_DIR_ANNOTATION: "/s"}},
+                "spec": spec, "status": {"conditions": [{"type": "Ready", "status": ready}]}}
+    nodes = [node("a"), node("b"), node("c", ready="False"), node("d", unschedulable=True),
+             {"metadata": {"name": "e"}, "status": node("e")["status"]}]  # no storage
+    assert choose_node(nodes, []) == "a"
+    on_a = provisioned_pv(claim(), lp.default_class(), "a", "/s")
+    assert choose_node(nodes, [on_a]) == "b"
+    assert choose_node(nodes[2:], []) is None

@@ -17,7 +17,10 @@ volumes. Then, one queue of PV names (informer → workqueue → `reconcile(name
   condition goes, with the kubelet's FileSystemResizeSuccessful Event.
 - the PV is gone (reclaim Delete): its volume is unmounted and its directory and backing
   file are deleted. Volumes whose PV vanished while the agent was away are removed once
-  the informer has synced, as sandboxes of deleted pods are.
+  the informer has synced, as sandboxes of deleted pods are. A PV with another policy
+  (Retain: an administrator's choice to keep the data) leaves its data behind: the
+  volume is only unmounted, and a marker beside it (kept up to date while the PV lives)
+  keeps the sweep away.
 
 A restart re-adopts: mounted volumes stay mounted, unmounted ones (after `pinnace down`
 or a reboot) are mounted again.
@@ -44,6 +47,11 @@ log = logging.getLogger(__name__)
 RECHECK_PENDING = 3.0  # seconds between tries of an offline grow
 
 
+def _retained(pv: Obj) -> bool:
+    """Whether the PV's data outlives it: any reclaim policy but Delete."""
+    return (pv.get("spec") or {}).get("persistentVolumeReclaimPolicy", "Delete") != "Delete"
+
+
 class LocalStorage:
     def __init__(self, client: Client, factory: InformerFactory, *, node_name: str,
                  storage_dir: Path) -> None:
@@ -52,7 +60,7 @@ class LocalStorage:
         self.storage_dir = storage_dir
         self.queue = WorkQueue()
         self.enforcement_unavailable = ""
-        self._removed: dict[str, Path] = {}
+        self._removed: dict[str, tuple[Path, bool]] = {}  # PV name -> (dir, retained)
         self.volumes = factory.informer("v1", "PersistentVolume")
         self.volumes.add_handler(on_add=self._changed, on_update=lambda _o, n: self._changed(n),
                                  on_delete=self._deleted)
@@ -90,7 +98,7 @@ class LocalStorage:
     def _deleted(self, pv: Obj) -> None:
         path = self._volume_dir(pv)
         if path is not None:
-            self._removed[pv["metadata"]["name"]] = path
+            self._removed[pv["metadata"]["name"]] = (path, _retained(pv))
             self.queue.add(pv["metadata"]["name"])
 
     def _node_seen(self, node: Obj) -> None:
@@ -132,7 +140,7 @@ class LocalStorage:
         a PV that exists keeps its data)."""
         known = {pv["metadata"]["name"] for pv in self.volumes.list()}
         for vol in volumes.volume_dirs(self.storage_dir):
-            if vol.name.split("_", 1)[0] not in known:
+            if vol.name.split("_", 1)[0] not in known and not volumes.is_retained(vol):
                 log.info("removing local volume %s: its PV is gone", vol.name)
                 try:
                     await volumes.remove(vol)
@@ -145,16 +153,21 @@ class LocalStorage:
         pv = self.volumes.get(name)
         path = self._volume_dir(pv) if pv is not None else None
         if pv is None or path is None:
-            gone = self._removed.pop(name, None)
-            if gone is not None and pv is None:
+            removed = self._removed.pop(name, None)
+            if removed is not None and pv is None:
+                gone, retained = removed
                 async with volumes.volume_lock(gone):
-                    await volumes.remove(gone)
+                    if retained:
+                        volumes.release(gone)
+                    else:
+                        await volumes.remove(gone)
             return
         self._removed.pop(name, None)
         size = lp.pv_capacity(pv) or 0
         async with volumes.volume_lock(path):
             if not volumes.is_enforced(path) and not path.exists():
                 await self._make(pv, path, size)
+            volumes.mark_retained(path, _retained(pv))
             if volumes.is_enforced(path):
                 await volumes.ensure_mounted(path)
                 if not await volumes.grow(path, size):

@@ -65,8 +65,8 @@ async def _node(client: Any) -> None:
     await client.create(client.resource("v1", "Node"), {"metadata": {"name": NODE}})
 
 
-async def _volume(client: Any, storage_dir: Path, name: str, size: str = "20Mi"
-                  ) -> tuple[dict[str, Any], Path]:
+async def _volume(client: Any, storage_dir: Path, name: str, size: str = "20Mi",
+                  policy: str = "Delete") -> tuple[dict[str, Any], Path]:
     """A claim, bound to a local-path PV on NODE (as provisioner and binder leave them)."""
     pvcs = client.resource("v1", "PersistentVolumeClaim")
     claim = await client.create(pvcs, {
@@ -78,7 +78,7 @@ async def _volume(client: Any, storage_dir: Path, name: str, size: str = "20Mi"
     pv = await client.create(client.resource("v1", "PersistentVolume"), {
         "metadata": {"name": pv_name, "annotations": {lp.PROVISIONED_BY: lp.PROVISIONER}},
         "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"],
-                 "persistentVolumeReclaimPolicy": "Delete", "storageClassName": lp.CLASS_NAME,
+                 "persistentVolumeReclaimPolicy": policy, "storageClassName": lp.CLASS_NAME,
                  "claimRef": {"kind": "PersistentVolumeClaim", "namespace": NS, "name": name,
                               "uid": claim["metadata"]["uid"]},
                  "local": {"path": str(path)},
@@ -236,3 +236,31 @@ async def test_restart_adopts_mounts_and_removes_volumes_of_deleted_pvs(
     assert not volumes.backing_file(gone).exists()
     await client.delete(client.resource("v1", "PersistentVolume"), kept_pv["metadata"]["name"])
     await eventually(lambda: not kept.exists())
+
+
+async def test_a_retained_volume_keeps_its_data_after_its_pv_goes(
+        client: Any, components: Components, storage_dir: Path) -> None:
+    await _node(client)
+    runner = ComponentRunner(client)
+    await runner.start(LocalStorage(client, runner.factory, node_name=NODE,
+                                    storage_dir=storage_dir))
+    pvs = client.resource("v1", "PersistentVolume")
+    try:
+        pv, path = await _volume(client, storage_dir, "keep", policy="Retain")
+        await eventually(lambda: is_mounted(path))
+        (path / "f").write_text("precious")
+        await client.delete(pvs, pv["metadata"]["name"])
+        await client.patch(pvs, pv["metadata"]["name"], {"metadata": {"finalizers": None}})
+        await eventually(lambda: not is_mounted(path))
+    finally:
+        await runner.stop()
+    # nor does the next start sweep it: the data is the administrator's now
+    await _agent(client, components, storage_dir)
+    _, other = await _volume(client, storage_dir, "other")
+    await eventually(lambda: is_mounted(other))
+    assert volumes.backing_file(path).exists() and path.exists()
+    await volumes.ensure_mounted(path)  # what an administrator would do to read it
+    try:
+        assert (path / "f").read_text() == "precious"
+    finally:
+        unmount(path)

@@ -305,8 +305,33 @@ async def remove(volume_dir: Path) -> None:
         raise StorageError(f"{volume_dir} is still mounted")
     host.remove_tree(volume_dir)
     backing = backing_file(volume_dir)
-    for f in (backing, backing.with_name(backing.name + ".new")):
+    for f in (backing, backing.with_name(backing.name + ".new"), _retain_marker(volume_dir)):
         f.unlink(missing_ok=True)
+
+
+def _retain_marker(volume_dir: Path) -> Path:
+    return volume_dir.parent / BACKING_DIR / f"{volume_dir.name}.retain"
+
+
+def mark_retained(volume_dir: Path, retained: bool) -> None:
+    """Record the PV's reclaim policy beside the volume: a retained volume's data outlives
+    its PV (as Kubernetes leaves a Retain volume's storage to the administrator), even
+    when the PV goes while the agent is away."""
+    marker = _retain_marker(volume_dir)
+    if retained and not marker.exists():
+        marker.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        marker.touch()
+    elif not retained:
+        marker.unlink(missing_ok=True)
+
+
+def is_retained(volume_dir: Path) -> bool:
+    return _retain_marker(volume_dir).exists()
+
+
+def release(volume_dir: Path) -> None:
+    """A retained volume whose PV is gone: unmounted, its data kept (directory and file)."""
+    host.unmount_all(volume_dir)
 
 
 def volume_dirs(storage_dir: Path) -> list[Path]:

@@ -88,8 +88,10 @@ def enforcement_unavailable() -> str:
 
 
 async def _run(*argv: str) -> str:
+    # the C locale: the tools' messages are read ("Permission denied"), never translated
     proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT)
+                                                stderr=asyncio.subprocess.STDOUT,
+                                                env={**os.environ, "LC_ALL": "C"})
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), _TOOL_TIMEOUT)
     except TimeoutError:
@@ -226,7 +228,7 @@ async def grow(volume_dir: Path, size: int) -> bool:
                      "CAP_SYS_RESOURCE): volumes grow when their pods stop")
             _online_refused = True
     # offline, once nothing but our own mount holds the file system
-    if held_elsewhere(device):
+    if held_elsewhere(device, volume_dir):
         return False
     await _run("umount", str(volume_dir))
     if loop_devices(backing):  # taken meanwhile: leave it as it was
@@ -242,12 +244,17 @@ async def grow(volume_dir: Path, size: int) -> bool:
 _online_refused = False
 
 
-def held_elsewhere(device: str) -> bool:
-    """Whether a file system on `device` is mounted in another mount namespace than
-    ours (a container's bind mount of the volume, a process that copied our mounts)."""
+def held_elsewhere(device: str, own_mount: Path) -> bool:
+    """Whether a file system on `device` is mounted anywhere but at `own_mount` in our
+    mount namespace: in another namespace (a container's bind mount of the volume, a
+    process that copied our mounts when it made its own) or at another place in ours."""
     st = os.stat(device)
     dev = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
-    seen = {os.readlink("/proc/self/ns/mnt")}
+    own_ns = os.readlink("/proc/self/ns/mnt")
+    own = [line.split() for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    if any(f[2] == dev and f[4] != str(own_mount) for f in own):
+        return True
+    seen = {own_ns}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue

@@ -96,6 +96,12 @@ def os_image() -> str:
     return platform.system()
 
 
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed: %r", task.get_name(), task.exception(),
+                  exc_info=task.exception())
+
+
 class Kubelet:
     def __init__(self, client: Client, factory: InformerFactory, settings: KubeletSettings
                  ) -> None:
@@ -145,6 +151,7 @@ class Kubelet:
         agent.start()
         storage = asyncio.get_running_loop().create_task(self.storage.run(),
                                                          name="local-storage")
+        storage.add_done_callback(_log_failure)
         try:
             await self.pods.wait_synced()
             known = {p["metadata"]["uid"] for p in self.pods.list()}
@@ -154,7 +161,7 @@ class Kubelet:
             await asyncio.Event().wait()
         finally:
             storage.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # logged already
                 await storage
             agent.stop()
             probes.stop()

@@ -94,7 +94,9 @@ def test_classless_claim_gets_an_enforced_expandable_local_path_volume(
                        "involvedObject.name=data", "-o", "json").stdout
     assert f"Successfully provisioned volume {pv_name}" in events
 
-    # the claim's size is enforced: 30 MiB do not fit in 20Mi
+    # the claim's size is enforced: the pod sees a 20Mi file system, 30 MiB do not fit
+    df = c.kubectl("exec", "writer", "--", "df", "-k", "/data").stdout.splitlines()[-1]
+    assert 17 * 1024 < int(df.split()[1]) <= 20 * 1024, df
     code, said = write(c, 30)
     assert code != 0 and "No space left on device" in said, said
     assert write(c, 10)[0] == 0

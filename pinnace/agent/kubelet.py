@@ -5,9 +5,10 @@ told otherwise; capacity from the machine: CPUs, memory, the data dir's disk, 11
 pods), renews its Lease, watches the pods bound to it (a field-selected informer, as
 kubelet does) and runs one pod worker per pod over the runc runtime, with the real
 node's services (`pod_services.NodeServices`): image pulls, volumes, environment, probes,
-Events. The node has one image store, which the image manager pulls into and the runtime
-unpacks from. Its HTTPS server (`kubelet_server`) is what the API server proxies logs,
-exec and port-forward to.
+Events; and the local-path volumes the provisioner assigned to this node
+(`local_storage.LocalStorage`). The node has one image store, which the image manager
+pulls into and the runtime unpacks from. Its HTTPS server (`kubelet_server`) is what
+the API server proxies logs, exec and port-forward to.
 
 A restart adopts what runs: the runtime's state is files under the data dir and
 every container has its own monitor process, so new pod workers find the running
@@ -18,6 +19,7 @@ away are removed once the informer has synced.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -30,6 +32,7 @@ from typing import Any
 
 from pinnace.agent.image_manager import ImageManager
 from pinnace.agent.images import ImageStore
+from pinnace.agent.local_storage import LocalStorage
 from pinnace.agent.node import NodeAgent, node_labels, node_status
 from pinnace.agent.pod_dns import ClusterDNS
 from pinnace.agent.pod_services import NodeServices
@@ -96,6 +99,12 @@ def os_image() -> str:
     return platform.system()
 
 
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed: %r", task.get_name(), task.exception(),
+                  exc_info=task.exception())
+
+
 class Kubelet:
     def __init__(self, client: Client, factory: InformerFactory, settings: KubeletSettings
                  ) -> None:
@@ -111,6 +120,9 @@ class Kubelet:
         self.pods = factory.informer("v1", "Pod", field_selector=f"spec.nodeName={self.name}")
         self.node_informer = factory.informer("v1", "Node",
                                               field_selector=f"metadata.name={self.name}")
+        # local-path volumes of this node: made, grown and removed here
+        self.storage = LocalStorage(client, factory, node_name=self.name,
+                                    storage_dir=self.data_dir / "storage")
 
     async def run(self) -> None:
         node = await self._register()
@@ -142,6 +154,9 @@ class Kubelet:
                               on_delete=agent.pod_deleted)
         await self._start_server(runtime)
         agent.start()
+        storage = asyncio.get_running_loop().create_task(self.storage.run(),
+                                                         name="local-storage")
+        storage.add_done_callback(_log_failure)
         try:
             await self.pods.wait_synced()
             known = {p["metadata"]["uid"] for p in self.pods.list()}
@@ -150,6 +165,9 @@ class Kubelet:
                     agent.workers.reap(sb.pod_uid)
             await asyncio.Event().wait()
         finally:
+            storage.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # logged already
+                await storage
             agent.stop()
             probes.stop()
             if self.server is not None:

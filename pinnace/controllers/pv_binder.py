@@ -310,9 +310,12 @@ class PersistentVolumeBinder(Controller):
         status = claim.setdefault("status", {})
         capacity = {"storage": volume["spec"]["capacity"]["storage"]}
         modes = list(volume["spec"].get("accessModes") or [])
-        if status.get("phase") != "Bound" or status.get("capacity") != capacity or \
-                status.get("accessModes") != modes:
-            status.update(phase="Bound", capacity=capacity, accessModes=modes)
+        if status.get("phase") != "Bound" or status.get("accessModes") != modes:
+            if status.get("phase") != "Bound":
+                # only when becoming Bound, as Kubernetes' updateClaimStatus: later, a
+                # claim smaller than its volume is an expansion the node has not finished
+                status["capacity"] = capacity
+            status.update(phase="Bound", accessModes=modes)
             self.latest_claims.wrote(await self.client.update_status(self.claim_rt, claim))
 
     async def _claim_phase(self, claim: Obj, phase: str, reason: str = "",

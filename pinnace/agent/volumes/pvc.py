@@ -5,9 +5,10 @@ kernel has no NFS client), which is said plainly."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from pinnace.agent.volumes import host_path
+from pinnace.agent.volumes import host_path, local_path
 from pinnace.agent.volumes.errors import SetUpError
 from pinnace.api.errors import ApiError
 
@@ -44,6 +45,7 @@ async def resolve(client: Any, namespace: str, claim_name: str) -> str:
     if spec.get("local"):
         path = spec["local"].get("path", "")
         host_path.require_exists(path)
+        await local_path.prepare(Path(path))  # a local-path volume: mounted and grown
         return path
     if spec.get("nfs"):
         raise SetUpError(NFS_UNSUPPORTED)

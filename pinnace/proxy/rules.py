@@ -14,9 +14,9 @@ that the table can be changed one Service at a time: see `table`):
                            numgen random mod 2 == 0 … dnat to <e2>
                            … dnat to <e3>
     chain loc-<h>          the same over this node's endpoints only (traffic policy Local)
-    chain ext-<h>          Cluster: (not from this node) jump mark-for-masquerade; goto svc-<h>
-                           Local:   pods and the node itself → svc-<h>; others → loc-<h>,
-                                    not masqueraded (the client IP stays)
+    chain ext-<h>          Cluster: jump mark-for-masquerade; goto svc-<h>
+                           Local:   pods → svc-<h>; the node itself → masquerade, svc-<h>;
+                                    others → loc-<h>, not masqueraded (the client IP stays)
 
 One difference from kube-proxy, measured: kube-proxy gives every endpoint a chain (hairpin
 mark, affinity update, DNAT) and balances with one anonymous `numgen … vmap` per Service.
@@ -29,13 +29,8 @@ uniform; iptables-mode kube-proxy's `statistic` cascade), and hairpin traffic (a
 itself through its Service) is recognised after DNAT by one set of `ep . ep` pairs.
 
 Masquerade by mark (0x4000; nat postrouting masquerades marked packets `fully-random`):
-ClusterIP traffic from neither the pod CIDR nor this node, external traffic (NodePorts,
-externalIPs, LoadBalancer addresses) not from this node unless its policy is Local, hairpin
-traffic, and anything DNATed from 127.0.0.0/8 (a pod cannot answer that address).
-kube-proxy masquerades the node's own connections too; here their replies come back
-anyway, and SNAT to one address caps a client at ~64k new connections per 120 s (conntrack
-keeps TIME_WAIT that long): measured, a connection per request through the ClusterIP went
-from 0.27 of the pod IP's rate to 1.0.
+ClusterIP traffic from outside the pod CIDR, external traffic (NodePorts, externalIPs,
+LoadBalancer addresses) unless its policy is Local, hairpin traffic.
 
 NodePorts answer on every local address (`fib daddr type local`), 127.0.0.1 included:
 unlike kube-proxy (CVE-2020-8558), because on a laptop that is the address users want. So do
@@ -289,13 +284,8 @@ def _balance(sp: ServicePort, endpoints: tuple[Endpoint, ...], out: ServiceRules
 def _port_rules(sp: ServicePort, pod_cidr: str, out: ServiceRules) -> None:
     h = chain_hash(sp.key)
     proto = sp.protocol.lower()
-    # ClusterIP traffic from elsewhere than this node's pods and this node itself is
-    # masqueraded, so that the replies come back through here; the node's own (non-
-    # loopback) connections need not be: the pod answers the node anyway, and SNAT to one
-    # address would cap them at ~64k ports per conntrack TIME_WAIT (120 s)
     masq_outside = [f"ip daddr {ip} {proto} dport {sp.port} ip saddr != {pod_cidr} "
-                    f"fib saddr type != local jump mark-for-masquerade"
-                    for ip in sp.cluster_ips]
+                    f"jump mark-for-masquerade" for ip in sp.cluster_ips]
     has_local = bool(sp.local_endpoints)
     internal = has_local if sp.internal_local else bool(sp.endpoints)
     external = has_local if sp.external_local else bool(sp.endpoints)
@@ -334,18 +324,17 @@ def _port_rules(sp: ServicePort, pod_cidr: str, out: ServiceRules) -> None:
     out.route_localnet = out.route_localnet or bool(sp.node_port) or any(
         ipaddress.ip_address(ip) in LOOPBACK for ip in sp.external_ips)
     if sp.external_local:
-        # as kube-proxy: pods get the cluster-wide behaviour; so does the node itself; only
-        # traffic from elsewhere is held to this node's endpoints, and keeps its client
-        # address
+        # as kube-proxy: pods get the cluster-wide behaviour; so does the node itself
+        # (masqueraded: its source address may be 127.0.0.1); only traffic from elsewhere
+        # is held to this node's endpoints, and keeps its client address
         out.chains[f"ext-{h}"] = (sp.key, (
             f"ip saddr {pod_cidr} goto svc-{h}",
+            "fib saddr type local jump mark-for-masquerade",
             f"fib saddr type local goto svc-{h}",
             f"goto loc-{h}"))
     else:
-        # masqueraded, so that replies come back through this node, unless the node
-        # itself is the client (from 127.0.0.0/8 it is masqueraded in postrouting)
-        out.chains[f"ext-{h}"] = (sp.key, ("fib saddr type != local jump mark-for-masquerade",
-                                           f"goto svc-{h}"))
+        # masqueraded, so that the replies come back through this node
+        out.chains[f"ext-{h}"] = (sp.key, ("jump mark-for-masquerade", f"goto svc-{h}"))
 
 
 def service_rules(service: Obj | None, slices: Iterable[Obj], *, pod_cidr: str,
@@ -412,7 +401,6 @@ def base_table(table: str, *, bridge: str, more: str = "") -> str:
   chain nat-postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
     ct status dnat ip saddr . ip daddr @{HAIRPIN} jump mark-for-masquerade
-    ct status dnat ip saddr 127.0.0.0/8 jump mark-for-masquerade
     jump masquerading
   }}
   chain masquerading {{

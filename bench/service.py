@@ -19,7 +19,8 @@ NAT decision is made once per connection) and once with `Connection: close` (a n
 connection, so a new NAT decision, per request).
 
 (b) Programming latency: N Services of 3 endpoints each (Services and EndpointSlices written
-straight through the API; endpoints are addresses nobody has, no traffic is sent). A change
+straight through the API; endpoints are addresses nobody has, in 10.250.0.0/16, standing for
+other nodes' pods — this node's pod CIDR is 10.249.0.0/24 —; no traffic is sent). A change
 is timed from just before its API call to the end of the proxy's `nft -f` transaction that
 carries it (the proxier's `written_at`, read in this process: `nft monitor` or listing the
 element would read the whole ruleset, costlier than the change itself at 10,000 Services):
@@ -295,7 +296,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
         addresses = Addresses()
         created, have = [0], 0
         rows = []
-        for n in sorted(args.services):
+        for n in sorted(x for x in args.services if x > 0):  # 0: throughput only
             t0 = time.monotonic()
             await grow(cluster.client, have, n, addresses)
             have = n
@@ -303,14 +304,15 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
                   f"{time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
             for full in (False, True):
                 rows += await programming(
-                    cluster.client, services=n, table=table, pod_cidr="10.250.0.0/16",
+                    cluster.client, services=n, table=table, pod_cidr="10.249.0.0/24",
                     full=full, changes=args.full_changes if full else args.changes,
                     gap=args.gap, addresses=addresses, created=created)
                 print(table_text(("Services", "proxy", "change", "n", "p50 ms", "p99 ms",
                                   "first full sync ms"), rows[-2:]), file=sys.stderr,
                       flush=True)
-        print(table_text(("Services", "proxy", "change → in the kernel", "n", "p50 ms",
-                          "p99 ms", "first full sync ms"), rows))
+        if rows:
+            print(table_text(("Services", "proxy", "change → in the kernel", "n", "p50 ms",
+                              "p99 ms", "first full sync ms"), rows))
         print(f"\n(load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
               f" on {os.cpu_count()} CPUs)")
     finally:

@@ -55,8 +55,8 @@ def chain(rules: ServiceRules, name: str) -> list[str]:
 
 
 H = chain_hash("default/web/http/TCP")
-# NodePort / external traffic, policy Cluster: masqueraded
-EXT_CLUSTER = ["jump mark-for-masquerade", f"goto svc-{H}"]
+# NodePort / external traffic, policy Cluster: masqueraded unless this node is the client
+EXT_CLUSTER = ["fib saddr type != local jump mark-for-masquerade", f"goto svc-{H}"]
 
 
 def test_one_service_with_one_endpoint() -> None:
@@ -67,7 +67,8 @@ def test_one_service_with_one_endpoint() -> None:
         "service-nodeports": {"tcp . 30080": f"goto ext-{H}"},
         "hairpin": {"10.1.2.5 . 10.1.2.5": ""}}
     assert chain(rules, f"svc-{H}") == [
-        "ip daddr 10.96.0.20 tcp dport 80 ip saddr != 10.1.2.0/24 jump mark-for-masquerade",
+        "ip daddr 10.96.0.20 tcp dport 80 ip saddr != 10.1.2.0/24 fib saddr type != local "
+        "jump mark-for-masquerade",
         "meta l4proto tcp dnat to 10.1.2.5:8080"]
     assert rules.chains[f"svc-{H}"][0] == "default/web/http/TCP"  # the comment
     assert chain(rules, f"ext-{H}") == EXT_CLUSTER
@@ -84,6 +85,9 @@ def test_endpoints_are_chosen_uniformly_by_a_numgen_cascade() -> None:
         "meta l4proto tcp dnat to 10.1.2.7:8080"]
     assert set(rules.elements["hairpin"]) == {
         "10.1.2.5 . 10.1.2.5", "10.1.2.6 . 10.1.2.6", "10.1.2.7 . 10.1.2.7"}
+    # only this node's pods (its pod CIDR) can reach themselves through this node
+    elsewhere = rules_of(service(), [eslice([endpoint("10.1.2.5"), endpoint("10.1.3.5")])])
+    assert elsewhere.elements["hairpin"] == {"10.1.2.5 . 10.1.2.5": ""}
 
 
 def test_without_endpoints_the_addresses_are_rejected() -> None:
@@ -208,8 +212,8 @@ def test_external_traffic_policy_local() -> None:
     # or from the node itself
     assert rules.elements["service-nodeports"]["tcp . 30080"] == f"goto ext-{H}"
     assert chain(rules, f"ext-{H}") == [
-        f"ip saddr 10.1.2.0/24 goto svc-{H}", "fib saddr type local jump mark-for-masquerade",
-        f"fib saddr type local goto svc-{H}", f"goto loc-{H}"]
+        f"ip saddr 10.1.2.0/24 goto svc-{H}", f"fib saddr type local goto svc-{H}",
+        f"goto loc-{H}"]
     assert chain(rules, f"loc-{H}") == ["meta l4proto tcp dnat to 10.1.2.5:8080"]
     # no endpoint on this node: external traffic is dropped, ClusterIP traffic still served
     elsewhere = rules_of(svc, slices, node_name="node-c")
@@ -230,7 +234,8 @@ def test_internal_traffic_policy_local() -> None:
     rules = rules_of(svc, slices)
     assert rules.elements["service-ips"] == {"10.96.0.20 . tcp . 80": f"goto loc-{H}"}
     assert chain(rules, f"loc-{H}") == [
-        "ip daddr 10.96.0.20 tcp dport 80 ip saddr != 10.1.2.0/24 jump mark-for-masquerade",
+        "ip daddr 10.96.0.20 tcp dport 80 ip saddr != 10.1.2.0/24 fib saddr type != local "
+        "jump mark-for-masquerade",
         "meta l4proto tcp dnat to 10.1.2.5:8080"]
     # NodePort traffic (policy Cluster): every endpoint
     assert chain(rules, f"ext-{H}") == EXT_CLUSTER
@@ -255,6 +260,8 @@ def test_the_fixed_part_of_the_table() -> None:
     assert "ip daddr @cluster-ips goto reject-chain" in text
     # hairpin: a pod reaching itself through its Service is masqueraded
     assert "ct status dnat ip saddr . ip daddr @hairpin jump mark-for-masquerade" in text
+    # and whatever was DNATed from 127.0.0.0/8 (a pod cannot answer that address)
+    assert "ct status dnat ip saddr 127.0.0.0/8 jump mark-for-masquerade" in text
     assert "masquerade fully-random" in text
 
 

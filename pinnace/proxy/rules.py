@@ -8,7 +8,7 @@ that the table can be changed one Service at a time: see `table`):
                            externalIP/LB IP . proto . port : goto ext-<h>
     map service-nodeports  proto . nodePort           : goto ext-<h>
     set cluster-ips        every ClusterIP (a port it lacks is rejected: see below)
-    chain svc-<h>          ip daddr <clusterIP> ip saddr != <pod CIDR> jump mark-for-masquerade
+    chain svc-<h>          ip daddr <clusterIP>, not from a pod or this node: masquerade mark
                            [ip saddr @affinity-<e> … dnat to <e>]       (ClientIP affinity)
                            numgen random mod 3 == 0 … dnat to <e1>
                            numgen random mod 2 == 0 … dnat to <e2>
@@ -23,7 +23,8 @@ mark, affinity update, DNAT) and balances with one anonymous `numgen … vmap` p
 nft 1.0.6 reads every chain of the table before each transaction, and keeps anonymous sets in
 that cache too: with 10,000 Services of 3 endpoints (40,000 chains) adding one element took
 ~100 ms, and writing the whole table ~20 s; with the endpoints inline in their Service's
-chain (10,000 chains, no anonymous sets) 17-29 ms and 0.8 s. So the endpoints are chosen
+chain (10,000 chains, no anonymous sets) 17-29 ms and 0.8 s (a quiet machine; 2-4 times
+that with the 2 cores busy). So the endpoints are chosen
 by a cascade of `numgen random mod k == 0` rules (1/3, then 1/2 of the rest, then the last:
 uniform; iptables-mode kube-proxy's `statistic` cascade), and hairpin traffic (a pod reaching
 itself through its Service) is recognised after DNAT by one set of `ep . ep` pairs, this
@@ -58,8 +59,8 @@ a ClusterIP was not a Service port (kube-proxy's `cluster-ips` check).
 Endpoints: the ready ones; when none is ready, the serving-and-terminating ones (so a
 rolling update's last pod keeps answering); "local" ones are those whose `nodeName` is this
 node's, chosen the same way among themselves. ExternalName and headless Services get no
-rules. Names are short and stable: a hash of namespace/name/port (and the endpoint), so a
-change of one Service never renames another's chains.
+rules. Names are short and stable: a hash of namespace/name/port (and, for an affinity set,
+the endpoint and the timeout), so a change of one Service never renames another's chains.
 """
 
 from __future__ import annotations

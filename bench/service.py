@@ -2,42 +2,45 @@
 and programming latency (a change → its rules in the kernel) with 1,000 and 10,000 Services.
 
     python -m bench.service [--services 1000,10000] [--changes 100] [--full-changes 10]
-                            [--duration 3] [--rounds 3] [--images DIR] [--no-throughput]
+                            [--gap 0.5] [--duration 3] [--rounds 3] [--images DIR]
+                            [--no-throughput]
 
 One process, the composition root's pieces: an API server (`Cluster`, no controllers, no
 node) on a temporary data dir with real SQLite, and the service proxy (`Proxier`) on its own
 `ComponentRunner`, writing a table of its own (`pinnace-svc-<hash of the data dir>`).
 
-(a) Throughput: one real runc nginx pod (the test images of scripts/build-test-images,
-imported into the data dir; a random /24 pod CIDR in 10.200.0.0/13), a NodePort Service and
-its EndpointSlice written through the API. Load: Debian's `wrk` (1 thread, 16 connections,
-`--duration` seconds, `--rounds` rounds per target taken in turn; medians shown), at the pod
-IP (the baseline), the ClusterIP, the NodePort on a node address (the pod bridge's) and on
-127.0.0.1; once with keep-alive (the NAT decision is made once per connection) and once
-with `Connection: close` (a new connection, so a new NAT decision, per request; from
-127.0.0.1 that needs SNAT to one address, which conntrack's 120 s TIME_WAIT caps at ~64k
-connections per 120 s).
+(a) Throughput: real runc nginx pods (the test images of scripts/build-test-images,
+imported into the data dir; a random /24 pod CIDR in 10.200.0.0/13), one per target, each
+but the baseline's behind a NodePort Service whose EndpointSlice is written through the API.
+Load: Debian's `wrk` (1 thread, 16 connections, `--duration` seconds, `--rounds` rounds per
+target taken in turn; medians shown), at the pod IP (the baseline), the ClusterIP, the
+NodePort on a node address (the pod bridge's) and on 127.0.0.1; once with keep-alive (the
+NAT decision is made once per connection) and once with `Connection: close` (a new
+connection, so a new NAT decision, per request).
 
 (b) Programming latency: N Services of 3 endpoints each (Services and EndpointSlices written
-straight through the API; endpoints are addresses nobody has, no traffic is sent). A change
-is timed from just before its API call to the arrival, on `nft monitor`, of the rule or
-element that carries it (the transaction applied): "endpoint" replaces one endpoint of a
-random Service's slice; "new Service" creates a slice and then its Service. One change at a
-time, 0.1-0.2 s apart. Two proxy modes in the same run: partial syncs (this proxier) and
-every sync a full one (`full_sync_period=0`: the whole table written per change — what the
-proxy did before). The first (full) sync's time is shown too.
+straight through the API; endpoints are addresses nobody has, in 10.250.0.0/16, standing for
+other nodes' pods — this node's pod CIDR is 10.249.0.0/24 —; no traffic is sent). A change
+is timed from just before its API call to the end of the proxy's `nft -f` transaction that
+carries it (the proxier's `written_at`, read in this process: `nft monitor` or listing the
+element would read the whole ruleset, costlier than the change itself at 10,000 Services):
+"endpoint" replaces one endpoint of a random Service's slice; "new Service" creates a slice
+and then its Service. One change at a time, `--gap` to twice that apart (with tens of
+thousands of objects in the table, an `nft list` elsewhere on the host restarts its dump
+whenever the ruleset changes meanwhile: changes back to back starve it). Two proxy modes in
+the same run: partial syncs (this proxier) and every sync a full one (`full_sync_period=0`:
+the whole table written per change, as the proxy did before). The first (full) sync's time
+too.
 
 Teardown always runs: the proxy's table removed, the pod and its network torn down (by the
-runtime), `nft monitor` stopped by its PID.
+runtime).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import ipaddress
-import itertools
 import os
 import random
 import re
@@ -91,6 +94,9 @@ def wrk(url: str, *, duration: int, close: bool) -> tuple[float, float]:
     return rps, float(value) * _UNITS[unit]
 
 
+TARGETS = ("pod IP (baseline)", "ClusterIP", "NodePort, node address", "NodePort 127.0.0.1")
+
+
 async def throughput(client: Client, data: Path, *, images: Path, table: str,
                      duration: int, rounds: int) -> list[tuple[str, ...]]:
     from pinnace.agent.images import ImageStore
@@ -100,27 +106,37 @@ async def throughput(client: Client, data: Path, *, images: Path, table: str,
     rt = RuncRuntime(data, pod_cidr=random_pod_cidr())
     runner = ComponentRunner(client)
     try:
-        sid = await rt.run_pod_sandbox(PodSandboxConfig("uid-bench-web", "web", NS))
-        cid = await rt.create_container(sid, ContainerConfig("main", "nginx:1.19"))
-        await rt.start_container(cid)
-        pod_ip = (await rt.pod_sandbox_status(sid)).ip
-        svc = await client.create(client.resource("v1", "Service"), {
-            "metadata": {"name": "bench-web", "namespace": NS},
-            "spec": {"type": "NodePort", "ports": [{"name": "http", "port": 8080,
-                                                    "targetPort": 80}]}})
-        await client.create(client.resource("discovery.k8s.io/v1", "EndpointSlice"), {
-            "metadata": {"name": "bench-web", "namespace": NS,
-                         "labels": {"kubernetes.io/service-name": "bench-web"}},
-            "addressType": "IPv4", "ports": [{"name": "http", "port": 80}],
-            "endpoints": [{"addresses": [pod_ip]}]})
+        gateway = ipaddress.ip_network(rt.network.pod_cidr)[1]  # a node address
+        targets: dict[str, str] = {}
+        # one pod (and Service) per target: with one pod for all, its TIME_WAIT sockets
+        # from one target's connections refuse (PAWS) another's from the same address and
+        # port (the bridge's, masqueraded) with other TCP timestamps, and SYNs wait for a
+        # 1 s retransmit: measured, 0.1-0.3 of the baseline with a connection per request
+        for n, target in enumerate(TARGETS):
+            sid = await rt.run_pod_sandbox(PodSandboxConfig(f"uid-bench-web-{n}",
+                                                            f"web-{n}", NS))
+            cid = await rt.create_container(sid, ContainerConfig("main", "nginx:1.19"))
+            await rt.start_container(cid)
+            pod_ip = (await rt.pod_sandbox_status(sid)).ip
+            if n == 0:
+                targets[target] = f"http://{pod_ip}:80/"
+                continue
+            svc = await client.create(client.resource("v1", "Service"), {
+                "metadata": {"name": f"bench-web-{n}", "namespace": NS},
+                "spec": {"type": "NodePort", "ports": [{"name": "http", "port": 8080,
+                                                        "targetPort": 80}]}})
+            await client.create(client.resource("discovery.k8s.io/v1", "EndpointSlice"), {
+                "metadata": {"name": f"bench-web-{n}", "namespace": NS,
+                             "labels": {"kubernetes.io/service-name": f"bench-web-{n}"}},
+                "addressType": "IPv4", "ports": [{"name": "http", "port": 80}],
+                "endpoints": [{"addresses": [pod_ip]}]})
+            node_port = svc["spec"]["ports"][0]["nodePort"]
+            targets[target] = {
+                1: f"http://{svc['spec']['clusterIP']}:8080/",
+                2: f"http://{gateway}:{node_port}/",
+                3: f"http://127.0.0.1:{node_port}/"}[n]
         await runner.start(Proxier(client, runner.factory, ProxySettings(
             table=table, bridge=rt.network.bridge, pod_cidr=rt.network.pod_cidr)))
-        node_port = svc["spec"]["ports"][0]["nodePort"]
-        gateway = ipaddress.ip_network(rt.network.pod_cidr)[1]  # a node address
-        targets = {"pod IP (baseline)": f"http://{pod_ip}:80/",
-                   "ClusterIP": f"http://{svc['spec']['clusterIP']}:8080/",
-                   "NodePort, node address": f"http://{gateway}:{node_port}/",
-                   "NodePort 127.0.0.1": f"http://127.0.0.1:{node_port}/"}
         for url in targets.values():  # every path answers before anything is measured
             await _answers(url)
         rows = []
@@ -130,7 +146,7 @@ async def throughput(client: Client, data: Path, *, images: Path, table: str,
                 for name, url in targets.items():
                     results[name].append(await asyncio.to_thread(
                         wrk, url, duration=duration, close=close))
-            base = statistics.median(r for r, _ in results["pod IP (baseline)"])
+            base = statistics.median(r for r, _ in results[TARGETS[0]])
             for name, res in results.items():
                 rps = statistics.median(r for r, _ in res)
                 p99 = statistics.median(p for _, p in res)
@@ -157,67 +173,21 @@ async def _answers(url: str, within: float = 20.0) -> None:
 
 # -- (b) programming latency ------------------------------------------------------------
 
-class Monitor:
-    """`nft monitor`: every ruleset change as a line, with its arrival time."""
-
-    def __init__(self, table: str) -> None:
-        self.table = table
-        self.lines: list[tuple[float, str]] = []
-        self._new = asyncio.Event()
-        self._proc: asyncio.subprocess.Process | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._proc = await asyncio.create_subprocess_exec(
-            "nft", "monitor", stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL, limit=1 << 20)
-        self._task = asyncio.create_task(self._read())
-        # subscribed once it shows a change of ours (it reads the ruleset first: with
-        # 10,000 Services that takes a while, and changes meanwhile are not shown)
-        for n in itertools.count():
-            mark = self.mark()
-            await asyncio.to_thread(subprocess.run, ["nft", "-f", "-"], input=(
-                f"add chain ip {self.table} bench-{n}\n"
-                f"delete chain ip {self.table} bench-{n}\n").encode(), check=True)
-            with contextlib.suppress(SystemExit):
-                await self.wait_for(f"bench-{n}", mark, within=1.0)
-                return
-
-    async def _read(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        async for raw in self._proc.stdout:
-            line = raw.decode(errors="replace")
-            if self.table in line:
-                self.lines.append((time.monotonic(), line))
-                self._new.set()
-
-    def mark(self) -> int:
-        """Where the lines to come begin (for `wait_for`)."""
-        return len(self.lines)
-
-    async def wait_for(self, text: str, start: int, within: float = 60.0) -> float:
-        """When a line with `text` arrived (from line `start` on)."""
-        deadline = time.monotonic() + within
-        while True:
-            for t, line in self.lines[start:]:
-                if text in line:
-                    return t
-            start = len(self.lines)
-            self._new.clear()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise SystemExit(f"no {text!r} on nft monitor within {within} s")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._new.wait(), left)
-
-    async def stop(self) -> None:
-        if self._proc is not None and self._proc.returncode is None:
-            self._proc.terminate()
-            await self._proc.wait()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+async def applied(proxier: Proxier, key: str, text: str, since: float,
+                  within: float = 60.0) -> float:
+    """When the proxy's transaction carrying `text` in `key`'s rules ended (after `since`):
+    read in this process (`nft monitor` or listing would read the whole ruleset, which at
+    10,000 Services costs more than the change, and makes every other `nft` on the host
+    start its dump again whenever the ruleset changes meanwhile)."""
+    deadline = time.monotonic() + within
+    while True:
+        at = proxier.written_at.get(key, 0.0)
+        rules = proxier.table.services.get(key)
+        if at > since and rules is not None and text in repr(rules):
+            return at
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{text!r} not written for {key} within {within} s")
+        await asyncio.sleep(0.001)
 
 
 class Addresses:
@@ -254,12 +224,11 @@ async def grow(client: Client, have: int, want: int, addresses: Addresses) -> No
 
 
 async def programming(client: Client, *, services: int, table: str, pod_cidr: str,
-                      full: bool, changes: int, addresses: Addresses, created: list[int]
-                      ) -> list[tuple[str, ...]]:
+                      full: bool, changes: int, gap: float, addresses: Addresses,
+                      created: list[int]) -> list[tuple[str, ...]]:
     svc_rt = client.resource("v1", "Service")
     es_rt = client.resource("discovery.k8s.io/v1", "EndpointSlice")
     runner = ComponentRunner(client)
-    monitor = Monitor(table)
     settings = ProxySettings(table=table, bridge="pnbench-none", pod_cidr=pod_cidr,
                              full_sync_period=0.0 if full else 3600.0)
     try:
@@ -271,35 +240,35 @@ async def programming(client: Client, *, services: int, table: str, pod_cidr: st
                 break
             await asyncio.sleep(0.01)
         first = time.monotonic() - t0
-        await monitor.start()
         endpoint, new_service = [], []
         for n in range(changes):
-            await asyncio.sleep(random.uniform(0.1, 0.2))
+            await asyncio.sleep(random.uniform(gap, gap * 2))
             if n % 2 == 0:
                 name = f"svc-{random.randrange(services)}"
                 es = await client.get(es_rt, name, NS)
                 ip = addresses.take()
                 es["endpoints"][2] = {"addresses": [ip]}
-                mark, start = monitor.mark(), time.monotonic()
+                start = time.monotonic()
                 await client.update(es_rt, es)
-                endpoint.append(await monitor.wait_for(f"dnat to {ip}:80", mark) - start)
+                endpoint.append(await applied(proxier, f"{NS}/{name}", f"dnat to {ip}:80",
+                                              start) - start)
             else:
                 name = f"new-{created[0]}"
                 created[0] += 1
-                mark, start = monitor.mark(), time.monotonic()
+                start = time.monotonic()
                 await client.create(es_rt, slice_of(name, [addresses.take()
                                                            for _ in range(3)]))
                 svc = await client.create(svc_rt, {
                     "metadata": {"name": name, "namespace": NS},
                     "spec": {"ports": [{"name": "http", "port": 80}]}})
-                new_service.append(await monitor.wait_for(
-                    f"{svc['spec']['clusterIP']} . tcp . 80 : goto svc-", mark) - start)
+                new_service.append(await applied(
+                    proxier, f"{NS}/{name}", f"'{svc['spec']['clusterIP']} . tcp . 80': "
+                    f"'goto svc-", start) - start)
         mode = "full (every sync)" if full else "partial"
         return [(f"{services:,}", mode, kind, str(len(v)), ms(statistics.median(v)),
                  ms(percentile(v, 99)), ms(first))
                 for kind, v in (("endpoint", endpoint), ("new Service", new_service))]
     finally:
-        await monitor.stop()
         await runner.stop()
 
 
@@ -327,7 +296,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
         addresses = Addresses()
         created, have = [0], 0
         rows = []
-        for n in sorted(args.services):
+        for n in sorted(x for x in args.services if x > 0):  # 0: throughput only
             t0 = time.monotonic()
             await grow(cluster.client, have, n, addresses)
             have = n
@@ -335,14 +304,15 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
                   f"{time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
             for full in (False, True):
                 rows += await programming(
-                    cluster.client, services=n, table=table, pod_cidr="10.250.0.0/16",
+                    cluster.client, services=n, table=table, pod_cidr="10.249.0.0/24",
                     full=full, changes=args.full_changes if full else args.changes,
-                    addresses=addresses, created=created)
+                    gap=args.gap, addresses=addresses, created=created)
                 print(table_text(("Services", "proxy", "change", "n", "p50 ms", "p99 ms",
                                   "first full sync ms"), rows[-2:]), file=sys.stderr,
                       flush=True)
-        print(table_text(("Services", "proxy", "change → in the kernel", "n", "p50 ms",
-                          "p99 ms", "first full sync ms"), rows))
+        if rows:
+            print(table_text(("Services", "proxy", "change → in the kernel", "n", "p50 ms",
+                              "p99 ms", "first full sync ms"), rows))
         print(f"\n(load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
               f" on {os.cpu_count()} CPUs)")
     finally:
@@ -367,6 +337,9 @@ def main() -> None:
                         help="changes timed per size with partial syncs")
     parser.add_argument("--full-changes", type=int, default=10,
                         help="changes timed per size with full syncs")
+    parser.add_argument("--gap", type=float, default=0.5,
+                        help="seconds (at least; at most twice) between two changes: other "
+                             "nft commands on the host must get to read the ruleset")
     parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="wrk runs per target")
     parser.add_argument("--images", type=Path, default=None,

@@ -130,8 +130,11 @@ class Proxier:
                                   on_update=lambda old, new: self._on_service(new))
         self.slices.add_handler(on_add=self._on_slice, on_delete=self._on_slice,
                                 on_update=self._on_slice_update)
-        self.syncs = 0  # transactions written, for whoever watches the proxy
+        # for whoever watches the proxy: transactions written, and when each Service's
+        # rules were last (monotonic clock, at the transaction's end)
+        self.syncs = 0
         self.full_syncs = 0
+        self.written_at: dict[str, float] = {}
 
     # -- event handlers: note the Service ------------------------------------------------
 
@@ -193,8 +196,10 @@ class Proxier:
             existing_sets = await _listed(s.nft, s.table, "sets")
             text = self.table.full(desired, existing_chains=existing_chains,
                                    existing_sets=existing_sets, now=now)
+            written = keys
         else:
             text = self.table.partial({k: self._rules(k) for k in sorted(changed)}, now=now)
+            written = changed
         # before the rules: the first connection from 127.0.0.1 must already be routable
         if self._localnet:
             _route_localnet(s.bridge, True)
@@ -205,6 +210,12 @@ class Proxier:
                 self._changed |= changed
                 raise
             self.syncs += 1
+        done = time.monotonic()
+        for key in written:
+            if key in self.table.services:
+                self.written_at[key] = done
+            else:
+                self.written_at.pop(key, None)
         if full:
             self._need_full = False
             self._last_full = now

@@ -8,7 +8,7 @@ that the table can be changed one Service at a time: see `table`):
                            externalIP/LB IP . proto . port : goto ext-<h>
     map service-nodeports  proto . nodePort           : goto ext-<h>
     set cluster-ips        every ClusterIP (a port it lacks is rejected: see below)
-    chain svc-<h>          ip daddr <clusterIP> ip saddr != <pod CIDR> jump mark-for-masquerade
+    chain svc-<h>          ip daddr <clusterIP>, not from a pod or this node: masquerade mark
                            [ip saddr @affinity-<e> … dnat to <e>]       (ClientIP affinity)
                            numgen random mod 3 == 0 … dnat to <e1>
                            numgen random mod 2 == 0 … dnat to <e2>
@@ -23,19 +23,23 @@ mark, affinity update, DNAT) and balances with one anonymous `numgen … vmap` p
 nft 1.0.6 reads every chain of the table before each transaction, and keeps anonymous sets in
 that cache too: with 10,000 Services of 3 endpoints (40,000 chains) adding one element took
 ~100 ms, and writing the whole table ~20 s; with the endpoints inline in their Service's
-chain (10,000 chains, no anonymous sets) 17-29 ms and 0.8 s. So the endpoints are chosen
+chain (10,000 chains, no anonymous sets) 17-29 ms and 0.8 s (a quiet machine; 2-4 times
+that with the 2 cores busy). So the endpoints are chosen
 by a cascade of `numgen random mod k == 0` rules (1/3, then 1/2 of the rest, then the last:
 uniform; iptables-mode kube-proxy's `statistic` cascade), and hairpin traffic (a pod reaching
-itself through its Service) is recognised after DNAT by one set of `ep . ep` pairs.
+itself through its Service) is recognised after DNAT by one set of `ep . ep` pairs, this
+node's pods only (no other pod's traffic is DNATed here to itself; and nft reads set
+elements too before each transaction: 30,000 of them cost ~35 ms).
 
 Masquerade by mark (0x4000; nat postrouting masquerades marked packets `fully-random`):
 ClusterIP traffic from neither the pod CIDR nor this node, external traffic (NodePorts,
 externalIPs, LoadBalancer addresses) not from this node unless its policy is Local, hairpin
-traffic, and anything DNATed from 127.0.0.0/8 (a pod cannot answer that address).
-kube-proxy masquerades the node's own connections too; here their replies come back
-anyway, and SNAT to one address caps a client at ~64k new connections per 120 s (conntrack
-keeps TIME_WAIT that long): measured, a connection per request through the ClusterIP went
-from 0.27 of the pod IP's rate to 1.0.
+traffic, and whatever was DNATed from 127.0.0.0/8 (a pod cannot answer that address).
+Unlike kube-proxy, the node's own connections (from a non-loopback address) keep their
+source: the DNAT happened here, so the replies come here anyway, and SNAT to one address
+leaves 64k source ports per pod and port, each held 120 s by conntrack's TIME_WAIT once
+used. Measured with a connection per request from the node (bench/service.py): 0.07 of
+the pod IP's rate masqueraded, ~1.0 not.
 
 NodePorts answer on every local address (`fib daddr type local`), 127.0.0.1 included:
 unlike kube-proxy (CVE-2020-8558), because on a laptop that is the address users want. So do
@@ -55,8 +59,8 @@ a ClusterIP was not a Service port (kube-proxy's `cluster-ips` check).
 Endpoints: the ready ones; when none is ready, the serving-and-terminating ones (so a
 rolling update's last pod keeps answering); "local" ones are those whose `nodeName` is this
 node's, chosen the same way among themselves. ExternalName and headless Services get no
-rules. Names are short and stable: a hash of namespace/name/port (and the endpoint), so a
-change of one Service never renames another's chains.
+rules. Names are short and stable: a hash of namespace/name/port (and, for an affinity set,
+the endpoint and the timeout), so a change of one Service never renames another's chains.
 """
 
 from __future__ import annotations
@@ -263,8 +267,8 @@ def _affinity_timeout(spec: Obj) -> int:
         return DEFAULT_AFFINITY_TIMEOUT
 
 
-def _balance(sp: ServicePort, endpoints: tuple[Endpoint, ...], out: ServiceRules
-             ) -> list[str]:
+def _balance(sp: ServicePort, endpoints: tuple[Endpoint, ...], out: ServiceRules, *,
+             pods: ipaddress.IPv4Network | ipaddress.IPv6Network) -> list[str]:
     """The rules that DNAT to one of `endpoints`: the remembered one first (affinity), else
     a uniform random one."""
     proto = sp.protocol.lower()
@@ -282,17 +286,18 @@ def _balance(sp: ServicePort, endpoints: tuple[Endpoint, ...], out: ServiceRules
     for i, ep in enumerate(endpoints):
         left = len(endpoints) - i
         rules.append(f"numgen random mod {left} == 0 {dnat(ep)}" if left > 1 else dnat(ep))
-        out.add(HAIRPIN, f"{ep.ip} . {ep.ip}")
+        if ipaddress.ip_address(ep.ip) in pods:  # only this node's pods can hairpin here
+            out.add(HAIRPIN, f"{ep.ip} . {ep.ip}")
     return rules
 
 
-def _port_rules(sp: ServicePort, pod_cidr: str, out: ServiceRules) -> None:
+def _port_rules(sp: ServicePort, pods: ipaddress.IPv4Network | ipaddress.IPv6Network,
+                out: ServiceRules) -> None:
+    pod_cidr = str(pods)
     h = chain_hash(sp.key)
     proto = sp.protocol.lower()
-    # ClusterIP traffic from elsewhere than this node's pods and this node itself is
-    # masqueraded, so that the replies come back through here; the node's own (non-
-    # loopback) connections need not be: the pod answers the node anyway, and SNAT to one
-    # address would cap them at ~64k ports per conntrack TIME_WAIT (120 s)
+    # ClusterIP traffic from neither this node's pods nor this node itself is masqueraded,
+    # so that the replies come back through here (see the module docstring)
     masq_outside = [f"ip daddr {ip} {proto} dport {sp.port} ip saddr != {pod_cidr} "
                     f"fib saddr type != local jump mark-for-masquerade"
                     for ip in sp.cluster_ips]
@@ -303,11 +308,12 @@ def _port_rules(sp: ServicePort, pod_cidr: str, out: ServiceRules) -> None:
     no_endpoint = "goto reject-chain" if not sp.endpoints else "drop"
     if sp.endpoints:
         out.chains[f"svc-{h}"] = (sp.key, tuple(
-            (masq_outside if not sp.internal_local else []) + _balance(sp, sp.endpoints, out)))
+            (masq_outside if not sp.internal_local else [])
+            + _balance(sp, sp.endpoints, out, pods=pods)))
     if has_local and (sp.internal_local or sp.external_local):
         out.chains[f"loc-{h}"] = (sp.key, tuple(
             (masq_outside if sp.internal_local else [])
-            + _balance(sp, sp.local_endpoints, out)))
+            + _balance(sp, sp.local_endpoints, out, pods=pods)))
     for ip in sp.cluster_ips:
         out.add(CLUSTER_IPS, ip)
         key = f"{ip} . {proto} . {sp.port}"
@@ -342,8 +348,8 @@ def _port_rules(sp: ServicePort, pod_cidr: str, out: ServiceRules) -> None:
             f"fib saddr type local goto svc-{h}",
             f"goto loc-{h}"))
     else:
-        # masqueraded, so that replies come back through this node, unless the node
-        # itself is the client (from 127.0.0.0/8 it is masqueraded in postrouting)
+        # masqueraded, so that the replies come back through this node, unless the node
+        # itself is the client (see the module docstring)
         out.chains[f"ext-{h}"] = (sp.key, ("fib saddr type != local jump mark-for-masquerade",
                                            f"goto svc-{h}"))
 
@@ -355,9 +361,9 @@ def service_rules(service: Obj | None, slices: Iterable[Obj], *, pod_cidr: str,
     out = ServiceRules()
     if service is None:
         return out
-    pod_cidr = str(ipaddress.ip_network(pod_cidr))
+    pods = ipaddress.ip_network(pod_cidr)
     for sp in service_ports([service], slices, node_name=node_name):
-        _port_rules(sp, pod_cidr, out)
+        _port_rules(sp, pods, out)
     return out
 
 

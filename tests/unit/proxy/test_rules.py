@@ -85,6 +85,9 @@ def test_endpoints_are_chosen_uniformly_by_a_numgen_cascade() -> None:
         "meta l4proto tcp dnat to 10.1.2.7:8080"]
     assert set(rules.elements["hairpin"]) == {
         "10.1.2.5 . 10.1.2.5", "10.1.2.6 . 10.1.2.6", "10.1.2.7 . 10.1.2.7"}
+    # only this node's pods (its pod CIDR) can reach themselves through this node
+    elsewhere = rules_of(service(), [eslice([endpoint("10.1.2.5"), endpoint("10.1.3.5")])])
+    assert elsewhere.elements["hairpin"] == {"10.1.2.5 . 10.1.2.5": ""}
 
 
 def test_without_endpoints_the_addresses_are_rejected() -> None:

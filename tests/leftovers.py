@@ -1,6 +1,6 @@
 """What a data dir may have left on the host: network namespaces, its bridge, mounts,
-cgroups and its nftables table (hostPorts) named after it. Tests assert this is empty after
-tearing down."""
+cgroups, its nftables table (hostPorts) named after it, and nfs volumes' FUSE processes.
+Tests assert this is empty after tearing down."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 from pinnace.agent.network import dir_hash
+from pinnace.agent.volumes.nfs import fuse_processes
 
 
 def leftovers(data: Path) -> list[str]:
@@ -20,6 +21,7 @@ def leftovers(data: Path) -> list[str]:
         found.append(f"bridge pn{h}")
     found += [f"mount {line.split()[1]}" for line in Path("/proc/mounts").read_text().splitlines()
               if str(data) in line]
+    found += [f"nfs mount process {pid} ({point})" for pid, point in fuse_processes(data)]
     found += [f"cgroup {p}" for p in Path("/sys/fs/cgroup").glob(f"*/pinnace/{h}")]
     if shutil.which("nft") is not None:
         tables = subprocess.run(["nft", "list", "tables"], capture_output=True,

@@ -192,6 +192,8 @@ def validate_pvc_update(new: dict[str, Any], old: dict[str, Any], errs: FieldErr
     set_or_drop(new_spec, "volumeAttributesClassName", old_spec.get("volumeAttributesClassName"))
     if not old_spec.get("volumeName"):
         set_or_drop(new_spec, "volumeName", old_spec.get("volumeName"))
+    if old_spec.get("storageClassName") is None:  # the default class, assigned late
+        set_or_drop(new_spec, "storageClassName", None)
     if new_spec != old_spec:
         errs.forbidden("spec", "spec is immutable after creation except resources.requests and "
                        "volumeAttributesClassName for bound claims")

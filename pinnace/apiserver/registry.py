@@ -95,8 +95,11 @@ class ObjectRegistry:
         self.caches: dict[ResourceType, WatchCache] = {
             rt: WatchCache(store, rt) for rt in kinds if "get" in rt.verbs}
         self.services = ServiceAllocator()
+        classes = kinds.by_kind("storage.k8s.io", "v1", "StorageClass")
         self.strategies: dict[ResourceType, Strategy] = strategies.build(
-            kinds, StrategyContext(services=self.services))
+            kinds, StrategyContext(services=self.services, storage_classes=(
+                (lambda: self.caches[classes].list(None)) if classes in self.caches
+                else lambda: [])))
         self._namespaces = kinds.by_kind("", "v1", "Namespace")
         # checks that see every object about to be written and its writer (RBAC's
         # escalation prevention); each raises an ApiError to refuse the write

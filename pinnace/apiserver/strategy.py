@@ -36,11 +36,18 @@ def _no_undo() -> None:
     return None
 
 
+def _no_objects() -> list[Obj]:
+    return []
+
+
 @dataclass
 class StrategyContext:
-    """What strategies share with the registry that built them (allocators)."""
+    """What strategies share with the registry that built them (allocators, and reads of
+    other kinds that admission needs)."""
 
     services: ServiceAllocator
+    # the StorageClasses (DefaultStorageClass admission), read from the watch cache
+    storage_classes: Callable[[], list[Obj]] = _no_objects
 
 
 class Strategy(Protocol):

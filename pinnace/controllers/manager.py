@@ -25,6 +25,8 @@ from pinnace.controllers.job import JobController
 from pinnace.controllers.namespace import NamespaceController
 from pinnace.controllers.node_lifecycle import NodeLifecycleController
 from pinnace.controllers.pod_gc import PodGCController
+from pinnace.controllers.pv_binder import PersistentVolumeBinder
+from pinnace.controllers.pv_protection import PVCProtectionController, PVProtectionController
 from pinnace.controllers.replicaset import ReplicaSetController
 from pinnace.controllers.serviceaccount import ServiceAccountsController
 from pinnace.controllers.ttl_after_finished import TTLAfterFinishedController
@@ -56,4 +58,7 @@ def build_controllers(client: Client, factory: InformerFactory,
         EndpointsController(client, factory),
         NodeLifecycleController(client, factory,
                                 grace_period=s.node_monitor_grace_period),
+        PersistentVolumeBinder(client, factory),
+        PVCProtectionController(client, factory),
+        PVProtectionController(client, factory),
     ]

@@ -13,11 +13,20 @@ Shaped like Kubernetes' `pkg/scheduler/framework`:
   `normalize(pod, scores)` over all feasible nodes (ScoreExtensions).
 - Both may define `applies(pod) -> bool` (PreFilter's Skip): a plugin with nothing
   to check for this pod is left out of the per-node loop, which is the hot path.
+- A filter plugin may also take part in the rest of Kubernetes' cycle (VolumeBinding
+  does): `pre_filter(pod, nodes) -> Status` once per cycle before the node loop (a
+  failure rejects every node with its message), `reserve(pod, node)` once a node is
+  chosen, `async pre_bind(pod, node)` before the binding is written (raising fails the
+  binding) and `unreserve(pod, node)` when it fails.
+- A plugin that reads the cluster beyond nodes and pods declares `uses_handle = True`
+  and is built with a `Handle`: the client, the shared informer factory, and
+  `cluster_changed` to call when an event may make waiting pods fit.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol, runtime_checkable
@@ -25,6 +34,8 @@ from typing import Any, Protocol, runtime_checkable
 from pinnace.api.quantity import int_value, milli_value
 from pinnace.api.scheduling import required_node_selector_terms
 from pinnace.api.types import Obj
+from pinnace.client.client import Client
+from pinnace.client.factory import InformerFactory
 
 # Requests assumed for scoring when a container states none (Kubernetes' non-zero
 # defaults), so that pods without requests still spread by load.
@@ -229,6 +240,15 @@ class NodeInfo:
             if not self.owner_counts[pod.owner]:
                 del self.owner_counts[pod.owner]
         return pod
+
+
+@dataclass
+class Handle:
+    """What plugins that read more of the cluster are built with (Kubernetes' Handle)."""
+
+    client: Client
+    factory: InformerFactory
+    cluster_changed: Callable[[], None]
 
 
 @runtime_checkable

@@ -38,6 +38,7 @@ from pinnace.client.informer import key_of
 from pinnace.scheduler.framework import (
     SUCCESS,
     Code,
+    Handle,
     NodeInfo,
     Obj,
     PodInfo,
@@ -45,7 +46,7 @@ from pinnace.scheduler.framework import (
     applies,
     normalize,
 )
-from pinnace.scheduler.plugins import DEFAULT_FILTERS, DEFAULT_SCORES, REGISTRY
+from pinnace.scheduler.plugins import DEFAULT_FILTERS, DEFAULT_SCORES, build
 from pinnace.scheduler.queue import QueuedPod, SchedulingQueue
 from pinnace.scheduler.snapshot import TERMINAL_PHASES, ClusterSnapshot
 
@@ -95,6 +96,13 @@ def fit_error_message(pod: PodInfo, num_nodes: int, statuses: dict[str, Status])
            f"{', '.join(post_reasons)}."
 
 
+def pre_filter_error_message(pod: PodInfo, num_nodes: int, status: Status) -> str:
+    """A PreFilter rejection: its message for all nodes, and no preemption can help
+    (Kubernetes 1.32's FitError with a PreFilterMsg)."""
+    return f"0/{num_nodes} nodes are available: {status.message}. preemption: " \
+           f"0/{num_nodes} nodes are available: {num_nodes} {PREEMPTION_NOT_HELPFUL}."
+
+
 def num_feasible_nodes_to_find(num_nodes: int, percentage: int = 0) -> int:
     """How many feasible nodes are enough to score (percentageOfNodesToScore)."""
     if num_nodes < MIN_FEASIBLE_NODES or percentage >= 100:
@@ -123,11 +131,12 @@ class Scheduler:
         self.scheduler_name = scheduler_name
         self.percentage_of_nodes_to_score = percentage_of_nodes_to_score
         self.pods_rt = client.resource("v1", "Pod")
-        self.filters = [REGISTRY[name]() for name in filters]
-        self.scorers = [(REGISTRY[name](), weight)
-                        for name, weight in (DEFAULT_SCORES if scores is None else scores).items()]
         self.snapshot = ClusterSnapshot()
         self.queue = SchedulingQueue()
+        handle = Handle(client, factory, cluster_changed=self.queue.move_all_to_active)
+        self.filters = [build(name, handle) for name in filters]
+        self.scorers = [(build(name, handle), weight)
+                        for name, weight in (DEFAULT_SCORES if scores is None else scores).items()]
         self.events = recorder_for(client)
         self.stats = SchedulerStats()
         self._parallel_binds = parallel_binds
@@ -237,6 +246,10 @@ class Scheduler:
                 self._spawn(self._set_unschedulable(pod, result.message))
             return False
         self.snapshot.assume(info, result.node)
+        node_info = self.snapshot.nodes[result.node]
+        for plugin in self.filters:
+            if hasattr(plugin, "reserve") and applies(plugin, info):
+                plugin.reserve(info, node_info)
         self._spawn(self._bind(qp, info, result.node))
         return True
 
@@ -246,6 +259,14 @@ class Scheduler:
         if n == 0:
             return ScheduleResult(None, NO_NODES)
         filters = [f for f in self.filters if applies(f, pod)]
+        for plugin in filters:
+            pre_filter = getattr(plugin, "pre_filter", None)
+            if pre_filter is not None:
+                status = pre_filter(pod, nodes)
+                if status.code is Code.ERROR:
+                    return ScheduleResult(None, status.message, error=True)
+                if not status.ok:
+                    return ScheduleResult(None, pre_filter_error_message(pod, n, status))
         wanted = num_feasible_nodes_to_find(n, self.percentage_of_nodes_to_score)
         feasible: list[NodeInfo] = []
         statuses: dict[str, Status] = {}
@@ -299,12 +320,18 @@ class Scheduler:
                              "uid": pod.obj["metadata"].get("uid")},
                 "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
         try:
+            for plugin in self.filters:
+                if hasattr(plugin, "pre_bind") and applies(plugin, pod):
+                    await plugin.pre_bind(pod, node)
             await self.client.post_subresource(self.pods_rt, pod.name, "binding", body,
                                                pod.namespace)
         except asyncio.CancelledError:
             raise
         except Exception as e:
             self.stats.errors += 1
+            for plugin in self.filters:
+                if hasattr(plugin, "unreserve"):
+                    plugin.unreserve(pod, node)
             self.snapshot.forget(pod.key)
             self.queue.move_all_to_active()  # what we had assumed is free again
             self.queue.requeue_error(qp)

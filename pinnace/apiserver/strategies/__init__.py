@@ -15,6 +15,7 @@ from pinnace.apiserver.strategies.jobs import JobStrategy
 from pinnace.apiserver.strategies.namespaces import NamespaceStrategy
 from pinnace.apiserver.strategies.pods import PodStrategy
 from pinnace.apiserver.strategies.services import ServiceStrategy
+from pinnace.apiserver.strategies.storage import ClaimStrategy, VolumeStrategy
 from pinnace.apiserver.strategy import (
     DefaultStrategy,
     GenerationStrategy,
@@ -37,8 +38,8 @@ _BY_KIND: dict[tuple[str, str], Factory] = {
     ("events.k8s.io", "Event"): ReportedStatusStrategy,
     ("coordination.k8s.io", "Lease"): ReportedStatusStrategy,
     ("discovery.k8s.io", "EndpointSlice"): ReportedStatusStrategy,
-    ("", "PersistentVolume"): ReturnsDeletedStrategy,
-    ("", "PersistentVolumeClaim"): ReturnsDeletedStrategy,
+    ("", "PersistentVolume"): VolumeStrategy,
+    ("", "PersistentVolumeClaim"): ClaimStrategy,
     ("", "ServiceAccount"): ReturnsDeletedStrategy,
     # revisions are snapshots, not specs a controller converges on
     ("apps", "ControllerRevision"): DefaultStrategy,

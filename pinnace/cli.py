@@ -213,7 +213,7 @@ async def _stop_containers(data_dir: Path) -> int | None:
     from pinnace.agent.kubelet import default_pod_cidr
     from pinnace.agent.runtime.interface import ContainerState
     from pinnace.agent.runtime.runc import RuncRuntime
-    from pinnace.agent.volumes import VolumeManager
+    from pinnace.agent.volumes import VolumeManager, local_path
     runtime = RuncRuntime(data_dir, pod_cidr=default_pod_cidr(data_dir))
     # counted before the cleanup, which says nothing of what it stopped; a container whose
     # monitor is gone (UNKNOWN) may still run, so it counts as one stopped
@@ -221,6 +221,7 @@ async def _stop_containers(data_dir: Path) -> int | None:
                   if c.state is not ContainerState.EXITED)
     await runtime.cleanup_all()
     await VolumeManager(None, pods_dir=data_dir / "pods", node_name="").cleanup_all()
+    local_path.unmount_all(data_dir / "storage")  # local-path volumes; their data stays
     return running
 
 

@@ -5,9 +5,10 @@ told otherwise; capacity from the machine: CPUs, memory, the data dir's disk, 11
 pods), renews its Lease, watches the pods bound to it (a field-selected informer, as
 kubelet does) and runs one pod worker per pod over the runc runtime, with the real
 node's services (`pod_services.NodeServices`): image pulls, volumes, environment, probes,
-Events. The node has one image store, which the image manager pulls into and the runtime
-unpacks from. Its HTTPS server (`kubelet_server`) is what the API server proxies logs,
-exec and port-forward to.
+Events; and the local-path volumes the provisioner assigned to this node
+(`local_storage.LocalStorage`). The node has one image store, which the image manager
+pulls into and the runtime unpacks from. Its HTTPS server (`kubelet_server`) is what
+the API server proxies logs, exec and port-forward to.
 
 A restart adopts what runs: the runtime's state is files under the data dir and
 every container has its own monitor process, so new pod workers find the running
@@ -18,6 +19,7 @@ away are removed once the informer has synced.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -30,6 +32,7 @@ from typing import Any
 
 from pinnace.agent.image_manager import ImageManager
 from pinnace.agent.images import ImageStore
+from pinnace.agent.local_storage import LocalStorage
 from pinnace.agent.node import NodeAgent, node_labels, node_status
 from pinnace.agent.pod_services import NodeServices
 from pinnace.agent.probes import ProbeManager
@@ -108,6 +111,9 @@ class Kubelet:
         self.pods = factory.informer("v1", "Pod", field_selector=f"spec.nodeName={self.name}")
         self.node_informer = factory.informer("v1", "Node",
                                               field_selector=f"metadata.name={self.name}")
+        # local-path volumes of this node: made, grown and removed here
+        self.storage = LocalStorage(client, factory, node_name=self.name,
+                                    storage_dir=self.data_dir / "storage")
 
     async def run(self) -> None:
         node = await self._register()
@@ -137,6 +143,8 @@ class Kubelet:
                               on_delete=agent.pod_deleted)
         await self._start_server(runtime)
         agent.start()
+        storage = asyncio.get_running_loop().create_task(self.storage.run(),
+                                                         name="local-storage")
         try:
             await self.pods.wait_synced()
             known = {p["metadata"]["uid"] for p in self.pods.list()}
@@ -145,6 +153,9 @@ class Kubelet:
                     agent.workers.reap(sb.pod_uid)
             await asyncio.Event().wait()
         finally:
+            storage.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await storage
             agent.stop()
             probes.stop()
             if self.server is not None:

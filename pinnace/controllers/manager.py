@@ -22,6 +22,7 @@ from pinnace.controllers.endpoints import EndpointsController
 from pinnace.controllers.endpointslice import EndpointSliceController
 from pinnace.controllers.garbage_collector import GarbageCollector
 from pinnace.controllers.job import JobController
+from pinnace.controllers.local_path import LocalPathProvisioner
 from pinnace.controllers.namespace import NamespaceController
 from pinnace.controllers.node_lifecycle import NodeLifecycleController
 from pinnace.controllers.pod_gc import PodGCController
@@ -61,4 +62,5 @@ def build_controllers(client: Client, factory: InformerFactory,
         PersistentVolumeBinder(client, factory),
         PVCProtectionController(client, factory),
         PVProtectionController(client, factory),
+        LocalPathProvisioner(client, factory),
     ]

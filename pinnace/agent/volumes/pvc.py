@@ -5,13 +5,12 @@ the kubelet's volume populator."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from pinnace.agent.volumes import host_path
+from pinnace.agent.volumes import host_path, local_path
 from pinnace.agent.volumes.errors import SetUpError
 from pinnace.api.errors import ApiError
-
-SUPPORTED = ("hostPath", "local", "nfs")
 
 
 async def resolve(client: Any, namespace: str, claim_name: str) -> tuple[str, dict[str, Any]]:
@@ -41,7 +40,9 @@ async def resolve(client: Any, namespace: str, claim_name: str) -> tuple[str, di
         host_path.check(spec["hostPath"].get("path", ""), spec["hostPath"].get("type"))
         return "hostPath", spec["hostPath"]
     if spec.get("local"):
-        host_path.require_exists(spec["local"].get("path", ""))
+        path = spec["local"].get("path", "")
+        host_path.require_exists(path)
+        local_path.check_ready(Path(path))  # a local-path volume: its file system mounted
         return "local", spec["local"]
     if spec.get("nfs"):
         return "nfs", spec["nfs"]

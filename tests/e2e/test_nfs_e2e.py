@@ -19,6 +19,7 @@ from pinnace.agent.volumes.nfs import fuse_processes
 from tests.e2e.cluster import Cluster
 from tests.e2e.real_node import pod, real_cluster, run_pod, wait_for
 from tests.leftovers import leftovers
+from tests.paths import MANIFESTS
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def test_pods_share_an_nfs_volume(cluster: Cluster, nfs_server: Any) -> None:
     script = "date >> /data/log && cat /data/log && sleep 3600"
     nfs_pod(cluster, "nfs-one", nfs_server.server, data, script)
     ready(cluster, "nfs-one")
-    first = (data / "log").read_text().splitlines()
+    first = wait_for(lambda: (data / "log").exists() and (data / "log").read_text().splitlines())
     assert len(first) == 1
     st = (data / "log").stat()
     assert (st.st_uid, st.st_gid) == (0, 0)  # busybox's root wrote it, as root on the server
@@ -87,7 +88,7 @@ def test_missing_export_is_failed_mount_then_the_pod_starts(cluster: Cluster,
         "reason"] == "ContainerCreating"
     later.mkdir(mode=0o777)  # the pod retries: once the export is there, it runs
     ready(cluster, "nfs-waits")
-    assert (later / "f").read_text() == "ok\n"
+    wait_for(lambda: (later / "f").exists() and (later / "f").read_text() == "ok\n")
     delete(cluster, "nfs-waits")
 
 
@@ -121,11 +122,48 @@ def test_server_dies_under_a_writing_pod(cluster: Cluster, nfs_server: Any) -> N
     delete(cluster, "bystander")
 
 
+def jsonpath(c: Cluster, kind: str, name: str, path: str) -> str:
+    return c.kubectl("get", kind, name, "-o", f"jsonpath={{{path}}}").stdout
+
+
+def test_seed_nfs_pv_claim_and_pods(cluster: Cluster, nfs_server: Any) -> None:
+    """Done-when 1: seeds 01 + 02, the PV aimed at the test's server."""
+    data = export_dir(nfs_server, "seed")
+    pv = (MANIFESTS / "01-nfs-pv.yaml").read_text()
+    assert "path: /exports/data" in pv and "server: 127.0.0.1" in pv
+    pv = pv.replace("path: /exports/data", f"path: {data}").replace(
+        "server: 127.0.0.1", f"server: {nfs_server.server}")
+    cluster.kubectl("apply", "-f", "-", input=pv)
+    wait_for(lambda: jsonpath(cluster, "pv", "nfs-pv", ".status.phase") == "Available")
+    cluster.kubectl("apply", "-f", str(MANIFESTS / "02-nfs-pvc-pod.yaml"))
+    wait_for(lambda: jsonpath(cluster, "pvc", "nfs-pvc", ".status.phase") == "Bound")
+    assert jsonpath(cluster, "pvc", "nfs-pvc", ".spec.volumeName") == "nfs-pv"
+    ready(cluster, "nfs-writer")  # running; its line is in the export moments later
+    first = wait_for(lambda: (data / "log").exists() and (data / "log").read_text().splitlines())
+    assert len(first) == 1
+    # a second pod on the same claim sees the earlier line
+    second = (MANIFESTS / "02-nfs-pvc-pod.yaml").read_text().split("---")[1].replace(
+        "name: nfs-writer", "name: nfs-writer-2")
+    cluster.kubectl("apply", "-f", "-", input=second)
+    ready(cluster, "nfs-writer-2")
+    logs = wait_for(lambda: len(out := cluster.kubectl("logs", "nfs-writer-2").stdout
+                                .splitlines()) == 2 and out)
+    assert logs[0] == first[0]
+    # the claim goes once no pod uses it; the Retain PV is Released, the data kept
+    cluster.kubectl("delete", "pvc", "nfs-pvc", "--wait=false")
+    for name in ("nfs-writer", "nfs-writer-2"):
+        delete(cluster, name)
+    cluster.kubectl("wait", "--for=delete", "pvc/nfs-pvc", "--timeout=60s", timeout=70)
+    wait_for(lambda: jsonpath(cluster, "pv", "nfs-pv", ".status.phase") == "Released")
+    assert (data / "log").read_text().splitlines() == logs
+
+
 def test_down_removes_nfs_mounts_and_processes(cluster: Cluster, nfs_server: Any) -> None:
     """Last in the module: `pinnace down` with an nfs pod still running."""
     data = export_dir(nfs_server, "down")
     nfs_pod(cluster, "nfs-left", nfs_server.server, data, "echo here > /data/f; sleep 3600")
     ready(cluster, "nfs-left")
+    wait_for(lambda: (data / "f").exists() and (data / "f").read_text() == "here\n")
     assert len(fuse_processes(cluster.data_dir)) == 1
     cluster.stop()  # the agent goes; the mount stays, as containers do
     assert len(fuse_processes(cluster.data_dir)) == 1

@@ -151,22 +151,34 @@ def test_seed_nfs_pv_claim_and_pods(cluster: Cluster, nfs_server: Any) -> None:
     assert logs[0] == first[0]
     # the claim goes once no pod uses it; the Retain PV is Released, the data kept
     cluster.kubectl("delete", "pvc", "nfs-pvc", "--wait=false")
-    for name in ("nfs-writer", "nfs-writer-2"):
-        delete(cluster, name)
+    assert jsonpath(cluster, "pvc", "nfs-pvc", ".metadata.deletionTimestamp")  # in use
+    # the seed's pods keep the default 30 s grace (sh ignores SIGTERM): 1 s is enough here
+    cluster.kubectl("delete", "pod", "nfs-writer", "nfs-writer-2", "--grace-period=1",
+                    "--wait=true", "--timeout=60s", timeout=70)
     cluster.kubectl("wait", "--for=delete", "pvc/nfs-pvc", "--timeout=60s", timeout=70)
     wait_for(lambda: jsonpath(cluster, "pv", "nfs-pv", ".status.phase") == "Released")
     assert (data / "log").read_text().splitlines() == logs
 
 
-def test_down_removes_nfs_mounts_and_processes(cluster: Cluster, nfs_server: Any) -> None:
-    """Last in the module: `pinnace down` with an nfs pod still running."""
+def test_agent_restart_adopts_the_mount_and_down_removes_it(cluster: Cluster,
+                                                            nfs_server: Any) -> None:
+    """Last in the module: the mount outlives `pinnace up`, the next one adopts it, and
+    `pinnace down` removes it with an nfs pod still running."""
     data = export_dir(nfs_server, "down")
     nfs_pod(cluster, "nfs-left", nfs_server.server, data, "echo here > /data/f; sleep 3600")
     ready(cluster, "nfs-left")
     wait_for(lambda: (data / "f").exists() and (data / "f").read_text() == "here\n")
-    assert len(fuse_processes(cluster.data_dir)) == 1
+    mounts = fuse_processes(cluster.data_dir)
+    assert len(mounts) == 1
     cluster.stop()  # the agent goes; the mount stays, as containers do
-    assert len(fuse_processes(cluster.data_dir)) == 1
+    assert fuse_processes(cluster.data_dir) == mounts
+    cluster.restart()
+    cluster.kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=60s")
+    cluster.kubectl("exec", "nfs-left", "--", "sh", "-c", "echo again >> /data/f")
+    assert (data / "f").read_text() == "here\nagain\n"
+    assert pod(cluster, "nfs-left")["status"]["containerStatuses"][0]["restartCount"] == 0
+    assert fuse_processes(cluster.data_dir) == mounts  # adopted, not mounted again
+    cluster.stop()
     cluster.down()
     assert leftovers(cluster.data_dir) == []
-    assert (data / "f").read_text() == "here\n"
+    assert (data / "f").read_text() == "here\nagain\n"

@@ -170,9 +170,10 @@ async def _fuse_mount(target: Path, server: str, export: str, read_only: bool) -
     """Start the FUSE process; its pid once it reported the mount in place."""
     args = [server, export, str(target), *(["--read-only"] if read_only else [])]
     err_log = target.parent / f".{target.name}.log"
+    # -I: the script's own dir (this package: errors.py, secret.py, …) stays off sys.path
     with open(err_log, "ab") as err:  # noqa: ASYNC230 - a local log file, opened once
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, FUSE_SCRIPT, *args, stdin=asyncio.subprocess.DEVNULL,
+            sys.executable, "-I", FUSE_SCRIPT, *args, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=err, cwd="/")
     assert proc.stdout is not None
     await proc.wait()  # the launcher forks and exits at once; the mount is its child

@@ -119,11 +119,14 @@ async def test_read_only_and_claim_bound_to_nfs_pv(client: Any, vm: VolumeManage
                        {"status": {"phase": "Bound"}}, namespace=NS, subresource="status")
     pod = _pod([{"name": "rw", "persistentVolumeClaim": {"claimName": "claim"}},
                 {"name": "ro", "persistentVolumeClaim": {"claimName": "claim",
-                                                         "readOnly": True}}])
+                                                         "readOnly": True}},
+                {"name": "direct-ro", "nfs": {"server": nfs_server.server, "path": str(data),
+                                              "readOnly": True}}])
     vols = await vm.setup(pod)
-    assert not vols["rw"].readonly and vols["ro"].readonly
-    r = _sh(f"cat {vols['ro'].host_path}/f; echo x > {vols['ro'].host_path}/g")
-    assert r.stdout == "kept" and "Read-only file system" in r.stderr
+    assert not vols["rw"].readonly and vols["ro"].readonly and vols["direct-ro"].readonly
+    for ro in ("ro", "direct-ro"):  # read-only on the host mount too, not only in runc's bind
+        r = _sh(f"cat {vols[ro].host_path}/f; echo x > {vols[ro].host_path}/g")
+        assert r.stdout == "kept" and "Read-only file system" in r.stderr
     r = _sh(f"echo x > {vols['rw'].host_path}/g")
     assert r.returncode == 0, r.stderr
     assert (data / "g").read_text() == "x\n"

@@ -44,6 +44,7 @@ PLUGIN_DIR = "kubernetes.io~nfs"
 FUSE_SCRIPT = str(Path(__file__).with_name("nfs_fuse.py"))
 FUSE_TYPE = "fuse.pinnace-nfs"
 MOUNT_TIMEOUT = 30.0  # the whole mount, command or FUSE start; NFS calls time out at 10 s
+PATH_TIMEOUT = 15.0  # a check on the mount point itself (its thread is abandoned after)
 _kernel_nfs: bool | None = None
 
 
@@ -53,7 +54,8 @@ def _filesystems() -> set[str]:
 
 
 def kernel_has_nfs() -> bool:
-    """Whether `mount -t nfs` can work here (the module is loaded, or loads). Asked once."""
+    """Whether `mount -t nfs` can work here: the kernel module is loaded (or loads) and
+    the mount.nfs helper (Debian's nfs-common) is installed. Asked once."""
     global _kernel_nfs
     if _kernel_nfs is None:
         if "nfs" not in _filesystems():
@@ -62,7 +64,8 @@ def kernel_has_nfs() -> bool:
                 subprocess.run(["modprobe", "-q", "nfs"], capture_output=True, timeout=10)
             except (OSError, subprocess.TimeoutExpired):
                 pass
-        _kernel_nfs = "nfs" in _filesystems()
+        helper = any(os.path.exists(f"{d}/mount.nfs") for d in ("/sbin", "/usr/sbin"))
+        _kernel_nfs = "nfs" in _filesystems() and helper
     return _kernel_nfs
 
 
@@ -126,7 +129,11 @@ async def setup(target: Path, state_path: Path, source: dict[str, Any], *,
         if kind == "fuse" and mounted == FUSE_TYPE and _alive(state):
             return
     await teardown(target, state_path)  # whatever is half there: a dead process, a stale mount
-    await asyncio.to_thread(_make_dir, target, state_path)
+    try:  # a mount point that is still a hung mount would block mkdir's stat: bounded
+        await asyncio.wait_for(asyncio.to_thread(_make_dir, target, state_path), PATH_TIMEOUT)
+    except TimeoutError:
+        raise SetUpError(f"mount point {target} did not answer within {PATH_TIMEOUT:.0f}s"
+                         ) from None
     if kind == "kernel":
         await _kernel_mount(target, server, export, read_only)
         _write_state(state_path, wanted)

@@ -3,6 +3,7 @@ namespace of the test's own, reached from the host over a veth pair.
 
     with running_nfs_server(tmp_path) as srv:   # srv.server: the address; srv.export: the dir
         srv.stop(); srv.start()         # the NFS server dies and comes back (rpcbind stays)
+        srv.freeze(); srv.thaw()        # it hangs (SIGSTOP), then answers again
 
 Why a namespace: rpcbind listens on 0.0.0.0:111 (`-h 127.0.0.1` aborts) and ganesha's ports
 are fixed; inside a namespace they disturb nothing on the host, and two test runs at once
@@ -135,7 +136,19 @@ class NfsServer:
         _kill(self._ganesha)
         self._ganesha = None
 
+    def freeze(self) -> None:
+        """The server hangs (SIGSTOP): connections stay open, nothing answers."""
+        assert self._ganesha is not None
+        os.kill(self._ganesha.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self._ganesha is not None
+        os.kill(self._ganesha.pid, signal.SIGCONT)
+
     def teardown(self) -> None:
+        if self._ganesha is not None and self._ganesha.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._ganesha.pid, signal.SIGCONT)
         _kill(self._ganesha)
         _kill(self._rpcbind)
         subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)

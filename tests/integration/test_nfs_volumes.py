@@ -142,6 +142,8 @@ async def test_failures_are_failed_mount_in_kubelets_words(vm: VolumeManager,
     assert e.value.message.startswith('MountVolume.SetUp failed for volume "gone" : '
                                       'mount failed: ')
     assert f"Mounting arguments: {nfs_server.server} /no/such/export" in e.value.message
+    assert e.value.message.endswith("Output: nfs_fuse: access denied by server while mounting "
+                                    f"{nfs_server.server}:/no/such/export")
     await vm.teardown(pod["metadata"]["uid"])
 
 
@@ -200,3 +202,25 @@ async def test_teardown_with_the_server_dead(vm: VolumeManager, nfs_server: Any,
         assert mounts_under(host_dir) == [] and fuse_processes(host_dir) == []
     finally:
         nfs_server.start()
+
+
+async def test_hung_server_bounds_every_call_and_teardown(vm: VolumeManager, nfs_server: Any,
+                                                          host_dir: Path) -> None:
+    """kubernetes#31272: a server that stops answering (not even a reset) must not hang
+    anything but the calls on its own volume, and those only for the call deadline."""
+    data = _export_dir(nfs_server, "hung")
+    (data / "f").write_text("x\n")
+    pods = [_pod([{"name": "d", "nfs": {"server": nfs_server.server, "path": str(data)}}])
+            for _ in range(2)]
+    paths = [(await vm.setup(p))["d"].host_path for p in pods]
+    nfs_server.freeze()
+    try:
+        r = _sh(f"cat {paths[0]}/f", timeout=60)
+        assert r.returncode != 0 and "Input/output error" in r.stderr
+        await vm.teardown(pods[1]["metadata"]["uid"])  # removed while the server hangs
+        assert fuse_processes(host_dir) == [(fuse_processes(host_dir)[0][0], str(paths[0]))]
+    finally:
+        nfs_server.thaw()
+    r = _sh(f"cat {paths[0]}/f", timeout=60)
+    assert r.returncode == 0 and r.stdout == "x\n", r.stderr
+    await vm.teardown(pods[0]["metadata"]["uid"])

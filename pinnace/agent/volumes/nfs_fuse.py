@@ -68,6 +68,18 @@ def errno_of(e: BaseException) -> int:
     return errno.EIO  # timeouts, lost connections, protocol errors
 
 
+def mount_failure(e: BaseException) -> str:
+    """Why a mount failed, worded as mount.nfs words it."""
+    text = str(e)
+    if "access denied" in text.lower() or isinstance(e, PermissionError):
+        return "access denied by server"
+    if isinstance(e, ConnectionRefusedError) or "connection refused" in text.lower():
+        return "Connection refused"
+    if isinstance(e, TimeoutError) or "deadline" in text.lower() or "timed out" in text.lower():
+        return "Connection timed out"
+    return text
+
+
 def _rel(path: str) -> str:
     return path.lstrip("/") or "."
 
@@ -262,8 +274,8 @@ def _serve(args: argparse.Namespace, report: Any) -> int:
         client = nfs_rs.Client.connect(url, connect_timeout=args.timeout,
                                        operation_timeout=args.timeout)
         client.stat(".")  # the export exists and this identity may look at it
-    except Exception as e:  # any failure is the mount's failure, in its words
-        report(f"error mount {args.server}:{args.export}: {e}")
+    except Exception as e:  # any failure is the mount's failure, in mount.nfs' words
+        report(f"error nfs_fuse: {mount_failure(e)} while mounting {args.server}:{args.export}")
         return 1
     ops = make_operations(client, read_only=args.read_only, on_mounted=lambda: report("ok"))
     options = {"allow_other": True, "default_permissions": True,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pinnace.agent.volumes import nfs
-from pinnace.agent.volumes.nfs_fuse import errno_of
+from pinnace.agent.volumes.nfs_fuse import errno_of, mount_failure
 
 
 class _CodedError(RuntimeError):
@@ -37,6 +37,17 @@ class _CodedError(RuntimeError):
 ])
 def test_errno_of(error: BaseException, expected: int) -> None:
     assert errno_of(error) == expected
+
+
+@pytest.mark.parametrize(("error", "expected"), [
+    (RuntimeError("Mount error: access denied"), "access denied by server"),
+    (ConnectionRefusedError(), "Connection refused"),
+    (RuntimeError("Connection refused (os error 111)"), "Connection refused"),
+    (TimeoutError("connect deadline exceeded"), "Connection timed out"),
+    (RuntimeError("something else"), "something else"),
+])
+def test_mount_failure_in_mount_nfs_words(error: BaseException, expected: str) -> None:
+    assert mount_failure(error) == expected
 
 
 def test_failed_mount_is_worded_like_mount_utils() -> None:

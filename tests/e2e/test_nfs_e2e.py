@@ -92,34 +92,40 @@ def test_missing_export_is_failed_mount_then_the_pod_starts(cluster: Cluster,
     delete(cluster, "nfs-waits")
 
 
-def test_server_dies_under_a_writing_pod(cluster: Cluster, nfs_server: Any) -> None:
-    data = export_dir(nfs_server, "dies")
+@pytest.mark.parametrize("failure", ["dies", "hangs"])
+def test_server_fails_under_a_writing_pod(cluster: Cluster, nfs_server: Any,
+                                          failure: str) -> None:
+    """Done-when 6, for a server that dies (SIGKILL: connections refused) and one that hangs
+    (SIGSTOP: nothing answers, kubernetes#31272's case)."""
+    fail, recover = ((nfs_server.stop, nfs_server.start) if failure == "dies"
+                     else (nfs_server.freeze, nfs_server.thaw))
+    data = export_dir(nfs_server, failure)
     log = data / "log"
-    nfs_pod(cluster, "nfs-writer-loop", nfs_server.server, data,
+    writer, bystander = f"nfs-writer-{failure}", f"bystander-{failure}"
+    nfs_pod(cluster, writer, nfs_server.server, data,
             "while true; do date >> /data/log; sleep 0.2; done")
-    ready(cluster, "nfs-writer-loop")
+    ready(cluster, writer)
     wait_for(lambda: log.exists() and len(log.read_text().splitlines()) >= 3)
-    nfs_server.stop()
+    fail()
     try:
-        # the agent goes on: a new pod starts while the writer's volume is dead
-        run_pod(cluster, "bystander", [{"name": "app", "image": "busybox:1.28",
-                                        "command": ["sleep", "3600"]}])
-        ready(cluster, "bystander")
+        # the agent goes on: a new pod starts while the writer's volume does not answer
+        run_pod(cluster, bystander, [{"name": "app", "image": "busybox:1.28",
+                                      "command": ["sleep", "3600"]}])
+        ready(cluster, bystander)
         stopped_at = len(log.read_text().splitlines())
     finally:
-        nfs_server.start()
+        recover()
     # the writer recovers in place: more lines, the same container
     wait_for(lambda: len(log.read_text().splitlines()) >= stopped_at + 3, timeout=90)
-    assert pod(cluster, "nfs-writer-loop")["status"]["containerStatuses"][0][
-        "restartCount"] == 0
-    # with the server dead again, deleting the pod still removes it and its mount
-    nfs_server.stop()
+    assert pod(cluster, writer)["status"]["containerStatuses"][0]["restartCount"] == 0
+    # with the server failed again, deleting the pod still removes it and its mount
+    fail()
     try:
-        delete(cluster, "nfs-writer-loop")
+        delete(cluster, writer)
         wait_for(lambda: fuse_processes(cluster.data_dir) == [])
     finally:
-        nfs_server.start()
-    delete(cluster, "bystander")
+        recover()
+    delete(cluster, bystander)
 
 
 def jsonpath(c: Cluster, kind: str, name: str, path: str) -> str:

@@ -240,13 +240,14 @@ async def _stop_process(pid: int, start_time: str | None) -> None:
 
 
 async def teardown_pod(pod_dir: Path) -> None:
-    """Every nfs volume of a pod, from its state files."""
+    """Every nfs volume of a pod: from its state files, then any mount process left below
+    the pod's directory whose state was lost (found by its command line)."""
     plugin = pod_dir / "plugins" / PLUGIN_DIR
-    if not plugin.is_dir():
-        return
-    for state_path in sorted(plugin.glob("*.json")):
-        target = pod_dir / "volumes" / PLUGIN_DIR / state_path.stem
-        await teardown(target, state_path)
+    if plugin.is_dir():
+        for state_path in sorted(plugin.glob("*.json")):
+            target = pod_dir / "volumes" / PLUGIN_DIR / state_path.stem
+            await teardown(target, state_path)
+    await stop_strays(pod_dir)
 
 
 def fuse_processes(root: Path) -> list[tuple[int, str]]:
@@ -269,7 +270,7 @@ def fuse_processes(root: Path) -> list[tuple[int, str]]:
 
 
 async def stop_strays(root: Path) -> None:
-    """Stop every FUSE NFS process mounting below `root` (`pinnace down`)."""
-    for pid, point in fuse_processes(root):
+    """Stop every FUSE NFS process mounting below `root`."""
+    for pid, point in await asyncio.to_thread(fuse_processes, root):
         await asyncio.to_thread(_detach, Path(point))
         await _stop_process(pid, _start_time(pid))

@@ -136,6 +136,22 @@ def node_affinity_matches(pv: Obj, labels: Mapping[str, str], node_name: str) ->
                for t in required.get("nodeSelectorTerms") or [])
 
 
+# the PV informers' index by class, shared by the binder and the scheduler: one name, one
+# function (candidates are only ever of the claim's class)
+CLASS_INDEX = "storageClassName"
+
+
+def class_index(pv: Obj) -> list[str]:
+    return [volume_class(pv)]
+
+
+def could_bind(claim: Obj, pv: Obj) -> bool:
+    """A cheap first look: the volume's class, access modes and size suit the claim."""
+    return volume_class(pv) == claim_class(claim) and \
+        access_modes(claim) <= access_modes(pv) and \
+        requested_storage(claim) <= volume_capacity(pv)
+
+
 def _selector(claim: Obj) -> LabelSelector | None:
     sel = (claim.get("spec") or {}).get("selector")
     if sel is None:

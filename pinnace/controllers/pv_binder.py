@@ -89,10 +89,11 @@ class _Latest:
             return cached
         return mine
 
-    def list(self) -> list[Obj]:
+    def by_index(self, index: str, value: str) -> list[Obj]:
+        """The informer's index (of a field our writes never change), newest versions."""
         out = []
-        for key in list(self.informer.cache):
-            obj = self.get(key)
+        for cached in self.informer.by_index(index, value):
+            obj = self.get(key_of(cached))
             if obj is not None:
                 out.append(obj)
         return out
@@ -118,6 +119,7 @@ class PersistentVolumeBinder(Controller):
         super().__init__(client, factory)
         self.claims = self.watch("v1", "PersistentVolumeClaim", on_delete=self._claim_deleted)
         self.volumes = factory.informer("v1", "PersistentVolume")
+        self.volumes.add_index(pvm.CLASS_INDEX, pvm.class_index)
         self.classes = factory.informer("storage.k8s.io/v1", "StorageClass")
         self.claim_rt = client.resource("v1", "PersistentVolumeClaim")
         self.volume_rt = client.resource("v1", "PersistentVolume")
@@ -149,7 +151,7 @@ class PersistentVolumeBinder(Controller):
             if not ref.get("uid"):  # reserved for one claim: that claim may bind it now
                 self.queue.add(f"{ref.get('namespace')}/{ref.get('name')}")
         elif (pv.get("status") or {}).get("phase") == "Available":
-            self._wake_pending(lambda _claim: True)  # a claim waiting may fit it
+            self._wake_pending(lambda claim: pvm.could_bind(claim, pv))  # it may fit one
 
     def _wake_pending(self, wanted: Callable[[Obj], bool]) -> None:
         for claim in self.claims.list():
@@ -208,7 +210,8 @@ class PersistentVolumeBinder(Controller):
                     return  # the update brings the claim back with its class
             storage_class = self._class_of(claim)
             delay = pvm.is_delay_binding(storage_class)
-            volume = pvm.find_best_match(claim, self.latest_volumes.list(), delay_binding=delay)
+            candidates = self.latest_volumes.by_index(pvm.CLASS_INDEX, pvm.claim_class(claim))
+            volume = pvm.find_best_match(claim, candidates, delay_binding=delay)
             if volume is not None:
                 await self._bind(copy.deepcopy(volume), claim)
                 return

@@ -26,15 +26,16 @@ def registries_yaml(registry_url: str) -> str:
     return f'mirrors:\n  "docker.io":\n    endpoint:\n      - "{registry_url}"\n'
 
 
-def real_cluster(base: Path, registry_url: str, *extra: str) -> Iterator[Cluster]:
+def real_cluster(base: Path, registry_url: str, *extra: str, node_name: str = NODE
+                 ) -> Iterator[Cluster]:
     data = base / "data"
     data.mkdir(parents=True)
     (data / "registries.yaml").write_text(registries_yaml(registry_url))
     c = Cluster(data_dir=data, home=base / "home", real_node=True)
     try:
-        c.start(extra=("--node-name", NODE, "--kubelet-port", str(free_port()),
+        c.start(extra=("--node-name", node_name, "--kubelet-port", str(free_port()),
                        "--pod-cidr", random_pod_cidr(), "--restart-backoff", "1", *extra))
-        c.kubectl("wait", "--for=condition=Ready", f"node/{NODE}", "--timeout=60s")
+        c.kubectl("wait", "--for=condition=Ready", f"node/{node_name}", "--timeout=60s")
         yield c
     finally:
         c.stop()

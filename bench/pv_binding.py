@@ -1,0 +1,135 @@
+"""PV binding: the time to bind 1,000 claims to 1,000 PersistentVolumes.
+
+    python -m bench.pv_binding [--claims 1000]
+
+An API server and the controllers run in this process (the in-process client, SQLite in
+a temporary directory, no scheduler, no node). N volumes of varied sizes are created
+and become Available; then N claims are created (32 at a time) and we time until every
+claim is Bound. Each bind is four writes (PV claimRef, PV status, claim volumeName, claim
+status), so the baseline row is those 4N writes done back to back by one client on the
+same server — the floor the binder's own work (matching, events, queues) adds to.
+
+`measure(claims)` returns the figures as a dict, for bench/storage.py to call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pinnace.client.client import Client
+from pinnace.cluster import Cluster, ClusterConfig
+
+NS = "default"
+
+
+def volume(i: int) -> dict[str, Any]:
+    return {"metadata": {"name": f"pv-{i:05d}"},
+            "spec": {"capacity": {"storage": f"{1 + i % 10}Gi"},
+                     "accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                     "persistentVolumeReclaimPolicy": "Retain",
+                     "hostPath": {"path": f"/tmp/pv-bench/{i}"}}}
+
+
+def claim(i: int) -> dict[str, Any]:
+    return {"metadata": {"name": f"claim-{i:05d}"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                     "resources": {"requests": {"storage": f"{1 + i % 10}Gi"}}}}
+
+
+async def in_parallel(n: int, fn: Any, concurrency: int = 32) -> None:
+    it = iter(range(n))
+
+    async def worker() -> None:
+        for i in it:
+            await fn(i)
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def count_phase(client: Client, kind: str, phase: str) -> int:
+    rt = client.resource("v1", kind)
+    items = (await client.list(rt, NS if kind.endswith("Claim") else None))["items"]
+    return sum(1 for o in items if (o.get("status") or {}).get("phase") == phase)
+
+
+async def wait_count(client: Client, kind: str, phase: str, n: int, within: float) -> None:
+    deadline = time.monotonic() + within
+    while await count_phase(client, kind, phase) < n:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {await count_phase(client, kind, phase)}/{n} {kind} "
+                             f"{phase} after {within:.0f}s")
+        await asyncio.sleep(0.1)
+
+
+async def _measure(data_dir: Path, claims: int) -> dict[str, float]:
+    async with Cluster(ClusterConfig(data_dir=data_dir, port=0, scheduler=False)) as cluster:
+        client = cluster.client
+        pv_rt = client.resource("v1", "PersistentVolume")
+        pvc_rt = client.resource("v1", "PersistentVolumeClaim")
+        await in_parallel(claims, lambda i: client.create(pv_rt, volume(i)))
+        await wait_count(client, "PersistentVolume", "Available", claims, 300)
+        t0 = time.perf_counter()
+        await in_parallel(claims, lambda i: client.create(pvc_rt, claim(i), NS))
+        created = time.perf_counter() - t0
+        await wait_count(client, "PersistentVolumeClaim", "Bound", claims, 900)
+        bound = time.perf_counter() - t0
+        # the baseline: the same four writes per bind, by one client, on other objects
+        # (a class no volume has, so the binder leaves them alone)
+        pvs: dict[int, Any] = {}
+        pvcs: dict[int, Any] = {}
+
+        async def make(i: int) -> None:
+            name = f"base-{i:05d}"
+            pvs[i] = await client.create(pv_rt, {**volume(i), "metadata": {"name": name}})
+            pvcs[i] = await client.create(pvc_rt, {
+                **claim(i), "metadata": {"name": name},
+                "spec": {**claim(i)["spec"], "storageClassName": "none"}}, NS)
+        await in_parallel(claims, make)
+        await wait_count(client, "PersistentVolume", "Available", 2 * claims, 300)
+        await asyncio.sleep(1.0)  # let the controllers' reaction to them settle
+        fresh = {o["metadata"]["name"]: o for o in (await client.list(pv_rt))["items"]}
+        pvs = {i: fresh[pv["metadata"]["name"]] for i, pv in pvs.items()}
+        fresh = {o["metadata"]["name"]: o for o in (await client.list(pvc_rt, NS))["items"]}
+        pvcs = {i: fresh[pvc["metadata"]["name"]] for i, pvc in pvcs.items()}
+        t1 = time.perf_counter()
+        for i in range(claims):
+            pv, pvc = pvs[i], pvcs[i]
+            pv["spec"]["claimRef"] = {"namespace": NS, "name": pvc["metadata"]["name"]}
+            pv = await client.update(pv_rt, pv)
+            pv["status"] = {"phase": "Bound"}
+            await client.update_status(pv_rt, pv)
+            pvc["metadata"].setdefault("annotations", {})["bench"] = "yes"
+            pvc = await client.update(pvc_rt, pvc)
+            pvc["status"] = {"phase": "Bound"}
+            await client.update_status(pvc_rt, pvc)
+        writes = time.perf_counter() - t1
+    return {"claims": claims, "create_s": created, "bind_s": bound,
+            "binds_per_s": claims / bound, "baseline_s": writes}
+
+
+def measure(claims: int = 1000) -> dict[str, float]:
+    """Bind `claims` claims to as many volumes in a fresh cluster; the figures."""
+    with tempfile.TemporaryDirectory(prefix="pv-bench-") as tmp:
+        return asyncio.run(_measure(Path(tmp) / "data", claims))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--claims", type=int, default=1000)
+    args = parser.parse_args()
+    r = measure(args.claims)
+    n = args.claims
+    rows = [(f"create {n} claims (32 at a time)", r["create_s"]),
+            (f"bind {n} claims to {n} PVs (create to all Bound)", r["bind_s"]),
+            (f"baseline: the {4 * n} writes of {n} binds, one client", r["baseline_s"])]
+    print(f"{'what':<52} {'seconds':>8} {'claims/s':>9}")
+    for what, seconds in rows:
+        print(f"{what:<52} {seconds:>8.2f} {n / seconds:>9.0f}")
+
+
+if __name__ == "__main__":
+    main()

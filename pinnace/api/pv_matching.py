@@ -136,13 +136,24 @@ def node_affinity_matches(pv: Obj, labels: Mapping[str, str], node_name: str) ->
                for t in required.get("nodeSelectorTerms") or [])
 
 
-# the PV informers' index by class, shared by the binder and the scheduler: one name, one
-# function (candidates are only ever of the claim's class)
-CLASS_INDEX = "storageClassName"
+# The PV informers' index for matching, shared by the binder and the scheduler (one name,
+# one function): an unclaimed volume under its class, a claimed one under its claim, so a
+# claim's candidates are the free volumes of its class plus any reserved for it — not
+# every volume ever bound.
+CANDIDATES_INDEX = "pv-candidates"
 
 
-def class_index(pv: Obj) -> list[str]:
-    return [volume_class(pv)]
+def candidates_index(pv: Obj) -> list[str]:
+    ref = (pv.get("spec") or {}).get("claimRef")
+    if ref:
+        return [f"claim:{ref.get('namespace')}/{ref.get('name')}"]
+    return [f"class:{volume_class(pv)}"]
+
+
+def candidate_keys(claim: Obj) -> tuple[str, str]:
+    """The CANDIDATES_INDEX values holding the volumes `claim` may bind."""
+    m = claim["metadata"]
+    return f"class:{claim_class(claim)}", f"claim:{m.get('namespace')}/{m['name']}"
 
 
 def could_bind(claim: Obj, pv: Obj) -> bool:

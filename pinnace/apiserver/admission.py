@@ -5,6 +5,8 @@
   otherwise, so the node lifecycle controller evicts it five minutes after its
   node goes away. Applied by the Pod strategy's `admit_create`
   (`strategies/pods.py`).
+- StorageObjectInUseProtection and DefaultStorageClass, for PersistentVolumes and
+  claims, live with their strategies (`strategies/storage.py`).
 """
 
 from __future__ import annotations

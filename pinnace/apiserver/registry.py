@@ -12,7 +12,7 @@ The order of a create, as the code runs it:
     metadata      uid, creationTimestamp, no deletion fields
     strategy      prepare_for_create (generation, status reset, a Job's selector),
                   then the initial status
-    admission     strategy.admit_create (DefaultTolerationSeconds …)
+    admission     strategy.admit_create (DefaultTolerationSeconds, DefaultStorageClass …)
     validation    the kind's validation, then write checks (RBAC escalation)
     allocation    strategy.allocate (ClusterIPs, NodePorts), undone if the write fails
     write         store.create → wait until the watch cache has the new revision

@@ -90,7 +90,8 @@ class _Latest:
         return mine
 
     def by_index(self, index: str, value: str) -> list[Obj]:
-        """The informer's index (of a field our writes never change), newest versions."""
+        """The informer's index, newest versions (what we wrote may have moved them to
+        another value: matching checks each object again)."""
         out = []
         for cached in self.informer.by_index(index, value):
             obj = self.get(key_of(cached))
@@ -119,7 +120,7 @@ class PersistentVolumeBinder(Controller):
         super().__init__(client, factory)
         self.claims = self.watch("v1", "PersistentVolumeClaim", on_delete=self._claim_deleted)
         self.volumes = factory.informer("v1", "PersistentVolume")
-        self.volumes.add_index(pvm.CLASS_INDEX, pvm.class_index)
+        self.volumes.add_index(pvm.CANDIDATES_INDEX, pvm.candidates_index)
         self.classes = factory.informer("storage.k8s.io/v1", "StorageClass")
         self.claim_rt = client.resource("v1", "PersistentVolumeClaim")
         self.volume_rt = client.resource("v1", "PersistentVolume")
@@ -210,7 +211,8 @@ class PersistentVolumeBinder(Controller):
                     return  # the update brings the claim back with its class
             storage_class = self._class_of(claim)
             delay = pvm.is_delay_binding(storage_class)
-            candidates = self.latest_volumes.by_index(pvm.CLASS_INDEX, pvm.claim_class(claim))
+            candidates = [v for k in pvm.candidate_keys(claim)
+                          for v in self.latest_volumes.by_index(pvm.CANDIDATES_INDEX, k)]
             volume = pvm.find_best_match(claim, candidates, delay_binding=delay)
             if volume is not None:
                 await self._bind(copy.deepcopy(volume), claim)

@@ -76,7 +76,7 @@ class VolumeBinding:
         self.client = handle.client
         self.claims = handle.factory.informer("v1", "PersistentVolumeClaim")
         self.volumes = handle.factory.informer("v1", "PersistentVolume")
-        self.volumes.add_index(pvm.CLASS_INDEX, pvm.class_index)
+        self.volumes.add_index(pvm.CANDIDATES_INDEX, pvm.candidates_index)
         self.classes = handle.factory.informer("storage.k8s.io/v1", "StorageClass")
         wake = handle.cluster_changed
         for informer in (self.claims, self.volumes, self.classes):
@@ -149,7 +149,8 @@ class VolumeBinding:
                 decision.reasons.add(NODE_CONFLICT)
         taken = {v for key, held in self._reserved.items() if key != pod.key for v in held}
         for claim in claims.to_bind:
-            candidates = self.volumes.by_index(pvm.CLASS_INDEX, pvm.claim_class(claim))
+            candidates = [v for k in pvm.candidate_keys(claim)
+                          for v in self.volumes.by_index(pvm.CANDIDATES_INDEX, k)]
             volume = pvm.find_best_match(claim, candidates, delay_binding=True,
                                          node=(labels, node_name), excluded=taken)
             if volume is not None:

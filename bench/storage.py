@@ -15,10 +15,10 @@ mounts it at /data; then, through `kubectl exec`:
   and local-path read their disk, not memory), then `dd if=/data/f of=/dev/null bs=1M`.
 
 MB/s: bytes over the time `kubectl exec` of dd took, less the median of three empty
-`kubectl exec true` (busybox's dd prints no timing). Binding: N PVs (hostPath,
-class `bench-bind`, 1Gi, RWO) are created first, then N claims at once (50 requests in
-flight); the time runs from the first claim's create to the moment a list shows all N
-Bound. Teardown always runs: pods deleted, `pinnace up` stopped, `pinnace down`, the NFS
+`kubectl exec true` (busybox's dd prints no timing). Binding is bench/pv_binding.py's
+`measure()` (its own in-process control plane: N volumes Available, then N claims, timed
+to all Bound; its baseline is the 4N writes of those binds by one client). Teardown always
+runs: pods deleted, `pinnace up` stopped, `pinnace down`, the NFS
 server and its namespace removed.
 """
 
@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import pv_binding
 from bench.pod_startup import (
     IMAGE,
     NODE,
@@ -109,36 +110,6 @@ def measure_volume(data: Path, name: str, volume: dict[str, Any], size_mb: int,
         kubectl(data, "delete", "pod", name, "--wait=true", "--timeout=120s")
 
 
-async def bind_claims(client: Client, n: int) -> float:
-    """Seconds from the first of n claims created to all n Bound (n PVs made before)."""
-    pvs = client.resource("v1", "PersistentVolume")
-    pvcs = client.resource("v1", "PersistentVolumeClaim")
-    gate = asyncio.Semaphore(50)
-
-    async def create(res: Any, obj: dict[str, Any], namespace: str | None = None) -> None:
-        async with gate:
-            await client.create(res, obj, namespace)
-
-    await asyncio.gather(*(create(pvs, {
-        "metadata": {"name": f"bench-pv-{i}"},
-        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                 "storageClassName": "bench-bind", "persistentVolumeReclaimPolicy": "Retain",
-                 "hostPath": {"path": f"/tmp/pinnace-bench-pv-{i}"}}}) for i in range(n)))
-    t0 = time.perf_counter()
-    await asyncio.gather(*(create(pvcs, {
-        "metadata": {"name": f"bench-claim-{i}"},
-        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "bench-bind",
-                 "resources": {"requests": {"storage": "1Gi"}}}}, "default")
-        for i in range(n)))
-
-    async def all_bound() -> bool:
-        items = (await client.list(pvcs, "default"))["items"]
-        return sum((c.get("status") or {}).get("phase") == "Bound"
-                   and c["metadata"]["name"].startswith("bench-claim-") for c in items) == n
-    await wait_until(all_bound, within=600, what=f"{n} claims Bound", interval=0.2)
-    return time.perf_counter() - t0
-
-
 async def cluster_ready(proc: subprocess.Popen[bytes], data: Path) -> Client:
     t0 = time.monotonic()
     while not (data / "kubeconfig").exists():
@@ -148,14 +119,6 @@ async def cluster_ready(proc: subprocess.Popen[bytes], data: Path) -> Client:
     client = Client(HttpTransport.from_kubeconfig(data / "kubeconfig"), field_manager="bench")
     await wait_until(lambda: node_ready(client), within=60, what=f"node {NODE} Ready")
     return client
-
-
-async def run_binding(proc: subprocess.Popen[bytes], data: Path, n: int) -> float:
-    client = await cluster_ready(proc, data)
-    try:
-        return await bind_claims(client, n)
-    finally:
-        await client.close()
 
 
 def main() -> None:
@@ -174,7 +137,8 @@ def main() -> None:
     data.mkdir()
     cidr = f"10.{random.randint(200, 207)}.{random.randint(0, 255)}.0/24"
     results: dict[str, tuple[float, float] | str] = {}
-    bind_s: float | None = None
+    binding: dict[str, float] | None = None
+    binding_error = "not run"
     proc: subprocess.Popen[bytes] | None = None
     try:
         images = build_images(args.images, tmp)
@@ -206,7 +170,10 @@ def main() -> None:
             (srv.export / "bench").mkdir(mode=0o777)
             results["nfs"] = measure_volume(data, "bench-nfs", {"nfs": {
                 "server": srv.server, "path": str(srv.export / "bench")}}, args.size_mb)
-        bind_s = asyncio.run(run_binding(proc, data, args.claims))
+        try:  # a control plane of its own, no node
+            binding = pv_binding.measure(args.claims)
+        except (SystemExit, Exception) as e:  # the MB/s rows still print
+            binding_error = f"failed: {e}"
     finally:
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -224,7 +191,7 @@ def main() -> None:
             print(f"WARNING: left on the host: {what}", file=sys.stderr)
         if not left:
             shutil.rmtree(tmp, ignore_errors=True)
-    print_table(results, bind_s, args)
+    print_table(results, binding or binding_error, args)
 
 
 async def _node_up(proc: subprocess.Popen[bytes], data: Path) -> None:
@@ -232,8 +199,8 @@ async def _node_up(proc: subprocess.Popen[bytes], data: Path) -> None:
     await client.close()
 
 
-def print_table(results: dict[str, tuple[float, float] | str], bind_s: float | None,
-                args: argparse.Namespace) -> None:
+def print_table(results: dict[str, tuple[float, float] | str],
+                binding: dict[str, float] | str, args: argparse.Namespace) -> None:
     base = results.get("hostPath")
     print(f"| measure ({args.size_mb} MB file, in a pod) | write MB/s | read MB/s "
           "| write vs hostPath | read vs hostPath |")
@@ -248,9 +215,14 @@ def print_table(results: dict[str, tuple[float, float] | str], bind_s: float | N
         if isinstance(base, tuple):
             ratios = (f"{r[0] / base[0]:.2f}", f"{r[1] / base[1]:.2f}")
         print(f"| {label} | {r[0]:.0f} | {r[1]:.0f} | {ratios[0]} | {ratios[1]} |")
-    if bind_s is not None:
-        print(f"| bind {args.claims} claims to {args.claims} PVs (create → all Bound) "
-              f"| {bind_s:.1f} s | {args.claims / bind_s:.0f} claims/s | | |")
+    n = args.claims
+    if isinstance(binding, str):
+        print(f"| bind {n} claims to {n} PVs (bench/pv_binding.py) | {binding} | | | |")
+    else:
+        print(f"| bind {n} claims to {n} PVs (create → all Bound; bench/pv_binding.py) "
+              f"| {binding['bind_s']:.1f} s | {n / binding['bind_s']:.0f} claims/s "
+              f"| baseline: {4 * n} raw writes {binding['baseline_s']:.1f} s "
+              f"| {binding['baseline_s'] / binding['bind_s']:.2f} |")
     print(f"\n- python {sys.version.split()[0]}, {os.cpu_count()} cpus; read after the host "
           "dropped its page cache")
 

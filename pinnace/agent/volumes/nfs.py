@@ -153,9 +153,10 @@ def _write_state(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _failed(command: str, arguments: str, output: str) -> SetUpError:
-    """The kubelet's wording of a failed mount (mount-utils' MountError)."""
-    return SetUpError(f"mount failed: {output}\nMounting command: {command}\n"
+def _failed(command: str, arguments: str, output: str, status: str = "") -> SetUpError:
+    """The kubelet's wording of a failed mount (mount-utils' MountError): `status` is the
+    command's exit status; the FUSE process has none to give, so its output stands there."""
+    return SetUpError(f"mount failed: {status or output}\nMounting command: {command}\n"
                       f"Mounting arguments: {arguments}\nOutput: {output}")
 
 
@@ -171,8 +172,8 @@ async def _kernel_mount(target: Path, server: str, export: str, read_only: bool)
         proc.kill()  # may sit in D state on a dead server: abandoned, never awaited again
         raise _failed("mount", " ".join(args), f"timed out after {MOUNT_TIMEOUT:.0f}s") from None
     if proc.returncode != 0:
-        raise _failed("mount", " ".join(args),
-                      f"exit status {proc.returncode}: {out.decode(errors='replace').strip()}")
+        raise _failed("mount", " ".join(args), out.decode(errors="replace").strip(),
+                      f"exit status {proc.returncode}")
 
 
 async def _fuse_mount(target: Path, server: str, export: str, read_only: bool) -> int:

@@ -51,10 +51,13 @@ def test_mount_failure_in_mount_nfs_words(error: BaseException, expected: str) -
 
 
 def test_failed_mount_is_worded_like_mount_utils() -> None:
-    e = nfs._failed("mount", "-t nfs 10.0.0.2:/x /t", "exit status 32: access denied")
+    e = nfs._failed("mount", "-t nfs 10.0.0.2:/x /t",
+                    "mount.nfs: access denied by server while mounting 10.0.0.2:/x",
+                    "exit status 32")
     assert str(e).splitlines() == [
-        "mount failed: exit status 32: access denied", "Mounting command: mount",
-        "Mounting arguments: -t nfs 10.0.0.2:/x /t", "Output: exit status 32: access denied"]
+        "mount failed: exit status 32", "Mounting command: mount",
+        "Mounting arguments: -t nfs 10.0.0.2:/x /t",
+        "Output: mount.nfs: access denied by server while mounting 10.0.0.2:/x"]
 
 
 def test_stray_mount_processes_are_found_and_stopped(tmp_path: Path) -> None:

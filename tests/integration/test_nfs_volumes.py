@@ -96,11 +96,22 @@ async def test_nfs_volume_read_write_owner_and_teardown(vm: VolumeManager, nfs_s
     assert (st.st_uid, st.st_gid) == (1000, 1000)  # the writer's identity, on the server
     assert (data / "sub").is_dir()
 
+    # what programs do on a volume: rename over a file, links, truncate, modes, times, df
+    r = _sh(f"cd {path} && echo new > tmp && mv tmp log && ln -s log link && cat link && "
+            "ln log hard && truncate -s 2 hard && chmod 600 log && touch -d @1000000000 log && "
+            "stat -c '%a %s %Y' log && rm hard && rmdir sub && ls && df -P . | tail -1")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:2] == ["new", "600 2 1000000000"]
+    assert lines[2:6] == ["before", "link", "log", "user.txt"]
+    assert lines[6].split()[-1] == str(path)  # df: statfs answered
+    assert os.readlink(data / "link") == "log" and (data / "log").read_text() == "ne"
+
     again = await vm.setup(pod)  # every sync: the same mount, nothing remounted
     assert again["d"].host_path == path
     await vm.teardown(pod["metadata"]["uid"])
     assert mounts_under(host_dir) == [] and fuse_processes(host_dir) == []
-    assert (data / "log").read_text() == "root-line\n"  # the export keeps its data
+    assert (data / "log").read_text() == "ne"  # the export keeps its data
 
 
 async def test_read_only_and_claim_bound_to_nfs_pv(client: Any, vm: VolumeManager,

@@ -45,3 +45,19 @@ def local_registry(test_images: Path, tmp_path_factory: pytest.TempPathFactory):
         for name, tag in (("busybox", "1.28"), ("nginx", "1.19"), ("perl", "5.34.0")):
             registry.push_archive(test_images / f"{name}_{tag}.tar", f"library/{name}", tag)
         yield registry
+
+
+@pytest.fixture(scope="module")
+def nfs_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real NFS server (nfs-ganesha + rpcbind) in a network namespace of its own, for a
+    module's tests: `.server` is its address, `.export` the exported dir (mode 0777),
+    `.stop()`/`.start()` kill and restart it. See tests/nfs_server.py."""
+    from tests.nfs_server import available, leftover_namespaces, running_nfs_server
+
+    why = available()
+    assert why is None, why
+    base = tmp_path_factory.mktemp("nfs")
+    os.chmod(base, 0o755)  # ganesha (root) exports it; containers' users walk through it
+    with running_nfs_server(base) as srv:
+        yield srv
+    assert [n for n in leftover_namespaces() if n == srv.netns] == []

@@ -1,6 +1,7 @@
 """What a data dir may have left on the host: network namespaces, its bridge, mounts,
-loop devices backed by its files (local-path volumes), cgroups and its nftables table
-(hostPorts) named after it. Tests assert this is empty after tearing down."""
+loop devices backed by its files (local-path volumes), nfs volumes' FUSE processes, cgroups
+and its nftables table (hostPorts) named after it. Tests assert this is empty after tearing
+down."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from pinnace.agent.network import dir_hash
 from pinnace.agent.volumes.local_path import loop_devices
+from pinnace.agent.volumes.nfs import fuse_processes
 
 
 def leftovers(data: Path) -> list[str]:
@@ -22,6 +24,7 @@ def leftovers(data: Path) -> list[str]:
     found += [f"mount {line.split()[1]}" for line in Path("/proc/mounts").read_text().splitlines()
               if str(data) in line]
     found += [f"loop device {d}" for d in loop_devices(data)]  # local-path volumes
+    found += [f"nfs mount process {pid} ({point})" for pid, point in fuse_processes(data)]
     found += [f"cgroup {p}" for p in Path("/sys/fs/cgroup").glob(f"*/pinnace/{h}")]
     if shutil.which("nft") is not None:
         tables = subprocess.run(["nft", "list", "tables"], capture_output=True,

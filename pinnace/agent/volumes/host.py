@@ -39,7 +39,7 @@ def unmount(target: Path) -> None:
         raise OSError(err, f"umount {target}: {os.strerror(err)}")
 
 
-def _unescape(field: str) -> str:
+def unescape(field: str) -> str:
     # /proc/mounts escapes space, tab, newline and backslash as \ooo
     out, i = [], 0
     while i < len(field):
@@ -58,7 +58,7 @@ def mounts_under(root: Path) -> list[Path]:
     found = []
     with open("/proc/self/mounts") as f:
         for line in f:
-            point = _unescape(line.split()[1])
+            point = unescape(line.split()[1])
             if point == prefix or point.startswith(prefix + "/"):
                 found.append(Path(point))
     return sorted(set(found), key=lambda p: len(p.parts), reverse=True)

@@ -6,7 +6,9 @@ and plugins lay them out:
     <pods_dir>/<pod uid>/volumes/kubernetes.io~secret/<name>         atomic writer, tmpfs 0700
     <pods_dir>/<pod uid>/volumes/kubernetes.io~downward-api/<name>   atomic writer, tmpfs
     <pods_dir>/<pod uid>/volumes/kubernetes.io~projected/<name>      atomic writer, tmpfs 0700
-    hostPath and persistentVolumeClaim (hostPath/local PV): the host path itself
+    <pods_dir>/<pod uid>/volumes/kubernetes.io~nfs/<name>            nfs mount (see nfs.py)
+    hostPath and persistentVolumeClaim (hostPath/local PV): the host path itself;
+    a claim bound to an nfs PV is mounted like a pod's own nfs volume
 
 The pod worker calls `setup` on every sync (idempotent: a projected volume is read
 from the API once, then only `refresh` re-reads it), `mounts` when it creates a
@@ -37,6 +39,7 @@ from pinnace.agent.volumes import (
     empty_dir,
     host,
     host_path,
+    nfs,
     projected,
     pvc,
     secret,
@@ -138,12 +141,23 @@ class VolumeManager:
             host_path.check(source.get("path", ""), source.get("type"))
             return PreparedVolume(name, kind, Path(source.get("path", "")))
         if kind == "persistentVolumeClaim":
-            path = await pvc.resolve(self.client, pod["metadata"]["namespace"],
-                                     source.get("claimName", ""))
-            return PreparedVolume(name, kind, Path(path), readonly=bool(source.get("readOnly")))
+            pv_kind, pv_source = await pvc.resolve(self.client, pod["metadata"]["namespace"],
+                                                   source.get("claimName", ""))
+            readonly = bool(source.get("readOnly"))
+            if pv_kind == "nfs":
+                return await self._setup_nfs(uid, name, kind, pv_source, readonly)
+            return PreparedVolume(name, kind, Path(pv_source.get("path", "")), readonly=readonly)
         if kind == "nfs":
-            raise SetUpError(pvc.NFS_UNSUPPORTED)
+            return await self._setup_nfs(uid, name, kind, source, False)
         raise SetUpError(f"{_UNSUPPORTED_NOTE}: {kind} volumes are not supported by pinnace")
+
+    async def _setup_nfs(self, uid: str, name: str, kind: str, source: Obj,
+                         readonly: bool) -> PreparedVolume:
+        path = self.volume_dir(uid, nfs.PLUGIN_DIR, name)
+        await nfs.setup(path, nfs.state_file(self.pod_dir(uid), name), source,
+                        read_only=readonly)
+        return PreparedVolume(name, kind, path,
+                              readonly=readonly or bool(source.get("readOnly")))
 
     async def _payload(self, pod: Obj, kind: str, source: Obj) -> atomic_writer.Payload:
         namespace = pod["metadata"]["namespace"]
@@ -209,6 +223,8 @@ class VolumeManager:
     async def teardown(self, pod_uid: str) -> None:
         """Unmount and remove everything of the pod under pods_dir."""
         async with self._lock(pod_uid):
+            # nfs first: stop the FUSE processes by PID and detach, never touching the export
+            await nfs.teardown_pod(self.pod_dir(pod_uid))
             await asyncio.to_thread(host.remove_tree, self.pod_dir(pod_uid))
         self._locks.pop(pod_uid, None)
 
@@ -218,4 +234,5 @@ class VolumeManager:
             return
         for entry in sorted(os.listdir(self.pods_dir)):
             await self.teardown(entry)
+        await nfs.stop_strays(self.pods_dir)  # FUSE processes whose state file is gone
         host.unmount_all(self.pods_dir)  # anything mounted by hand under a stray name

@@ -1,7 +1,7 @@
 """persistentVolumeClaim volumes: claim -> bound PersistentVolume (`spec.volumeName`)
--> its `hostPath` or `local` source, used in place like a hostPath volume. Errors use
-the wording of the kubelet's volume populator; nfs cannot work on these machines (the
-kernel has no NFS client), which is said plainly."""
+-> its source: `hostPath` or `local` (used in place like a hostPath volume, checked here)
+or `nfs` (mounted by the manager like a pod's own nfs volume). Errors use the wording of
+the kubelet's volume populator."""
 
 from __future__ import annotations
 
@@ -12,12 +12,10 @@ from pinnace.agent.volumes import host_path, local_path
 from pinnace.agent.volumes.errors import SetUpError
 from pinnace.api.errors import ApiError
 
-NFS_UNSUPPORTED = ("nfs volumes are not supported on this node: the kernel has no NFS "
-                   "client filesystem")
 
-
-async def resolve(client: Any, namespace: str, claim_name: str) -> str:
-    """The host path backing the claim, after the PV source's own checks."""
+async def resolve(client: Any, namespace: str, claim_name: str) -> tuple[str, dict[str, Any]]:
+    """The bound PV's volume source as (kind, source): hostPath and local already
+    checked; nfs for the caller to mount."""
     try:
         pvc = await client.get(client.resource("v1", "PersistentVolumeClaim"), claim_name,
                                namespace)
@@ -39,16 +37,15 @@ async def resolve(client: Any, namespace: str, claim_name: str) -> str:
         raise SetUpError(f"failed to fetch PV {volume_name} from API server: {e}") from e
     spec = pv.get("spec") or {}
     if spec.get("hostPath"):
-        path = spec["hostPath"].get("path", "")
-        host_path.check(path, spec["hostPath"].get("type"))
-        return path
+        host_path.check(spec["hostPath"].get("path", ""), spec["hostPath"].get("type"))
+        return "hostPath", spec["hostPath"]
     if spec.get("local"):
         path = spec["local"].get("path", "")
         host_path.require_exists(path)
         await local_path.prepare(Path(path))  # a local-path volume: mounted and grown
-        return path
+        return "local", spec["local"]
     if spec.get("nfs"):
-        raise SetUpError(NFS_UNSUPPORTED)
+        return "nfs", spec["nfs"]
     kinds = sorted(k for k in spec if k not in ("accessModes", "capacity", "claimRef",
                                                "persistentVolumeReclaimPolicy", "storageClassName",
                                                "volumeMode", "mountOptions", "nodeAffinity"))

@@ -25,12 +25,7 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from bench._common import free_port
 
 
 async def run(proc: subprocess.Popen, tmp: Path, objects: int,

@@ -21,7 +21,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.pod_startup import build_images, free_port, leftovers, sh
+from bench._common import build_images, free_port, stop
+from bench.pod_startup import leftovers, sh
 from pinnace.agent.volumes.local_path import loop_devices
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,7 +97,7 @@ def main() -> None:
     proc: subprocess.Popen[bytes] | None = None
     rows: list[tuple[str, str, str]] = []
     try:
-        images = build_images(args.images, tmp)
+        images = build_images(tmp, args.images)
         sh(sys.executable, "-m", "pinnace.cli", "image", "import", "--data-dir", str(data),
            str(images / "busybox_1.28.tar"))
         with open(tmp / "up.log", "wb") as log:
@@ -128,13 +128,7 @@ def main() -> None:
         if proc is not None and kubeconfig.exists():
             kubectl(kubeconfig, "delete", "pod", "bench", "--wait=true", check=False)
             kubectl(kubeconfig, "delete", "pvc", "bench", "--wait=true", check=False)
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
         sh(sys.executable, "-m", "pinnace.cli", "down", "--data-dir", str(data), timeout=300)
         left = leftovers(tmp, data) + [f"loop device {d}" for d in loop_devices(data)]
         for what in left:

@@ -32,14 +32,11 @@ import asyncio
 import contextlib
 import itertools
 import json
-import math
 import os
 import pstats
 import random
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench._common import build_images, free_port, percentile, stop
 from pinnace.agent.images import ImageStore
 from pinnace.agent.network import dir_hash
 from pinnace.api import errors
@@ -59,18 +57,6 @@ NODE = "bench"
 LABEL = "bench=pod-startup"
 STAGES = ("Scheduled", "Pulled", "Created", "Started")
 MONITOR_IMPORTS = "import ctypes, datetime, json, os, signal, subprocess, sys, threading, time"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest rank (with 50 samples p99 is the maximum)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 def row(measure: str, values: list[float]) -> tuple[str, ...]:
@@ -417,17 +403,6 @@ def profile_tables(path: Path, top: int) -> list[str]:
     return out
 
 
-def build_images(images: Path | None, tmp: Path) -> Path:
-    if images is not None:
-        return images
-    out = tmp / "images"
-    r = subprocess.run([str(REPO / "scripts" / "build-test-images"), str(out)],
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900)
-    if r.returncode != 0:
-        raise SystemExit(f"build-test-images failed: {r.stderr.strip()[-2000:]}")
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--pods", type=int, default=50)
@@ -452,7 +427,7 @@ def main() -> None:
     proc: subprocess.Popen[bytes] | None = None
     baseline: RuncBaseline | None = None
     try:
-        images = build_images(args.images, tmp)
+        images = build_images(tmp, args.images)
         t0 = time.perf_counter()
         r = sh(sys.executable, "-m", "pinnace.cli", "image", "import", "--data-dir", str(data),
                str(images / "busybox_1.28.tar"))
@@ -481,13 +456,7 @@ def main() -> None:
         rows.append(row("bare runc delete -f", runc_deletes))
         rows.append(row("python -I -S + the monitor's imports (its startup)", interpreter_start()))
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
         if proc is not None and proc.returncode not in (0, None):
             tail = (tmp / "up.log").read_text(errors="replace").splitlines()[-15:]
             print("pinnace up's log ends:\n" + "\n".join(tail), file=sys.stderr)

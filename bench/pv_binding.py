@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench._common import in_parallel
 from pinnace.client.informer import Informer
 from pinnace.cluster import Cluster, ClusterConfig
 
@@ -40,15 +41,6 @@ def claim(i: int) -> dict[str, Any]:
     return {"metadata": {"name": f"claim-{i:05d}"},
             "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
                      "resources": {"requests": {"storage": f"{1 + i % 10}Gi"}}}}
-
-
-async def in_parallel(n: int, fn: Any, concurrency: int = 32) -> None:
-    it = iter(range(n))
-
-    async def worker() -> None:
-        for i in it:
-            await fn(i)
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
 def count_phase(informer: Informer, phase: str) -> int:

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench._common import in_parallel
 from pinnace.cluster import Cluster, ClusterConfig
 from pinnace.scheduler import Scheduler
 
@@ -33,15 +34,6 @@ OWNERS = 100  # pods are spread over this many fake ReplicaSets
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-async def in_parallel(n: int, fn: Any, concurrency: int = 32) -> None:
-    it = iter(range(n))
-
-    async def worker() -> None:
-        for i in it:
-            await fn(i)
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
 def node(i: int) -> dict[str, Any]:

@@ -55,6 +55,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bench._common import build_images, percentile
 from pinnace.agent.network import dir_hash
 from pinnace.client.client import Client
 from pinnace.cluster import Cluster, ClusterConfig, ComponentRunner
@@ -62,11 +63,6 @@ from pinnace.proxy import Proxier, ProxySettings, remove_table, table_name
 
 REPO = Path(__file__).resolve().parent.parent
 NS = "default"
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def ms(seconds: float) -> str:
@@ -287,7 +283,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
     await cluster.start()
     try:
         if not args.no_throughput:
-            images = args.images or build_images(tmp)
+            images = build_images(tmp, args.images)
             rows = await throughput(cluster.client, data, images=images, table=table,
                                     duration=args.duration, rounds=args.rounds)
             print(table_text(("load (wrk -t1 -c16)", "target", "requests/s", "p99 ms",
@@ -318,15 +314,6 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
     finally:
         await cluster.stop()
         await remove_table(table, bridge="pnbench-none")
-
-
-def build_images(tmp: Path) -> Path:
-    out = tmp / "images"
-    r = subprocess.run([str(REPO / "scripts" / "build-test-images"), str(out)],
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900)
-    if r.returncode != 0:
-        raise SystemExit(f"build-test-images failed: {r.stderr.strip()[-2000:]}")
-    return out
 
 
 def main() -> None:

@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -40,11 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import pv_binding
+from bench._common import build_images, free_port, stop
 from bench.pod_startup import (
     IMAGE,
     NODE,
-    build_images,
-    free_port,
     leftovers,
     node_ready,
     sh,
@@ -141,7 +138,7 @@ def main() -> None:
     binding_error = "not run"
     proc: subprocess.Popen[bytes] | None = None
     try:
-        images = build_images(args.images, tmp)
+        images = build_images(tmp, args.images)
         r = sh(sys.executable, "-m", "pinnace.cli", "image", "import", "--data-dir", str(data),
                str(images / "busybox_1.28.tar"))
         if r.returncode != 0:
@@ -175,13 +172,7 @@ def main() -> None:
         except (SystemExit, Exception) as e:  # the MB/s rows still print
             binding_error = f"failed: {e}"
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(30)
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        stop(proc)
         down = sh(sys.executable, "-m", "pinnace.cli", "down", "--data-dir", str(data),
                   timeout=300)
         left = leftovers(tmp, data)

@@ -76,7 +76,11 @@ def test_seed_service_answers_on_its_node_port_and_cluster_ip(cluster: Cluster) 
     # back to one pod (a new one, a new IP): the same ClusterIP and NodePort answer
     cluster.kubectl("scale", "deployment/nginx", "--replicas=1")
     cluster.kubectl("rollout", "status", "deployment/nginx", "--timeout=90s", timeout=100)
+    # the promise: the node port answers within 1 s of the pod being Ready (measured
+    # from when kubectl learnt the rollout was done, which is after the pod became Ready)
+    ready_seen = time.monotonic()
     assert b"Welcome to nginx" in wait_for(lambda: page("http://127.0.0.1:31001/"), timeout=30)
+    assert time.monotonic() - ready_seen < 1.0
     again = json.loads(cluster.kubectl("get", "service", "nginx", "-o", "json").stdout)
     assert again["spec"]["clusterIP"] == cluster_ip
     cluster.kubectl("delete", "-f", SEED)

@@ -5,6 +5,8 @@
     pinnace down [--data-dir DIR]           stop a cluster's containers, undo its host setup
     pinnace kubeconfig [--data-dir DIR]     print the admin kubeconfig
     pinnace image import|ls|rm [--data-dir DIR] …   the node's image store
+    pinnace secrets rotate [--data-dir DIR]  new encryption key, Secrets rewritten, old key
+                                            retired (the cluster stopped; see key_rotation.py)
 
 `up` and `server` turn their flags into a `ClusterConfig` and run it with
 `pinnace.cluster.Cluster`, the composition root the tests and benchmarks use too;
@@ -32,6 +34,7 @@ import signal
 import sys
 from pathlib import Path
 
+from pinnace.apiserver.encryption import EncryptionConfigError
 from pinnace.apiserver.server import default_data_dir
 from pinnace.cluster import Cluster, ClusterConfig, RealNodeConfig, real_node_unavailable
 from pinnace.controllers.manager import ControllerSettings
@@ -73,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--lb-pool", type=_network, default=DEFAULT_LB_POOL, metavar="CIDR",
                        help="addresses for LoadBalancer Services, one each (default "
                             f"{DEFAULT_LB_POOL}: loopback, answers from this machine)")
+        p.add_argument("--encryption-provider-config", type=Path, default=None,
+                       metavar="FILE", help="an EncryptionConfiguration (default: Secrets "
+                       "under aesgcm with a key generated into DATA_DIR/pki)")
         p.add_argument("-v", "--verbose", action="store_true")
         if name == "up":
             p.add_argument("--fake-nodes", type=int, default=0, metavar="N",
@@ -97,6 +103,12 @@ def _parser() -> argparse.ArgumentParser:
     _common(p)
     p = sub.add_parser("kubeconfig", help="print the admin kubeconfig")
     _common(p)
+    p = sub.add_parser("secrets", help="rotate: a new encryption key, every Secret "
+                       "rewritten under it, the old key retired (the cluster stopped)")
+    p.add_argument("action", choices=["rotate"])
+    _common(p)
+    p.add_argument("--encryption-provider-config", type=Path, default=None, metavar="FILE",
+                   help="the configuration to rotate (default: DATA_DIR/pki's)")
     return parser
 
 
@@ -108,6 +120,9 @@ async def _serve(args: argparse.Namespace) -> int:
     cluster = Cluster(_config(args))
     try:
         await cluster.start()
+    except EncryptionConfigError as e:
+        print(f"pinnace: encryption provider config: {e}", file=sys.stderr)
+        return 1
     except OSError as e:
         print(f"pinnace: cannot listen on {args.host}:{args.port}: {e.strerror}",
               file=sys.stderr)
@@ -145,7 +160,37 @@ def _config(args: argparse.Namespace) -> ClusterConfig:
         controller_settings=ControllerSettings(
             node_monitor_grace_period=args.node_monitor_grace_period,
             job_backoff_base=args.job_backoff, lb_pool=args.lb_pool),
-        fake_nodes=args.fake_nodes if args.command == "up" else 0, real_node=real_node)
+        fake_nodes=args.fake_nodes if args.command == "up" else 0, real_node=real_node,
+        encryption_provider_config=args.encryption_provider_config)
+
+
+def _running_server(data_dir: Path) -> int | None:
+    """The pid of a `pinnace up` or `server` of data_dir that still runs, per its pid file."""
+    try:
+        pid = int((data_dir / PID_FILE).read_text().strip())
+        ours = b"pinnace" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if ours and not _gone(pid) else None
+
+
+def _rotate(data_dir: Path, config: Path | None) -> int:
+    """`secrets rotate`, refused while a server of data_dir runs (see key_rotation.py)."""
+    from pinnace.apiserver.key_rotation import rotate
+    pid = _running_server(data_dir)
+    if pid is not None:
+        print(f"pinnace: a server of {data_dir} runs (pid {pid}): stop it first, rotate, "
+              "then start it again", file=sys.stderr)
+        return 1
+    if not (data_dir / "state.db").exists():
+        print(f"pinnace: no cluster in {data_dir}", file=sys.stderr)
+        return 1
+    try:
+        print(f"pinnace: {asyncio.run(rotate(data_dir, config))}")
+    except EncryptionConfigError as e:
+        print(f"pinnace: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _running_up(data_dir: Path) -> int | None:
@@ -270,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         sys.stdout.write(path.read_text())
         return 0
+    if args.command == "secrets":
+        return _rotate(Path(args.data_dir), args.encryption_provider_config)
     if args.command == "down":
         return asyncio.run(_down(Path(args.data_dir)))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

@@ -91,6 +91,8 @@ class ClusterConfig:
     fake_nodes: int = 0  # simulated nodes fake-0 … fake-{N-1}
     real_node: RealNodeConfig | None = None  # this machine as a node (needs root and runc)
     field_manager: str = "pinnace"  # the in-process client's fieldManager
+    # kube-apiserver's --encryption-provider-config; None: Secrets under a generated key
+    encryption_provider_config: Path | None = None
 
     @property
     def lease_period(self) -> float:
@@ -173,7 +175,8 @@ class Cluster:
         gateway = pod_gateway(config.data_dir, config.real_node) if config.real_node else ""
         self.server = ApiServer(config.data_dir, host=config.host, port=config.port,
                                 history_window=config.history_window,
-                                advertise_address=gateway)
+                                advertise_address=gateway,
+                                encryption_provider_config=config.encryption_provider_config)
         self._client: Client | None = None
         self._runner: ComponentRunner | None = None
         self.fake_nodes: FakeNodes | None = None

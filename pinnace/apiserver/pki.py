@@ -96,7 +96,7 @@ def _write_public(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _pki_dir(data_dir: str | Path) -> Path:
+def pki_dir(data_dir: str | Path) -> Path:
     pki = Path(data_dir) / "pki"
     pki.mkdir(parents=True, exist_ok=True)
     os.chmod(pki, 0o700)
@@ -211,7 +211,7 @@ def _is_ip(host: str) -> bool:
 def ensure_pki(data_dir: str | Path, *, hosts: list[str] | None = None) -> Pki:
     """Create the CA and serving certificate under `data_dir/pki` if missing; reissue the
     serving certificate when it lacks one of `hosts` or nears expiry. Idempotent."""
-    pki = _pki_dir(data_dir)
+    pki = pki_dir(data_dir)
     if not (pki / "ca.crt").exists() or not (pki / "ca.key").exists():
         _new_ca(pki)
         for stale in ("server.crt", "server.key"):
@@ -241,7 +241,7 @@ def ensure_kubelet_token(data_dir: str | Path) -> str:
 
 
 def ensure_token(data_dir: str | Path, name: str) -> str:
-    path = _pki_dir(data_dir) / name
+    path = pki_dir(data_dir) / name
     if path.exists():
         token = path.read_text().strip()
         if token:

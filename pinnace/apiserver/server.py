@@ -32,10 +32,12 @@ from typing import Any
 from aiohttp import web
 
 from pinnace.api import errors
-from pinnace.apiserver import pki
+from pinnace.api.kinds import REGISTRY
+from pinnace.apiserver import encryption, pki
 from pinnace.apiserver.app import build_app
 from pinnace.apiserver.auth import ADMIN, TokenAuthenticator, load_token_file
 from pinnace.apiserver.bootstrap_policy import ensure_bootstrap_policy
+from pinnace.apiserver.encryption import EncryptedStore
 from pinnace.apiserver.node_proxy import NODE_PROXY, NodeProxy
 from pinnace.apiserver.registry import ObjectRegistry, WriteOptions
 from pinnace.apiserver.strategies.namespaces import SYSTEM_NAMESPACES
@@ -53,8 +55,11 @@ SKIP_MIRROR = {"endpointslice.kubernetes.io/skip-mirror": "true"}
 
 class ApiServer:
     def __init__(self, data_dir: str | Path, *, host: str = "127.0.0.1", port: int = 6443,
-                 history_window: int = 10_000, advertise_address: str = "") -> None:
+                 history_window: int = 10_000, advertise_address: str = "",
+                 encryption_provider_config: Path | None = None) -> None:
         self.data_dir = Path(data_dir)
+        # None: the configuration generated under pki/ (Secrets under aesgcm)
+        self.encryption_provider_config = encryption_provider_config
         self.host = host
         self.port = port
         # where pods reach this server ("" = no pods do): also listened on, and the
@@ -75,8 +80,7 @@ class ApiServer:
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
-        store = await open_sqlite(str(self.data_dir / "state.db"),
-                                  history_window=self.history_window)
+        store = await self._open_store()
         self.registry = ObjectRegistry(store)
         await self.registry.start()
         # the `kubernetes` Service's ClusterIP and the address pods reach us at
@@ -113,6 +117,26 @@ class ApiServer:
             await self._ensure_kubernetes_endpoints()
             self._endpoint_reconciler = asyncio.create_task(
                 self._reconcile_kubernetes_endpoints(), name="kubernetes endpoints")
+
+    async def _open_store(self) -> EncryptedStore:
+        """The SQLite store under the encryption configuration; values not stored under
+        its first provider (a cluster from before encryption, an older key) are rewritten
+        first, and the history holding their old bytes is scrubbed from the file."""
+        config_path = self.encryption_provider_config or encryption.ensure_config(
+            pki.pki_dir(self.data_dir))
+        config = encryption.EncryptionConfig.load(config_path)
+        raw = await open_sqlite(str(self.data_dir / "state.db"),
+                                history_window=self.history_window)
+        try:
+            rewritten = await encryption.rewrite_stale(raw, config, config.prefixes(REGISTRY))
+            if rewritten:
+                await raw.scrub()
+                log.info("encryption at rest: rewrote %d objects under %s", rewritten,
+                         config_path)
+        except BaseException:
+            await raw.close()
+            raise
+        return EncryptedStore(raw, config)
 
     async def _listen_for_pods(self, certs: pki.Pki) -> None:
         """Listen on the advertise address too (IP_FREEBIND: it may not exist yet). A

@@ -366,6 +366,15 @@ class SqliteStore:
             raise
         self._compacted = revision
 
+    async def scrub(self) -> None:
+        """Forget all history, then rebuild the file and empty the WAL, so no freed page
+        or WAL frame keeps a superseded value's bytes (run after values were rewritten
+        to be encrypted: the plaintext must leave the disk, not only the table)."""
+        await self.compact(self._revision)
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.execute("VACUUM")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     async def _compact_periodically(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import shutil
@@ -38,7 +39,6 @@ async def run(proc: subprocess.Popen, tmp: Path, objects: int,
         await asyncio.sleep(0.01)
     startup = time.monotonic() - started
     cfg = yaml.safe_load(kubeconfig.read_text())
-    import base64
     ca = base64.b64decode(cfg["clusters"][0]["cluster"]["certificate-authority-data"])
     token = cfg["users"][0]["user"]["token"]
     base = cfg["clusters"][0]["cluster"]["server"]
@@ -58,26 +58,37 @@ async def run(proc: subprocess.Popen, tmp: Path, objects: int,
             await asyncio.gather(*(worker() for _ in range(concurrency)))
             return n / (time.perf_counter() - t0)
 
-        async def create(i: int) -> None:
-            body = {"apiVersion": "v1", "kind": "ConfigMap",
-                    "metadata": {"name": f"cm-{i}", "labels": {"bench": "yes"}},
-                    "data": {"key": "x" * 200}}
-            async with s.post(base + path, json=body) as r:
-                assert r.status == 201, await r.text()
-                await r.read()
+        def create_fn(plural: str, kind: str, data: dict[str, str]):
+            async def create(i: int) -> None:
+                body = {"apiVersion": "v1", "kind": kind,
+                        "metadata": {"name": f"{plural[:2]}-{i}", "labels": {"bench": "yes"}},
+                        "data": data}
+                async with s.post(f"{base}/api/v1/namespaces/default/{plural}",
+                                  json=body) as r:
+                    assert r.status == 201, await r.text()
+                    await r.read()
+            return create
 
-        async def get(i: int) -> None:
-            async with s.get(f"{base}{path}/cm-{i % objects}") as r:
-                assert r.status == 200
-                await r.read()
+        def get_fn(plural: str):
+            async def get(i: int) -> None:
+                async with s.get(f"{base}/api/v1/namespaces/default/{plural}/"
+                                 f"{plural[:2]}-{i % objects}") as r:
+                    assert r.status == 200
+                    await r.read()
+            return get
 
         async def list_all(_: int) -> None:
             async with s.get(base + path) as r:
                 assert r.status == 200
                 await r.read()
 
-        creates = await in_parallel(create, objects)
-        gets = await in_parallel(get, objects * 2)
+        creates = await in_parallel(create_fn("configmaps", "ConfigMap", {"key": "x" * 200}),
+                                    objects)
+        gets = await in_parallel(get_fn("configmaps"), objects * 2)
+        # Secrets (encrypted at rest by default) beside ConfigMaps: same size of data
+        secret_creates = await in_parallel(create_fn(
+            "secrets", "Secret", {"key": base64.b64encode(b"x" * 150).decode()}), objects)
+        secret_gets = await in_parallel(get_fn("secrets"), objects * 2)
         lists = await in_parallel(list_all, 50)
 
         # watch latency: one watcher, writes one at a time
@@ -108,6 +119,8 @@ async def run(proc: subprocess.Popen, tmp: Path, objects: int,
     return [("startup to ready (s)", f"{startup:.2f}"),
             (f"creates/s ({objects} configmaps, {concurrency} clients)", f"{creates:.0f}"),
             ("gets/s", f"{gets:.0f}"),
+            (f"secret creates/s ({objects} secrets)", f"{secret_creates:.0f}"),
+            ("secret gets/s", f"{secret_gets:.0f}"),
             (f"lists/s ({objects} objects)", f"{lists:.1f}"),
             ("watch delivery p50 (ms, create sent -> event)", f"{p50:.2f}"),
             ("watch delivery p99 (ms)", f"{p99:.2f}")]

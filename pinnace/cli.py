@@ -34,6 +34,7 @@ import signal
 import sys
 from pathlib import Path
 
+from pinnace.apiserver.audit import AuditPolicyError
 from pinnace.apiserver.encryption import EncryptionConfigError
 from pinnace.apiserver.server import default_data_dir
 from pinnace.cluster import Cluster, ClusterConfig, RealNodeConfig, real_node_unavailable
@@ -79,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--encryption-provider-config", type=Path, default=None,
                        metavar="FILE", help="an EncryptionConfiguration (default: Secrets "
                        "under aesgcm with a key generated into DATA_DIR/pki)")
+        p.add_argument("--audit-policy-file", type=Path, default=None, metavar="FILE",
+                       help="an audit.k8s.io/v1 Policy: turns the audit log on "
+                       "(docs/audit-policy.yaml is an example)")
+        p.add_argument("--audit-log-path", type=Path, default=None, metavar="FILE",
+                       help="where audit Events go, one JSON a line (default "
+                       "DATA_DIR/audit.log)")
         p.add_argument("-v", "--verbose", action="store_true")
         if name == "up":
             p.add_argument("--fake-nodes", type=int, default=0, metavar="N",
@@ -123,6 +130,9 @@ async def _serve(args: argparse.Namespace) -> int:
     except EncryptionConfigError as e:
         print(f"pinnace: encryption provider config: {e}", file=sys.stderr)
         return 1
+    except AuditPolicyError as e:
+        print(f"pinnace: audit policy: {e}", file=sys.stderr)
+        return 1
     except OSError as e:
         print(f"pinnace: cannot listen on {args.host}:{args.port}: {e.strerror}",
               file=sys.stderr)
@@ -161,7 +171,8 @@ def _config(args: argparse.Namespace) -> ClusterConfig:
             node_monitor_grace_period=args.node_monitor_grace_period,
             job_backoff_base=args.job_backoff, lb_pool=args.lb_pool),
         fake_nodes=args.fake_nodes if args.command == "up" else 0, real_node=real_node,
-        encryption_provider_config=args.encryption_provider_config)
+        encryption_provider_config=args.encryption_provider_config,
+        audit_policy_file=args.audit_policy_file, audit_log_path=args.audit_log_path)
 
 
 def _running_server(data_dir: Path) -> int | None:

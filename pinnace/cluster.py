@@ -93,6 +93,8 @@ class ClusterConfig:
     field_manager: str = "pinnace"  # the in-process client's fieldManager
     # kube-apiserver's --encryption-provider-config; None: Secrets under a generated key
     encryption_provider_config: Path | None = None
+    audit_policy_file: Path | None = None  # None: no audit log
+    audit_log_path: Path | None = None  # None: DATA_DIR/audit.log
 
     @property
     def lease_period(self) -> float:
@@ -176,7 +178,9 @@ class Cluster:
         self.server = ApiServer(config.data_dir, host=config.host, port=config.port,
                                 history_window=config.history_window,
                                 advertise_address=gateway,
-                                encryption_provider_config=config.encryption_provider_config)
+                                encryption_provider_config=config.encryption_provider_config,
+                                audit_policy_file=config.audit_policy_file,
+                                audit_log_path=config.audit_log_path)
         self._client: Client | None = None
         self._runner: ComponentRunner | None = None
         self.fake_nodes: FakeNodes | None = None

@@ -1,6 +1,6 @@
 """The aiohttp application: middleware (errors → Status, authentication, RBAC) and routes.
 
-    request ─► error middleware ─► authn middleware ─► authz middleware (403) ─► route
+    request ─► error middleware ─► authn middleware ─► [audit] ─► authz middleware (403) ─► route
                                           ├─ /version /healthz /livez /readyz
                                           ├─ /api /apis …  discovery (legacy or aggregated)
                                           ├─ /openapi/v3[/…]
@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from pinnace.api import errors
-from pinnace.apiserver import discovery, openapi, rbac, reviews
+from pinnace.apiserver import audit, discovery, openapi, rbac, reviews
 from pinnace.apiserver import negotiation as neg
 from pinnace.apiserver.auth import ANONYMOUS, USER_KEY, TokenAuthenticator
 from pinnace.apiserver.handlers import ResourceHandlers
@@ -96,14 +96,19 @@ def _wants_aggregated(request: web.Request) -> bool:
 
 
 def build_app(registry: ObjectRegistry, authn: TokenAuthenticator, *,
-              server_address: str = "127.0.0.1:6443") -> web.Application:
+              server_address: str = "127.0.0.1:6443",
+              audit_log: audit.AuditLog | None = None) -> web.Application:
     """The API server's aiohttp application; requests are authenticated by `authn` and
-    authorized by RBAC over `registry`'s roles and bindings."""
+    authorized by RBAC over `registry`'s roles and bindings (and logged to `audit_log`,
+    after authentication and before authorization, so refusals are logged too)."""
     authz = rbac.RBACAuthorizer(registry)
     registry.write_checks.append(EscalationCheck(authz))
-    app = web.Application(middlewares=[error_middleware, auth_middleware(authn),
+    auditing = [audit.audit_middleware(audit_log)] if audit_log is not None else []
+    app = web.Application(middlewares=[error_middleware, auth_middleware(authn), *auditing,
                                        authz_middleware(authz)],
                           client_max_size=neg.MAX_BODY + 1024)
+    if audit_log is not None:
+        audit.install(app, audit_log)
     resources = ResourceHandlers(registry)
 
     async def review(request: web.Request, tail: str) -> web.Response:

@@ -35,6 +35,7 @@ from pinnace.api import errors
 from pinnace.api.kinds import REGISTRY
 from pinnace.apiserver import encryption, pki
 from pinnace.apiserver.app import build_app
+from pinnace.apiserver.audit import AuditLog, Policy
 from pinnace.apiserver.auth import ADMIN, TokenAuthenticator, load_token_file
 from pinnace.apiserver.bootstrap_policy import ensure_bootstrap_policy
 from pinnace.apiserver.encryption import EncryptedStore
@@ -56,10 +57,16 @@ SKIP_MIRROR = {"endpointslice.kubernetes.io/skip-mirror": "true"}
 class ApiServer:
     def __init__(self, data_dir: str | Path, *, host: str = "127.0.0.1", port: int = 6443,
                  history_window: int = 10_000, advertise_address: str = "",
-                 encryption_provider_config: Path | None = None) -> None:
+                 encryption_provider_config: Path | None = None,
+                 audit_policy_file: Path | None = None,
+                 audit_log_path: Path | None = None) -> None:
         self.data_dir = Path(data_dir)
         # None: the configuration generated under pki/ (Secrets under aesgcm)
         self.encryption_provider_config = encryption_provider_config
+        # no policy: no audit log (as kube-apiserver); the log defaults to DATA_DIR/audit.log
+        self.audit_policy_file = audit_policy_file
+        self.audit_log_path = audit_log_path
+        self.audit_log: AuditLog | None = None
         self.host = host
         self.port = port
         # where pods reach this server ("" = no pods do): also listened on, and the
@@ -80,6 +87,7 @@ class ApiServer:
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
+        policy = Policy.load(self.audit_policy_file) if self.audit_policy_file else None
         store = await self._open_store()
         self.registry = ObjectRegistry(store)
         await self.registry.start()
@@ -95,7 +103,11 @@ class ApiServer:
         if tokens:
             log.info("loaded %d users from %s", len(tokens), self.data_dir / TOKEN_FILE)
         authn = TokenAuthenticator({**tokens, self.token: ADMIN})
-        app = build_app(self.registry, authn, server_address=f"{self.host}:{self.port}")
+        if policy is not None:
+            self.audit_log = AuditLog(policy, self.audit_log_path or
+                                      self.data_dir / "audit.log")
+        app = build_app(self.registry, authn, server_address=f"{self.host}:{self.port}",
+                        audit_log=self.audit_log)
         # logs, exec and port-forward go on to the pod's node agent with this token
         app[NODE_PROXY] = NodeProxy(kubelet_token=pki.ensure_kubelet_token(self.data_dir))
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=False,
@@ -168,6 +180,9 @@ class ApiServer:
         if self._runner:
             await self._runner.cleanup()
             self._runner = None
+        if self.audit_log is not None:
+            self.audit_log.close()
+            self.audit_log = None
         if self.registry:
             await self.registry.stop()
             await self.registry.store.close()

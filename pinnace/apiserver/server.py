@@ -14,6 +14,12 @@ with IP_FREEBIND: bound at once, it answers as soon as the address exists, and n
 has to wait for the bridge or add the address ahead of the CNI plugin that owns it.
 The serving certificate names both addresses, so in-cluster clients verify it.
 
+The store is opened under the encryption configuration (`encryption.py`: Secrets
+under aesgcm with a key generated into `pki/`, or `--encryption-provider-config`);
+values not stored the way the configuration writes now (plaintext from before, an
+older key) are rewritten before the watch caches fill. With `--audit-policy-file`,
+requests are logged to the audit log (`audit.py`).
+
 Identities: the admin token, plus the users of `DATA_DIR/tokens.csv` (kube-apiserver's
 `--token-auth-file` format, read at start; see `auth.load_token_file`). The kubeconfig
 is written by the caller once `start()` returns, so its presence means "ready".

@@ -15,12 +15,14 @@ pinnace encrypts Secrets by default with **aesgcm** (a 256-bit key generated int
 `DATA_DIR/pki/encryption-config.yaml`, mode 0600, at first start): AES-GCM is in
 `cryptography`, already a dependency, and runs on AES-NI at memory speed, while
 secretbox would need PyNaCl (still accepted in a user's file when PyNaCl is installed).
-Kubernetes' own advice on aesgcm is that its random 96-bit nonces make one key safe for
-a bounded number of writes (its docs say rotate every 200k writes): `pinnace secrets
-rotate` (`rotation.py`) adds a new key, rewrites every Secret under it and retires the
-old key. As Kubernetes does, the storage key (`/registry/core/secrets/<ns>/<name>`) is
-AES-GCM's additional authenticated data, so a ciphertext moved to another key does not
-decrypt.
+Kubernetes' own advice on aesgcm is that random 96-bit nonces make one key safe for a
+bounded number of writes (NIST SP 800-38D: at most 2^32 per key; Kubernetes' docs ask
+for rotation every 200k writes, far inside that): `pinnace secrets rotate`
+(`key_rotation.py`) adds a new key, rewrites every Secret under it and retires the old
+key. The generated key is 256 bits; a user's aesgcm key may be 16, 24 or 32 bytes,
+an aescbc or secretbox key 32, as in Kubernetes. As Kubernetes does, the storage key
+(`/registry/core/secrets/<ns>/<name>`) is AES-GCM's additional authenticated data, so a
+ciphertext moved to another key does not decrypt.
 
 `EncryptedStore` wraps the store (which stays a byte store): values of encrypted
 resources are sealed on create/update and opened on get/range/watch/delete, so the
@@ -134,7 +136,7 @@ class _SecretBox:
 
 
 _CIPHERS: dict[str, tuple[Any, tuple[int, ...]]] = {
-    "aesgcm": (_AesGcm, (16, 24, 32)), "aescbc": (_AesCbc, (16, 24, 32)),
+    "aesgcm": (_AesGcm, (16, 24, 32)), "aescbc": (_AesCbc, (32,)),
     "secretbox": (_SecretBox, (32,))}
 
 

@@ -21,7 +21,7 @@ from pinnace.store import SqliteStore, open_sqlite
 
 SECRET = "/registry/core/secrets/default/db"
 KEY_A = base64.b64encode(b"a" * 32).decode()
-KEY_B = base64.b64encode(b"b" * 16).decode()
+KEY_B = base64.b64encode(b"b" * 32).decode()
 
 
 def config(resources: list[str], *providers: dict) -> EncryptionConfig:

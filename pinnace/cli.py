@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 
 from pinnace.apiserver.audit import AuditPolicyError
-from pinnace.apiserver.encryption import EncryptionConfigError
+from pinnace.apiserver.encryption import DecryptionError, EncryptionConfigError
 from pinnace.apiserver.server import default_data_dir
 from pinnace.cluster import Cluster, ClusterConfig, RealNodeConfig, real_node_unavailable
 from pinnace.controllers.manager import ControllerSettings
@@ -129,6 +129,10 @@ async def _serve(args: argparse.Namespace) -> int:
         await cluster.start()
     except EncryptionConfigError as e:
         print(f"pinnace: encryption provider config: {e}", file=sys.stderr)
+        return 1
+    except DecryptionError as e:
+        print(f"pinnace: cannot read the store: {e} (was a key removed from the encryption "
+              "configuration before its data was rewritten?)", file=sys.stderr)
         return 1
     except AuditPolicyError as e:
         print(f"pinnace: audit policy: {e}", file=sys.stderr)

@@ -160,8 +160,9 @@ class Transformer:
                     except Exception:
                         raise DecryptionError(f"{key}: the value does not decrypt with "
                                               f"{c.prefix.decode()}") from None
-            raise DecryptionError(f"{key}: no configured key for "
-                                  f"{value[:48].split(b':', 5)[:5]!r}")
+            sealed_by = b":".join(value[:64].split(b":", 5)[:5]).decode(errors="replace")
+            raise DecryptionError(f"{key}: stored under {sealed_by}, which no configured "
+                                  "provider has")
         if not self.identity_reads:
             raise DecryptionError(f"{key}: stored unencrypted and identity is not a "
                                   "provider")

@@ -124,3 +124,23 @@ def test_a_broken_configuration_is_refused_with_its_reason(cluster: Cluster,
                      "--encryption-provider-config", str(bad))
     assert result.returncode == 1
     assert "resources[0].providers[0].aesgcm.keys[0].secret: 5 bytes" in result.stderr
+
+
+def test_data_under_a_removed_key_stops_the_start_with_its_reason(cluster: Cluster,
+                                                                  tmp_path: Path) -> None:
+    c = cluster
+    c.start()
+    c.kubectl("create", "secret", "generic", "db", f"--from-literal=password={VALUE}")
+    c.stop()
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({
+        "apiVersion": "apiserver.config.k8s.io/v1", "kind": "EncryptionConfiguration",
+        "resources": [{"resources": ["secrets"], "providers": [
+            {"aesgcm": {"keys": [{"name": "other", "secret": base64.b64encode(
+                b"o" * 32).decode()}]}}]}]}))
+    result = pinnace("server", "--data-dir", str(c.data_dir), "--port", "0",
+                     "--encryption-provider-config", str(other))
+    assert result.returncode == 1
+    assert "cannot read the store: /registry/core/secrets/default/db" in result.stderr
+    assert "stored under k8s:enc:aesgcm:v1:key1, which no configured provider has" in \
+        result.stderr

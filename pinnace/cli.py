@@ -135,7 +135,7 @@ async def _serve(args: argparse.Namespace) -> int:
               "configuration before its data was rewritten?)", file=sys.stderr)
         return 1
     except AuditPolicyError as e:
-        print(f"pinnace: audit policy: {e}", file=sys.stderr)
+        print(f"pinnace: audit log: {e}", file=sys.stderr)
         return 1
     except OSError as e:
         print(f"pinnace: cannot listen on {args.host}:{args.port}: {e.strerror}",

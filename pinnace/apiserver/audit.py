@@ -55,7 +55,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class AuditPolicyError(ValueError):
-    """The policy file is not a valid audit.k8s.io/v1 Policy."""
+    """The policy file is not a valid audit.k8s.io/v1 Policy, or the log cannot be
+    opened."""
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,10 @@ class AuditLog:
     def __init__(self, policy: Policy, path: Path) -> None:
         self.policy = policy
         self.path = path
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError as e:
+            raise AuditPolicyError(f"{path}: {e.strerror}") from None
         os.fchmod(fd, 0o600)
         self._file: TextIO = os.fdopen(fd, "a", buffering=1)  # a line at a time
 

@@ -93,7 +93,9 @@ class ApiServer:
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
-        policy = Policy.load(self.audit_policy_file) if self.audit_policy_file else None
+        if self.audit_policy_file is not None:  # refused before anything else is opened
+            self.audit_log = AuditLog(Policy.load(self.audit_policy_file),
+                                      self.audit_log_path or self.data_dir / "audit.log")
         store = await self._open_store()
         self.registry = ObjectRegistry(store)
         await self.registry.start()
@@ -109,9 +111,6 @@ class ApiServer:
         if tokens:
             log.info("loaded %d users from %s", len(tokens), self.data_dir / TOKEN_FILE)
         authn = TokenAuthenticator({**tokens, self.token: ADMIN})
-        if policy is not None:
-            self.audit_log = AuditLog(policy, self.audit_log_path or
-                                      self.data_dir / "audit.log")
         app = build_app(self.registry, authn, server_address=f"{self.host}:{self.port}",
                         audit_log=self.audit_log)
         # logs, exec and port-forward go on to the pod's node agent with this token

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -105,3 +107,20 @@ def test_no_policy_no_log(tmp_path: Path) -> None:
     finally:
         c.stop()
     assert not (c.data_dir / "audit.log").exists()
+
+
+def test_a_bad_policy_or_log_path_is_refused_with_its_reason(tmp_path: Path) -> None:
+    bad = tmp_path / "policy.yaml"
+    bad.write_text(yaml.safe_dump({"apiVersion": "audit.k8s.io/v1", "kind": "Policy",
+                                   "rules": [{"level": "Everything"}]}))
+    base = [sys.executable, "-m", "pinnace.cli", "server", "--data-dir",
+            str(tmp_path / "data"), "--port", "0"]
+    result = subprocess.run([*base, "--audit-policy-file", str(bad)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 1
+    assert "rules[0].level: one of None, Metadata, Request, RequestResponse" in result.stderr
+    result = subprocess.run([*base, "--audit-policy-file", str(EXAMPLE_POLICY),
+                             "--audit-log-path", str(tmp_path / "missing" / "audit.log")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "audit log:" in result.stderr and "No such file or directory" in result.stderr

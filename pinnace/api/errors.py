@@ -52,6 +52,8 @@ class ApiError(Exception):
         return self.message
 
     def status(self) -> dict[str, Any]:
+        """The Status in metav1.Status' field order, empty fields left out (Go's omitempty):
+        clients that compare error bodies as strings see exactly kube-apiserver's bytes."""
         details: dict[str, Any] = {}
         if self.name:
             details["name"] = self.name
@@ -63,17 +65,16 @@ class ApiError(Exception):
             details["causes"] = [c.to_dict() for c in self.causes]
         if self.retry_after:
             details["retryAfterSeconds"] = self.retry_after
-        out: dict[str, Any] = {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
-        }
+        out: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                               "status": "Failure"}
+        if self.message:
+            out["message"] = self.message
+        if self.reason:
+            out["reason"] = self.reason
         if details:
             out["details"] = details
+        if self.code:
+            out["code"] = self.code
         return out
 
 

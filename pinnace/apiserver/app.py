@@ -32,7 +32,7 @@ _SSR = "authentication.k8s.io/v1/selfsubjectreviews"
 
 def _status_response(err: errors.ApiError) -> web.Response:
     headers = {"Retry-After": str(err.retry_after)} if err.retry_after else None
-    return web.Response(body=neg.dump(err.status()), status=err.code, headers=headers,
+    return web.Response(body=neg.dump_status(err.status()), status=err.code, headers=headers,
                         content_type="application/json")
 
 

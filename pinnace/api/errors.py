@@ -37,6 +37,14 @@ TYPE_INVALID = "FieldValueTypeInvalid"
 UNKNOWN_FIELD = "FieldValueUnknown"  # not a Kubernetes reason; strict decoding uses no cause
 
 
+# Reasons whose apimachinery constructors always set Status.details (a pointer in Go), so
+# kube-apiserver writes `"details":{}` even with nothing in it — e.g. the 404 for a path
+# it does not serve; the others (BadRequest, Unauthorized, Expired, ...) leave it out.
+_ALWAYS_DETAILS = frozenset({"NotFound", "AlreadyExists", "Conflict", "Invalid", "Forbidden",
+                             "MethodNotAllowed", "Timeout", "ServerTimeout", "InternalError",
+                             "TooManyRequests"})
+
+
 @dataclass
 class ApiError(Exception):
     code: int
@@ -71,7 +79,7 @@ class ApiError(Exception):
             out["message"] = self.message
         if self.reason:
             out["reason"] = self.reason
-        if details:
+        if details or self.reason in _ALWAYS_DETAILS:
             out["details"] = details
         if self.code:
             out["code"] = self.code

@@ -40,6 +40,22 @@ async def test_not_found_with_group(api: Api) -> None:
                     '"code":404}\n')
 
 
+async def test_unserved_path_has_empty_details(api: Api) -> None:
+    # apimachinery's generic 404 carries a details pointer, so `{}` is written; a 400
+    # (NewBadRequest) has none
+    code, body = await raw(api, "GET", "/api/v1/namespaces/default/nothings")
+    assert code == 404
+    assert body == ('{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
+                    '"message":"the server could not find the requested resource",'
+                    '"reason":"NotFound","details":{},"code":404}\n')
+    code, body = await raw(api, "POST", "/api/v1/namespaces/default/configmaps"
+                           "?fieldValidation=bogus", {"metadata": {"name": "c"}})
+    assert code == 400
+    assert body == ('{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
+                    '"message":"fieldValidation bogus is invalid, valid values are: Ignore, '
+                    'Warn, Strict","reason":"BadRequest","code":400}\n')
+
+
 async def test_invalid_lists_causes_in_go_order(api: Api) -> None:
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "Bad_Name"}}
     code, body = await raw(api, "POST", "/api/v1/namespaces/default/configmaps", cm)

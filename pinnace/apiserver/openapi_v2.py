@@ -261,7 +261,9 @@ def _special(message: str, value: Any) -> bytes | None:
     if message == "ItemsItem":
         return _bytes(1, _encode("Schema", value))
     if message == "AdditionalPropertiesItem":
-        return _bool(2, value) if isinstance(value, bool) else _bytes(1, _encode("Schema", value))
+        if isinstance(value, bool):  # a oneof member: written even when false
+            return _tag(2, 0) + _varint(int(value))
+        return _bytes(1, _encode("Schema", value))
     if message == "SchemaItem":
         return _bytes(1, _encode("Schema", value))
     if message == "ResponseValue":

@@ -37,6 +37,14 @@ TYPE_INVALID = "FieldValueTypeInvalid"
 UNKNOWN_FIELD = "FieldValueUnknown"  # not a Kubernetes reason; strict decoding uses no cause
 
 
+# Reasons whose apimachinery constructors always set Status.details (a pointer in Go), so
+# kube-apiserver writes `"details":{}` even with nothing in it — e.g. the 404 for a path
+# it does not serve; the others (BadRequest, Unauthorized, Expired, ...) leave it out.
+_ALWAYS_DETAILS = frozenset({"NotFound", "AlreadyExists", "Conflict", "Invalid", "Forbidden",
+                             "MethodNotAllowed", "Timeout", "ServerTimeout", "InternalError",
+                             "TooManyRequests"})
+
+
 @dataclass
 class ApiError(Exception):
     code: int
@@ -52,6 +60,8 @@ class ApiError(Exception):
         return self.message
 
     def status(self) -> dict[str, Any]:
+        """The Status in metav1.Status' field order, empty fields left out (Go's omitempty):
+        clients that compare error bodies as strings see exactly kube-apiserver's bytes."""
         details: dict[str, Any] = {}
         if self.name:
             details["name"] = self.name
@@ -63,17 +73,16 @@ class ApiError(Exception):
             details["causes"] = [c.to_dict() for c in self.causes]
         if self.retry_after:
             details["retryAfterSeconds"] = self.retry_after
-        out: dict[str, Any] = {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
-        }
-        if details:
+        out: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                               "status": "Failure"}
+        if self.message:
+            out["message"] = self.message
+        if self.reason:
+            out["reason"] = self.reason
+        if details or self.reason in _ALWAYS_DETAILS:
             out["details"] = details
+        if self.code:
+            out["code"] = self.code
         return out
 
 

@@ -3,7 +3,7 @@
     request ─► error middleware ─► authn middleware ─► [audit] ─► authz middleware (403) ─► route
                                           ├─ /version /healthz /livez /readyz
                                           ├─ /api /apis …  discovery (legacy or aggregated)
-                                          ├─ /openapi/v3[/…]
+                                          ├─ /openapi/v3[/…], /openapi/v2 (JSON or protobuf)
                                           ├─ self-subject reviews (answered, not stored)
                                           └─ /api/v1/…, /apis/<g>/<v>/…  ResourceHandlers
 """
@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from pinnace.api import errors
-from pinnace.apiserver import audit, discovery, openapi, rbac, reviews
+from pinnace.apiserver import audit, discovery, openapi, openapi_v2, rbac, reviews
 from pinnace.apiserver import negotiation as neg
 from pinnace.apiserver.auth import ANONYMOUS, USER_KEY, TokenAuthenticator
 from pinnace.apiserver.handlers import ResourceHandlers
@@ -32,7 +32,7 @@ _SSR = "authentication.k8s.io/v1/selfsubjectreviews"
 
 def _status_response(err: errors.ApiError) -> web.Response:
     headers = {"Retry-After": str(err.retry_after)} if err.retry_after else None
-    return web.Response(body=neg.dump(err.status()), status=err.code, headers=headers,
+    return web.Response(body=neg.dump_status(err.status()), status=err.code, headers=headers,
                         content_type="application/json")
 
 
@@ -176,9 +176,17 @@ def build_app(registry: ObjectRegistry, authn: TokenAuthenticator, *,
         return web.Response(body=body, headers={"Content-Type": "application/json",
                                                 "Cache-Control": "public, immutable"})
 
-    async def not_found(_: web.Request) -> web.Response:
-        raise errors.ApiError(404, "NotFound", "the server could not find the requested "
-                              "resource")
+    async def openapi_v2_doc(request: web.Request) -> web.Response:
+        # kubectl asks for gnostic protobuf, other clients for JSON
+        answer = openapi_v2.negotiate(request.headers.get("Accept", ""))
+        headers = {"Vary": "Accept"}
+        if answer is None:
+            return web.Response(status=406, headers=headers)
+        body, content_type = answer
+        headers.update({"ETag": openapi_v2.etag(), "Content-Type": content_type})
+        if openapi_v2.etag() in request.headers.get("If-None-Match", ""):
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=body, headers=headers)
 
     r = app.router
     for path in ("/version", "/version/"):
@@ -192,7 +200,7 @@ def build_app(registry: ObjectRegistry, authn: TokenAuthenticator, *,
     r.add_get("/openapi/v3", openapi_index)
     r.add_get("/openapi/v3/", openapi_index)
     r.add_get("/openapi/v3/{path:.+}", openapi_doc)
-    r.add_route("*", "/openapi/v2", not_found)
+    r.add_get("/openapi/v2", openapi_v2_doc)
     r.add_route("*", "/api/{tail:.+}", core)
     r.add_route("*", "/apis/{tail:.+}", named)
     return app

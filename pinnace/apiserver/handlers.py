@@ -295,7 +295,7 @@ class ResourceHandlers:
                               "uid": obj["metadata"].get("uid", "")}}
         if not t.rt.group:
             del status["details"]["group"]
-        return web.Response(body=neg.dump(status), content_type="application/json")
+        return web.Response(body=neg.dump_status(status), content_type="application/json")
 
     async def delete_collection(self, request: web.Request, t: Target) -> web.Response:
         if "deletecollection" not in t.rt.verbs:

@@ -124,6 +124,12 @@ def dump(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def dump_status(status: dict[str, Any]) -> bytes:
+    """A Status body as kube-apiserver writes it: Go's json.Encoder ends it with a newline,
+    and clients (the official Python client's tests among them) compare the bytes."""
+    return dump(status) + b"\n"
+
+
 def query_bool(value: str | None) -> bool:
     """A boolean query parameter as Kubernetes decodes it: absent, "false" and "0" are
     false, any other value (also "") is true."""

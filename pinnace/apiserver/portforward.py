@@ -1,5 +1,8 @@
 """`pods/{name}/portforward`: the client-facing end of `kubectl port-forward`.
 
+(Other clients' WebSocket channel protocol, `v4.channel.k8s.io`, is served beside it by
+`portforward_channels.py` over the same kubelet leg.)
+
 kubectl (client-go 1.31+) first asks for a WebSocket with subprotocol
 `SPDY/3.1+portforward.k8s.io` and runs SPDY/3.1 inside binary messages; when that
 upgrade is refused it falls back to a plain `Upgrade: SPDY/3.1` connection. Both end
@@ -36,6 +39,8 @@ log = logging.getLogger(__name__)
 
 PROTOCOL = "portforward.k8s.io"
 TUNNEL_PROTOCOL = "SPDY/3.1+" + PROTOCOL  # kubectl's SPDY-over-WebSocket subprotocol
+# the kubelet's channel protocols, which other clients speak (portforward_channels.py)
+CHANNEL_PROTOCOLS = ("v4.channel.k8s.io", "v4.base64.channel.k8s.io")
 CHUNK = 32 * 1024
 PAIR_TIMEOUT = 30.0  # like the kubelet's stream creation timeout
 
@@ -312,15 +317,20 @@ def _is_websocket(request: web.Request) -> bool:
 
 async def serve_port_forward(request: web.Request, dial: Dial) -> web.StreamResponse:
     """Serve `pods/{name}/portforward` (GET or POST with an Upgrade): SPDY/3.1, tunnelled
-    in a WebSocket or plain; each forwarded connection is relayed to `dial(port)`."""
+    in a WebSocket or plain, or WebSocket channels (`portforward_channels`); each
+    forwarded connection is relayed to `dial(port)`."""
     if _is_websocket(request):
         offered = _offered_protocols(request)
         if TUNNEL_PROTOCOL in offered:
             return await _serve_tunnel(request, dial)
-        # the kubelet's own channel protocol (portforward.k8s.io) is not offered here
+        # the other module builds on this one's Duplex and errors: imported when used
+        from pinnace.apiserver import portforward_channels
+        protocol = portforward_channels.choose_protocol(offered)
+        if protocol is not None:
+            return await portforward_channels.serve(request, dial, protocol)
         raise errors.ApiError(400, "BadRequest",
                               f"requested protocol(s) are not supported: [{' '.join(offered)}]"
-                              f"; supports [{TUNNEL_PROTOCOL}]")
+                              f"; supports [{' '.join((TUNNEL_PROTOCOL, *CHANNEL_PROTOCOLS))}]")
     if request.headers.get("Upgrade", "").lower() == "spdy/3.1":
         return await _serve_spdy(request, dial)
     raise errors.ApiError(400, "BadRequest", "Upgrade request required")

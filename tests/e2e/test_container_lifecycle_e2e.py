@@ -1,6 +1,7 @@
 """Container lifecycle on a real node, as kubectl and the official client see it: crash-loop
 back-off, probes, memory limits, isolation between pods, the streams (exec, logs -f,
-port-forward), and a SIGKILLed `pinnace up` adopting what runs."""
+port-forward with kubectl and with the official client), and a SIGKILLed `pinnace up`
+adopting what runs."""
 
 from __future__ import annotations
 
@@ -242,6 +243,35 @@ def test_port_forward(cluster: Cluster) -> None:
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def test_python_client_port_forward(cluster: Cluster) -> None:
+    """`kubernetes.stream.portforward` of the official client (WebSocket channels,
+    v4.channel.k8s.io) reaches nginx's port 80 in a runc container and reads its page."""
+    from kubernetes import client
+    from kubernetes.stream import portforward
+    run_pod(cluster, "pyfwd", [{"name": "nginx", "image": "nginx:1.19"}])
+    cluster.kubectl("wait", "--for=condition=Ready", "pod/pyfwd", "--timeout=90s")
+    api = client.CoreV1Api(cluster.client())
+
+    def get() -> bytes:
+        pf = portforward(api.connect_get_namespaced_pod_portforward, "pyfwd", "default",
+                         ports="80")
+        try:
+            s = pf.socket(80)
+            s.settimeout(10)
+            s.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):  # nginx closes after an HTTP/1.0 answer
+                data += chunk
+            assert pf.error(80) is None
+            return data
+        finally:
+            pf.close()
+
+    page = get()
+    assert page.startswith(b"HTTP/1.1 200 OK") and b"Welcome to nginx" in page
+    assert b"Welcome to nginx" in get()  # a second forward, a second connection
 
 
 def test_restart_adopts_running_containers(cluster: Cluster) -> None:

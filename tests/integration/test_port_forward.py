@@ -1,6 +1,7 @@
 """`kubectl port-forward` (the real kubectl 1.32) end to end: kubectl → the API server's
 pods/portforward (`node_proxy` → `serve_port_forward`: SPDY/3.1 in a WebSocket, or a
-plain SPDY upgrade) → the KubeletServer over HTTPS (`dial_kubelet` → its
+plain SPDY upgrade; and the official Python client's `v4.channel.k8s.io` WebSocket,
+`portforward_channels`) → the KubeletServer over HTTPS (`dial_kubelet` → its
 `/portForward` → `handle_port_forward`) → a TCP server playing the pod's port.
 
 The pod's IP is 127.0.0.1 here: the pod network is reachable from the host, so
@@ -9,10 +10,12 @@ forwarding is the same TCP connect whatever the address; no container is needed.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import re
 import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -231,7 +234,114 @@ async def test_requests_without_spdy_are_refused_with_a_status(cluster: Cluster)
     status, body = await cluster.api.request("GET", path + "?ports=80", headers={
         "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
         "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-        "Sec-WebSocket-Protocol": "v4.channel.k8s.io"})
-    assert status == 400
-    assert body["message"] == ("requested protocol(s) are not supported: [v4.channel.k8s.io]; "
-                               "supports [SPDY/3.1+portforward.k8s.io]")
+        "Sec-WebSocket-Protocol": "v5.channel.k8s.io"})
+    assert status == 400  # the kubelet's port-forward never spoke v5
+    assert body["message"] == (
+        "requested protocol(s) are not supported: [v5.channel.k8s.io]; supports "
+        "[SPDY/3.1+portforward.k8s.io v4.channel.k8s.io v4.base64.channel.k8s.io]")
+
+
+# --- the official Python client: WebSocket channels (v4.channel.k8s.io) ----------------
+
+def python_client_forward(kubeconfig: Path, ports: list[int], talk: Any) -> Any:
+    """`kubernetes.stream.portforward` as a user writes it (synchronous: run in a thread,
+    the API server shares this event loop); `talk(pf)` uses the forward."""
+    from kubernetes import client, config
+    from kubernetes.stream import portforward
+    api = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))
+    pf = portforward(api.connect_get_namespaced_pod_portforward, "x", "default",
+                     ports=",".join(map(str, ports)))
+    try:
+        return talk(pf)
+    finally:
+        pf.close()  # closes the local sockets; the client then closes the WebSocket
+
+
+def exchange(sock: Any, payload: bytes) -> bytes:
+    """Read the banner, send `payload`, read the same number of bytes back."""
+    sock.settimeout(10)
+    got = b""
+    while len(got) < len(BANNER) + len(payload):
+        if len(got) == len(BANNER):
+            sock.sendall(payload)
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+async def test_python_client_portforward_round_trip(cluster: Cluster, pod_port: int) -> None:
+    def talk(pf: Any) -> bytes:
+        return exchange(pf.socket(pod_port), b"ping from python\n")
+    got = await asyncio.to_thread(python_client_forward, cluster.kubeconfig, [pod_port], talk)
+    assert got == BANNER + b"ping from python\n"
+    for _ in range(200):  # the client closed: the pod's connection is closed too
+        if not OPEN:
+            break
+        await asyncio.sleep(0.025)
+    assert not OPEN
+
+
+async def test_python_client_two_ports_at_once(cluster: Cluster, pod_port: int) -> None:
+    server, other_port = await _pod_server()
+    big = os.urandom(256 * 1024)
+    try:
+        def talk(pf: Any) -> tuple[bytes, bytes]:
+            return exchange(pf.socket(pod_port), b"first"), exchange(pf.socket(other_port), big)
+        first, second = await asyncio.to_thread(python_client_forward, cluster.kubeconfig,
+                                                [pod_port, other_port], talk)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert first == BANNER + b"first"
+    assert second == BANNER + big
+
+
+async def test_python_client_refused_port_gets_kubelet_error(cluster: Cluster) -> None:
+    server, closed_port = await _pod_server()
+    server.close()
+    await server.wait_closed()
+
+    def talk(pf: Any) -> tuple[bytes, str | None]:
+        sock = pf.socket(closed_port)
+        sock.settimeout(10)
+        data = sock.recv(100)  # EOF: the error closed the port
+        for _ in range(200):
+            if pf.error(closed_port) is not None:
+                break
+            time.sleep(0.025)
+        return data, pf.error(closed_port)
+    data, error = await asyncio.to_thread(python_client_forward, cluster.kubeconfig,
+                                          [closed_port], talk)
+    assert data == b""
+    assert error == (f"error forwarding port {closed_port} to pod default/x, uid : failed to "
+                     f"connect to localhost:{closed_port} inside namespace \"default/x\", "
+                     f"IPv4: dial tcp4 127.0.0.1:{closed_port}: connect: connection refused ")
+
+
+async def test_channel_protocol_needs_valid_ports(cluster: Cluster) -> None:
+    path = "/api/v1/namespaces/default/pods/x/portforward"
+    upgrade = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+               "Sec-WebSocket-Protocol": "v4.channel.k8s.io"}
+    status, body = await cluster.api.request("GET", path, headers=upgrade)
+    assert (status, body["message"]) == (400, 'query parameter "ports" is required')
+    status, body = await cluster.api.request("GET", path + "?ports=80,http", headers=upgrade)
+    assert (status, body["reason"]) == (400, "BadRequest")
+    assert body["details"]["causes"][0]["field"] == "ports"
+
+
+async def test_base64_channels(cluster: Cluster, pod_port: int) -> None:
+    """v4.base64.channel.k8s.io: text messages, the channel as an ASCII digit, base64."""
+    api = cluster.api
+    url = api.url + f"/api/v1/namespaces/default/pods/x/portforward?ports={pod_port}"
+    async with api.session.ws_connect(url, protocols=("v4.base64.channel.k8s.io",),
+                                      headers={"Authorization": f"Bearer {api.server.token}"}
+                                      ) as ws:
+        assert ws.protocol == "v4.base64.channel.k8s.io"
+        prefix = base64.b64encode(pod_port.to_bytes(2, "little")).decode()
+        assert {await ws.receive_str(), await ws.receive_str()} == {"0" + prefix, "1" + prefix}
+        assert await ws.receive_str() == "0" + base64.b64encode(BANNER).decode()
+        await ws.send_str("0" + base64.b64encode(b"over text").decode())
+        assert await ws.receive_str() == "0" + base64.b64encode(b"over text").decode()

@@ -38,6 +38,7 @@ characters is refused at compile time.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
 import re
@@ -89,6 +90,7 @@ class Program:
             raise CelError(_clean(str(e))) from None
 
 
+@functools.lru_cache(maxsize=1024)  # policies evaluate the same rules on every request
 def compile(expression: str) -> Program:
     if len(expression) > MAX_EXPRESSION_LENGTH:
         raise CelError(f"expression too long: {len(expression)} characters, at most "

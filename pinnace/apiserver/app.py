@@ -18,6 +18,8 @@ from aiohttp import web
 from pinnace.api import errors
 from pinnace.apiserver import discovery, openapi, rbac, reviews
 from pinnace.apiserver import negotiation as neg
+from pinnace.apiserver.admission_policy import PolicyAdmission
+from pinnace.apiserver.admission_webhooks import WebhookAdmission
 from pinnace.apiserver.auth import ANONYMOUS, USER_KEY, TokenAuthenticator
 from pinnace.apiserver.handlers import ResourceHandlers
 from pinnace.apiserver.rbac_escalation import EscalationCheck
@@ -101,6 +103,9 @@ def build_app(registry: ObjectRegistry, authn: TokenAuthenticator, *,
     authorized by RBAC over `registry`'s roles and bindings."""
     authz = rbac.RBACAuthorizer(registry)
     registry.write_checks.append(EscalationCheck(authz))
+    # Kubernetes' order in the validating phase: policies, then webhooks
+    webhooks = WebhookAdmission(registry)
+    registry.admission.extend([PolicyAdmission(registry), webhooks])
     app = web.Application(middlewares=[error_middleware, auth_middleware(authn),
                                        authz_middleware(authz)],
                           client_max_size=neg.MAX_BODY + 1024)
@@ -190,4 +195,7 @@ def build_app(registry: ObjectRegistry, authn: TokenAuthenticator, *,
     r.add_route("*", "/openapi/v2", not_found)
     r.add_route("*", "/api/{tail:.+}", core)
     r.add_route("*", "/apis/{tail:.+}", named)
+    async def close_webhooks(_: web.Application) -> None:
+        await webhooks.close()
+    app.on_cleanup.append(close_webhooks)
     return app

@@ -19,7 +19,8 @@ from the moment its write returned). For each request:
                 `patch` (base64 JSONPatch) is applied to the object by mutating
                 webhooks; `warnings` go to the client
     failure     unreachable, timeout, bad response: `failurePolicy: Fail` (the default)
-                refuses with 500 `failed calling webhook "<name>": …`; `Ignore` goes on
+                refuses with 500 `Internal error occurred: failed calling webhook
+                "<name>": failed to call webhook: Post "<url>?timeout=10s": …`; `Ignore` goes on
 
 Mutating webhooks run in configuration-name order, each configuration's webhooks in
 order; with `reinvocationPolicy: IfNeeded` a webhook runs once more when a later one
@@ -138,7 +139,7 @@ class WebhookAdmission:
             if hook.get("failurePolicy", "Fail") == "Ignore":
                 log.warning("failed calling webhook %r (ignored): %s", name, e)
                 return False
-            raise errors.internal(f'failed calling webhook "{name}": {e}') from None
+            raise _failed(name, str(e)) from None
         attrs.warnings.extend(w for w in result.get("warnings") or [] if isinstance(w, str))
         if not result.get("allowed"):
             status = result.get("status") or {}
@@ -150,14 +151,12 @@ class WebhookAdmission:
         if not (mutating and result.get("patch")):
             return False
         if result.get("patchType") != "JSONPatch":
-            raise errors.internal(f'failed calling webhook "{name}": unsupported patch type '
-                                  f'"{result.get("patchType")}"')
+            raise _failed(name, f'unsupported patch type "{result.get("patchType")}"')
         try:
             ops = json.loads(base64.b64decode(result["patch"]))
             new = patch.json_patch(attrs.obj, ops)
         except (binascii.Error, ValueError, errors.ApiError) as e:
-            raise errors.internal(f'failed calling webhook "{name}": the patch could not '
-                                  f'be applied: {e}') from None
+            raise _failed(name, f"the patch could not be applied: {e}") from None
         if not isinstance(new, dict) or new == attrs.obj:
             return False
         attrs.obj = new
@@ -170,6 +169,8 @@ class WebhookAdmission:
         config = hook.get("clientConfig") or {}
         url, server_name = self._resolve(config)
         timeout = min(max(int(hook.get("timeoutSeconds") or _DEFAULT_TIMEOUT), 1), _MAX_TIMEOUT)
+        # Kubernetes tells the webhook its deadline in the query
+        url += ("&" if "?" in url else "?") + f"timeout={timeout}s"
         if self._session is None:
             self._session = aiohttp.ClientSession()
         try:
@@ -181,9 +182,10 @@ class WebhookAdmission:
                     raise _WebhookFailure(f"the server responded with status {resp.status}")
                 return await resp.json(content_type=None)
         except TimeoutError:
-            raise _WebhookFailure(f'Post "{url}": context deadline exceeded') from None
+            raise _WebhookFailure(f'failed to call webhook: Post "{url}": context deadline '
+                                  f'exceeded') from None
         except (aiohttp.ClientError, ValueError, ssl.SSLError, OSError) as e:
-            raise _WebhookFailure(f'Post "{url}": {e}') from None
+            raise _WebhookFailure(f'failed to call webhook: Post "{url}": {e}') from None
 
     def _resolve(self, config: Obj) -> tuple[str, str | None]:
         """The URL to call and the TLS server name to verify."""
@@ -233,6 +235,11 @@ class WebhookAdmission:
 
 class _WebhookFailure(Exception):
     """The webhook could not be called or answered nonsense (failurePolicy decides)."""
+
+
+def _failed(name: str, why: str) -> errors.ApiError:
+    """A 500 worded as Kubernetes' internal error wrapping ErrCallingWebhook."""
+    return errors.internal(f'Internal error occurred: failed calling webhook "{name}": {why}')
 
 
 def _reason(code: int) -> str:
@@ -328,6 +335,6 @@ def _conditions_match(hook: Obj, attrs: Attributes) -> bool:
         except cel.CelError as e:
             if hook.get("failurePolicy", "Fail") == "Ignore":
                 return False
-            raise errors.internal(f'failed calling webhook "{hook.get("name")}": '
-                                  f'matchCondition "{c.get("name")}" failed: {e}') from None
+            raise _failed(hook.get("name", ""),
+                          f'matchCondition "{c.get("name")}" failed: {e}') from None
     return True

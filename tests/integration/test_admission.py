@@ -180,7 +180,9 @@ async def test_dead_webhook_failure_policy(api: Api, webhook: Webhook):
         "ValidatingWebhookConfiguration", "strict.example.com", dead, failurePolicy="Fail"))
     status, out = await api.request("POST", CM, json=_cm("refused"))
     assert status == 500
-    assert out["message"].startswith('failed calling webhook "strict.example.com": ')
+    assert out["message"].startswith(
+        'Internal error occurred: failed calling webhook "strict.example.com": failed to '
+        'call webhook: Post "https://127.0.0.1:9/validate?timeout=10s": ')
     # webhook configurations themselves are never sent to webhooks: it can be removed
     status, _ = await api.request(
         "DELETE", f"{ADM}/validatingwebhookconfigurations/strict.example.com")
@@ -197,7 +199,7 @@ async def test_slow_webhook_times_out(api: Api, webhook: Webhook):
     status, out = await api.request("POST", CM, json=_cm("waits"))
     assert status == 500
     assert 'failed calling webhook "slow.example.com"' in out["message"]
-    assert "deadline exceeded" in out["message"]
+    assert out["message"].endswith("?timeout=1s\": context deadline exceeded")
 
 
 async def test_wrong_ca_bundle_is_a_call_failure(api: Api, webhook: Webhook):
@@ -313,3 +315,38 @@ async def test_policy_warn_action_and_failure_policy(api: Api):
     assert status == 422
     assert "ValidatingAdmissionPolicy 'broken' with binding 'broken' denied request: " \
         "expression 'object.spec.nothing == 1' resulted in error" in out["message"]
+
+
+async def test_bad_configurations_are_422_with_field_paths(api: Api):
+    hook = _config("ValidatingWebhookConfiguration", "plain.example.com",
+                   {"url": "http://127.0.0.1:1/x"}, timeoutSeconds=31)
+    status, out = await api.request("POST", f"{ADM}/validatingwebhookconfigurations",
+                                    json=hook)
+    assert status == 422, out
+    fields = {c["field"]: c["message"] for c in out["details"]["causes"]}
+    assert "'https' is the only allowed URL scheme" in fields["webhooks[0].clientConfig.url"]
+    assert "between 1 and 30 seconds" in fields["webhooks[0].timeoutSeconds"]
+    status, out = await api.request("POST", f"{ADM}/validatingadmissionpolicies", json=_policy(
+        "bad-cel", validations=[{"expression": "object.spec.replicas <"}]))
+    assert status == 422, out
+    (cause,) = out["details"]["causes"]
+    assert cause["field"] == "spec.validations[0].expression"
+    assert "compilation failed" in cause["message"]
+    status, out = await api.request(
+        "POST", f"{ADM}/validatingadmissionpolicybindings",
+        json=_binding("both", "p", validationActions=["Deny", "Warn"]))
+    assert status == 422 and out["details"]["causes"][0]["field"] == "spec.validationActions"
+
+
+async def test_configurations_read_back_with_kubernetes_defaults(api: Api, webhook: Webhook):
+    await _create(api, f"{ADM}/mutatingwebhookconfigurations", _config(
+        "MutatingWebhookConfiguration", "defaults.example.com",
+        {"service": {"namespace": "default", "name": "webhook"}}))
+    rc, out, err = await run_kubectl(api.server.write_kubeconfig(), "get",
+                                     "mutatingwebhookconfigurations", "-o", "json")
+    assert rc == 0, err
+    (hook,) = json.loads(out)["items"][0]["webhooks"]
+    assert hook["failurePolicy"] == "Fail" and hook["timeoutSeconds"] == 10
+    assert hook["matchPolicy"] == "Equivalent" and hook["reinvocationPolicy"] == "Never"
+    assert hook["namespaceSelector"] == {} and hook["rules"][0]["scope"] == "*"
+    assert hook["clientConfig"]["service"]["port"] == 443

@@ -276,6 +276,11 @@ async def test_validating_admission_policy_denies_with_params(api: Api, tmp_path
         "replica-limit-default", "replica-limit",
         paramRef={"name": "limits", "namespace": "default",
                   "parameterNotFoundAction": "Deny"}))
+    rc, out, err = await run_kubectl(api.server.write_kubeconfig(), "get",
+                                     "validatingadmissionpolicybindings")
+    assert rc == 0, err
+    assert out.split("\n")[1].split()[:3] == [
+        "replica-limit-default", "replica-limit", "default/limits"]
     manifest = tmp_path / "deploy.json"
     manifest.write_text(json.dumps(_deployment("big", 5)))
     rc, _, err = await run_kubectl(api.server.write_kubeconfig(), "apply", "-f",
@@ -350,3 +355,8 @@ async def test_configurations_read_back_with_kubernetes_defaults(api: Api, webho
     assert hook["matchPolicy"] == "Equivalent" and hook["reinvocationPolicy"] == "Never"
     assert hook["namespaceSelector"] == {} and hook["rules"][0]["scope"] == "*"
     assert hook["clientConfig"]["service"]["port"] == 443
+    rc, out, err = await run_kubectl(api.server.write_kubeconfig(), "get",
+                                     "mutatingwebhookconfigurations")
+    assert rc == 0, err
+    assert out.split("\n")[0].split() == ["NAME", "WEBHOOKS", "AGE"]
+    assert out.split("\n")[1].split()[:2] == ["defaults.example.com", "1"]

@@ -392,7 +392,45 @@ def _binding_subjects(obj: Obj) -> None:
                 subject["apiGroup"] = ""
 
 
+def _match_resources(match: Any) -> None:
+    """MatchResources and webhooks share these (admissionregistration/v1 defaults.go)."""
+    if not isinstance(match, dict):
+        return
+    match.setdefault("matchPolicy", "Equivalent")
+    match.setdefault("namespaceSelector", {})
+    match.setdefault("objectSelector", {})
+    for key in ("rules", "resourceRules", "excludeResourceRules"):
+        for rule in _items(match, key):
+            rule.setdefault("scope", "*")
+
+
+def _webhooks(obj: Obj, *, mutating: bool) -> None:
+    for hook in _items(obj, "webhooks"):
+        hook.setdefault("failurePolicy", "Fail")
+        hook.setdefault("timeoutSeconds", 10)
+        if mutating:
+            hook.setdefault("reinvocationPolicy", "Never")
+        _match_resources(hook)
+        service = _sub(hook, "clientConfig", "service")
+        if service is not None:
+            service.setdefault("port", 443)
+
+
+def _admission_policy(obj: Obj) -> None:
+    spec = _d(obj, "spec")
+    spec.setdefault("failurePolicy", "Fail")
+    _match_resources(spec.get("matchConstraints"))
+
+
+def _admission_policy_binding(obj: Obj) -> None:
+    _match_resources(_d(obj, "spec").get("matchResources"))
+
+
 _DEFAULTERS: dict[str, Callable[[Obj], None]] = {
+    "ValidatingWebhookConfiguration": lambda o: _webhooks(o, mutating=False),
+    "MutatingWebhookConfiguration": lambda o: _webhooks(o, mutating=True),
+    "ValidatingAdmissionPolicy": _admission_policy,
+    "ValidatingAdmissionPolicyBinding": _admission_policy_binding,
     "Pod": _pod,
     "Deployment": _deployment,
     "ReplicaSet": _replicaset,

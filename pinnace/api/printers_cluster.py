@@ -363,3 +363,43 @@ EVENT = Printer((
     ("Count", "string", 1, (CORE + "Event", "count")),
     name_column(priority=1),
 ), _event_cells)
+
+
+_ADM = "io.k8s.api.admissionregistration.v1."
+
+
+def webhook_configuration_printer(kind: str) -> Printer:
+    return Printer((
+        name_column(), ("Webhooks", "integer", 0, (_ADM + kind, "webhooks")), AGE,
+    ), lambda c, now: [metadata_of(c).get("name", ""), len(c.get("webhooks") or []),
+                       age(c, now)])
+
+
+def _param_kind(policy: Obj) -> str:
+    kind = nested(policy, "spec", "paramKind")
+    return f"{kind.get('apiVersion', '')}/{kind.get('kind', '')}" if kind else "<unset>"
+
+
+def _param_ref(binding: Obj) -> str:
+    ref = nested(binding, "spec", "paramRef")
+    if not ref:
+        return "<unset>"
+    name = ref.get("name") or ("*" if ref.get("selector") is not None else "")
+    return f"{ref.get('namespace') or '*'}/{name}"
+
+
+ADMISSION_POLICY = Printer((
+    name_column(),
+    ("Validations", "integer", 0, (_ADM + "ValidatingAdmissionPolicySpec", "validations")),
+    ("ParamKind", "string", 0, (_ADM + "ValidatingAdmissionPolicySpec", "paramKind")), AGE,
+), lambda p, now: [metadata_of(p).get("name", ""),
+                   len(nested(p, "spec", "validations", default=None) or []),
+                   _param_kind(p), age(p, now)])
+ADMISSION_POLICY_BINDING = Printer((
+    name_column(),
+    ("PolicyName", "string", 0,
+     (_ADM + "ValidatingAdmissionPolicyBindingSpec", "policyName")),
+    ("ParamRef", "string", 0, (_ADM + "ValidatingAdmissionPolicyBindingSpec", "paramRef")),
+    AGE,
+), lambda b, now: [metadata_of(b).get("name", ""),
+                   nested(b, "spec", "policyName", default=""), _param_ref(b), age(b, now)])

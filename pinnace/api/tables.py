@@ -75,6 +75,13 @@ _PRINTERS: dict[tuple[str, str], Printer] = {
     ("rbac.authorization.k8s.io", "RoleBinding"): cluster.binding_printer("RoleBinding"),
     ("rbac.authorization.k8s.io", "ClusterRoleBinding"):
         cluster.binding_printer("ClusterRoleBinding"),
+    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"):
+        cluster.webhook_configuration_printer("ValidatingWebhookConfiguration"),
+    ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"):
+        cluster.webhook_configuration_printer("MutatingWebhookConfiguration"),
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"): cluster.ADMISSION_POLICY,
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding"):
+        cluster.ADMISSION_POLICY_BINDING,
 }
 
 

@@ -9,11 +9,13 @@ update:
    `ValidateUpdate`. Rules common to every kind run here (metadata: name format by kind,
    namespace, labels, annotations; the schema's `required` fields; immutable metadata on
    update), then the kind's own rules, looked up in two tables and written one module per
-   area: `validation_pods`, `validation_workloads`, `validation_core`. All of them add to
+   area: `validation_pods`, `validation_workloads`, `validation_core`,
+   `validation_admission`. All of them add to
    one `FieldErrors`, raised as one 422 Invalid with a `Cause` per problem.
 
 Layers, lowest first (each imports only those before it): `field_errors`, `names`,
-`validation_pods`, `validation_core`, `validation_workloads`, this module.
+`validation_pods`, `validation_core`, `validation_workloads`, this module
+(`validation_admission` imports `field_errors` and `cel` only).
 
 Pure functions on JSON-like dicts; no I/O. Never raises anything but `ApiError`.
 """
@@ -23,7 +25,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pinnace.api import schema, validation_core, validation_pods, validation_workloads
+from pinnace.api import (
+    schema,
+    validation_admission,
+    validation_core,
+    validation_pods,
+    validation_workloads,
+)
 from pinnace.api.decoding import check_structure, quantity_value
 from pinnace.api.errors import INVALID, ApiError, bad_request, invalid
 from pinnace.api.field_errors import NOT_FOUND, FieldErrors, as_dict, as_str
@@ -133,6 +141,10 @@ _VALIDATORS: dict[str, Callable[[dict[str, Any], FieldErrors], None]] = {
     "Namespace": validation_core.validate_namespace,
     "StorageClass": validation_core.validate_storageclass,
     "EndpointSlice": validation_core.validate_endpointslice,
+    "ValidatingWebhookConfiguration": validation_admission.validate_validating_webhooks,
+    "MutatingWebhookConfiguration": validation_admission.validate_mutating_webhooks,
+    "ValidatingAdmissionPolicy": validation_admission.validate_policy,
+    "ValidatingAdmissionPolicyBinding": validation_admission.validate_policy_binding,
 }
 _UPDATE_VALIDATORS: dict[str, Callable[[dict[str, Any], dict[str, Any], FieldErrors], None]] = {
     "Pod": validation_pods.validate_pod_update,

@@ -18,6 +18,8 @@ from aiohttp import web
 from pinnace.api import errors
 from pinnace.apiserver import audit, discovery, openapi, openapi_v2, rbac, reviews
 from pinnace.apiserver import negotiation as neg
+from pinnace.apiserver.admission_policy import PolicyAdmission
+from pinnace.apiserver.admission_webhooks import WebhookAdmission
 from pinnace.apiserver.auth import ANONYMOUS, USER_KEY, TokenAuthenticator
 from pinnace.apiserver.handlers import ResourceHandlers
 from pinnace.apiserver.rbac_escalation import EscalationCheck
@@ -103,6 +105,9 @@ def build_app(registry: ObjectRegistry, authn: TokenAuthenticator, *,
     after authentication and before authorization, so refusals are logged too)."""
     authz = rbac.RBACAuthorizer(registry)
     registry.write_checks.append(EscalationCheck(authz))
+    # Kubernetes' order in the validating phase: policies, then webhooks
+    webhooks = WebhookAdmission(registry)
+    registry.admission.extend([PolicyAdmission(registry), webhooks])
     auditing = [audit.audit_middleware(audit_log)] if audit_log is not None else []
     app = web.Application(middlewares=[error_middleware, auth_middleware(authn), *auditing,
                                        authz_middleware(authz)],
@@ -203,4 +208,7 @@ def build_app(registry: ObjectRegistry, authn: TokenAuthenticator, *,
     r.add_get("/openapi/v2", openapi_v2_doc)
     r.add_route("*", "/api/{tail:.+}", core)
     r.add_route("*", "/apis/{tail:.+}", named)
+    async def close_webhooks(_: web.Application) -> None:
+        await webhooks.close()
+    app.on_cleanup.append(close_webhooks)
     return app

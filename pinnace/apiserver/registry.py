@@ -12,18 +12,21 @@ The order of a create, as the code runs it:
     metadata      uid, creationTimestamp, no deletion fields
     strategy      prepare_for_create (generation, status reset, a Job's selector),
                   then the initial status
-    admission     strategy.admit_create (DefaultTolerationSeconds, DefaultStorageClass …)
-    validation    the kind's validation, then write checks (RBAC escalation)
+    admission     strategy.admit_create (DefaultTolerationSeconds, DefaultStorageClass …),
+                  then the admission chain's mutating phase (webhooks; admission_chain.py)
+    validation    the kind's validation, then write checks (RBAC escalation), then the
+                  chain's validating phase (policies, webhooks)
     allocation    strategy.allocate (ClusterIPs, NodePorts), undone if the write fails
     write         store.create → wait until the watch cache has the new revision
 
 An update (PUT, and every patch once applied to the current object) runs: decode →
 preconditions (uid, resourceVersion) → immutable metadata kept → strategy
 prepare_for_update (the subresource's merge: status, binding, finalize, …; the main
-endpoint keeps status) → defaults → generation → strategy.validate_update → write
-checks → managedFields → no-op check → allocation → compare-and-swap → strategy.updated.
-A delete: strategy.admit_delete → preconditions → propagation policy → grace period →
-mark (deletionTimestamp, finalizers) or remove → strategy.deleted.
+endpoint keeps status) → defaults → generation → mutating admission →
+strategy.validate_update → write checks → validating admission → managedFields →
+no-op check → allocation → compare-and-swap → strategy.updated. A delete:
+strategy.admit_delete → preconditions → validating admission → propagation policy →
+grace period → mark (deletionTimestamp, finalizers) or remove → strategy.deleted.
 
 Every store write is a compare-and-swap on the revision read (`_swap`); a lost race
 waits until the cache holds the winner's write and raises `LostRace` (409), which
@@ -47,6 +50,7 @@ from pinnace.api.kinds import REGISTRY, Registry, ResourceType
 from pinnace.api.timestamps import after, now_rfc3339
 from pinnace.api.types import Obj
 from pinnace.apiserver import strategies
+from pinnace.apiserver.admission_chain import AdmissionPlugin, Attributes
 from pinnace.apiserver.allocators import ServiceAllocator
 from pinnace.apiserver.objects import deep_copy, encode, meta, without_volatile
 from pinnace.apiserver.strategies.namespaces import admit_create_in
@@ -104,6 +108,8 @@ class ObjectRegistry:
         # checks that see every object about to be written and its writer (RBAC's
         # escalation prevention); each raises an ApiError to refuse the write
         self.write_checks: list[Callable[[ResourceType, Obj, Any], None]] = []
+        # admission plugins run after the strategy's own admission (webhooks, policies)
+        self.admission: list[AdmissionPlugin] = []
 
     async def start(self) -> None:
         for cache in self.caches.values():
@@ -210,6 +216,8 @@ class ObjectRegistry:
         strategy.prepare_for_create(obj)
         defaults.initial_status(rt, obj)
         strategy.admit_create(obj)
+        obj = await self._admit("mutate", "CREATE", rt, obj, None, opts)
+        m = meta(obj)
         generated = not m.get("name")
         for _ in range(8):
             if generated:
@@ -217,6 +225,7 @@ class ObjectRegistry:
                     secrets.choice(_GENERATE_ALPHABET) for _ in range(5))
             validation.validate(rt, obj)
             self._check_write(rt, obj, opts)
+            await self._admit("validate", "CREATE", rt, obj, None, opts)
             release = strategy.allocate(obj, None)
             if opts.dry_run:
                 release()
@@ -269,6 +278,19 @@ class ObjectRegistry:
         for check in self.write_checks:
             check(rt, obj, opts.user)
 
+    async def _admit(self, phase: str, operation: str, rt: ResourceType, obj: Obj | None,
+                     old: Obj | None, opts: WriteOptions, subresource: str = "") -> Obj:
+        """The admission chain's `mutate` or `validate` phase; returns the object as the
+        mutating phase left it."""
+        if not self.admission:
+            return obj  # type: ignore[return-value]
+        attrs = Attributes.of(operation, rt, obj, old, subresource=subresource,
+                              user=opts.user, dry_run=opts.dry_run,
+                              field_manager=opts.field_manager, warnings=opts.warnings)
+        for plugin in self.admission:
+            await getattr(plugin, phase)(attrs)
+        return attrs.obj or obj  # type: ignore[return-value]
+
     # -- update --------------------------------------------------------------------------
 
     async def update(self, rt: ResourceType, namespace: str | None, name: str, body: Any,
@@ -311,8 +333,11 @@ class ObjectRegistry:
         if "generation" in om:
             spec_changed = _spec_of(new) != _spec_of(old)
             m["generation"] = om["generation"] + (1 if spec_changed else 0)
+        new = await self._admit("mutate", "UPDATE", rt, new, old, opts, subresource)
+        m = meta(new)
         strategy.validate_update(new, old, subresource)
         self._check_write(rt, new, opts)
+        await self._admit("validate", "UPDATE", rt, new, old, opts, subresource)
         if not managed_done:
             new = ssa.update_managed_fields(
                 old, new, manager=opts.field_manager, operation=operation, now=now_rfc3339(),
@@ -445,6 +470,7 @@ class ObjectRegistry:
                               opts: WriteOptions) -> tuple[Obj, bool]:
         strategy = self.strategies[rt]
         m = current["metadata"]
+        await self._admit("validate", "DELETE", rt, None, current, opts)
         policy = options.get("propagationPolicy")
         if policy is None and options.get("orphanDependents") is not None:
             policy = "Orphan" if options["orphanDependents"] else "Background"

@@ -1,0 +1,340 @@
+"""Admission webhooks: Mutating- and ValidatingWebhookConfigurations, called over HTTPS.
+
+An `AdmissionPlugin` (see `admission_chain.py`). The configurations are read, per
+request, from the API server's own watch caches (in memory; a configuration applies
+from the moment its write returned). For each request:
+
+    match       rules (operations, apiGroups, apiVersions, resources incl. `pods/status`,
+                `pods/*`, `*/*`, scope), namespaceSelector (the namespace's labels, read
+                from the Namespace cache), objectSelector (new or old object's labels),
+                matchConditions (CEL over object, oldObject, request)
+    dry run     a webhook whose sideEffects is not None/NoneOnDryRun refuses a dryRun
+                request (400), as Kubernetes does, instead of being called
+    call        POST an AdmissionReview v1 to `clientConfig.url`, or to the Service:
+                a ready endpoint of its EndpointSlices (the TLS name stays
+                `<svc>.<ns>.svc`); the certificate is verified against `caBundle`;
+                `timeoutSeconds` (default 10, at most 30) bounds the whole call
+    response    uid must match; `allowed: false` → the response's status code (403 by
+                default) with `admission webhook "<name>" denied the request: <msg>`;
+                `patch` (base64 JSONPatch) is applied to the object by mutating
+                webhooks; `warnings` go to the client
+    failure     unreachable, timeout, bad response: `failurePolicy: Fail` (the default)
+                refuses with 500 `Internal error occurred: failed calling webhook
+                "<name>": failed to call webhook: Post "<url>?timeout=10s": …`; `Ignore` goes on
+
+Mutating webhooks run in configuration-name order, each configuration's webhooks in
+order; with `reinvocationPolicy: IfNeeded` a webhook runs once more when a later one
+changed the object. Requests for admissionregistration.k8s.io objects are never sent
+to webhooks (so a broken webhook cannot lock its own configuration in), as in Kubernetes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import ssl
+import uuid
+from typing import Any
+
+import aiohttp
+
+from pinnace.api import cel, errors, patch
+from pinnace.api.selectors import LabelSelector
+from pinnace.api.types import Obj
+from pinnace.apiserver.admission_chain import Attributes
+
+log = logging.getLogger(__name__)
+
+_GROUP = "admissionregistration.k8s.io"
+_DEFAULT_TIMEOUT = 10
+_MAX_TIMEOUT = 30
+_TRUSTED_USER = {"username": "system:apiserver", "uid": "", "groups": ["system:masters"]}
+
+
+class WebhookAdmission:
+    """Calls the webhooks that match a request (Kubernetes' mutating and validating
+    webhook admission plugins)."""
+
+    def __init__(self, registry: Any) -> None:
+        # the ObjectRegistry: its watch caches hold configurations, namespaces, services
+        self._registry = registry
+        kinds = registry.kinds
+        self._mutating = kinds.by_kind(_GROUP, "v1", "MutatingWebhookConfiguration")
+        self._validating = kinds.by_kind(_GROUP, "v1", "ValidatingWebhookConfiguration")
+        self._namespaces = kinds.by_kind("", "v1", "Namespace")
+        self._services = kinds.by_kind("", "v1", "Service")
+        self._slices = kinds.by_kind("discovery.k8s.io", "v1", "EndpointSlice")
+        self._session: aiohttp.ClientSession | None = None
+        self._contexts: dict[str, ssl.SSLContext] = {}
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- the two phases --------------------------------------------------------------
+
+    async def mutate(self, attrs: Attributes) -> None:
+        webhooks = self._matching(self._mutating, attrs)
+        changed_after: list[bool] = []
+        for hook in webhooks:
+            changed = await self._call(hook, attrs, mutating=True)
+            changed_after = [c or changed for c in changed_after] + [False]
+        # reinvocation: once, for IfNeeded webhooks that ran before a later change
+        for hook, changed in zip(webhooks, changed_after, strict=True):
+            if changed and hook.get("reinvocationPolicy") == "IfNeeded":
+                await self._call(hook, attrs, mutating=True)
+
+    async def validate(self, attrs: Attributes) -> None:
+        hooks = self._matching(self._validating, attrs)
+        # validating webhooks may run in parallel (they cannot change the object)
+        await asyncio.gather(*(self._call(h, attrs, mutating=False) for h in hooks))
+
+    # -- matching --------------------------------------------------------------------
+
+    def _matching(self, rt: Any, attrs: Attributes) -> list[Obj]:
+        if rt is None or attrs.rt.group == _GROUP:
+            return []
+        configs = sorted(self._registry.caches[rt].list(None),
+                         key=lambda c: c["metadata"]["name"])
+        return [h for c in configs for h in c.get("webhooks") or []
+                if self._matches(h, attrs)]
+
+    def _matches(self, hook: Obj, attrs: Attributes) -> bool:
+        if not any(rule_matches(r, attrs) for r in hook.get("rules") or []):
+            return False
+        if not self._namespace_matches(hook.get("namespaceSelector"), attrs):
+            return False
+        selector = hook.get("objectSelector")
+        if selector and not any(
+                _selects(selector, o) for o in (attrs.obj, attrs.old) if o is not None):
+            return False
+        return _conditions_match(hook, attrs)
+
+    def _namespace_matches(self, selector: Obj | None, attrs: Attributes) -> bool:
+        if not selector:
+            return True
+        if attrs.rt.kind == "Namespace" and attrs.rt.group == "":
+            return _selects(selector, attrs.obj or attrs.old)
+        if not attrs.rt.namespaced:
+            return True  # cluster-scoped objects are never excluded by namespace
+        ns = self._registry.caches[self._namespaces].get(None, attrs.namespace)
+        return _selects(selector, ns)
+
+    # -- calling ---------------------------------------------------------------------
+
+    async def _call(self, hook: Obj, attrs: Attributes, *, mutating: bool) -> bool:
+        """Run one webhook; True when it changed the object."""
+        name = hook.get("name", "")
+        if attrs.dry_run and hook.get("sideEffects") not in ("None", "NoneOnDryRun"):
+            raise errors.bad_request(f'admission webhook "{name}" does not support dry run')
+        review = admission_review(attrs)
+        try:
+            response = await self._post(hook, review)
+            result = _check_response(response, review["request"]["uid"])
+        except _WebhookFailure as e:
+            if hook.get("failurePolicy", "Fail") == "Ignore":
+                log.warning("failed calling webhook %r (ignored): %s", name, e)
+                return False
+            raise _failed(name, str(e)) from None
+        attrs.warnings.extend(w for w in result.get("warnings") or [] if isinstance(w, str))
+        if not result.get("allowed"):
+            status = result.get("status") or {}
+            message = status.get("message") or ""
+            code = status.get("code") or 403
+            text = f'admission webhook "{name}" denied the request' + (
+                f": {message}" if message else " without explanation")
+            raise errors.ApiError(code, status.get("reason") or _reason(code), text)
+        if not (mutating and result.get("patch")):
+            return False
+        if result.get("patchType") != "JSONPatch":
+            raise _failed(name, f'unsupported patch type "{result.get("patchType")}"')
+        try:
+            ops = json.loads(base64.b64decode(result["patch"]))
+            new = patch.json_patch(attrs.obj, ops)
+        except (binascii.Error, ValueError, errors.ApiError) as e:
+            raise _failed(name, f"the patch could not be applied: {e}") from None
+        if not isinstance(new, dict) or new == attrs.obj:
+            return False
+        attrs.obj = new
+        return True
+
+    async def _post(self, hook: Obj, review: Obj) -> Any:
+        if "v1" not in (hook.get("admissionReviewVersions") or ["v1"]):
+            raise _WebhookFailure("none of the AdmissionReview versions "
+                                  f"{hook.get('admissionReviewVersions')} is v1")
+        config = hook.get("clientConfig") or {}
+        url, server_name = self._resolve(config)
+        timeout = min(max(int(hook.get("timeoutSeconds") or _DEFAULT_TIMEOUT), 1), _MAX_TIMEOUT)
+        # Kubernetes tells the webhook its deadline in the query
+        url += ("&" if "?" in url else "?") + f"timeout={timeout}s"
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        try:
+            async with self._session.post(
+                    url, json=review, ssl=self._ssl(config.get("caBundle") or ""),
+                    server_hostname=server_name,
+                    timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                if resp.status != 200:
+                    raise _WebhookFailure(f"the server responded with status {resp.status}")
+                return await resp.json(content_type=None)
+        except TimeoutError:
+            raise _WebhookFailure(f'failed to call webhook: Post "{url}": context deadline '
+                                  f'exceeded') from None
+        except (aiohttp.ClientError, ValueError, ssl.SSLError, OSError) as e:
+            raise _WebhookFailure(f'failed to call webhook: Post "{url}": {e}') from None
+
+    def _resolve(self, config: Obj) -> tuple[str, str | None]:
+        """The URL to call and the TLS server name to verify."""
+        if config.get("url"):
+            return config["url"], None
+        ref = config.get("service")
+        if not ref:
+            raise _WebhookFailure("clientConfig has neither url nor service")
+        namespace, name, port = ref.get("namespace"), ref.get("name"), ref.get("port") or 443
+        host = f"{name}.{namespace}.svc"
+        address, target = self._endpoint(namespace, name, port)
+        path = ref.get("path") or "/"
+        bracketed = f"[{address}]" if ":" in address else address
+        return f"https://{bracketed}:{target}{path}", host
+
+    def _endpoint(self, namespace: str, name: str, port: int) -> tuple[str, int]:
+        """A ready endpoint of the Service's port, from the EndpointSlice cache."""
+        svc = self._registry.caches[self._services].get(namespace, name)
+        if svc is None:
+            raise _WebhookFailure(f'service "{namespace}/{name}" not found')
+        port_name = next((p.get("name") or "" for p in svc["spec"].get("ports") or []
+                          if p.get("port") == port), None)
+        if port_name is None:
+            raise _WebhookFailure(f'service "{namespace}/{name}" has no port {port}')
+        for s in self._registry.caches[self._slices].list(namespace):
+            if (s["metadata"].get("labels") or {}).get("kubernetes.io/service-name") != name:
+                continue
+            target = next((p.get("port") for p in s.get("ports") or []
+                           if (p.get("name") or "") == port_name), None)
+            for ep in s.get("endpoints") or []:
+                if target and (ep.get("conditions") or {}).get("ready", True) is not False:
+                    return ep["addresses"][0], target
+        raise _WebhookFailure(f'service "{namespace}/{name}" has no ready endpoints')
+
+    def _ssl(self, ca_bundle: str) -> ssl.SSLContext:
+        ctx = self._contexts.get(ca_bundle)
+        if ctx is None:
+            try:
+                pem = base64.b64decode(ca_bundle).decode() if ca_bundle else None
+                ctx = ssl.create_default_context(cadata=pem) if pem else \
+                    ssl.create_default_context()
+            except (ValueError, ssl.SSLError) as e:
+                raise _WebhookFailure(f"bad caBundle: {e}") from None
+            self._contexts[ca_bundle] = ctx
+        return ctx
+
+
+class _WebhookFailure(Exception):
+    """The webhook could not be called or answered nonsense (failurePolicy decides)."""
+
+
+def _failed(name: str, why: str) -> errors.ApiError:
+    """A 500 worded as Kubernetes' internal error wrapping ErrCallingWebhook."""
+    return errors.internal(f'Internal error occurred: failed calling webhook "{name}": {why}')
+
+
+def _reason(code: int) -> str:
+    return {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
+            409: "Conflict", 422: "Invalid", 429: "TooManyRequests"}.get(code, "")
+
+
+def _selects(selector: Obj, obj: Obj | None) -> bool:
+    labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
+    try:
+        return LabelSelector.from_dict(selector).matches(labels)
+    except errors.ApiError:
+        return False
+
+
+def rule_matches(rule: Obj, attrs: Attributes) -> bool:
+    """Does a RuleWithOperations (or a policy's NamedRuleWithOperations) cover the
+    request? Resources: `pods` (the main resource only), `pods/status`, `pods/*`,
+    `*` (every main resource), `*/status`, `*/*`."""
+    rt = attrs.rt
+    ops = rule.get("operations") or []
+    if "*" not in ops and attrs.operation not in ops:
+        return False
+    groups, versions = rule.get("apiGroups") or [], rule.get("apiVersions") or []
+    if "*" not in groups and rt.group not in groups:
+        return False
+    if "*" not in versions and rt.version not in versions:
+        return False
+    scope = rule.get("scope") or "*"
+    if scope != "*" and (scope == "Namespaced") != rt.namespaced:
+        return False
+    sub = attrs.subresource
+    for res in rule.get("resources") or []:
+        main, _, want_sub = res.partition("/")
+        if main not in ("*", rt.plural):
+            continue
+        if (not want_sub and not sub) or want_sub == "*" or (want_sub and want_sub == sub):
+            return True
+    return False
+
+
+def request_info(attrs: Attributes, uid: str) -> Obj:
+    """The AdmissionRequest of an AdmissionReview v1 (also `request` in CEL)."""
+    rt = attrs.rt
+    user = attrs.user
+    user_info = {"username": user.name, "uid": user.uid, "groups": list(user.groups)} \
+        if user is not None else dict(_TRUSTED_USER)
+    kind = {"group": rt.group, "version": rt.version, "kind": rt.kind}
+    resource = {"group": rt.group, "version": rt.version, "resource": rt.plural}
+    out: Obj = {"uid": uid, "kind": kind, "resource": resource, "requestKind": kind,
+                "requestResource": resource, "name": attrs.name,
+                "operation": attrs.operation, "userInfo": user_info,
+                "object": attrs.obj, "oldObject": attrs.old, "dryRun": attrs.dry_run,
+                "options": attrs.options}
+    if attrs.subresource:
+        out["subResource"] = out["requestSubResource"] = attrs.subresource
+    if attrs.namespace:
+        out["namespace"] = attrs.namespace
+    return out
+
+
+def admission_review(attrs: Attributes) -> Obj:
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": request_info(attrs, str(uuid.uuid4()))}
+
+
+def _check_response(body: Any, uid: str) -> Obj:
+    if not isinstance(body, dict) or body.get("kind") != "AdmissionReview" or \
+            body.get("apiVersion") != "admission.k8s.io/v1":
+        raise _WebhookFailure("expected webhook response of admission.k8s.io/v1, Kind="
+                              "AdmissionReview")
+    response = body.get("response")
+    if not isinstance(response, dict):
+        raise _WebhookFailure("webhook response was absent")
+    if response.get("uid") != uid:
+        raise _WebhookFailure(f"expected response.uid=\"{uid}\", got "
+                              f"\"{response.get('uid')}\"")
+    return response
+
+
+def _conditions_match(hook: Obj, attrs: Attributes) -> bool:
+    """matchConditions: every CEL expression true (an error counts as a failure to call
+    the webhook, so failurePolicy applies — here: Fail refuses, Ignore skips)."""
+    conditions = hook.get("matchConditions") or []
+    if not conditions:
+        return True
+    activation = {"object": attrs.obj, "oldObject": attrs.old,
+                  "request": request_info(attrs, "")}
+    for c in conditions:
+        try:
+            if cel.compile(c.get("expression", "")).evaluate(activation) is not True:
+                return False
+        except cel.CelError as e:
+            if hook.get("failurePolicy", "Fail") == "Ignore":
+                return False
+            raise _failed(hook.get("name", ""),
+                          f'matchCondition "{c.get("name")}" failed: {e}') from None
+    return True

@@ -36,6 +36,7 @@ from pinnace.apiserver import pki
 from pinnace.apiserver.app import build_app
 from pinnace.apiserver.auth import ADMIN, TokenAuthenticator, load_token_file
 from pinnace.apiserver.bootstrap_policy import ensure_bootstrap_policy
+from pinnace.apiserver.crd_serving import CustomResourceServing
 from pinnace.apiserver.node_proxy import NODE_PROXY, NodeProxy
 from pinnace.apiserver.registry import ObjectRegistry, WriteOptions
 from pinnace.apiserver.strategies.namespaces import SYSTEM_NAMESPACES
@@ -78,6 +79,9 @@ class ApiServer:
         store = await open_sqlite(str(self.data_dir / "state.db"),
                                   history_window=self.history_window)
         self.registry = ObjectRegistry(store)
+        serving = CustomResourceServing(self.registry)
+        self.registry.on_start.append(serving.start)
+        self.registry.on_stop.append(serving.stop)
         await self.registry.start()
         # the `kubernetes` Service's ClusterIP and the address pods reach us at
         extra_hosts = [self.registry.services.first_ip, self.advertise_address]

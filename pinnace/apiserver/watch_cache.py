@@ -114,10 +114,19 @@ class WatchCache:
         self._encoded: dict[str, tuple[str, bytes]] = {}
         self._task: asyncio.Task[None] | None = None
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # the versions of a custom resource share one store prefix; conversion `None`
+        # is this version's apiVersion written over the stored one
+        self._api_version = rt.api_version if rt.custom is not None else None
+
+    def _decode(self, kv: KeyValue) -> dict[str, Any]:
+        obj = decode(kv)
+        if self._api_version is not None:
+            obj["apiVersion"] = self._api_version
+        return obj
 
     async def start(self) -> None:
         kvs, revision = await self.store.range(self.prefix)
-        self.objects = {kv.key: decode(kv) for kv in kvs}
+        self.objects = {kv.key: self._decode(kv) for kv in kvs}
         self.revision = self.window_start = revision
         # created here, not in the task: the store pins "from revision" at this call, so
         # no write between now and the task's first step is missed
@@ -152,7 +161,7 @@ class WatchCache:
 
     async def _relist(self) -> None:
         kvs, revision = await self.store.range(self.prefix)
-        fresh = {kv.key: decode(kv) for kv in kvs}
+        fresh = {kv.key: self._decode(kv) for kv in kvs}
         self.objects = fresh
         self._encoded.clear()
         self.history.clear()
@@ -164,12 +173,12 @@ class WatchCache:
     def _apply(self, kind: str, kv: KeyValue) -> None:
         prev = self.objects.get(kv.key)
         if kind == "DELETE":
-            obj = decode(kv)
+            obj = self._decode(kv)
             self.objects.pop(kv.key, None)
             self._encoded.pop(kv.key, None)
             ev = CacheEvent("DELETED", kv.mod_revision, obj, prev)
         else:
-            obj = decode(kv)
+            obj = self._decode(kv)
             self.objects[kv.key] = obj
             ev = CacheEvent("MODIFIED" if prev is not None else "ADDED", kv.mod_revision, obj, prev)
         if len(self.history) == self.history.maxlen:

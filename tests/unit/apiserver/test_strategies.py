@@ -42,7 +42,7 @@ def test_generation_and_deleted_object_rules() -> None:
     table = strategies.build(REGISTRY, CTX)
     tracked = {rt.kind for rt, s in table.items() if getattr(s, "tracks_generation", False)}
     assert tracked == {"Deployment", "ReplicaSet", "DaemonSet", "StatefulSet", "Job",
-                       "CronJob"}
+                       "CronJob", "CustomResourceDefinition"}
     returned = {(rt.group, rt.kind) for rt, s in table.items() if s.returns_deleted_object}
     assert returned == {("", "Pod"), ("", "PersistentVolumeClaim"), ("", "PersistentVolume"),
                         ("", "Service"), ("", "ServiceAccount"),

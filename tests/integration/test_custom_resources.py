@@ -1,0 +1,216 @@
+"""CustomResourceDefinitions served as Kubernetes serves them, judged by the real kubectl
+and by HTTP requests to a real API server (issue 11, done-when 1, 2 and 6)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.integration.conftest import Api, eventually, run_kubectl
+
+GROUP = "stable.example.com"
+WIDGETS = f"/apis/{GROUP}/v1/namespaces/default/widgets"
+
+
+def widget_crd(*, versions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    schema = {
+        "type": "object",
+        "properties": {
+            "spec": {
+                "type": "object",
+                "required": ["size"],
+                "properties": {
+                    "size": {"type": "integer", "minimum": 1, "maximum": 10,
+                             "description": "How many parts the widget has."},
+                    "color": {"type": "string", "default": "blue", "maxLength": 8,
+                              "enum": ["blue", "red", "green", "ultraviolet"]},
+                    "replicas": {"type": "integer", "default": 1},
+                    "labels": {"type": "object",
+                               "additionalProperties": {"type": "string"}},
+                    "anything": {"type": "object",
+                                 "x-kubernetes-preserve-unknown-fields": True},
+                    "port": {"x-kubernetes-int-or-string": True},
+                },
+            },
+            "status": {
+                "type": "object",
+                "properties": {"replicas": {"type": "integer"},
+                               "phase": {"type": "string"}},
+            },
+        },
+    }
+    v1 = {
+        "name": "v1", "served": True, "storage": True,
+        "schema": {"openAPIV3Schema": schema},
+        "subresources": {"status": {}, "scale": {
+            "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"}},
+        "additionalPrinterColumns": [
+            {"name": "Size", "type": "integer", "jsonPath": ".spec.size"},
+            {"name": "Color", "type": "string", "jsonPath": ".spec.color"},
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "priority": 1},
+        ],
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"widgets.{GROUP}"},
+        "spec": {
+            "group": GROUP, "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget",
+                      "shortNames": ["wd"], "categories": ["all"]},
+            "versions": versions or [v1],
+        },
+    }
+
+
+def widget(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/v1", "kind": "Widget", "metadata": {"name": name},
+            "spec": spec}
+
+
+async def create_crd(api: Api, crd: dict[str, Any]) -> None:
+    code, body = await api.request(
+        "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)
+    assert code == 201, body
+
+    async def established() -> bool:
+        _, got = await api.request(
+            "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
+            f"{crd['metadata']['name']}")
+        return any(c["type"] == "Established" and c["status"] == "True"
+                   for c in (got.get("status") or {}).get("conditions") or [])
+    await eventually(established)
+
+
+async def kubectl(api: Api, *args: str, stdin: bytes | None = None) -> str:
+    rc, out, err = await run_kubectl(api.server.write_kubeconfig(), *args, stdin=stdin)
+    assert rc == 0, err
+    return out
+
+
+async def test_crd_lifecycle_with_kubectl(api: Api, tmp_path: Path) -> None:
+    await kubectl(api, "apply", "-f", "-", stdin=yaml.safe_dump(widget_crd()).encode())
+    await kubectl(api, "wait", "--for=condition=established", "--timeout=10s",
+                  f"crd/widgets.{GROUP}")
+    resources = await kubectl(api, "api-resources", "--api-group", GROUP)
+    assert "widgets" in resources and "wd" in resources and "Widget" in resources
+
+    await kubectl(api, "apply", "-f", "-",
+                  stdin=yaml.safe_dump(widget("w1", size=3)).encode())
+    got = json.loads(await kubectl(api, "get", "widget", "w1", "-o", "json"))
+    assert got["spec"] == {"size": 3, "color": "blue", "replicas": 1}  # defaults filled
+    assert got["metadata"]["generation"] == 1
+
+    table = await kubectl(api, "get", "wd")
+    assert table.split("\n")[0].split() == ["NAME", "SIZE", "COLOR"]
+    assert table.split("\n")[1].split() == ["w1", "3", "blue"]
+    wide = await kubectl(api, "get", "wd", "-o", "wide")
+    assert wide.split("\n")[0].split() == ["NAME", "SIZE", "COLOR", "PHASE"]
+    assert "w1" in await kubectl(api, "get", "all")
+
+    # a violating object: 422 naming every bad field
+    rc, _, err = await run_kubectl(
+        api.server.write_kubeconfig(), "apply", "-f", "-",
+        stdin=yaml.safe_dump(widget("bad", size=0, color="ultraviolet")).encode())
+    assert rc != 0
+    assert "spec.size" in err and "spec.color" in err, err
+
+    await kubectl(api, "scale", "widget/w1", "--replicas=4")
+    got = json.loads(await kubectl(api, "get", "widget", "w1", "-o", "json"))
+    assert got["spec"]["replicas"] == 4
+    assert got["metadata"]["generation"] == 2
+
+    await kubectl(api, "patch", "widget", "w1", "--type=merge", "-p",
+                  '{"spec": {"size": 5}}')
+    rc, _, err = await run_kubectl(api.server.write_kubeconfig(), "patch", "widget", "w1",
+                                   "-p", '{"spec": {"size": 6}}')  # strategic by default
+    assert rc != 0 and "unknown format" in err, err
+
+    explain = await kubectl(api, "explain", "widget.spec.size")
+    assert "How many parts the widget has." in explain
+
+    await kubectl(api, "delete", "crd", f"widgets.{GROUP}")
+    rc, _, err = await run_kubectl(api.server.write_kubeconfig(), "get", "widgets.v1." + GROUP)
+    assert rc != 0
+    code, _ = await api.request("GET", WIDGETS)
+    assert code == 404
+
+
+async def test_schema_errors_status_and_pruning(api: Api) -> None:
+    await create_crd(api, widget_crd())
+    code, body = await api.request("POST", WIDGETS, json=widget(
+        "bad", size="three", color="purple", labels={"a": 1}))
+    assert code == 422, body
+    fields = sorted(c["field"] for c in body["details"]["causes"])
+    assert fields == ["spec.color", "spec.labels.a", "spec.size"], body
+
+    code, body = await api.request("POST", WIDGETS, json={
+        **widget("w", size=2, extra=1, anything={"x": {"y": 1}}), "status": {"phase": "X"}})
+    assert code == 201, body
+    assert "extra" not in body["spec"] and body["spec"]["anything"] == {"x": {"y": 1}}
+    assert "status" not in body  # status is written through /status
+
+    code, body = await api.request("POST", WIDGETS + "?fieldValidation=Strict",
+                                   json=widget("s", size=2, extra=1))
+    assert code == 400 and 'unknown field "spec.extra"' in body["message"], body
+
+    body["spec"] = {"size": 9}
+    code, got = await api.request("PUT", WIDGETS + "/w/status", json={
+        **(await api.request("GET", WIDGETS + "/w"))[1], "status": {"phase": "Ready"},
+        "spec": {"size": 9}})
+    assert code == 200, got
+    assert got["status"] == {"phase": "Ready"} and got["spec"]["size"] == 2
+    assert got["metadata"]["generation"] == 1
+
+    code, got = await api.request(
+        "PATCH", WIDGETS + "/w", json={"spec": {"size": 7}, "status": {"phase": "No"}},
+        headers={"Content-Type": "application/merge-patch+json"})
+    assert code == 200 and got["spec"]["size"] == 7 and got["status"] == {"phase": "Ready"}
+    assert got["metadata"]["generation"] == 2
+
+
+async def test_second_version_conversion_none(api: Api) -> None:
+    crd = widget_crd()
+    v1 = crd["spec"]["versions"][0]
+    v2 = {**v1, "name": "v2", "storage": False, "deprecated": False}
+    v1b = {**v1, "deprecated": True, "deprecationWarning": "v1 is old; use v2"}
+    crd["spec"]["versions"] = [v1b, v2]
+    await create_crd(api, crd)
+    code, _ = await api.request("POST", WIDGETS, json=widget("w", size=1))
+    assert code == 201
+    code, got = await api.request("GET", f"/apis/{GROUP}/v2/namespaces/default/widgets/w")
+    assert code == 200 and got["apiVersion"] == f"{GROUP}/v2", got
+    code, got = await api.request("POST", f"/apis/{GROUP}/v2/namespaces/default/widgets",
+                                  json={**widget("w2", size=2), "apiVersion": f"{GROUP}/v2"})
+    assert code == 201, got
+    code, got = await api.request("GET", WIDGETS + "/w2")
+    assert got["apiVersion"] == f"{GROUP}/v1" and got["spec"]["size"] == 2
+    async with api.session.get(api.url + WIDGETS, headers={
+            "Authorization": f"Bearer {api.server.token}"}) as resp:
+        assert "v1 is old; use v2" in resp.headers.get("Warning", "")
+    _, disc = await api.request("GET", f"/apis/{GROUP}")
+    assert disc["preferredVersion"]["version"] == "v2"
+
+
+async def test_deleting_crd_deletes_objects(api: Api) -> None:
+    await create_crd(api, widget_crd())
+    for name in ("a", "b"):
+        code, _ = await api.request("POST", WIDGETS, json=widget(name, size=1))
+        assert code == 201
+    code, _ = await api.request(
+        "DELETE", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.{GROUP}")
+    assert code == 200
+
+    async def gone() -> bool:
+        code, _ = await api.request(
+            "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.{GROUP}")
+        return code == 404
+    await eventually(gone)
+    _, groups = await api.request("GET", "/apis")
+    assert GROUP not in [g["name"] for g in groups["groups"]]
+    # created again, the definition serves no leftovers
+    await create_crd(api, widget_crd())
+    _, listed = await api.request("GET", WIDGETS)
+    assert listed["items"] == []

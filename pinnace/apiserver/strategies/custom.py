@@ -117,6 +117,12 @@ class DefinitionStrategy(DefaultStrategy):
 
     def prepare_for_create(self, obj: Obj) -> None:
         super().prepare_for_create(obj)
+        # what kube-apiserver answers a create with, before the names are judged
+        obj["status"] = {"conditions": [], "acceptedNames": {"plural": "", "kind": ""},
+                         "storedVersions": sorted(
+                             v.get("name") for v in obj["spec"].get("versions") or []
+                             if isinstance(v, dict) and v.get("storage") is True
+                             and isinstance(v.get("name"), str))}
         finalizers = obj["metadata"].setdefault("finalizers", [])
         if crd.CLEANUP_FINALIZER not in finalizers:
             finalizers.append(crd.CLEANUP_FINALIZER)

@@ -23,7 +23,7 @@ from typing import Any
 from pinnace.api import crd_schema
 from pinnace.api.errors import Cause
 from pinnace.api.field_errors import FieldErrors, as_dict, as_list, as_str
-from pinnace.api.kinds import ResourceType
+from pinnace.api.kinds import ResourceType, selectable_paths
 from pinnace.api.printing import Cells, Column, Obj, Printer, name_column, since
 
 GROUP = "apiextensions.k8s.io"
@@ -220,6 +220,8 @@ def resource_types(crd: Obj) -> list[ResourceType]:
             subresources["status"] = ""
         if "scale" in subs:
             subresources["scale"] = _SCALE
+        selectable = [as_str(f.get("jsonPath")).lstrip(".") for f in
+                      as_list(version.get("selectableFields")) if isinstance(f, dict)]
         warning = None
         if version.get("deprecated"):
             warning = version.get("deprecationWarning") or \
@@ -241,6 +243,9 @@ def resource_types(crd: Obj) -> list[ResourceType]:
             schema_ref=f"{reversed_group}.{name}.{kind}",
             singular_name=as_str(names.get("singular")) or kind.lower(),
             list_kind_name=as_str(names.get("listKind")) or kind + "List",
+            selectable_fields=selectable_paths(
+                selectable, namespaced=spec.get("scope") == "Namespaced") if selectable
+            else None,
             custom=custom))
     return out
 

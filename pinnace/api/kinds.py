@@ -152,6 +152,12 @@ def _at(path: str, *, default: Any = None, as_bool: bool = False) -> FieldGetter
     return get
 
 
+def selectable_paths(paths: list[str], *, namespaced: bool) -> SelectableFields:
+    """The field-selector table of a custom resource: metadata.name (and namespace) and
+    the dotted paths its definition's `selectableFields` name."""
+    return _selectable({p: _at(p) for p in paths}, namespaced=namespaced)
+
+
 def _namespace(obj: Mapping[str, Any]) -> str | None:
     ns = (obj.get("metadata") or {}).get("namespace")
     return _text(ns) if ns else None

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from tests.integration.conftest import Api, eventually, run_kubectl
+from tests.integration.conftest import Api, eventually, run_kubectl, running_api
 
 GROUP = "stable.example.com"
 WIDGETS = f"/apis/{GROUP}/v1/namespaces/default/widgets"
@@ -214,3 +214,63 @@ async def test_deleting_crd_deletes_objects(api: Api) -> None:
     await create_crd(api, widget_crd())
     _, listed = await api.request("GET", WIDGETS)
     assert listed["items"] == []
+
+
+async def test_name_conflict_is_reported_not_served(api: Api) -> None:
+    await create_crd(api, widget_crd())
+    clash = widget_crd()
+    clash["metadata"]["name"] = f"gizmos.{GROUP}"
+    clash["spec"]["names"] = {"plural": "gizmos", "kind": "Gizmo", "shortNames": ["wd"]}
+    code, body = await api.request(
+        "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=clash)
+    assert code == 201, body
+
+    async def judged() -> dict[str, Any] | None:
+        _, got = await api.request(
+            "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gizmos.{GROUP}")
+        conditions = {c["type"]: c for c in (got.get("status") or {}).get("conditions") or []}
+        return conditions if "NamesAccepted" in conditions else None
+    await eventually(judged)
+    conditions = await judged()
+    assert conditions is not None
+    assert conditions["NamesAccepted"]["status"] == "False"
+    assert conditions["NamesAccepted"]["reason"] == "NameConflict"
+    assert conditions["Established"]["status"] == "False"
+    code, _ = await api.request("GET", f"/apis/{GROUP}/v1/namespaces/default/gizmos")
+    assert code == 404
+
+
+async def test_bad_definition_is_refused_with_field_paths(api: Api) -> None:
+    crd = widget_crd()
+    crd["metadata"]["name"] = "wrong"
+    crd["spec"]["scope"] = "Everywhere"
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
+        "properties"]["size"]["type"] = "int"
+    code, body = await api.request(
+        "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)
+    assert code == 422, body
+    assert sorted(c["field"] for c in body["details"]["causes"]) == [
+        "metadata.name", "spec.scope",
+        "spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[size].type"]
+
+
+async def test_cluster_scope_selectable_fields_and_restart(tmp_path: Path) -> None:
+    crd = widget_crd()
+    crd["spec"]["scope"] = "Cluster"
+    crd["spec"]["versions"][0]["selectableFields"] = [{"jsonPath": ".spec.color"}]
+    path = f"/apis/{GROUP}/v1/widgets"
+    async with running_api(tmp_path / "data") as api:
+        await create_crd(api, crd)
+        for name, color in (("a", "red"), ("b", "green")):
+            code, body = await api.request("POST", path, json=widget(name, size=1,
+                                                                     color=color))
+            assert code == 201, body
+            assert "namespace" not in body["metadata"]
+        _, listed = await api.request("GET", path + "?fieldSelector=spec.color%3Dgreen")
+        assert [o["metadata"]["name"] for o in listed["items"]] == ["b"]
+        code, body = await api.request("GET", path + "?fieldSelector=spec.size%3D1")
+        assert code == 400, body
+    # a restarted server serves its definitions before it answers
+    async with running_api(tmp_path / "data") as api:
+        code, listed = await api.request("GET", path)
+        assert code == 200 and len(listed["items"]) == 2

@@ -274,3 +274,31 @@ async def test_cluster_scope_selectable_fields_and_restart(tmp_path: Path) -> No
     async with running_api(tmp_path / "data") as api:
         code, listed = await api.request("GET", path)
         assert code == 200 and len(listed["items"]) == 2
+
+
+def big_crd() -> dict[str, Any]:
+    """A definition of over 1 MB, as monitoring operators ship them."""
+    crd = widget_crd()
+    crd["metadata"]["name"] = f"bigs.{GROUP}"
+    crd["spec"]["names"] = {"plural": "bigs", "kind": "Big"}
+    props = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
+        "properties"]
+    for i in range(2500):
+        props[f"field{i}"] = {
+            "type": "object", "description": "A field with a long description. " * 5,
+            "properties": {f"sub{j}": {"type": "string", "maxLength": 64,
+                                       "description": "sub " * 10} for j in range(3)}}
+    assert len(json.dumps(crd)) > 1_000_000
+    return crd
+
+
+async def test_a_megabyte_definition_applies_server_side(api: Api) -> None:
+    await kubectl(api, "apply", "--server-side", "-f", "-",
+                  stdin=json.dumps(big_crd()).encode())
+    await kubectl(api, "wait", "--for=condition=established", "--timeout=20s",
+                  f"crd/bigs.{GROUP}")
+    code, body = await api.request("POST", f"/apis/{GROUP}/v1/namespaces/default/bigs", json={
+        "apiVersion": f"{GROUP}/v1", "kind": "Big", "metadata": {"name": "b"},
+        "spec": {"size": 1, "field7": {"sub1": "x" * 65}}})
+    assert code == 422 and body["details"]["causes"][0]["field"] == "spec.field7.sub1", body
+    assert "sub sub" in await kubectl(api, "explain", "big.spec.field2499.sub2")

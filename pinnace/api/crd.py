@@ -287,6 +287,9 @@ def accepted_status(crd: Obj, conflict: str, now: str) -> Obj:
                                         "no conflicts found", now))
         set_condition(status, condition("Established", "True", "InitialNamesAccepted",
                                         "the initial names have been accepted", now))
+    if as_dict(crd.get("metadata")).get("deletionTimestamp"):
+        set_condition(status, condition("Terminating", "True", "InstanceDeletionInProgress",
+                                        "CustomResource deletion is in progress", now))
     status.setdefault("acceptedNames", {"plural": "", "kind": ""})
     status["storedVersions"] = sorted(set(as_list(status.get("storedVersions"))) | {
         as_str(v.get("name")) for v in as_list(spec.get("versions"))

@@ -34,6 +34,7 @@ from pinnace.api.timestamps import now_rfc3339
 from pinnace.api.types import Obj
 from pinnace.apiserver.objects import deep_copy
 from pinnace.apiserver.registry import ObjectRegistry, WriteOptions
+from pinnace.apiserver.strategies.custom import CustomResourceStrategy
 from pinnace.apiserver.watch_cache import Watcher
 
 log = logging.getLogger(__name__)
@@ -173,6 +174,10 @@ class CustomResourceServing:
     async def _clean_up(self, name: str, obj: Obj) -> None:
         """Delete the definition's objects; once none is left, let the definition go."""
         types = self.served.get(name, [])
+        for rt in types:  # creates are refused from now on, as in Kubernetes
+            strategy = self.registry.strategies.get(rt)
+            if isinstance(strategy, CustomResourceStrategy):
+                strategy.terminating = True
         remaining = 0
         if types:
             rt = types[0]

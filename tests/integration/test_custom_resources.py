@@ -195,17 +195,35 @@ async def test_second_version_conversion_none(api: Api) -> None:
 
 
 async def test_deleting_crd_deletes_objects(api: Api) -> None:
+    crd_path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.{GROUP}"
     await create_crd(api, widget_crd())
     for name in ("a", "b"):
         code, _ = await api.request("POST", WIDGETS, json=widget(name, size=1))
         assert code == 201
-    code, _ = await api.request(
-        "DELETE", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.{GROUP}")
+    held = widget("held", size=1)
+    held["metadata"]["finalizers"] = ["example.com/hold"]
+    code, _ = await api.request("POST", WIDGETS, json=held)
+    assert code == 201
+    code, _ = await api.request("DELETE", crd_path)
+    assert code == 200
+
+    # the held object keeps the definition (and its API) while it is terminating
+    async def terminating() -> bool:
+        _, got = await api.request("GET", crd_path)
+        _, left = await api.request("GET", WIDGETS)
+        return any(c["type"] == "Terminating" and c["status"] == "True"
+                   for c in got["status"]["conditions"]) and \
+            [o["metadata"]["name"] for o in left["items"]] == ["held"]
+    await eventually(terminating)
+    code, body = await api.request("POST", WIDGETS, json=widget("late", size=1))
+    assert code == 405 and "terminating" in body["message"], body
+    code, _ = await api.request("PATCH", WIDGETS + "/held",
+                                json={"metadata": {"finalizers": None}},
+                                headers={"Content-Type": "application/merge-patch+json"})
     assert code == 200
 
     async def gone() -> bool:
-        code, _ = await api.request(
-            "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.{GROUP}")
+        code, _ = await api.request("GET", crd_path)
         return code == 404
     await eventually(gone)
     _, groups = await api.request("GET", "/apis")

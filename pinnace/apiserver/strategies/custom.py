@@ -51,6 +51,13 @@ class CustomResourceStrategy(DefaultStrategy):
         super().__init__(rt, ctx)
         self.version: crd.CustomVersion = rt.custom
         self.schema = self.version.schema
+        # set by crd_serving once the definition is being deleted: no new objects
+        self.terminating = False
+
+    def admit_create(self, obj: Obj) -> None:
+        if self.terminating:
+            raise errors.method_not_allowed(
+                "create not allowed while custom resource definition is terminating")
 
     def decode(self, body: Obj, field_validation: str) -> tuple[Obj, list[str]]:
         obj, unknown = crd_schema.prune(body, self.schema)

@@ -320,3 +320,20 @@ async def test_a_megabyte_definition_applies_server_side(api: Api) -> None:
         "spec": {"size": 1, "field7": {"sub1": "x" * 65}}})
     assert code == 422 and body["details"]["causes"][0]["field"] == "spec.field7.sub1", body
     assert "sub sub" in await kubectl(api, "explain", "big.spec.field2499.sub2")
+
+
+async def test_a_custom_kind_named_like_a_built_in_one_has_only_its_schema(api: Api) -> None:
+    crd = widget_crd()
+    crd["metadata"]["name"] = f"services.{GROUP}"
+    crd["spec"]["names"] = {"plural": "services", "kind": "Service"}
+    await create_crd(api, crd)
+    code, body = await api.request(
+        "POST", f"/apis/{GROUP}/v1/namespaces/default/services",
+        json={"apiVersion": f"{GROUP}/v1", "kind": "Service", "metadata": {"name": "s.1"},
+              "spec": {"size": 1}})
+    assert code == 201, body  # no ports, a dotted name: fine for a custom Service
+    code, body = await api.request(
+        "POST", f"/apis/{GROUP}/v1/namespaces/default/services",
+        json={"apiVersion": f"{GROUP}/v1", "kind": "Service", "metadata": {"name": "Bad_"},
+              "spec": {"size": 1}})
+    assert code == 422 and body["details"]["causes"][0]["field"] == "metadata.name", body

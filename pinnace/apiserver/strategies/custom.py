@@ -77,12 +77,19 @@ class CustomResourceStrategy(DefaultStrategy):
         crd_schema.apply_defaults(obj, self.schema)
 
     def validate(self, obj: Obj) -> None:
-        causes = crd_schema.validate(obj, self.schema, rules=RULES)
-        _merge_invalid(self.rt, obj, causes, lambda: validation.validate(self.rt, obj))
+        self._validate(obj, None)
 
     def validate_update(self, new: Obj, old: Obj, subresource: str) -> None:
-        causes = crd_schema.validate(new, self.schema, old, rules=RULES)
-        _merge_invalid(self.rt, new, causes, lambda: validation.validate(self.rt, new, old))
+        self._validate(new, old)
+
+    def _validate(self, obj: Obj, old: Obj | None) -> None:
+        # ObjectMeta, then the schema; never a built-in kind's rules (a custom kind may
+        # be called Service or Pod in its own group)
+        causes = [*validation.object_meta_causes(obj, old, namespaced=self.rt.namespaced),
+                  *crd_schema.validate(obj, self.schema, old, rules=RULES)]
+        if causes:
+            name = (obj.get("metadata") or {}).get("name") or ""
+            raise errors.invalid(self.rt.kind, name, causes, self.rt.group)
 
     def scale_of(self, obj: Obj) -> Obj:
         m = obj["metadata"]

@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pinnace.api import crd_schema
 from pinnace.api.kinds import ResourceType
 from pinnace.apiserver.objects import encode
 from pinnace.store.interface import CompactedError, Event, KeyValue, Store
@@ -115,13 +116,16 @@ class WatchCache:
         self._task: asyncio.Task[None] | None = None
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         # the versions of a custom resource share one store prefix; conversion `None`
-        # is this version's apiVersion written over the stored one
-        self._api_version = rt.api_version if rt.custom is not None else None
+        # is this version's apiVersion written over the stored one, and its schema's
+        # defaults are applied on read, as kube-apiserver does (a default added to a
+        # definition shows on objects written before it)
+        self._custom_schema = rt.custom.schema if rt.custom is not None else None
 
     def _decode(self, kv: KeyValue) -> dict[str, Any]:
         obj = decode(kv)
-        if self._api_version is not None:
-            obj["apiVersion"] = self._api_version
+        if self._custom_schema is not None:
+            obj["apiVersion"] = self.rt.api_version
+            crd_schema.apply_defaults(obj, self._custom_schema)
         return obj
 
     async def start(self) -> None:

@@ -337,3 +337,21 @@ async def test_a_custom_kind_named_like_a_built_in_one_has_only_its_schema(api: 
         json={"apiVersion": f"{GROUP}/v1", "kind": "Service", "metadata": {"name": "Bad_"},
               "spec": {"size": 1}})
     assert code == 422 and body["details"]["causes"][0]["field"] == "metadata.name", body
+
+
+async def test_a_default_added_later_shows_on_read(api: Api) -> None:
+    crd = widget_crd()
+    await create_crd(api, crd)
+    code, _ = await api.request("POST", WIDGETS, json=widget("old", size=1))
+    assert code == 201
+    crd_path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.{GROUP}"
+    code, body = await api.request("PATCH", crd_path, json=[{
+        "op": "add", "path": "/spec/versions/0/schema/openAPIV3Schema/properties/spec/"
+        "properties/shape", "value": {"type": "string", "default": "round"}}],
+        headers={"Content-Type": "application/json-patch+json"})
+    assert code == 200, body
+
+    async def defaulted() -> bool:
+        code, got = await api.request("GET", WIDGETS + "/old")
+        return code == 200 and got["spec"].get("shape") == "round"
+    await eventually(defaulted)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pinnace.api import crd_schema
+from pinnace.api import crd_rules, crd_schema
 from pinnace.api.errors import Cause
 from pinnace.api.field_errors import FieldErrors, as_dict, as_list, as_str
 from pinnace.api.kinds import ResourceType, selectable_paths
@@ -129,7 +129,9 @@ def validate(crd: Obj, old: Obj | None = None) -> list[Cause]:
         if schema is None:
             errs.required(f"{path}.schema.openAPIV3Schema", "schemas are required")
         else:
-            for cause in crd_schema.structural_errors(schema, f"{path}.schema.openAPIV3Schema"):
+            where = f"{path}.schema.openAPIV3Schema"
+            for cause in [*crd_schema.structural_errors(schema, where),
+                          *crd_rules.compile_errors(schema, where)]:
                 errs.add(cause.field, cause.message, cause.reason)
         _validate_subresources(as_dict(version.get("subresources")), f"{path}.subresources",
                                errs)

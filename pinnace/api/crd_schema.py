@@ -165,8 +165,14 @@ def validate(obj: Any, schema: Schema, old: Any = None, *,
             if isinstance(old, dict) else None
         _validate(body, node, "", errs, sites, old_body, old is not None)
     if rules is not None and sites:
-        for cause in rules(sites):
-            errs.add(cause.field, cause.message, cause.reason)
+        if any(c.reason == "FieldValueTypeInvalid" for c in errs.causes):
+            # rules would judge values of the wrong type: Kubernetes skips them and says so
+            errs.add("<nil>", 'Invalid value: "object": some validation rules were not '
+                     "checked because the object was invalid; correct the existing errors "
+                     "to complete validation", "FieldValueInvalid")
+        else:
+            for cause in rules(sites):
+                errs.add(cause.field, cause.message, cause.reason)
     return errs.causes
 
 

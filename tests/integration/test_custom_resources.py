@@ -22,6 +22,9 @@ def widget_crd(*, versions: list[dict[str, Any]] | None = None) -> dict[str, Any
             "spec": {
                 "type": "object",
                 "required": ["size"],
+                "x-kubernetes-validations": [{
+                    "rule": "self.replicas <= 2 * self.size", "fieldPath": ".replicas",
+                    "messageExpression": "'at most ' + string(2 * self.size) + ' replicas'"}],
                 "properties": {
                     "size": {"type": "integer", "minimum": 1, "maximum": 10,
                              "description": "How many parts the widget has."},
@@ -144,7 +147,13 @@ async def test_schema_errors_status_and_pruning(api: Api) -> None:
         "bad", size="three", color="purple", labels={"a": 1}))
     assert code == 422, body
     fields = sorted(c["field"] for c in body["details"]["causes"])
-    assert fields == ["spec.color", "spec.labels.a", "spec.size"], body
+    # the rule is not run on a body of the wrong types, and the 422 says so
+    assert fields == ["<nil>", "spec.color", "spec.labels.a", "spec.size"], body
+
+    code, body = await api.request("POST", WIDGETS, json=widget("cel", size=2, replicas=5))
+    assert code == 422, body
+    assert [(c["field"], c["message"]) for c in body["details"]["causes"]] == [
+        ("spec.replicas", 'Invalid value: "object": at most 4 replicas')]
 
     code, body = await api.request("POST", WIDGETS, json={
         **widget("w", size=2, extra=1, anything={"x": {"y": 1}}), "status": {"phase": "X"}})

@@ -11,8 +11,8 @@ writes the replica counts at the definition's JSON paths.
 A definition gets the `customresourcecleanup` finalizer when created; `crd_serving`
 removes it once the definition's objects are gone.
 
-`RULES` is the hook for `x-kubernetes-validations`: a CEL evaluator
-(`crd_schema.RuleEvaluator`) set here is called with every rule site of an object.
+`RULES` evaluates `x-kubernetes-validations` (`api/crd_rules.py`, on `api/cel.py`): it
+is called with every rule site of an object, its causes join the schema's in the 422.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pinnace.api import crd, crd_schema, errors, validation
+from pinnace.api import crd, crd_rules, crd_schema, errors, validation
 from pinnace.api.kinds import ResourceType
 from pinnace.api.types import Obj
 from pinnace.apiserver.strategy import DefaultStrategy, StrategyContext
 
-# The CEL evaluator of x-kubernetes-validations rules (None: rules are not evaluated).
-RULES: crd_schema.RuleEvaluator | None = None
+# The CEL evaluator of x-kubernetes-validations rules.
+RULES: crd_schema.RuleEvaluator | None = crd_rules.evaluate
 
 
 def _merge_invalid(rt: ResourceType, obj: Obj, causes: list[errors.Cause],

@@ -163,3 +163,51 @@ def test_printer_columns() -> None:
     o = {**obj(size=4), "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
     assert p.cells(o, datetime.now(UTC)) == ["w", 4, "True", None]
     assert [c[0] for c in p.columns] == ["Name", "Size", "Ready", "Missing"]
+
+
+RULED: dict[str, Any] = {
+    "type": "object",
+    "properties": {"spec": {
+        "type": "object",
+        "x-kubernetes-validations": [
+            {"rule": "self.low <= self.high", "message": "low must not exceed high"},
+            {"rule": "self.high >= oldSelf.high", "fieldPath": ".high",
+             "messageExpression": "'high may only grow, was ' + string(oldSelf.high)"},
+            {"rule": "!has(self.name) || self.name.startsWith('x')",
+             "reason": "FieldValueForbidden", "fieldPath": ".name"}],
+        "properties": {"low": {"type": "integer"}, "high": {"type": "integer"},
+                       "name": {"type": "string"},
+                       "tags": {"type": "array", "items": {"type": "string"},
+                                "x-kubernetes-validations": [
+                                    {"rule": "self.all(t, t.size() <= 3)"}]}}}},
+}
+
+
+def test_cel_rules_with_messages_paths_and_transitions() -> None:
+    from pinnace.api import crd_rules
+
+    def check(spec: dict[str, Any], old: dict[str, Any] | None = None) -> list[tuple[str, str]]:
+        causes = crd_schema.validate(obj(**spec), RULED, obj(**old) if old else None,
+                                     rules=crd_rules.evaluate)
+        return [(c.field, c.message) for c in causes]
+    assert check({"low": 1, "high": 2}) == []
+    assert check({"low": 3, "high": 2, "name": "y", "tags": ["long"]}) == [
+        ("spec", 'Invalid value: "object": low must not exceed high'),
+        ("spec.name", 'Invalid value: "object": failed rule: '
+         "!has(self.name) || self.name.startsWith('x')"),
+        ("spec.tags", 'Invalid value: "array": failed rule: self.all(t, t.size() <= 3)')]
+    # the transition rule runs on update only
+    assert check({"low": 1, "high": 2}, {"low": 1, "high": 5}) == [
+        ("spec.high", 'Invalid value: "object": high may only grow, was 5')]
+    # a runtime error is a cause, not a crash
+    assert check({"high": 2})[0][0] == "spec"
+
+
+def test_rules_that_do_not_compile_refuse_the_definition() -> None:
+    from pinnace.api import crd_rules
+    assert crd_rules.compile_errors(RULED, "s") == []
+    bad = {"type": "object", "properties": {"a": {"type": "string",
+                                                  "x-kubernetes-validations": [
+                                                      {"rule": "self <"}]}}}
+    assert [c.field for c in crd_rules.compile_errors(bad, "s")] == [
+        "s.properties[a].x-kubernetes-validations[0].rule"]

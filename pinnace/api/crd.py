@@ -148,6 +148,9 @@ def validate(crd: Obj, old: Obj | None = None) -> list[Cause]:
     if versions and storage != 1:
         errs.invalid("spec.versions", storage,
                      "must have exactly one version marked as storage version")
+    if spec.get("preserveUnknownFields") is True:
+        errs.invalid("spec.preserveUnknownFields", True, "must be false in order to use "
+                     "defaults in the schema")
     strategy = as_dict(spec.get("conversion")).get("strategy", "None")
     if strategy not in ("None", "Webhook"):
         errs.not_supported("spec.conversion.strategy", strategy, ("None", "Webhook"))

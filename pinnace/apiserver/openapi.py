@@ -347,10 +347,14 @@ class _PathBuilder:
     def _patch(self, what: str, description: str, response: dict[str, Any],
                gvk: dict[str, str]) -> dict[str, Any]:
         patch_ref = _ref(_META + "Patch")
+        # custom resources take no strategic merge patch, and say so: kubectl reads this
+        # list to pick a merge patch for `kubectl apply` of a custom object
+        types = _PATCH_TYPES if self.rt.custom is None else tuple(
+            t for t in _PATCH_TYPES if "strategic" not in t)
         return self._op(
             "patch", "patch", what, description, gvk=gvk,
             params=[*_WRITE_PARAMS, _FORCE],
-            body={t: {"schema": patch_ref} for t in _PATCH_TYPES},
+            body={t: {"schema": patch_ref} for t in types},
             responses=_responses(response, ("200", "201")))
 
     def _subresource(self, sub: Subresource) -> dict[str, Any]:

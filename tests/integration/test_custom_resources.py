@@ -106,9 +106,16 @@ async def test_crd_lifecycle_with_kubectl(api: Api, tmp_path: Path) -> None:
     assert got["spec"] == {"size": 3, "color": "blue", "replicas": 1}  # defaults filled
     assert got["metadata"]["generation"] == 1
 
+    # a second client-side apply patches (a merge patch: kubectl knows CRs have no
+    # strategic merge) and keeps what it does not name
+    await kubectl(api, "apply", "-f", "-",
+                  stdin=yaml.safe_dump(widget("w1", size=3, color="red")).encode())
+    got = json.loads(await kubectl(api, "get", "widget", "w1", "-o", "json"))
+    assert got["spec"] == {"size": 3, "color": "red", "replicas": 1}
+
     table = await kubectl(api, "get", "wd")
     assert table.split("\n")[0].split() == ["NAME", "SIZE", "COLOR"]
-    assert table.split("\n")[1].split() == ["w1", "3", "blue"]
+    assert table.split("\n")[1].split() == ["w1", "3", "red"]
     wide = await kubectl(api, "get", "wd", "-o", "wide")
     assert wide.split("\n")[0].split() == ["NAME", "SIZE", "COLOR", "PHASE"]
     assert "w1" in await kubectl(api, "get", "all")
@@ -123,7 +130,7 @@ async def test_crd_lifecycle_with_kubectl(api: Api, tmp_path: Path) -> None:
     await kubectl(api, "scale", "widget/w1", "--replicas=4")
     got = json.loads(await kubectl(api, "get", "widget", "w1", "-o", "json"))
     assert got["spec"]["replicas"] == 4
-    assert got["metadata"]["generation"] == 2
+    assert got["metadata"]["generation"] == 3
 
     await kubectl(api, "patch", "widget", "w1", "--type=merge", "-p",
                   '{"spec": {"size": 5}}')

@@ -332,7 +332,7 @@ class ObjectRegistry:
         m = new["metadata"]
         strategy.apply_defaults(new)
         if "generation" in om:
-            spec_changed = _spec_of(new) != _spec_of(old)
+            spec_changed = strategy.spec_changed(new, old)
             m["generation"] = om["generation"] + (1 if spec_changed else 0)
         strategy.validate_update(new, old, subresource)
         self._check_write(rt, new, opts)
@@ -565,11 +565,6 @@ def _should_delete_during_update(strategy: Strategy, new: Obj, old: Obj) -> bool
     if om.get("deletionGracePeriodSeconds"):
         return False  # a graceful pod deletion: its node agent finishes it
     return not strategy.finalizing(new)
-
-
-def _spec_of(obj: Obj) -> Obj:
-    """Everything but metadata and status: what generation counts changes of."""
-    return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
 
 
 def _same_but_managed_time(new: Obj, old: Obj) -> bool:

@@ -79,6 +79,10 @@ class Strategy(Protocol):
         """Validation of a new object (raises a 422 ApiError naming every bad field)."""
         ...
 
+    def spec_changed(self, new: Obj, old: Obj) -> bool:
+        """Whether an update bumps metadata.generation (for kinds that track it)."""
+        ...
+
     def scale_of(self, obj: Obj) -> Obj:
         """The autoscaling/v1 Scale view of an object (kinds with a scale subresource)."""
         ...
@@ -174,6 +178,11 @@ class DefaultStrategy:
 
     def validate(self, obj: Obj) -> None:
         validation.validate(self.rt, obj)
+
+    def spec_changed(self, new: Obj, old: Obj) -> bool:
+        # everything but metadata and status: status is the system's report on the spec
+        return any(new.get(k) != old.get(k) for k in {*new, *old}
+                   if k not in ("metadata", "status"))
 
     def scale_of(self, obj: Obj) -> Obj:
         m = obj["metadata"]

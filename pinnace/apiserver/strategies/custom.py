@@ -91,6 +91,12 @@ class CustomResourceStrategy(DefaultStrategy):
             name = (obj.get("metadata") or {}).get("name") or ""
             raise errors.invalid(self.rt.kind, name, causes, self.rt.group)
 
+    def spec_changed(self, new: Obj, old: Obj) -> bool:
+        # without a status subresource, status is content like any other field
+        if self.has_status:
+            return super().spec_changed(new, old)
+        return any(new.get(k) != old.get(k) for k in {*new, *old} if k != "metadata")
+
     def scale_of(self, obj: Obj) -> Obj:
         m = obj["metadata"]
         paths = self.version.scale

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from jsonpath_ng.exceptions import JSONPathError
+from jsonpath_ng.ext import parse
+
 from pinnace.api import crd_rules, crd_schema
 from pinnace.api.errors import Cause
 from pinnace.api.field_errors import FieldErrors, as_dict, as_list, as_str
@@ -145,6 +148,9 @@ def validate(crd: Obj, old: Obj | None = None) -> list[Cause]:
                                    ("boolean", "date", "integer", "number", "string"))
             if not as_str(column.get("jsonPath")):
                 errs.required(f"{cpath}.jsonPath")
+            elif _compile(as_str(column.get("jsonPath"))) is None:
+                errs.invalid(f"{cpath}.jsonPath", column.get("jsonPath"),
+                             "must be a simple json path")
     if versions and storage != 1:
         errs.invalid("spec.versions", storage,
                      "must have exactly one version marked as storage version")
@@ -325,14 +331,12 @@ def printer(columns: list[Any]) -> Printer:
 
 
 def _compile(path: str) -> Any:
-    from jsonpath_ng.exceptions import JsonPathParserError
-    from jsonpath_ng.ext import parse
     text = path.strip()
     if text.startswith("{") and text.endswith("}"):
         text = text[1:-1]
     try:
         return parse("$" + text if text.startswith((".", "[")) else "$." + text)
-    except (JsonPathParserError, ValueError, TypeError):  # a bad path prints empty cells
+    except (JSONPathError, ValueError, TypeError):  # a bad path prints empty cells
         return None
 
 

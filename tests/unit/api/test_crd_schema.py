@@ -141,6 +141,11 @@ def test_definition_validation_and_types() -> None:
     types = crd.resource_types(definition)
     assert [t.version for t in types] == ["v1", "v1beta1"]  # preferred first
     assert types[0].subresources == {"status": ""} and types[0].singular == "widget"
+    definition["spec"]["versions"][1]["additionalPrinterColumns"] = [
+        {"name": "X", "type": "string", "jsonPath": ".spec[[["}]
+    assert [c.field for c in crd.validate(definition)] == [
+        "spec.versions[1].additionalPrinterColumns[0].jsonPath"]
+    del definition["spec"]["versions"][1]["additionalPrinterColumns"]
     definition["spec"]["versions"][0]["storage"] = True
     definition["metadata"]["name"] = "other"
     definition["spec"]["scope"] = "Global"

@@ -371,3 +371,18 @@ async def test_a_default_added_later_shows_on_read(api: Api) -> None:
         code, got = await api.request("GET", WIDGETS + "/old")
         return code == 200 and got["spec"].get("shape") == "round"
     await eventually(defaulted)
+
+
+async def test_watch_as_table_has_the_printer_columns(api: Api) -> None:
+    await create_crd(api, widget_crd())
+    code, _ = await api.request("POST", WIDGETS, json=widget("w", size=3))
+    assert code == 201
+    async with api.session.get(
+            api.url + WIDGETS + "?watch=true&timeoutSeconds=1",
+            headers={"Authorization": f"Bearer {api.server.token}",
+                     "Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"}) as resp:
+        first = json.loads(await resp.content.readline())
+    table = first["object"]
+    assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Size", "Color",
+                                                               "Phase"]
+    assert table["rows"][0]["cells"] == ["w", 3, "blue", None]

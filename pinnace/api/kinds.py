@@ -52,10 +52,16 @@ class ResourceType:
     storage_plural: str = ""
     # field selectors beyond metadata.name/namespace (None: only those two)
     selectable_fields: SelectableFields | None = None
+    # names a CustomResourceDefinition sets where built-in kinds derive them
+    singular_name: str = ""
+    list_kind_name: str = ""
+    # a custom resource's served version (`pinnace.api.crd.CustomVersion`: schema,
+    # printer columns, scale paths); None for built-in kinds
+    custom: Any = None
 
     @property
     def singular(self) -> str:
-        return self.kind.lower()
+        return self.singular_name or self.kind.lower()
 
     @property
     def api_version(self) -> str:
@@ -67,7 +73,7 @@ class ResourceType:
 
     @property
     def list_kind(self) -> str:
-        return self.kind + "List"
+        return self.list_kind_name or self.kind + "List"
 
     @property
     def storage_group(self) -> str:
@@ -144,6 +150,12 @@ def _at(path: str, *, default: Any = None, as_bool: bool = False) -> FieldGetter
             node = default
         return _text(node)
     return get
+
+
+def selectable_paths(paths: list[str], *, namespaced: bool) -> SelectableFields:
+    """The field-selector table of a custom resource: metadata.name (and namespace) and
+    the dotted paths its definition's `selectableFields` name."""
+    return _selectable({p: _at(p) for p in paths}, namespaced=namespaced)
 
 
 def _namespace(obj: Mapping[str, Any]) -> str | None:
@@ -259,19 +271,52 @@ _KINDS: tuple[ResourceType, ...] = (
           namespaced=False, verbs=("create",)),
     _make("authentication.k8s.io", "v1", "authentication", "SelfSubjectReview",
           namespaced=False, verbs=("create",)),
+    ResourceType(
+        group="apiextensions.k8s.io", version="v1", kind="CustomResourceDefinition",
+        plural="customresourcedefinitions", namespaced=False, short_names=("crd", "crds"),
+        categories=("api-extensions",), subresources={"status": ""},
+        schema_ref="io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1."
+                   "CustomResourceDefinition"),
 )
 
 
 class Registry:
-    """Lookup of resource types by group/version/plural, by kind, by short name."""
+    """Lookup of resource types by group/version/plural, by kind, by short name.
+
+    The built-in kinds are fixed; custom resources are learnt and forgotten at run time
+    (`add`, `remove`) as their CustomResourceDefinitions come and go. Each API server
+    has its own registry (`copy`), so the custom kinds of one never show in another's.
+    """
 
     def __init__(self, kinds: tuple[ResourceType, ...] = _KINDS) -> None:
         self._by_path: dict[tuple[str, str, str], ResourceType] = {}
         self._by_gvk: dict[tuple[str, str, str], ResourceType] = {}
+        self.kinds: tuple[ResourceType, ...] = ()
+        # bumped on every add/remove: OpenAPI rebuilds the documents it cached
+        self.generation = 0
         for rt in kinds:
-            self._by_path[(rt.group, rt.version, rt.plural)] = rt
-            self._by_gvk[(rt.group, rt.version, rt.kind)] = rt
-        self.kinds = kinds
+            self.add(rt)
+
+    def copy(self) -> Registry:
+        return Registry(self.kinds)
+
+    def add(self, rt: ResourceType) -> None:
+        """Serve `rt` (replacing a type of the same group, version and plural)."""
+        old = self._by_path.get((rt.group, rt.version, rt.plural))
+        if old is not None:
+            self.remove(old)
+        self._by_path[(rt.group, rt.version, rt.plural)] = rt
+        self._by_gvk[(rt.group, rt.version, rt.kind)] = rt
+        self.kinds = (*self.kinds, rt)
+        self.generation += 1
+
+    def remove(self, rt: ResourceType) -> None:
+        if self._by_path.get((rt.group, rt.version, rt.plural)) is rt:
+            del self._by_path[(rt.group, rt.version, rt.plural)]
+        if self._by_gvk.get((rt.group, rt.version, rt.kind)) is rt:
+            del self._by_gvk[(rt.group, rt.version, rt.kind)]
+        self.kinds = tuple(k for k in self.kinds if k is not rt)
+        self.generation += 1
 
     def __iter__(self) -> Iterator[ResourceType]:
         return iter(self.kinds)

@@ -112,15 +112,19 @@ def _cached_definitions(kind: str, group: str) -> tuple[tuple[tuple[str, Any], .
     return tuple(tuple(d.items()) for d in column_dicts(printer.columns))
 
 
-def column_definitions(kind: str, group: str) -> list[dict[str, Any]]:
-    """The `columnDefinitions` of a kind's Table, as Kubernetes 1.32 declares them."""
+def column_definitions(kind: str, group: str, printer: Printer | None = None
+                       ) -> list[dict[str, Any]]:
+    """The `columnDefinitions` of a kind's Table, as Kubernetes 1.32 declares them
+    (`printer`: a custom resource's, from its additionalPrinterColumns)."""
+    if printer is not None:
+        return column_dicts(printer.columns)
     return [dict(d) for d in _cached_definitions(kind, group)]
 
 
 def row(kind: str, group: str, obj: Obj, *, include_object: str = "Metadata",
-        now: datetime | None = None) -> dict[str, Any]:
+        now: datetime | None = None, printer: Printer | None = None) -> dict[str, Any]:
     """One `TableRow` for an object."""
-    printer = _PRINTERS.get((group, kind), _DEFAULT)
+    printer = printer or _PRINTERS.get((group, kind), _DEFAULT)
     now = now or datetime.now(UTC)
     out: dict[str, Any] = {"cells": printer.cells(obj, now)}
     conditions = printer.conditions(obj) if printer.conditions else []
@@ -136,7 +140,7 @@ def row(kind: str, group: str, obj: Obj, *, include_object: str = "Metadata",
 
 def table(kind: str, group: str, objects: list[dict], *, include_object: str = "Metadata",
           resource_version: str = "", continue_token: str = "", now: datetime | None = None,
-          include_headers: bool = True) -> dict[str, Any]:
+          include_headers: bool = True, printer: Printer | None = None) -> dict[str, Any]:
     """A `meta.k8s.io/v1 Table` of objects of one kind.
 
     include_object is the request's `includeObject` (None, Metadata, Object);
@@ -151,6 +155,8 @@ def table(kind: str, group: str, objects: list[dict], *, include_object: str = "
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": metadata,
-        "columnDefinitions": column_definitions(kind, group) if include_headers else [],
-        "rows": [row(kind, group, o, include_object=include_object, now=now) for o in objects],
+        "columnDefinitions": column_definitions(kind, group, printer) if include_headers
+        else [],
+        "rows": [row(kind, group, o, include_object=include_object, now=now, printer=printer)
+                 for o in objects],
     }

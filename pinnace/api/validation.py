@@ -33,7 +33,7 @@ from pinnace.api import (
     validation_workloads,
 )
 from pinnace.api.decoding import check_structure, quantity_value
-from pinnace.api.errors import INVALID, ApiError, bad_request, invalid
+from pinnace.api.errors import INVALID, ApiError, Cause, bad_request, invalid
 from pinnace.api.field_errors import NOT_FOUND, FieldErrors, as_dict, as_str
 from pinnace.api.kinds import ResourceType
 from pinnace.api.names import (
@@ -67,17 +67,34 @@ _NAME_RULES = {
 
 
 def _meta(rt: ResourceType, meta: dict[str, Any], errs: FieldErrors) -> None:
+    _object_meta(meta, errs, rt.namespaced, _NAME_RULES.get(rt.kind, subdomain_problems))
+
+
+def object_meta_causes(obj: dict[str, Any], old: dict[str, Any] | None, *,
+                       namespaced: bool) -> list[Cause]:
+    """ObjectMeta checks alone (a DNS subdomain name, labels, annotations, immutable
+    fields), for kinds whose body is judged elsewhere: custom resources."""
+    errs = FieldErrors()
+    meta = as_dict(obj.get("metadata"))
+    _object_meta(meta, errs, namespaced, subdomain_problems)
+    if isinstance(old, dict):
+        _u_meta(meta, as_dict(old.get("metadata")), errs)
+    return errs.causes
+
+
+def _object_meta(meta: dict[str, Any], errs: FieldErrors, namespaced: bool,
+                 name_rule: Callable[[str], list[str]]) -> None:
     name = as_str(meta.get("name"))
     if not name:
         errs.required("metadata.name", "name or generateName is required")
     else:
-        for msg in _NAME_RULES.get(rt.kind, subdomain_problems)(name):
+        for msg in name_rule(name):
             errs.invalid("metadata.name", name, msg)
     namespace = meta.get("namespace")
-    if rt.namespaced and namespace:
+    if namespaced and namespace:
         for msg in label_problems(as_str(namespace)):
             errs.invalid("metadata.namespace", namespace, msg)
-    elif not rt.namespaced and namespace:
+    elif not namespaced and namespace:
         errs.forbidden("metadata.namespace", "not allowed on this type")
     check_labels(meta.get("labels"), "metadata.labels", errs)
     check_annotations(meta.get("annotations"), "metadata.annotations", errs)

@@ -115,6 +115,7 @@ def build_app(registry: ObjectRegistry, authn: TokenAuthenticator, *,
     if audit_log is not None:
         audit.install(app, audit_log)
     resources = ResourceHandlers(registry)
+    kinds = registry.kinds
 
     async def review(request: web.Request, tail: str) -> web.Response:
         if request.method != "POST":
@@ -134,21 +135,21 @@ def build_app(registry: ObjectRegistry, authn: TokenAuthenticator, *,
 
     async def api_root(request: web.Request) -> web.Response:
         if _wants_aggregated(request):
-            return _json(discovery.aggregated_discovery(legacy=True),
+            return _json(discovery.aggregated_discovery(legacy=True, kinds=kinds),
                          discovery.AGGREGATED_CONTENT_TYPE)
-        return _json(discovery.api_versions(server_address))
+        return _json(discovery.api_versions(server_address, kinds))
 
     async def apis_root(request: web.Request) -> web.Response:
         if _wants_aggregated(request):
-            return _json(discovery.aggregated_discovery(legacy=False),
+            return _json(discovery.aggregated_discovery(legacy=False, kinds=kinds),
                          discovery.AGGREGATED_CONTENT_TYPE)
-        return _json(discovery.api_group_list())
+        return _json(discovery.api_group_list(kinds))
 
     async def core(request: web.Request) -> web.StreamResponse:
         tail = request.match_info["tail"].rstrip("/") if request.method == "GET" else \
             request.match_info["tail"]
         if tail == "v1" and request.method == "GET":
-            return _json(discovery.api_resource_list("", "v1"))
+            return _json(discovery.api_resource_list("", "v1", kinds))
         return await resources.core(request)
 
     async def named(request: web.Request) -> web.StreamResponse:
@@ -157,13 +158,13 @@ def build_app(registry: ObjectRegistry, authn: TokenAuthenticator, *,
             return await review(request, tail)
         parts = tail.rstrip("/").split("/")
         if request.method == "GET" and len(parts) == 1:
-            body = discovery.api_group(parts[0])
+            body = discovery.api_group(parts[0], kinds)
             if body is None:
                 raise errors.ApiError(404, "NotFound", "the server could not find the "
                                       "requested resource")
             return _json(body)
         if request.method == "GET" and len(parts) == 2:
-            body = discovery.api_resource_list(parts[0], parts[1])
+            body = discovery.api_resource_list(parts[0], parts[1], kinds)
             if body is None:
                 raise errors.ApiError(404, "NotFound", "the server could not find the "
                                       "requested resource")
@@ -171,10 +172,10 @@ def build_app(registry: ObjectRegistry, authn: TokenAuthenticator, *,
         return await resources.named(request)
 
     async def openapi_index(_: web.Request) -> web.Response:
-        return _json(openapi.openapi_v3_index())
+        return _json(openapi.openapi_v3_index(kinds))
 
     async def openapi_doc(request: web.Request) -> web.Response:
-        body = openapi.openapi_v3_document(request.match_info["path"])
+        body = openapi.openapi_v3_document(request.match_info["path"], kinds)
         if body is None:
             raise errors.ApiError(404, "NotFound", "the server could not find the requested "
                                   "resource")

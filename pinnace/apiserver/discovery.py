@@ -1,6 +1,7 @@
 """Discovery documents: /version, legacy /api and /apis, and aggregated discovery v2.
 
-Everything is derived from `pinnace.api.kinds.REGISTRY`, so a kind added there is
+Everything is derived from the server's kinds registry (`pinnace.api.kinds`), so a
+kind added there — built in, or learnt from a CustomResourceDefinition — is
 discoverable without touching this module. The functions are pure and return plain
 dicts; the HTTP layer serialises them (and picks the aggregated or legacy form from
 the request's Accept header: clients recognise aggregated discovery by the response
@@ -21,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from pinnace.api.kinds import REGISTRY, ResourceType
+from pinnace.api.kinds import REGISTRY, Registry, ResourceType
 
 AGGREGATED_CONTENT_TYPE = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 
@@ -92,11 +93,12 @@ def version_info() -> dict[str, str]:
     }
 
 
-def api_versions(server_address: str = "127.0.0.1:6443") -> dict[str, Any]:
+def api_versions(server_address: str = "127.0.0.1:6443", kinds: Registry = REGISTRY
+                 ) -> dict[str, Any]:
     """The legacy `/api` body: the core group's versions."""
     return {
         "kind": "APIVersions",
-        "versions": list(REGISTRY.group_versions().get("", [])),
+        "versions": list(kinds.group_versions().get("", [])),
         "serverAddressByClientCIDRs": [
             {"clientCIDR": "0.0.0.0/0", "serverAddress": server_address},
         ],
@@ -108,15 +110,15 @@ def _group_entry(group: str, versions: list[str]) -> dict[str, Any]:
     return {"name": group, "versions": gvs, "preferredVersion": gvs[0]}
 
 
-def api_group_list() -> dict[str, Any]:
+def api_group_list(kinds: Registry = REGISTRY) -> dict[str, Any]:
     """The legacy `/apis` body: every named group."""
-    groups = [_group_entry(g, vs) for g, vs in REGISTRY.group_versions().items() if g]
+    groups = [_group_entry(g, vs) for g, vs in kinds.group_versions().items() if g]
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
 
-def api_group(group: str) -> dict[str, Any] | None:
+def api_group(group: str, kinds: Registry = REGISTRY) -> dict[str, Any] | None:
     """The `/apis/<group>` body, or None for a group pinnace does not serve."""
-    versions = REGISTRY.group_versions().get(group) if group else None
+    versions = kinds.group_versions().get(group) if group else None
     if not versions:
         return None
     return {"kind": "APIGroup", "apiVersion": "v1", **_group_entry(group, versions)}
@@ -159,13 +161,14 @@ def _subresource_entry(rt: ResourceType, sub: Subresource) -> dict[str, Any]:
     return entry
 
 
-def api_resource_list(group: str, version: str) -> dict[str, Any] | None:
+def api_resource_list(group: str, version: str, kinds: Registry = REGISTRY
+                      ) -> dict[str, Any] | None:
     """The `/api/v1` or `/apis/<g>/<v>` body, or None for an unserved group-version."""
-    kinds = REGISTRY.in_group_version(group, version)
-    if not kinds:
+    served = kinds.in_group_version(group, version)
+    if not served:
         return None
     resources: list[dict[str, Any]] = []
-    for rt in sorted(kinds, key=lambda r: r.plural):
+    for rt in sorted(served, key=lambda r: r.plural):
         resources.append(_resource_entry(rt))
         resources.extend(_subresource_entry(rt, sub) for sub in subresources(rt))
     return {
@@ -201,7 +204,7 @@ def _aggregated_resource(rt: ResourceType) -> dict[str, Any]:
     return entry
 
 
-def _aggregated_group(group: str, versions: list[str]) -> dict[str, Any]:
+def _aggregated_group(group: str, versions: list[str], kinds: Registry) -> dict[str, Any]:
     metadata: dict[str, Any] = {"creationTimestamp": None}
     if group:
         metadata["name"] = group
@@ -212,7 +215,7 @@ def _aggregated_group(group: str, versions: list[str]) -> dict[str, Any]:
                 "version": v,
                 "resources": [
                     _aggregated_resource(rt)
-                    for rt in sorted(REGISTRY.in_group_version(group, v), key=lambda r: r.plural)
+                    for rt in sorted(kinds.in_group_version(group, v), key=lambda r: r.plural)
                 ],
                 "freshness": "Current",
             }
@@ -221,12 +224,12 @@ def _aggregated_group(group: str, versions: list[str]) -> dict[str, Any]:
     }
 
 
-def aggregated_discovery(legacy: bool) -> dict[str, Any]:
+def aggregated_discovery(legacy: bool, kinds: Registry = REGISTRY) -> dict[str, Any]:
     """The aggregated `apidiscovery.k8s.io/v2 APIGroupDiscoveryList` for `/api` (legacy=True,
     the core group, which has no name) or `/apis` (every named group)."""
     items = [
-        _aggregated_group(g, vs)
-        for g, vs in REGISTRY.group_versions().items()
+        _aggregated_group(g, vs, kinds)
+        for g, vs in kinds.group_versions().items()
         if (g == "") == legacy
     ]
     return {

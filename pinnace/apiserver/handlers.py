@@ -27,6 +27,11 @@ from pinnace.apiserver.watch import WatchOptions, serve_watch
 from pinnace.store.interface import CompactedError
 
 
+def custom_printer(rt: ResourceType) -> Any:
+    """A custom resource's table printer (its additionalPrinterColumns), else None."""
+    return getattr(rt.custom, "printer", None)
+
+
 @dataclass(frozen=True)
 class Target:
     rt: ResourceType
@@ -81,6 +86,13 @@ class ResourceHandlers:
                                                         segments[2:]))
 
     async def _dispatch(self, request: web.Request, t: Target) -> web.StreamResponse:
+        response = await self._serve(request, t)
+        warning = getattr(t.rt.custom, "deprecation_warning", None)
+        if warning and not response.prepared:  # a deprecated custom resource version
+            response.headers.add("Warning", f"299 - {json.dumps(warning)}")
+        return response
+
+    async def _serve(self, request: web.Request, t: Target) -> web.StreamResponse:
         method = request.method
         if t.subresource:
             return await subresources.dispatch(self, request, t)
@@ -112,7 +124,7 @@ class ResourceHandlers:
         render = neg.negotiate(request.headers.get("Accept"),
                                request.query.get("includeObject"))
         if render.as_kind == "Table" and rt is not None:
-            body: Any = tables.table(rt.kind, rt.group, [obj],
+            body: Any = tables.table(rt.kind, rt.group, [obj], printer=custom_printer(rt),
                                      include_object=render.include_object,
                                      resource_version=obj.get("metadata", {}).get(
                                          "resourceVersion", ""))
@@ -195,6 +207,7 @@ class ResourceHandlers:
         render = neg.negotiate(request.headers.get("Accept"), q.get("includeObject"))
         if render.as_kind == "Table":
             body: Any = tables.table(t.rt.kind, t.rt.group, items,
+                                     printer=custom_printer(t.rt),
                                      include_object=render.include_object,
                                      resource_version=metadata["resourceVersion"],
                                      continue_token=metadata.get("continue", ""))

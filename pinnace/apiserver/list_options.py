@@ -81,14 +81,15 @@ def selection(q: Mapping[str, str], rt: ResourceType) -> Matcher:
     """The label and field selectors of a query as one predicate on objects."""
     label_sel = selectors.parse_label_selector(q.get("labelSelector", ""))
     field_sel = selectors.parse_field_selector(q.get("fieldSelector", ""))
-    selectors.check_field_selector(rt.kind, rt.group, field_sel)
+    # the resource type's own table: custom resources bring theirs (selectableFields)
+    selectors.check_fields(rt.selectable_fields, field_sel)
 
     def matches(obj: Obj) -> bool:
         labels = (obj.get("metadata") or {}).get("labels") or {}
         if not label_sel.matches(labels):
             return False
         if field_sel.requirements:
-            return field_sel.matches(selectors.fields_for(rt.kind, rt.group, obj))
+            return field_sel.matches(selectors.selectable_fields_of(rt.selectable_fields, obj))
         return True
     return matches
 

@@ -30,10 +30,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import weakref
 from typing import Any
 
 from pinnace.api import schema
-from pinnace.api.kinds import REGISTRY, ResourceType
+from pinnace.api.kinds import REGISTRY, Registry, ResourceType
 from pinnace.apiserver.discovery import GIT_VERSION, Subresource, subresources
 
 _DEFS_PREFIX = "#/$defs/"
@@ -346,10 +347,14 @@ class _PathBuilder:
     def _patch(self, what: str, description: str, response: dict[str, Any],
                gvk: dict[str, str]) -> dict[str, Any]:
         patch_ref = _ref(_META + "Patch")
+        # custom resources take no strategic merge patch, and say so: kubectl reads this
+        # list to pick a merge patch for `kubectl apply` of a custom object
+        types = _PATCH_TYPES if self.rt.custom is None else tuple(
+            t for t in _PATCH_TYPES if "strategic" not in t)
         return self._op(
             "patch", "patch", what, description, gvk=gvk,
             params=[*_WRITE_PARAMS, _FORCE],
-            body={t: {"schema": patch_ref} for t in _PATCH_TYPES},
+            body={t: {"schema": patch_ref} for t in types},
             responses=_responses(response, ("200", "201")))
 
     def _subresource(self, sub: Subresource) -> dict[str, Any]:
@@ -480,10 +485,10 @@ def _build(path: str) -> dict[str, Any] | None:
     return None
 
 
-def served_paths() -> list[str]:
+def served_paths(kinds: Registry = REGISTRY) -> list[str]:
     """Every path the index lists: `api`, `api/v1`, `apis`, `apis/<g>`, `apis/<g>/<v>`."""
     out = ["api", "apis"]
-    for group, versions in REGISTRY.group_versions().items():
+    for group, versions in kinds.group_versions().items():
         if group:
             out.append(f"apis/{group}")
         out += [f"apis/{group}/{v}" if group else f"api/{v}" for v in versions]
@@ -498,10 +503,107 @@ def _document_bytes(path: str) -> bytes | None:
     return json.dumps(doc, separators=(",", ":")).encode() if doc is not None else None
 
 
-def openapi_v3_document(path: str) -> bytes | None:
+# -- custom resources: documents built from their definitions' schemas ---------------------
+
+# per kinds registry: (its generation, path -> document bytes); rebuilt when a
+# definition changes what is served, so `kubectl explain` sees it at once
+_CUSTOM: weakref.WeakKeyDictionary[Registry, tuple[int, dict[str, bytes | None]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _custom_kinds(kinds: Registry, path: str) -> list[ResourceType] | None:
+    """The custom resource types of `apis/<g>/<v>` or `apis/<g>` (None: not custom)."""
+    parts = path.split("/")
+    if len(parts) not in (2, 3) or parts[0] != "apis":
+        return None
+    served = [rt for rt in kinds if rt.group == parts[1] and
+              (len(parts) == 2 or rt.version == parts[2])]
+    if not served or any(rt.custom is None for rt in served):
+        return None
+    return served
+
+
+def _custom_schema(rt: ResourceType) -> dict[str, Any]:
+    """A custom version's schema as Kubernetes publishes it: the definition's
+    openAPIV3Schema with metadata as ObjectMeta and the group-version-kind."""
+    node = json.loads(json.dumps(rt.custom.schema))
+    props = node.setdefault("properties", {})
+    props.setdefault("apiVersion", {"type": "string", "description": (
+        "APIVersion defines the versioned schema of this representation of an object.")})
+    props.setdefault("kind", {"type": "string", "description": (
+        "Kind is a string value representing the REST resource this object represents.")})
+    props["metadata"] = {"allOf": [_ref(_META + "ObjectMeta")], "description": (
+        "Standard object's metadata.")}
+    node["x-kubernetes-group-version-kind"] = [
+        {"group": rt.group, "kind": rt.kind, "version": rt.version}]
+    return node
+
+
+def _custom_list_schema(rt: ResourceType) -> dict[str, Any]:
+    return {
+        "description": f"{rt.list_kind} is a list of {rt.kind}",
+        "type": "object", "required": ["items"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "items": {"type": "array", "items": _ref(rt.schema_ref)},
+            "kind": {"type": "string"},
+            "metadata": {"allOf": [_ref(_META + "ListMeta")]},
+        },
+        "x-kubernetes-group-version-kind": [
+            {"group": rt.group, "kind": rt.list_kind, "version": rt.version}],
+    }
+
+
+def _custom_document(path: str, served: list[ResourceType]) -> bytes:
+    group = served[0].group
+    if path.count("/") == 1:
+        camel = _gv_names(group, "")[0]
+        doc = _document({f"/apis/{group}/": _discovery_path(
+            f"get{camel}APIGroup", camel[:1].lower() + camel[1:], "APIGroup")},
+            list(_META_TYPES))
+    else:
+        version = served[0].version
+        camel, tag = _gv_names(group, version)
+        paths = {f"/apis/{group}/{version}/": _discovery_path(
+            f"get{camel}APIResources", tag, "APIResourceList")}
+        roots = [*_META_TYPES, _META + "ObjectMeta", _META + "ListMeta"]
+        for rt in served:
+            paths.update(_PathBuilder(rt).paths())
+        _collect_refs(paths, roots)
+        doc = _document(paths, roots)
+        for rt in served:
+            doc["components"]["schemas"][rt.schema_ref] = _custom_schema(rt)
+            doc["components"]["schemas"][rt.schema_ref + "List"] = _custom_list_schema(rt)
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _bytes_for(path: str, kinds: Registry) -> bytes | None:
+    served = _custom_kinds(kinds, path)
+    if served is None:
+        return _document_bytes(path)
+    generation, docs = _CUSTOM.get(kinds, (-1, {}))
+    if generation != kinds.generation:
+        docs = {}
+        _CUSTOM[kinds] = (kinds.generation, docs)
+    if path not in docs:
+        docs[path] = _custom_document(path, served)
+    return docs[path]
+
+
+def openapi_v3_document(path: str, kinds: Registry = REGISTRY) -> bytes | None:
     """The JSON OpenAPI 3.0 document for `path` (`api/v1`, `apis/apps/v1`, ...), or None.
     Built on first use, then served from the cache."""
-    return _document_bytes(path.strip("/"))
+    return _bytes_for(path.strip("/"), kinds)
+
+
+def hash_for(path: str, kinds: Registry = REGISTRY) -> str:
+    """The uppercase hex SHA-512 of the document's bytes, as kube-apiserver computes it
+    ("" for an unserved path)."""
+    path = path.strip("/")
+    if _custom_kinds(kinds, path) is None:
+        return _hash(path)
+    data = _bytes_for(path, kinds)
+    return hashlib.sha512(data).hexdigest().upper() if data is not None else ""
 
 
 @functools.cache
@@ -510,17 +612,11 @@ def _hash(path: str) -> str:
     return hashlib.sha512(data).hexdigest().upper() if data is not None else ""
 
 
-def hash_for(path: str) -> str:
-    """The uppercase hex SHA-512 of the document's bytes, as kube-apiserver computes it
-    ("" for an unserved path)."""
-    return _hash(path.strip("/"))
-
-
-def openapi_v3_index() -> dict[str, Any]:
+def openapi_v3_index(kinds: Registry = REGISTRY) -> dict[str, Any]:
     """The `/openapi/v3` body: each served path with a hash-pinned URL."""
     return {
         "paths": {
-            path: {"serverRelativeURL": f"/openapi/v3/{path}?hash={hash_for(path)}"}
-            for path in served_paths()
+            path: {"serverRelativeURL": f"/openapi/v3/{path}?hash={hash_for(path, kinds)}"}
+            for path in served_paths(kinds)
         }
     }

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pinnace.api import apply as ssa
-from pinnace.api import defaults, errors, patch, validation
+from pinnace.api import defaults, errors, patch
 from pinnace.api.kinds import REGISTRY, Registry, ResourceType
 from pinnace.api.timestamps import after, now_rfc3339
 from pinnace.api.types import Obj
@@ -93,23 +93,27 @@ class WriteOptions:
 
 
 class ObjectRegistry:
-    def __init__(self, store: Store, kinds: Registry = REGISTRY) -> None:
+    def __init__(self, store: Store, kinds: Registry | None = None) -> None:
         self.store = store
-        self.kinds = kinds
+        # a registry of its own: the custom kinds this server learns are its alone
+        self.kinds = kinds = kinds if kinds is not None else REGISTRY.copy()
         self.caches: dict[ResourceType, WatchCache] = {
             rt: WatchCache(store, rt) for rt in kinds if "get" in rt.verbs}
         self.services = ServiceAllocator()
         classes = kinds.by_kind("storage.k8s.io", "v1", "StorageClass")
-        self.strategies: dict[ResourceType, Strategy] = strategies.build(
-            kinds, StrategyContext(services=self.services, storage_classes=(
-                (lambda: self.caches[classes].list(None)) if classes in self.caches
-                else lambda: [])))
+        self._ctx = StrategyContext(services=self.services, storage_classes=(
+            (lambda: self.caches[classes].list(None)) if classes in self.caches
+            else lambda: []))
+        self.strategies: dict[ResourceType, Strategy] = strategies.build(kinds, self._ctx)
         self._namespaces = kinds.by_kind("", "v1", "Namespace")
         # checks that see every object about to be written and its writer (RBAC's
         # escalation prevention); each raises an ApiError to refuse the write
         self.write_checks: list[Callable[[ResourceType, Obj, Any], None]] = []
         # admission plugins run after the strategy's own admission (webhooks, policies)
         self.admission: list[AdmissionPlugin] = []
+        # what serves kinds learnt at run time (custom resources) starts and stops with us
+        self.on_start: list[Callable[[], Awaitable[None]]] = []
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []
 
     async def start(self) -> None:
         for cache in self.caches.values():
@@ -117,9 +121,29 @@ class ObjectRegistry:
         for rt, strategy in self.strategies.items():
             if strategy.allocates and rt in self.caches:
                 strategy.restore(self.caches[rt].list(None))
+        for hook in self.on_start:
+            await hook()
 
     async def stop(self) -> None:
-        for cache in self.caches.values():
+        for hook in self.on_stop:
+            await hook()
+        for cache in list(self.caches.values()):
+            await cache.stop()
+
+    # -- kinds learnt at run time (custom resources) --------------------------------------
+
+    async def serve(self, rt: ResourceType) -> None:
+        """Start serving a resource type: its watch cache, its strategy, its routes."""
+        self.caches[rt] = WatchCache(self.store, rt)
+        await self.caches[rt].start()
+        self.strategies[rt] = strategies.strategy_for(rt, self._ctx)
+        self.kinds.add(rt)
+
+    async def forget(self, rt: ResourceType) -> None:
+        """Stop serving a resource type (its objects stay in the store)."""
+        self.kinds.remove(rt)
+        self.strategies.pop(rt, None)
+        if (cache := self.caches.pop(rt, None)) is not None:
             await cache.stop()
 
     def cache(self, rt: ResourceType) -> WatchCache:
@@ -194,8 +218,8 @@ class ObjectRegistry:
                 errors.REQUIRED)], rt.group)
         # decode-time defaults are owned by the writer; what the strategy adds after
         # (uid, status, a Job's selector) belongs to no manager, as in Kubernetes
-        defaults.apply_defaults(rt, obj)
         strategy = self.strategies[rt]
+        strategy.apply_defaults(obj)
         obj = ssa.update_managed_fields(
             None, obj, manager=opts.field_manager, operation="Update", now=now_rfc3339(),
             api_version=rt.api_version, schema_ref=rt.schema_ref,
@@ -223,7 +247,7 @@ class ObjectRegistry:
             if generated:
                 m["name"] = m["generateName"] + "".join(
                     secrets.choice(_GENERATE_ALPHABET) for _ in range(5))
-            validation.validate(rt, obj)
+            strategy.validate(obj)
             self._check_write(rt, obj, opts)
             await self._admit("validate", "CREATE", rt, obj, None, opts)
             release = strategy.allocate(obj, None)
@@ -258,8 +282,7 @@ class ObjectRegistry:
                 f"the API version in the data ({api_version}) does not match the expected API "
                 f"version ({rt.api_version})" if api_version != rt.api_version else
                 f"the kind in the data ({kind}) does not match the expected kind ({rt.kind})")
-        obj, warnings = validation.check_structure(
-            body, rt.schema_ref, field_validation=opts.field_validation)
+        obj, warnings = self.strategies[rt].decode(body, opts.field_validation)
         opts.warnings.extend(warnings)
         obj["apiVersion"] = rt.api_version
         obj["kind"] = rt.kind
@@ -329,9 +352,9 @@ class ObjectRegistry:
                 m.pop(k, None)
         new = strategy.prepare_for_update(new, old, subresource)
         m = new["metadata"]
-        defaults.apply_defaults(rt, new)
+        strategy.apply_defaults(new)
         if "generation" in om:
-            spec_changed = _spec_of(new) != _spec_of(old)
+            spec_changed = strategy.spec_changed(new, old)
             m["generation"] = om["generation"] + (1 if spec_changed else 0)
         new = await self._admit("mutate", "UPDATE", rt, new, old, opts, subresource)
         m = meta(new)
@@ -393,6 +416,9 @@ class ObjectRegistry:
         elif patch_type == "merge":
             new = patch.merge_patch(base, body)
         elif patch_type == "strategic":
+            if not strategy.accepts_strategic_merge:
+                raise errors.unsupported_media_type(
+                    "application/strategic-merge-patch+json")
             new = patch.strategic_merge_patch(base, body, rt.schema_ref)
         elif patch_type == "apply":
             cfg = self._apply_config(rt, current["metadata"].get("namespace"),
@@ -431,7 +457,7 @@ class ObjectRegistry:
                         schema_ref=rt.schema_ref, now=now_rfc3339(),
                         api_version=rt.api_version,
                         reset_fields=self.strategies[rt].reset_fields(""))
-        defaults.apply_defaults(rt, obj)
+        self.strategies[rt].apply_defaults(obj)
         try:
             return await self._create_prepared(rt, namespace, obj, opts)
         except errors.ApiError as e:
@@ -565,11 +591,6 @@ def _should_delete_during_update(strategy: Strategy, new: Obj, old: Obj) -> bool
     if om.get("deletionGracePeriodSeconds"):
         return False  # a graceful pod deletion: its node agent finishes it
     return not strategy.finalizing(new)
-
-
-def _spec_of(obj: Obj) -> Obj:
-    """Everything but metadata and status: what generation counts changes of."""
-    return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
 
 
 def _same_but_managed_time(new: Obj, old: Obj) -> bool:

@@ -44,6 +44,7 @@ from pinnace.apiserver.app import build_app
 from pinnace.apiserver.audit import AuditLog, Policy
 from pinnace.apiserver.auth import ADMIN, TokenAuthenticator, load_token_file
 from pinnace.apiserver.bootstrap_policy import ensure_bootstrap_policy
+from pinnace.apiserver.crd_serving import CustomResourceServing
 from pinnace.apiserver.encryption import EncryptedStore
 from pinnace.apiserver.node_proxy import NODE_PROXY, NodeProxy
 from pinnace.apiserver.registry import ObjectRegistry, WriteOptions
@@ -98,6 +99,9 @@ class ApiServer:
                                       self.audit_log_path or self.data_dir / "audit.log")
         store = await self._open_store()
         self.registry = ObjectRegistry(store)
+        serving = CustomResourceServing(self.registry)
+        self.registry.on_start.append(serving.start)
+        self.registry.on_stop.append(serving.stop)
         await self.registry.start()
         # the `kubernetes` Service's ClusterIP and the address pods reach us at
         extra_hosts = [self.registry.services.first_ip, self.advertise_address]

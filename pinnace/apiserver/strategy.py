@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pinnace.api import validation
+from pinnace.api import defaults, selectors, validation
 from pinnace.api.kinds import ResourceType
 from pinnace.api.types import Obj
 from pinnace.apiserver.allocators import ServiceAllocator
@@ -59,8 +59,36 @@ class Strategy(Protocol):
     # rebuild in-memory allocations from the stored objects at start (`restore`)
     allocates: bool
 
+    # PATCH with application/strategic-merge-patch+json (needs the kind's Go struct tags)
+    accepts_strategic_merge: bool
+
     def reset_fields(self, subresource: str) -> tuple[str, ...]:
         """Top-level fields a write through this endpoint does not own (GetResetFields)."""
+        ...
+
+    def decode(self, body: Obj, field_validation: str) -> tuple[Obj, list[str]]:
+        """Typed decoding of a request body: wrong types refused (400), unknown fields
+        dropped; returns the object and the warnings for `fieldValidation=Warn`."""
+        ...
+
+    def apply_defaults(self, obj: Obj) -> None:
+        """The kind's defaults, on every write (decode-time defaulting)."""
+        ...
+
+    def validate(self, obj: Obj) -> None:
+        """Validation of a new object (raises a 422 ApiError naming every bad field)."""
+        ...
+
+    def spec_changed(self, new: Obj, old: Obj) -> bool:
+        """Whether an update bumps metadata.generation (for kinds that track it)."""
+        ...
+
+    def scale_of(self, obj: Obj) -> Obj:
+        """The autoscaling/v1 Scale view of an object (kinds with a scale subresource)."""
+        ...
+
+    def replicas_patch(self, replicas: int) -> Obj:
+        """The merge patch that sets an object's desired replicas to `replicas`."""
         ...
 
     def prepare_for_create(self, obj: Obj) -> None:
@@ -126,6 +154,7 @@ class DefaultStrategy:
     # spec changes bump metadata.generation (kinds with controllers or users watching
     # observedGeneration)
     tracks_generation = False
+    accepts_strategic_merge = True
 
     def __init__(self, rt: ResourceType, ctx: StrategyContext) -> None:
         self.rt = rt
@@ -139,6 +168,36 @@ class DefaultStrategy:
         if not self.has_status:
             return ()
         return self._reset["status"] if subresource == "status" else self._reset[""]
+
+    def decode(self, body: Obj, field_validation: str) -> tuple[Obj, list[str]]:
+        return validation.check_structure(body, self.rt.schema_ref,
+                                          field_validation=field_validation)
+
+    def apply_defaults(self, obj: Obj) -> None:
+        defaults.apply_defaults(self.rt, obj)
+
+    def validate(self, obj: Obj) -> None:
+        validation.validate(self.rt, obj)
+
+    def spec_changed(self, new: Obj, old: Obj) -> bool:
+        # everything but metadata and status: status is the system's report on the spec
+        return any(new.get(k) != old.get(k) for k in {*new, *old}
+                   if k not in ("metadata", "status"))
+
+    def scale_of(self, obj: Obj) -> Obj:
+        m = obj["metadata"]
+        spec, status = obj.get("spec") or {}, obj.get("status") or {}
+        sel = spec.get("selector")
+        out_status: dict[str, Any] = {"replicas": status.get("replicas", 0)}
+        if sel:
+            out_status["selector"] = str(selectors.LabelSelector.from_dict(sel))
+        return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+                "metadata": {k: m[k] for k in ("name", "namespace", "uid", "resourceVersion",
+                                                "creationTimestamp") if k in m},
+                "spec": {"replicas": spec.get("replicas", 0)}, "status": out_status}
+
+    def replicas_patch(self, replicas: int) -> Obj:
+        return {"spec": {"replicas": replicas}}
 
     def prepare_for_create(self, obj: Obj) -> None:
         if self.tracks_generation:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from pinnace.api import errors, patch, selectors
+from pinnace.api import errors, patch
 from pinnace.api.timestamps import now_rfc3339
 from pinnace.apiserver import negotiation as neg
 from pinnace.apiserver import node_proxy
@@ -59,30 +59,19 @@ async def dispatch(h: ResourceHandlers, request: web.Request, t: Target) -> web.
     raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
 
 
-def scale_of(obj: dict[str, Any]) -> dict[str, Any]:
-    m = obj["metadata"]
-    spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    sel = spec.get("selector")
-    out_status: dict[str, Any] = {"replicas": status.get("replicas", 0)}
-    if sel:
-        out_status["selector"] = str(selectors.LabelSelector.from_dict(sel))
-    return {"kind": "Scale", "apiVersion": "autoscaling/v1",
-            "metadata": {k: m[k] for k in ("name", "namespace", "uid", "resourceVersion",
-                                            "creationTimestamp") if k in m},
-            "spec": {"replicas": spec.get("replicas", 0)}, "status": out_status}
-
-
 async def scale(h: ResourceHandlers, request: web.Request, t: Target) -> web.Response:
     assert t.name is not None
     reg = h.registry
+    strategy = reg.strategies[t.rt]
     obj = reg.get(t.rt, t.namespace, t.name)
     if request.method == "GET":
-        return web.Response(body=neg.dump(scale_of(obj)), content_type="application/json")
+        return web.Response(body=neg.dump(strategy.scale_of(obj)),
+                            content_type="application/json")
     if request.method not in ("PUT", "PATCH"):
         raise errors.method_not_allowed()
     body = await h.body(request)
     opts = h.write_options(request)
-    current = scale_of(obj)
+    current = strategy.scale_of(obj)
     if request.method == "PUT":
         new_scale = body
     else:
@@ -105,8 +94,9 @@ async def scale(h: ResourceHandlers, request: web.Request, t: Target) -> web.Res
         raise errors.conflict(t.rt.plural, t.name, "the object has been modified; please apply "
                               "your changes to the latest version and try again", t.rt.group)
     updated, _ = await reg.patch(t.rt, t.namespace, t.name, "merge",
-                                 {"spec": {"replicas": replicas}}, opts)
-    return web.Response(body=neg.dump(scale_of(updated)), content_type="application/json")
+                                 strategy.replicas_patch(replicas), opts)
+    return web.Response(body=neg.dump(strategy.scale_of(updated)),
+                        content_type="application/json")
 
 
 async def bind(reg: ObjectRegistry, namespace: str | None, name: str | None, body: Any,

@@ -152,7 +152,8 @@ async def serve_watch(request: web.Request, cache: WatchCache, rt: ResourceType,
     def frame(ev_type: str, obj: dict[str, Any]) -> bytes:
         if render.as_kind == "Table" and ev_type not in ("BOOKMARK", "ERROR"):
             obj = tables.table(rt.kind, rt.group, [obj], include_object=render.include_object,
-                               resource_version=obj["metadata"].get("resourceVersion", ""))
+                               resource_version=obj["metadata"].get("resourceVersion", ""),
+                               printer=getattr(rt.custom, "printer", None))
         elif render.as_kind.startswith("PartialObjectMetadata") and ev_type != "ERROR":
             obj = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
                    "metadata": obj.get("metadata", {})}

@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pinnace.api import crd_schema
 from pinnace.api.kinds import ResourceType
 from pinnace.apiserver.objects import encode
 from pinnace.store.interface import CompactedError, Event, KeyValue, Store
@@ -114,10 +115,22 @@ class WatchCache:
         self._encoded: dict[str, tuple[str, bytes]] = {}
         self._task: asyncio.Task[None] | None = None
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # the versions of a custom resource share one store prefix; conversion `None`
+        # is this version's apiVersion written over the stored one, and its schema's
+        # defaults are applied on read, as kube-apiserver does (a default added to a
+        # definition shows on objects written before it)
+        self._custom_schema = rt.custom.schema if rt.custom is not None else None
+
+    def _decode(self, kv: KeyValue) -> dict[str, Any]:
+        obj = decode(kv)
+        if self._custom_schema is not None:
+            obj["apiVersion"] = self.rt.api_version
+            crd_schema.apply_defaults(obj, self._custom_schema)
+        return obj
 
     async def start(self) -> None:
         kvs, revision = await self.store.range(self.prefix)
-        self.objects = {kv.key: decode(kv) for kv in kvs}
+        self.objects = {kv.key: self._decode(kv) for kv in kvs}
         self.revision = self.window_start = revision
         # created here, not in the task: the store pins "from revision" at this call, so
         # no write between now and the task's first step is missed
@@ -152,7 +165,7 @@ class WatchCache:
 
     async def _relist(self) -> None:
         kvs, revision = await self.store.range(self.prefix)
-        fresh = {kv.key: decode(kv) for kv in kvs}
+        fresh = {kv.key: self._decode(kv) for kv in kvs}
         self.objects = fresh
         self._encoded.clear()
         self.history.clear()
@@ -164,12 +177,12 @@ class WatchCache:
     def _apply(self, kind: str, kv: KeyValue) -> None:
         prev = self.objects.get(kv.key)
         if kind == "DELETE":
-            obj = decode(kv)
+            obj = self._decode(kv)
             self.objects.pop(kv.key, None)
             self._encoded.pop(kv.key, None)
             ev = CacheEvent("DELETED", kv.mod_revision, obj, prev)
         else:
-            obj = decode(kv)
+            obj = self._decode(kv)
             self.objects[kv.key] = obj
             ev = CacheEvent("MODIFIED" if prev is not None else "ADDED", kv.mod_revision, obj, prev)
         if len(self.history) == self.history.maxlen:

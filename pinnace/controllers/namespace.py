@@ -3,11 +3,11 @@
 Watches Namespaces; the key is the namespace's name. A namespace with a
 deletionTimestamp whose `spec.finalizers` still hold `kubernetes` has its
 content deleted, kind by kind (every namespaced kind the registry lists and
-deletes, straight from the API as Kubernetes' namespaced-resources deleter does,
-not from caches). Objects left behind (graceful pods, finalizers) requeue the
-namespace after a pause; once nothing is left, `kubernetes` is removed through
-`PUT /api/v1/namespaces/<name>/finalize`. The API server removes the namespace
-when both its spec.finalizers and metadata.finalizers are empty.
+deletes, and every established namespaced custom resource, straight from the API as
+Kubernetes' namespaced-resources deleter does, not from caches). Objects left behind
+(graceful pods, finalizers) requeue the namespace after a pause; once nothing is left,
+`kubernetes` is removed through `PUT /api/v1/namespaces/<name>/finalize`. The API
+server removes the namespace when both its spec.finalizers and metadata.finalizers are empty.
 
 Conditions written on the namespace, as Kubernetes does:
 NamespaceContentRemaining and NamespaceFinalizersRemaining.
@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from pinnace.api import errors
+from pinnace.api import crd, errors
 from pinnace.api.conditions import new_condition
 from pinnace.api.kinds import REGISTRY, ResourceType
 from pinnace.api.types import Obj
@@ -50,6 +50,7 @@ class NamespaceController(Controller):
                  requeue_seconds: float = REQUEUE_SECONDS) -> None:
         super().__init__(client, factory)
         self.ns_rt = client.resource("v1", "Namespace")
+        self.crd_rt = client.resource(f"{crd.GROUP}/v1", "CustomResourceDefinition")
         self.namespaces = self.watch("v1", "Namespace")
         self.requeue_seconds = requeue_seconds
 
@@ -69,21 +70,44 @@ class NamespaceController(Controller):
     async def _delete_content(self, namespace: str) -> dict[str, _Remaining]:
         """Delete everything in the namespace; returns what is still there, by resource:
         objects held by finalizers or a grace period."""
-        for rt in _deletable_kinds():
-            for obj in (await self.client.list(rt, namespace)).get("items") or []:
+        kinds = _deletable_kinds() + await self._custom_kinds()
+        for rt in kinds:
+            for obj in await self._list(rt, namespace):
                 m = obj["metadata"]
                 if m.get("deletionTimestamp"):
                     continue
                 await delete_if_same(self.client, rt, obj, propagation_policy="Background")
         # a second look: most deletes are immediate, only the held objects remain
         remaining: dict[str, _Remaining] = {}
-        for rt in _deletable_kinds():
-            items = (await self.client.list(rt, namespace)).get("items") or []
+        for rt in kinds:
+            items = await self._list(rt, namespace)
             if items:
                 resource = f"{rt.plural}.{rt.group}" if rt.group else rt.plural
                 remaining[resource] = _Remaining(
                     len(items), {f for o in items for f in o["metadata"].get("finalizers") or []})
         return remaining
+
+    async def _custom_kinds(self) -> list[ResourceType]:
+        """The namespaced custom resources served now (one version of each: they share
+        their objects), found from their definitions through the API."""
+        out = []
+        for definition in (await self.client.list(self.crd_rt)).get("items") or []:
+            conditions = (definition.get("status") or {}).get("conditions") or []
+            if not any(c.get("type") == "Established" and c.get("status") == "True"
+                       for c in conditions):
+                continue
+            served = crd.resource_types(definition)
+            if served and served[0].namespaced:
+                out.append(served[0])
+        return out
+
+    async def _list(self, rt: ResourceType, namespace: str) -> list[Obj]:
+        try:
+            return (await self.client.list(rt, namespace)).get("items") or []
+        except errors.ApiError as e:
+            if e.code == 404 and rt.custom is not None:
+                return []  # its definition went meanwhile, and its objects with it
+            raise
 
     async def _set_conditions(self, ns: Obj, remaining: dict[str, _Remaining]
                               ) -> None:

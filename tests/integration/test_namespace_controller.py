@@ -6,7 +6,7 @@ from __future__ import annotations
 from pinnace.api import errors
 from pinnace.client.client import Client
 from pinnace.controllers.namespace import NamespaceController
-from tests.integration.conftest import Components, eventually
+from tests.integration.conftest import Api, Components, eventually
 
 
 async def test_namespace_deletion_removes_content(client: Client,
@@ -56,3 +56,27 @@ async def test_namespace_deletion_removes_content(client: Client,
     await eventually(ns_gone)
     assert (await client.get(cms, "cfg", "kept"))["metadata"]["name"] == "cfg"
     assert (await client.get(ns_rt, "kept"))["status"]["phase"] == "Active"
+
+
+async def test_namespace_deletion_removes_custom_objects(api: Api, client: Client,
+                                                         components: Components) -> None:
+    from tests.integration.test_custom_resources import GROUP, create_crd, widget, widget_crd
+    await create_crd(api, widget_crd())
+    ns_rt = client.resource("v1", "Namespace")
+    await client.create(ns_rt, {"metadata": {"name": "doomed"}})
+    code, body = await api.request(
+        "POST", f"/apis/{GROUP}/v1/namespaces/doomed/widgets", json=widget("w", size=1))
+    assert code == 201, body
+    await components.start(NamespaceController(client, components.factory,
+                                               requeue_seconds=0.1))
+    await client.delete(ns_rt, "doomed")
+
+    async def ns_gone() -> bool:
+        try:
+            await client.get(ns_rt, "doomed")
+        except errors.ApiError as e:
+            return e.code == 404
+        return False
+    await eventually(ns_gone)
+    _, listed = await api.request("GET", f"/apis/{GROUP}/v1/widgets")
+    assert listed["items"] == []

@@ -2,8 +2,8 @@
 
 `build` makes one strategy object per resource type when the registry starts, so the
 write path finds its strategy with one dict lookup. A kind not in `_BY_KIND` takes
-its group's strategy from `_BY_GROUP`, else `DefaultStrategy` (custom resources will
-arrive here too).
+its group's strategy from `_BY_GROUP`, else `DefaultStrategy`; a custom resource's type
+takes `CustomResourceStrategy`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from pinnace.api.kinds import ResourceType
+from pinnace.apiserver.strategies.custom import CustomResourceStrategy, DefinitionStrategy
 from pinnace.apiserver.strategies.jobs import JobStrategy
 from pinnace.apiserver.strategies.namespaces import NamespaceStrategy
 from pinnace.apiserver.strategies.pods import PodStrategy
@@ -43,6 +44,7 @@ _BY_KIND: dict[tuple[str, str], Factory] = {
     ("", "ServiceAccount"): ReturnsDeletedStrategy,
     # revisions are snapshots, not specs a controller converges on
     ("apps", "ControllerRevision"): DefaultStrategy,
+    ("apiextensions.k8s.io", "CustomResourceDefinition"): DefinitionStrategy,
 }
 _BY_GROUP: dict[str, Factory] = {
     "apps": GenerationStrategy,
@@ -52,6 +54,8 @@ _BY_GROUP: dict[str, Factory] = {
 
 
 def strategy_for(rt: ResourceType, ctx: StrategyContext) -> Strategy:
+    if rt.custom is not None:  # served from a CustomResourceDefinition
+        return CustomResourceStrategy(rt, ctx)
     factory = _BY_KIND.get((rt.group, rt.kind)) or _BY_GROUP.get(rt.group) or DefaultStrategy
     return factory(rt, ctx)
 

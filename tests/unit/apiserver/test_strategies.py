@@ -42,7 +42,7 @@ def test_generation_and_deleted_object_rules() -> None:
     table = strategies.build(REGISTRY, CTX)
     tracked = {rt.kind for rt, s in table.items() if getattr(s, "tracks_generation", False)}
     assert tracked == {"Deployment", "ReplicaSet", "DaemonSet", "StatefulSet", "Job",
-                       "CronJob"}
+                       "CronJob", "CustomResourceDefinition"}
     returned = {(rt.group, rt.kind) for rt, s in table.items() if s.returns_deleted_object}
     assert returned == {("", "Pod"), ("", "PersistentVolumeClaim"), ("", "PersistentVolume"),
                         ("", "Service"), ("", "ServiceAccount"),
@@ -178,3 +178,22 @@ def test_list_options_limit_and_booleans() -> None:
     assert not o.watch and o.limit == 3
     o = ListOptions.from_query({"watch": ""}, cms)
     assert o.watch
+
+
+def test_custom_resources_generation_follows_their_status_subresource() -> None:
+    from pinnace.api import crd
+    definition = {
+        "metadata": {"name": "things.x.io"},
+        "spec": {"group": "x.io", "scope": "Namespaced",
+                 "names": {"plural": "things", "kind": "Thing"},
+                 "versions": [{"name": "v1", "served": True, "storage": True,
+                               "schema": {"openAPIV3Schema": {"type": "object"}}}]}}
+    plain = strategies.strategy_for(crd.resource_types(definition)[0], CTX)
+    definition["spec"]["versions"][0]["subresources"] = {"status": {}}
+    with_status = strategies.strategy_for(crd.resource_types(definition)[0], CTX)
+    old = {"metadata": {"name": "t"}, "spec": {"a": 1}, "status": {"b": 1}}
+    new_status = {**old, "status": {"b": 2}}
+    assert plain.spec_changed(new_status, old) is True
+    assert with_status.spec_changed(new_status, old) is False
+    assert with_status.spec_changed({**old, "spec": {"a": 2}}, old) is True
+    assert not with_status.accepts_strategic_merge

@@ -52,10 +52,17 @@ from pinnace.api.types import Obj
 from pinnace.apiserver import strategies
 from pinnace.apiserver.admission_chain import AdmissionPlugin, Attributes
 from pinnace.apiserver.allocators import ServiceAllocator
-from pinnace.apiserver.objects import deep_copy, encode, meta, without_volatile
+from pinnace.apiserver.objects import deep_copy, encode, meta
 from pinnace.apiserver.strategies.namespaces import admit_create_in
 from pinnace.apiserver.strategy import Strategy, StrategyContext
 from pinnace.apiserver.watch_cache import WatchCache
+from pinnace.apiserver.write_rules import (
+    gc_finalizers,
+    named,
+    patch_names_rv,
+    same_but_managed_time,
+    should_delete_during_update,
+)
 from pinnace.store.interface import (
     KeyExistsError,
     KeyNotFoundError,
@@ -319,7 +326,7 @@ class ObjectRegistry:
     async def update(self, rt: ResourceType, namespace: str | None, name: str, body: Any,
                      opts: WriteOptions, *, subresource: str = "") -> Obj:
         new = self._decode(rt, namespace, _subresource_part(body, subresource, opts), opts)
-        m = _named(new, name)
+        m = named(new, name)
         rv = m.get("resourceVersion")
 
         async def attempt() -> Obj:
@@ -368,14 +375,14 @@ class ObjectRegistry:
                 schema_ref=rt.schema_ref, reset_fields=strategy.reset_fields(subresource))
             m = new["metadata"]
         m["resourceVersion"] = om["resourceVersion"]
-        if _same_but_managed_time(new, old):
+        if same_but_managed_time(new, old):
             return old  # nothing changed: Kubernetes skips the write
         release = strategy.allocate(new, old)
         if opts.dry_run:
             release()
             return new
         try:
-            if _should_delete_during_update(strategy, new, old):
+            if should_delete_during_update(strategy, new, old):
                 return await self._remove(rt, new)
             await self._swap(rt, om, new)
         except BaseException:
@@ -404,7 +411,7 @@ class ObjectRegistry:
                                           subresource=subresource), False
         # the object changed under us: patch again on the new version, as Kubernetes
         # does, unless the patch itself named a resourceVersion
-        return await self._retrying(rt, name, attempt, retry=not _patch_names_rv(body))
+        return await self._retrying(rt, name, attempt, retry=not patch_names_rv(body))
 
     async def _patch_once(self, rt: ResourceType, current: Obj, patch_type: str,
                           body: Any, opts: WriteOptions, *, subresource: str) -> Obj:
@@ -446,7 +453,7 @@ class ObjectRegistry:
             raise errors.bad_request(
                 "invalid object type: apiVersion and kind must be set in an apply patch")
         cfg = self._decode(rt, namespace, body, opts)
-        _named(cfg, name)
+        named(cfg, name)
         return cfg
 
     async def _apply_create(self, rt: ResourceType, namespace: str | None, name: str,
@@ -506,7 +513,7 @@ class ObjectRegistry:
                 '"Foreground", "Background", "Orphan", "nil"', errors.NOT_SUPPORTED)])
         if policy is None:
             policy = strategy.default_propagation()
-        finalizers = _gc_finalizers(list(m.get("finalizers") or []), policy)
+        finalizers = gc_finalizers(list(m.get("finalizers") or []), policy)
         grace = strategy.grace_period(current, options)
         if finalizers or grace > 0 or strategy.finalizing(current):
             return await self._mark_deleting(rt, current, finalizers, grace, opts), False
@@ -565,55 +572,3 @@ def _subresource_part(body: Any, subresource: str, opts: WriteOptions) -> Any:
     if subresource == "binding" and isinstance(spec, dict):
         part["spec"] = {"nodeName": spec.get("nodeName")}
     return part
-
-
-def _gc_finalizers(finalizers: list[str], policy: str | None) -> list[str]:
-    """The finalizers after a delete with this propagation policy: an explicit policy
-    replaces the garbage collector's finalizers (orphan, foregroundDeletion); none
-    keeps what the object has."""
-    if policy is None:
-        return finalizers
-    out = [f for f in finalizers if f not in ("orphan", "foregroundDeletion")]
-    if policy == "Foreground":
-        out.append("foregroundDeletion")
-    elif policy == "Orphan":
-        out.append("orphan")
-    return out
-
-
-def _should_delete_during_update(strategy: Strategy, new: Obj, old: Obj) -> bool:
-    """An update completes a pending deletion when it leaves no finalizers and the
-    deletion has no grace period left to run (Kubernetes' ShouldDeleteDuringUpdate);
-    the strategy may hold it longer (a namespace's spec.finalizers)."""
-    om = old["metadata"]
-    if not om.get("deletionTimestamp") or new["metadata"].get("finalizers"):
-        return False
-    if om.get("deletionGracePeriodSeconds"):
-        return False  # a graceful pod deletion: its node agent finishes it
-    return not strategy.finalizing(new)
-
-
-def _same_but_managed_time(new: Obj, old: Obj) -> bool:
-    """True when only managedFields timestamps differ (a no-op write)."""
-    if without_volatile(new) != without_volatile(old):
-        return False
-    def strip(mf: list[Obj] | None) -> list[Obj]:
-        return [{k: v for k, v in e.items() if k != "time"} for e in (mf or [])]
-    return strip(new["metadata"].get("managedFields")) == \
-        strip(old["metadata"].get("managedFields"))
-
-
-def _patch_names_rv(body: Any) -> bool:
-    return isinstance(body, dict) and isinstance(body.get("metadata"), dict) and \
-        "resourceVersion" in body["metadata"]
-
-
-def _named(obj: Obj, name: str) -> dict[str, Any]:
-    """The body's metadata, named as the URL names it (a different name is refused)."""
-    m = meta(obj)
-    if m.get("name") and m["name"] != name:
-        raise errors.bad_request(
-            f"the name of the object ({m['name']}) does not match the name on the URL "
-            f"({name})")
-    m["name"] = name
-    return m

@@ -1,0 +1,64 @@
+"""Small pure rules of the generic registry's writes: the finalizers a propagation policy
+leaves, when an update completes a deletion, what counts as a no-op write, and how a body's
+name must match the URL's. Kept apart so registry.py reads as the life of an object."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pinnace.api import errors
+from pinnace.api.types import Obj
+from pinnace.apiserver.objects import meta, without_volatile
+from pinnace.apiserver.strategy import Strategy
+
+
+def gc_finalizers(finalizers: list[str], policy: str | None) -> list[str]:
+    """The finalizers after a delete with this propagation policy: an explicit policy
+    replaces the garbage collector's finalizers (orphan, foregroundDeletion); none
+    keeps what the object has."""
+    if policy is None:
+        return finalizers
+    out = [f for f in finalizers if f not in ("orphan", "foregroundDeletion")]
+    if policy == "Foreground":
+        out.append("foregroundDeletion")
+    elif policy == "Orphan":
+        out.append("orphan")
+    return out
+
+
+def should_delete_during_update(strategy: Strategy, new: Obj, old: Obj) -> bool:
+    """An update completes a pending deletion when it leaves no finalizers and the
+    deletion has no grace period left to run (Kubernetes' ShouldDeleteDuringUpdate);
+    the strategy may hold it longer (a namespace's spec.finalizers)."""
+    om = old["metadata"]
+    if not om.get("deletionTimestamp") or new["metadata"].get("finalizers"):
+        return False
+    if om.get("deletionGracePeriodSeconds"):
+        return False  # a graceful pod deletion: its node agent finishes it
+    return not strategy.finalizing(new)
+
+
+def same_but_managed_time(new: Obj, old: Obj) -> bool:
+    """True when only managedFields timestamps differ (a no-op write)."""
+    if without_volatile(new) != without_volatile(old):
+        return False
+    def strip(mf: list[Obj] | None) -> list[Obj]:
+        return [{k: v for k, v in e.items() if k != "time"} for e in (mf or [])]
+    return strip(new["metadata"].get("managedFields")) == \
+        strip(old["metadata"].get("managedFields"))
+
+
+def patch_names_rv(body: Any) -> bool:
+    return isinstance(body, dict) and isinstance(body.get("metadata"), dict) and \
+        "resourceVersion" in body["metadata"]
+
+
+def named(obj: Obj, name: str) -> dict[str, Any]:
+    """The body's metadata, named as the URL names it (a different name is refused)."""
+    m = meta(obj)
+    if m.get("name") and m["name"] != name:
+        raise errors.bad_request(
+            f"the name of the object ({m['name']}) does not match the name on the URL "
+            f"({name})")
+    m["name"] = name
+    return m

@@ -14,7 +14,6 @@ import base64
 import json
 import os
 import shutil
-import signal
 import ssl
 import statistics
 import subprocess
@@ -26,7 +25,7 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from bench._common import free_port
+from bench._common import free_port, stop
 
 
 async def run(proc: subprocess.Popen, tmp: Path, objects: int,
@@ -138,8 +137,7 @@ def main() -> None:
     try:
         rows = asyncio.run(run(proc, tmp, args.objects, args.concurrency))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
+        stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
     width = max(len(k) for k, _ in rows)
     print(f"{'measure'.ljust(width)}  value")

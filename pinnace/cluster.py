@@ -95,6 +95,12 @@ class ClusterConfig:
     encryption_provider_config: Path | None = None
     audit_policy_file: Path | None = None  # None: no audit log
     audit_log_path: Path | None = None  # None: DATA_DIR/audit.log
+    # the ServiceAccount admission (token volumes in pods). None: on when the controllers
+    # run; without them nothing makes `default` ServiceAccounts or kube-root-ca.crt and it
+    # would refuse every pod (Kubernetes' integration tests disable it for that reason)
+    service_account_admission: bool | None = None
+    # kube-apiserver's --service-account-max-token-expiration (seconds; None: no cap)
+    service_account_max_token_expiration: int | None = None
 
     @property
     def lease_period(self) -> float:
@@ -180,7 +186,12 @@ class Cluster:
                                 advertise_address=gateway,
                                 encryption_provider_config=config.encryption_provider_config,
                                 audit_policy_file=config.audit_policy_file,
-                                audit_log_path=config.audit_log_path)
+                                audit_log_path=config.audit_log_path,
+                                disable_admission_plugins=() if config.service_account_admission
+                                or (config.service_account_admission is None
+                                    and config.controllers) else ("ServiceAccount",),
+                                service_account_max_token_expiration=(
+                                    config.service_account_max_token_expiration))
         self._client: Client | None = None
         self._runner: ComponentRunner | None = None
         self.fake_nodes: FakeNodes | None = None
@@ -227,7 +238,10 @@ class Cluster:
         cfg = self.config
         components: list[Component] = []
         if cfg.controllers:
-            components += build_controllers(client, factory, cfg.controller_settings)
+            tokens = self.server.service_account_tokens
+            components += build_controllers(
+                client, factory, cfg.controller_settings, root_ca=self.server.ca_pem,
+                service_account_keys=tokens.keys if tokens is not None else None)
         if cfg.scheduler:
             components.append(Scheduler(client, factory))
         if cfg.fake_nodes:

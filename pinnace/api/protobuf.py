@@ -49,6 +49,7 @@ KINDS: dict[tuple[str, str], str] = {
     ("scheduling.k8s.io/v1", "PriorityClass"): "PriorityClass",
     ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): "SelfSubjectAccessReview",
     ("authentication.k8s.io/v1", "SelfSubjectReview"): "SelfSubjectReview",
+    ("authentication.k8s.io/v1", "TokenRequest"): "TokenRequest",
 }
 
 _META = "1 metadata ObjectMeta"
@@ -198,6 +199,12 @@ _SCHEMA_TEXT: dict[str, str] = {
     "SelfSubjectReview": f"{_META}; 2 status SelfSubjectReviewStatus",
     "SelfSubjectReviewStatus": "1 userInfo UserInfo",
     "UserInfo": "1 username s; 2 uid s; 3 groups []s",
+    # `kubectl create token`
+    "TokenRequest": f"{_META}; 2 spec TokenRequestSpec; 3 status TokenRequestStatus",
+    "TokenRequestSpec": "1 audiences []s; 4 expirationSeconds i64?; "
+                        "3 boundObjectRef BoundObjectReference?",
+    "BoundObjectReference": "1 kind s; 2 apiVersion s; 3 name s; 4 uid s",
+    "TokenRequestStatus": "1 token s; 2 expirationTimestamp Time",
 }
 
 _SCALARS = {"s": 2, "b": 2, "i32": 0, "i64": 0, "bool": 0}  # type -> wire type

@@ -5,6 +5,7 @@
                                           ├─ /api /apis …  discovery (legacy or aggregated)
                                           ├─ /openapi/v3[/…], /openapi/v2 (JSON or protobuf)
                                           ├─ self-subject reviews (answered, not stored)
+                                          ├─ /.well-known/openid-configuration, /openid/v1/jwks
                                           └─ /api/v1/…, /apis/<g>/<v>/…  ResourceHandlers
 """
 
@@ -95,6 +96,24 @@ def _wants_aggregated(request: web.Request) -> bool:
         if media.strip().split(";")[0] in ("application/json", "*/*"):
             return False
     return False
+
+
+def _add_issuer_discovery(r: web.UrlDispatcher, registry: ObjectRegistry) -> None:
+    """The ServiceAccount issuer's OIDC discovery document and keys (service_accounts.py)."""
+    tokens = registry.service_account_tokens
+    if tokens is None:
+        return
+
+    async def openid_configuration(_: web.Request) -> web.Response:
+        return _json(tokens.openid_configuration())
+
+    async def jwks(_: web.Request) -> web.Response:
+        return _json(tokens.jwks(), "application/jwk-set+json")
+
+    for path in ("/.well-known/openid-configuration", "/.well-known/openid-configuration/"):
+        r.add_get(path, openid_configuration)
+    for path in ("/openid/v1/jwks", "/openid/v1/jwks/"):
+        r.add_get(path, jwks)
 
 
 def build_app(registry: ObjectRegistry, authn: TokenAuthenticator, *,
@@ -209,6 +228,7 @@ def build_app(registry: ObjectRegistry, authn: TokenAuthenticator, *,
     r.add_get("/openapi/v2", openapi_v2_doc)
     r.add_route("*", "/api/{tail:.+}", core)
     r.add_route("*", "/apis/{tail:.+}", named)
+    _add_issuer_discovery(r, registry)
     async def close_webhooks(_: web.Application) -> None:
         await webhooks.close()
     app.on_cleanup.append(close_webhooks)

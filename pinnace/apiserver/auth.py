@@ -11,13 +11,16 @@ Known tokens:
 - a static token file, `DATA_DIR/tokens.csv`, in kube-apiserver's
   `--token-auth-file` format: one user a line, `token,user,uid,"group1,group2"`
   (the groups column is optional). Every such user is also in
-  `system:authenticated`. The file is read once, at start.
+  `system:authenticated`. The file is read once, at start;
+- ServiceAccount tokens (JWTs), through `add_authenticator`
+  (`service_accounts.ServiceAccountTokens.authenticate`).
 """
 
 from __future__ import annotations
 
 import csv
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,9 +68,15 @@ def load_token_file(path: str | Path) -> dict[str, User]:
 class TokenAuthenticator:
     def __init__(self, tokens: dict[str, User]) -> None:
         self._tokens = dict(tokens)
+        # other kinds of bearer token (ServiceAccount JWTs), asked after the known ones
+        self._more: list[Callable[[str], User | None]] = []
 
     def add(self, token: str, user: User) -> None:
         self._tokens[token] = user
+
+    def add_authenticator(self, authenticate: Callable[[str], User | None]) -> None:
+        """A token authenticator returning None for tokens it does not know."""
+        self._more.append(authenticate)
 
     def authenticate(self, path: str, authorization: str | None) -> User:
         """The request's user; ANONYMOUS for a request to a public path without a token."""
@@ -77,6 +86,10 @@ class TokenAuthenticator:
                 for known, user in self._tokens.items():
                     if hmac.compare_digest(known.encode(), token.strip().encode()):
                         return user
+                for more in self._more:
+                    found = more(token.strip())
+                    if found is not None:
+                        return found
             raise errors.unauthorized()
         if path in PUBLIC_PATHS or path.startswith(("/healthz/", "/livez/", "/readyz/")):
             return ANONYMOUS

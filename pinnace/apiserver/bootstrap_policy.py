@@ -110,6 +110,10 @@ CLUSTER_ROLES: dict[str, tuple[list[dict[str, Any]], dict[str, str], dict[str, A
               ["create"]),
         _rule(["authentication.k8s.io"], ["selfsubjectreviews"], ["create"]),
     ], {}, None),
+    # ServiceAccounts may read the issuer's OIDC discovery document and keys
+    "system:service-account-issuer-discovery": ([_urls([
+        "/.well-known/openid-configuration", "/.well-known/openid-configuration/",
+        "/openid/v1/jwks", "/openid/v1/jwks/"])], {}, None),
 }
 
 
@@ -124,6 +128,7 @@ CLUSTER_ROLE_BINDINGS: dict[str, list[dict[str, str]]] = {
     "system:public-info-viewer": [_group("system:authenticated"),
                                   _group("system:unauthenticated")],
     "system:basic-user": [_group("system:authenticated")],
+    "system:service-account-issuer-discovery": [_group("system:serviceaccounts")],
 }
 
 

@@ -8,6 +8,7 @@ Layout under the data dir (created once, reused on every later start):
       server.crt    serving certificate signed by the CA, 1 year
       server.key    0600
       admin.token   0600, random bearer token of the cluster admin
+      service-account.key  0600, RSA-2048: signs ServiceAccount tokens (RS256)
 
 The serving certificate names localhost, 127.0.0.1, ::1, the host name, the in-cluster
 names of the `kubernetes` Service and any extra hosts (its ClusterIP, the address pods
@@ -37,8 +38,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from pinnace.api.service_account_tokens import generate_key_pem
+
 CA_VALIDITY = datetime.timedelta(days=3650)
 SERVER_VALIDITY = datetime.timedelta(days=365)
+SERVICE_ACCOUNT_KEY = "service-account.key"
 # Renew the serving certificate when less than this is left.
 _RENEW_BEFORE = datetime.timedelta(days=30)
 
@@ -238,6 +242,18 @@ def ensure_kubelet_token(data_dir: str | Path) -> str:
     """The token the API server presents to node agents' servers (logs, exec,
     port-forward): `data_dir/pki/kubelet.token`, created once, readable by root alone."""
     return ensure_token(data_dir, "kubelet.token")
+
+
+def ensure_service_account_key(data_dir: str | Path) -> bytes:
+    """The key ServiceAccount tokens are signed with (PEM, RSA for RS256; see
+    `api/service_account_tokens.py`): `data_dir/pki/service-account.key`, created once,
+    readable by root alone (kube-apiserver's --service-account-signing-key-file)."""
+    path = pki_dir(data_dir) / SERVICE_ACCOUNT_KEY
+    if path.exists():
+        return path.read_bytes()
+    pem = generate_key_pem()
+    _write_private(path, pem)
+    return pem
 
 
 def ensure_token(data_dir: str | Path, name: str) -> str:

@@ -118,6 +118,8 @@ class ObjectRegistry:
         self.write_checks: list[Callable[[ResourceType, Obj, Any], None]] = []
         # admission plugins run after the strategy's own admission (webhooks, policies)
         self.admission: list[AdmissionPlugin] = []
+        # service_accounts.ServiceAccountTokens: serves serviceaccounts/token (None: 404)
+        self.service_account_tokens: Any = None
         # what serves kinds learnt at run time (custom resources) starts and stops with us
         self.on_start: list[Callable[[], Awaitable[None]]] = []
         self.on_stop: list[Callable[[], Awaitable[None]]] = []

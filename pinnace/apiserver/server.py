@@ -21,7 +21,8 @@ older key) are rewritten before the watch caches fill. With `--audit-policy-file
 requests are logged to the audit log (`audit.py`).
 
 Identities: the admin token, plus the users of `DATA_DIR/tokens.csv` (kube-apiserver's
-`--token-auth-file` format, read at start; see `auth.load_token_file`). The kubeconfig
+`--token-auth-file` format, read at start; see `auth.load_token_file`), plus
+ServiceAccount tokens signed with `pki/service-account.key` (`service_accounts.py`). The kubeconfig
 is written by the caller once `start()` returns, so its presence means "ready".
 """
 
@@ -39,7 +40,10 @@ from aiohttp import web
 
 from pinnace.api import errors
 from pinnace.api.kinds import REGISTRY
+from pinnace.api.service_account_tokens import TokenKeys
 from pinnace.apiserver import encryption, pki
+from pinnace.apiserver.admission_service_account import NAME as SERVICE_ACCOUNT_ADMISSION
+from pinnace.apiserver.admission_service_account import ServiceAccountAdmission
 from pinnace.apiserver.app import build_app
 from pinnace.apiserver.audit import AuditLog, Policy
 from pinnace.apiserver.auth import ADMIN, TokenAuthenticator, load_token_file
@@ -48,6 +52,7 @@ from pinnace.apiserver.crd_serving import CustomResourceServing
 from pinnace.apiserver.encryption import EncryptedStore
 from pinnace.apiserver.node_proxy import NODE_PROXY, NodeProxy
 from pinnace.apiserver.registry import ObjectRegistry, WriteOptions
+from pinnace.apiserver.service_accounts import ServiceAccountTokens
 from pinnace.apiserver.strategies.namespaces import SYSTEM_NAMESPACES
 from pinnace.store.sqlite import open_sqlite
 
@@ -66,8 +71,15 @@ class ApiServer:
                  history_window: int = 10_000, advertise_address: str = "",
                  encryption_provider_config: Path | None = None,
                  audit_policy_file: Path | None = None,
-                 audit_log_path: Path | None = None) -> None:
+                 audit_log_path: Path | None = None,
+                 disable_admission_plugins: tuple[str, ...] = (),
+                 service_account_max_token_expiration: int | None = None) -> None:
         self.data_dir = Path(data_dir)
+        # kube-apiserver's --disable-admission-plugins (of those it may disable: ServiceAccount)
+        self.disable_admission_plugins = tuple(disable_admission_plugins)
+        # kube-apiserver's --service-account-max-token-expiration (seconds; None: no cap)
+        self.service_account_max_token_expiration = service_account_max_token_expiration
+        self.service_account_tokens: ServiceAccountTokens | None = None
         # None: the configuration generated under pki/ (Secrets under aesgcm)
         self.encryption_provider_config = encryption_provider_config
         # no policy: no audit log (as kube-apiserver); the log defaults to DATA_DIR/audit.log
@@ -115,6 +127,7 @@ class ApiServer:
         if tokens:
             log.info("loaded %d users from %s", len(tokens), self.data_dir / TOKEN_FILE)
         authn = TokenAuthenticator({**tokens, self.token: ADMIN})
+        self._serve_service_accounts(authn)
         app = build_app(self.registry, authn, server_address=f"{self.host}:{self.port}",
                         audit_log=self.audit_log)
         # logs, exec and port-forward go on to the pod's node agent with this token
@@ -138,6 +151,18 @@ class ApiServer:
             await self._ensure_kubernetes_endpoints()
             self._endpoint_reconciler = asyncio.create_task(
                 self._reconcile_kubernetes_endpoints(), name="kubernetes endpoints")
+
+    def _serve_service_accounts(self, authn: TokenAuthenticator) -> None:
+        """ServiceAccount tokens: issued (serviceaccounts/token), accepted, and mounted into
+        pods by the ServiceAccount admission plugin (first, before webhooks see the pod)."""
+        assert self.registry is not None
+        keys = TokenKeys(pki.ensure_service_account_key(self.data_dir))
+        tokens = self.service_account_tokens = ServiceAccountTokens(
+            self.registry, keys, max_expiration=self.service_account_max_token_expiration)
+        self.registry.service_account_tokens = tokens
+        authn.add_authenticator(tokens.authenticate)
+        if SERVICE_ACCOUNT_ADMISSION not in self.disable_admission_plugins:
+            self.registry.admission.insert(0, ServiceAccountAdmission(self.registry))
 
     async def _open_store(self) -> EncryptedStore:
         """The SQLite store under the encryption configuration; values not stored under

@@ -7,6 +7,7 @@
 - `scale`: an `autoscaling/v1 Scale` view of `.spec.replicas`; writes to it patch
   the parent's replicas.
 - `binding` (and the `bindings` collection): assigns a pod to a node, once.
+- `token` (serviceaccounts): a TokenRequest (`service_accounts.py`).
 
 - `log`, `exec`, `attach`, `portforward` (pods): proxied to the pod's kubelet by
   `node_proxy`.
@@ -50,6 +51,15 @@ async def dispatch(h: ResourceHandlers, request: web.Request, t: Target) -> web.
         return await node_proxy.serve(h.registry, request, t.namespace, t.name, t.subresource)
     if t.subresource == "scale":
         return await scale(h, request, t)
+    if t.subresource == "token":  # serviceaccounts: a TokenRequest, answered, not stored
+        tokens = h.registry.service_account_tokens
+        if method != "POST":
+            raise errors.method_not_allowed()
+        if tokens is None or t.namespace is None:
+            raise errors.ApiError(404, "NotFound", "the server could not find the requested "
+                                  "resource")
+        answer = tokens.create_token(t.namespace, t.name, await h.body(request))
+        return web.Response(body=neg.dump(answer), status=201, content_type="application/json")
     if t.subresource == "binding":
         if method != "POST":
             raise errors.method_not_allowed()

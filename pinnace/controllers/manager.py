@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pinnace.api.service_account_tokens import TokenKeys
 from pinnace.client.client import Client
 from pinnace.client.factory import InformerFactory
 from pinnace.controllers.base import Controller
@@ -30,8 +31,10 @@ from pinnace.controllers.pod_gc import PodGCController
 from pinnace.controllers.pv_binder import PersistentVolumeBinder
 from pinnace.controllers.pv_protection import PVCProtectionController, PVProtectionController
 from pinnace.controllers.replicaset import ReplicaSetController
+from pinnace.controllers.root_ca_publisher import RootCAPublisher
 from pinnace.controllers.service_lb import DEFAULT_LB_POOL, ServiceLBController
 from pinnace.controllers.serviceaccount import ServiceAccountsController
+from pinnace.controllers.serviceaccount_tokens import TokensController
 from pinnace.controllers.statefulset import StatefulSetController
 from pinnace.controllers.ttl_after_finished import TTLAfterFinishedController
 
@@ -47,9 +50,19 @@ class ControllerSettings:
 
 
 def build_controllers(client: Client, factory: InformerFactory,
-                      settings: ControllerSettings | None = None) -> list[Controller]:
+                      settings: ControllerSettings | None = None, *, root_ca: bytes = b"",
+                      service_account_keys: TokenKeys | None = None) -> list[Controller]:
+    """Every controller; with `root_ca` (--root-ca-file) the kube-root-ca.crt publisher,
+    with it and `service_account_keys` (--service-account-private-key-file) the token
+    controller filling legacy ServiceAccount token Secrets."""
     s = settings or ControllerSettings()
-    return [
+    extra: list[Controller] = []
+    if root_ca:
+        extra.append(RootCAPublisher(client, factory, root_ca=root_ca))
+        if service_account_keys is not None:
+            extra.append(TokensController(client, factory, keys=service_account_keys,
+                                          root_ca=root_ca))
+    return [*extra,
         ReplicaSetController(client, factory),
         DeploymentController(client, factory),
         JobController(client, factory, backoff_base=s.job_backoff_base),

@@ -51,6 +51,7 @@ from pinnace.agent.volumes.errors import (
     VolumeError,
     setup_failed,
 )
+from pinnace.agent.volumes.token_manager import TokenManager
 from pinnace.api.types import Obj
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class VolumeManager:
         self.pods_dir = Path(pods_dir)
         self.node_name = node_name
         self._locks: dict[str, asyncio.Lock] = {}
+        self.tokens = TokenManager(client)  # projected serviceAccountToken sources
 
     def _lock(self, uid: str) -> asyncio.Lock:
         return self._locks.setdefault(uid, asyncio.Lock())
@@ -167,7 +169,8 @@ class VolumeManager:
             return await secret.payload(self.client, namespace, source)
         if kind == "downwardAPI":
             return await downward_api.payload(pod, source, self._allocatable)
-        return await projected.payload(self.client, pod, source, self._allocatable)
+        return await projected.payload(self.client, pod, source, self._allocatable,
+                                       self.tokens)
 
     async def _allocatable(self) -> dict[str, str]:
         """The node's allocatable: what a container without a limit may use."""
@@ -227,6 +230,7 @@ class VolumeManager:
             await nfs.teardown_pod(self.pod_dir(pod_uid))
             await asyncio.to_thread(host.remove_tree, self.pod_dir(pod_uid))
         self._locks.pop(pod_uid, None)
+        self.tokens.forget(pod_uid)
 
     async def cleanup_all(self) -> None:
         """Every pod's volumes of this pods_dir (for `pinnace down`)."""

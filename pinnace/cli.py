@@ -86,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--audit-log-path", type=Path, default=None, metavar="FILE",
                        help="where audit Events go, one JSON a line (default "
                        "DATA_DIR/audit.log)")
+        p.add_argument("--service-account-max-token-expiration", type=int, default=None,
+                       metavar="SECONDS", help="cap the lifetime of ServiceAccount tokens "
+                       "(default: as requested; pods ask for 3607 s)")
         p.add_argument("-v", "--verbose", action="store_true")
         if name == "up":
             p.add_argument("--fake-nodes", type=int, default=0, metavar="N",
@@ -176,7 +179,8 @@ def _config(args: argparse.Namespace) -> ClusterConfig:
             job_backoff_base=args.job_backoff, lb_pool=args.lb_pool),
         fake_nodes=args.fake_nodes if args.command == "up" else 0, real_node=real_node,
         encryption_provider_config=args.encryption_provider_config,
-        audit_policy_file=args.audit_policy_file, audit_log_path=args.audit_log_path)
+        audit_policy_file=args.audit_policy_file, audit_log_path=args.audit_log_path,
+        service_account_max_token_expiration=args.service_account_max_token_expiration)
 
 
 def _running_server(data_dir: Path) -> int | None:

@@ -194,3 +194,16 @@ def test_decode_body_takes_protobuf_and_names_accepted_types_otherwise() -> None
     assert e.value.code == 415
     assert "application/json, application/yaml, application/vnd.kubernetes.protobuf" \
         in e.value.message
+
+
+def test_token_request_of_kubectl_create_token() -> None:
+    # kubectl create token robot --audience a --audience b --duration 10m
+    #   --bound-object-kind Pod --bound-object-name p --bound-object-uid u
+    ref = _ld(1, b"Pod") + _ld(2, b"v1") + _ld(3, b"p") + _ld(4, b"u")
+    spec = _ld(1, b"a") + _ld(1, b"b") + _ld(3, ref) + _num(4, 600)
+    body = _ld(1, _ld(1, b"robot")) + _ld(2, spec) + _ld(3, _ld(1, b""))
+    decoded = protobuf.decode(_envelope("authentication.k8s.io/v1", "TokenRequest", body))
+    assert decoded["spec"] == {"audiences": ["a", "b"], "expirationSeconds": 600,
+                               "boundObjectRef": {"kind": "Pod", "apiVersion": "v1",
+                                                  "name": "p", "uid": "u"}}
+    assert decoded["kind"] == "TokenRequest"

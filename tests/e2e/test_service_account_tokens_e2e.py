@@ -52,6 +52,20 @@ def in_pod(cluster: Cluster, pod: str, *command: str, check: bool = True):
     return cluster.kubectl("exec", "-n", NS, pod, "--", *command, check=check, timeout=60)
 
 
+def kubectl_in_pod(cluster: Cluster, pod: str, *args: str, check: bool = True):
+    """The pod's kubectl, on its in-cluster config (token, ca.crt, KUBERNETES_SERVICE_*).
+    The service address is pointed at the `kubernetes` Service's endpoint itself (the API
+    on the pod bridge's gateway, a name its certificate carries): other clusters on this
+    machine DNAT 10.96.0.1 as well, and their rules may see our pods' packets first. The
+    path through the ClusterIP is tests/e2e/test_kubernetes_service_e2e.py's."""
+    endpoints = json.loads(cluster.kubectl("get", "endpoints", "kubernetes", "-o",
+                                           "json").stdout)
+    subset = endpoints["subsets"][0]
+    host, port = subset["addresses"][0]["ip"], subset["ports"][0]["port"]
+    return in_pod(cluster, pod, "env", f"KUBERNETES_SERVICE_HOST={host}",
+                  f"KUBERNETES_SERVICE_PORT={port}", "/k/kubectl", *args, check=check)
+
+
 @pytest.fixture(scope="module")
 def reader_pod(cluster: Cluster) -> str:
     """A busybox pod of ServiceAccount `reader` (may read pods and configmaps in NS),
@@ -107,17 +121,17 @@ def test_pod_sees_token_ca_and_namespace(cluster: Cluster, reader_pod: str) -> N
 
 def test_kubectl_in_a_pod_acts_as_its_service_account(cluster: Cluster,
                                                       reader_pod: str) -> None:
-    allowed = in_pod(cluster, reader_pod, "/k/kubectl", "get", "pods", "-o", "name")
+    allowed = kubectl_in_pod(cluster, reader_pod, "get", "pods", "-o", "name")
     assert f"pod/{reader_pod}" in allowed.stdout.split()
-    cms = in_pod(cluster, reader_pod, "/k/kubectl", "get", "configmap", "kube-root-ca.crt",
+    cms = kubectl_in_pod(cluster, reader_pod, "get", "configmap", "kube-root-ca.crt",
                  "-o", "name")
     assert cms.stdout.strip() == "configmap/kube-root-ca.crt"
-    refused = in_pod(cluster, reader_pod, "/k/kubectl", "get", "secrets", check=False)
+    refused = kubectl_in_pod(cluster, reader_pod, "get", "secrets", check=False)
     assert refused.returncode != 0
     assert (f'Error from server (Forbidden): secrets is forbidden: User '
             f'"system:serviceaccount:{NS}:reader" cannot list resource "secrets" in API '
             f'group "" in the namespace "{NS}"') in refused.stderr
-    refused = in_pod(cluster, reader_pod, "/k/kubectl", "get", "pods", "-n", "default",
+    refused = kubectl_in_pod(cluster, reader_pod, "get", "pods", "-n", "default",
                      check=False)
     assert f'User "system:serviceaccount:{NS}:reader" cannot list resource "pods"' in \
         refused.stderr
@@ -138,7 +152,7 @@ def test_token_is_renewed_before_it_expires(cluster: Cluster, reader_pod: str) -
     assert renewed_at < first_claims["exp"] + 2
     # kubectl in the pod keeps working after the old token's expiry
     wait_for(lambda: time.time() > first_claims["exp"] + 1, timeout=MAX_TOKEN_SECONDS)
-    allowed = in_pod(cluster, reader_pod, "/k/kubectl", "get", "pods", "-o", "name")
+    allowed = kubectl_in_pod(cluster, reader_pod, "get", "pods", "-o", "name")
     assert f"pod/{reader_pod}" in allowed.stdout.split()
 
 

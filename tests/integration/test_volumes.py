@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 
 from pinnace.agent.volumes import VolumeError, VolumeManager
@@ -240,9 +241,19 @@ async def test_projected_config_map_and_secret(client: Any, vm: VolumeManager) -
         {"secret": {"name": "sec", "items": [{"key": "b", "path": "sub/b"}]}},
         {"downwardAPI": {"items": [{"path": "ns", "fieldRef": {
             "fieldPath": "metadata.namespace"}}]}},
-        {"serviceAccountToken": {"path": "token"}}]}}])
+        {"serviceAccountToken": {"path": "token", "audience": "vault",
+                                 "expirationSeconds": 600}}]}}])
+    # the token is requested for the pod, of its ServiceAccount: both must exist
+    await _create(client, "ServiceAccount", {"metadata": {"name": "default"}})
+    pod = await client.create(client.resource("v1", "Pod"), {
+        **pod, "metadata": {"name": "p"}, "spec": {**pod["spec"], "containers": [
+            {"name": "app", "image": "busybox"}]}}, NS)
     vols = await vm.setup(pod)
     vol = vols["all"].host_path
+    claims = jwt.decode((vol / "token").read_text(), options={"verify_signature": False})
+    assert claims["aud"] == ["vault"] and claims["exp"] - claims["iat"] == 600
+    assert claims["kubernetes.io"]["pod"] == {"name": "p", "uid": pod["metadata"]["uid"]}
+    assert claims["sub"] == f"system:serviceaccount:{NS}:default"
     assert (vol / "a").read_text() == "1"
     assert (vol / "sub" / "b").read_text() == "2"
     assert (vol / "ns").read_text() == NS

@@ -4,8 +4,8 @@
 
 One table, each row beside its baseline measured in the same run:
 - GETs/s authenticated by a ServiceAccount JWT (signature checked once, then the
-  ServiceAccount and the bound pod looked up in the watch caches per request) vs by the
-  admin's static token;
+  ServiceAccount and the bound pod looked up in the watch caches per request) vs by a
+  static token (`tokens.csv`) of a user the same Role is bound to;
 - pod creations/s with the ServiceAccount admission (serviceAccountName, the
   kube-api-access volume and mounts) vs a server without it;
 - TokenRequests/s (an RSA-2048 signature each).
@@ -29,6 +29,8 @@ from pinnace.cluster import Cluster, ClusterConfig
 
 NS_PATH = "/api/v1/namespaces/default"
 RBAC_PATH = "/apis/rbac.authorization.k8s.io/v1/namespaces/default"
+STATIC_TOKEN = "bench-static-token"
+ROUNDS = 2  # each server runs this often, alternating; the better round counts
 
 
 async def rate(n: int, fn: Callable[[int], Awaitable[object]], concurrency: int) -> float:
@@ -37,8 +39,15 @@ async def rate(n: int, fn: Callable[[int], Awaitable[object]], concurrency: int)
     return n / (time.perf_counter() - t0)
 
 
+def prepare_data_dir(data: Path) -> None:
+    """The data dir with a static-token user (`tokens.csv`, read at start)."""
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "tokens.csv").write_text(f"{STATIC_TOKEN},alice,alice-uid\n")
+
+
 async def measure(data: Path, *, admission: bool, requests: int, pods: int,
                   concurrency: int) -> dict[str, float]:
+    prepare_data_dir(data)
     cluster = Cluster(ClusterConfig(data_dir=data, port=0, controllers=False, scheduler=False,
                                     service_account_admission=admission))
     await cluster.start()
@@ -75,9 +84,12 @@ async def measure(data: Path, *, admission: bool, requests: int, pods: int,
                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                             "name": "r"},
                 "subjects": [{"kind": "ServiceAccount", "name": "default",
-                              "namespace": "default"}]}, 201, base=RBAC_PATH)
-            out["get (admin token)"] = await rate(
-                requests, lambda _: call("GET", "/configmaps/cm", admin), concurrency)
+                              "namespace": "default"},
+                             {"kind": "User", "name": "alice",
+                              "apiGroup": "rbac.authorization.k8s.io"}]}, 201, base=RBAC_PATH)
+            static = {"Authorization": f"Bearer {STATIC_TOKEN}"}
+            out["get (static token)"] = await rate(
+                requests, lambda _: call("GET", "/configmaps/cm", static), concurrency)
             out["get (ServiceAccount JWT)"] = await rate(
                 requests, lambda _: call("GET", "/configmaps/cm", bearer), concurrency)
             out["pod create"] = await rate(pods, lambda i: call("POST", "/pods", admin, {
@@ -91,18 +103,25 @@ async def measure(data: Path, *, admission: bool, requests: int, pods: int,
 
 
 async def main_async(args: argparse.Namespace) -> None:
+    without: dict[str, float] = {}
+    with_: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="pinnace-bench-sa-") as tmp:
-        kw = dict(requests=args.requests, pods=args.pods, concurrency=args.concurrency)
-        without = await measure(Path(tmp) / "off", admission=False, **kw)
-        with_ = await measure(Path(tmp) / "on", admission=True, **kw)
+        for i in range(ROUNDS):  # alternating, so a busy spell of the machine hits both
+            for admission, best in ((False, without), (True, with_)):
+                got = await measure(Path(tmp) / f"{admission}-{i}", admission=admission,
+                                    requests=args.requests, pods=args.pods,
+                                    concurrency=args.concurrency)
+                for k, v in got.items():
+                    best[k] = max(best.get(k, 0.0), v)
     rows = [
-        ("GETs/s, ServiceAccount JWT vs admin token", with_["get (ServiceAccount JWT)"],
-         with_["get (admin token)"]),
+        ("GETs/s, ServiceAccount JWT vs static token", with_["get (ServiceAccount JWT)"],
+         with_["get (static token)"]),
         ("pod creates/s, ServiceAccount admission on vs off", with_["pod create"],
          without["pod create"]),
         ("TokenRequests/s (RS256 signing) vs pod creates/s", with_["TokenRequest"],
          with_["pod create"]),
     ]
+    print(f"best of {ROUNDS} alternating rounds per server")
     print(f"{'measure':<52} {'value':>9} {'baseline':>9} {'ratio':>6}")
     for name, value, base in rows:
         print(f"{name:<52} {value:>9.0f} {base:>9.0f} {value / base:>6.2f}")

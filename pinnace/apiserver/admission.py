@@ -7,6 +7,8 @@
   (`strategies/pods.py`).
 - StorageObjectInUseProtection and DefaultStorageClass, for PersistentVolumes and
   claims, live with their strategies (`strategies/storage.py`).
+- ServiceAccount (serviceAccountName, the kube-api-access-* token volume) is a plugin
+  of the admission chain, first in it (`admission_service_account.py`).
 """
 
 from __future__ import annotations

@@ -137,6 +137,34 @@ def test_kubectl_in_a_pod_acts_as_its_service_account(cluster: Cluster,
         refused.stderr
 
 
+def test_official_client_in_cluster_config(cluster: Cluster, reader_pod: str) -> None:
+    """`load_incluster_config()` of the official client, on the files the pod sees (read
+    from the node's volume dir) and the environment the pod has."""
+    from kubernetes import client
+    from kubernetes.config.incluster_config import InClusterConfigLoader
+
+    pod = json.loads(cluster.kubectl("get", "pod", "-n", NS, reader_pod, "-o", "json").stdout)
+    [volume] = [v["name"] for v in pod["spec"]["volumes"]
+                if v["name"].startswith("kube-api-access-")]
+    files = (cluster.data_dir / "pods" / pod["metadata"]["uid"] / "volumes" /
+             "kubernetes.io~projected" / volume)
+    endpoints = json.loads(cluster.kubectl("get", "endpoints", "kubernetes", "-o",
+                                           "json").stdout)["subsets"][0]
+    config = client.Configuration()
+    InClusterConfigLoader(
+        token_filename=str(files / "token"), cert_filename=str(files / "ca.crt"),
+        environ={"KUBERNETES_SERVICE_HOST": endpoints["addresses"][0]["ip"],
+                 "KUBERNETES_SERVICE_PORT": str(endpoints["ports"][0]["port"])},
+    ).load_and_set(config)
+    with client.ApiClient(config) as api:
+        core = client.CoreV1Api(api)
+        names = [p.metadata.name for p in core.list_namespaced_pod(NS).items]
+        assert reader_pod in names
+        with pytest.raises(client.ApiException) as refused:
+            core.list_namespaced_secret(NS)
+        assert refused.value.status == 403
+
+
 def test_token_is_renewed_before_it_expires(cluster: Cluster, reader_pod: str) -> None:
     first = in_pod(cluster, reader_pod, "cat", f"{SA_DIR}/token").stdout
     first_claims = claims(first)

@@ -10,6 +10,7 @@ kube-controller-manager flags of the same meaning).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pinnace.client.client import Client
@@ -47,28 +48,32 @@ class ControllerSettings:
 
 
 def build_controllers(client: Client, factory: InformerFactory,
-                      settings: ControllerSettings | None = None) -> list[Controller]:
+                      settings: ControllerSettings | None = None, *,
+                      client_for: Callable[[str], Client] | None = None) -> list[Controller]:
+    """The controllers, each writing through `client_for(<its ServiceAccount's name>)`
+    (Kubernetes' `--use-service-account-credentials`), or all through `client`."""
     s = settings or ControllerSettings()
+    c = client_for or (lambda _name: client)
     return [
-        ReplicaSetController(client, factory),
-        DeploymentController(client, factory),
-        JobController(client, factory, backoff_base=s.job_backoff_base),
-        TTLAfterFinishedController(client, factory),
-        CronJobController(client, factory),
-        DaemonSetController(client, factory),
-        StatefulSetController(client, factory),
-        GarbageCollector(client, factory),
-        NamespaceController(client, factory),
-        PodGCController(client, factory),
-        ServiceAccountsController(client, factory),
-        EndpointSliceController(client, factory),
-        EndpointsController(client, factory),
-        EndpointSliceMirroringController(client, factory),
-        ServiceLBController(client, factory, pool=s.lb_pool),
-        NodeLifecycleController(client, factory,
+        ReplicaSetController(c("replicaset-controller"), factory),
+        DeploymentController(c("deployment-controller"), factory),
+        JobController(c("job-controller"), factory, backoff_base=s.job_backoff_base),
+        TTLAfterFinishedController(c("ttl-after-finished-controller"), factory),
+        CronJobController(c("cronjob-controller"), factory),
+        DaemonSetController(c("daemon-set-controller"), factory),
+        StatefulSetController(c("statefulset-controller"), factory),
+        GarbageCollector(c("generic-garbage-collector"), factory),
+        NamespaceController(c("namespace-controller"), factory),
+        PodGCController(c("pod-garbage-collector"), factory),
+        ServiceAccountsController(c("service-account-controller"), factory),
+        EndpointSliceController(c("endpointslice-controller"), factory),
+        EndpointsController(c("endpoint-controller"), factory),
+        EndpointSliceMirroringController(c("endpointslicemirroring-controller"), factory),
+        ServiceLBController(c("service-controller"), factory, pool=s.lb_pool),
+        NodeLifecycleController(c("node-controller"), factory,
                                 grace_period=s.node_monitor_grace_period),
-        PersistentVolumeBinder(client, factory),
-        PVCProtectionController(client, factory),
-        PVProtectionController(client, factory),
-        LocalPathProvisioner(client, factory),
+        PersistentVolumeBinder(c("persistent-volume-binder"), factory),
+        PVCProtectionController(c("pvc-protection-controller"), factory),
+        PVProtectionController(c("pv-protection-controller"), factory),
+        LocalPathProvisioner(c("local-path-provisioner"), factory),
     ]

@@ -149,8 +149,9 @@ class NodeAuthorizer:
             return any((claim := self._claims.get(ns, n)) is not None and
                        (claim.get("spec") or {}).get("volumeName") == name
                        for ns, n in claims)
-        return any((kind, name) in set(pod_references(p))
-                   for p in self._node_pods(node, namespace))
+        wanted = (kind, name)
+        return any(ref == wanted for p in self._node_pods(node, namespace)
+                   for ref in pod_references(p))
 
     def _local_claim(self, node: str, attrs: Any) -> bool:
         """A claim bound to a volume pinned to this node (local-path storage, whose node

@@ -14,9 +14,9 @@ Kubernetes' `--authorization-mode=Node,RBAC`: for a user `system:node:<name>` in
     everything else: allowed if `component_policy.NODE_RULES` (the `system:node` role)
         covers it; otherwise no opinion, and RBAC decides.
 
-Which object belongs to whom is a scan of the pods watch cache of one namespace: the
-graph Kubernetes keeps is an index of the same facts, and the watch cache is already in
-memory and current. A reference counts whether or not the object exists yet (so a
+Which object belongs to whom comes from the pods watch cache: the graph Kubernetes keeps
+is an index of the same facts. Here one pass over the pods gives a node's references,
+kept until the next pod change. A reference counts whether or not the object exists yet (so a
 missing optional Secret reads as 404, not 403). What a node may write is
 `node_restriction.py`'s business (admission).
 """
@@ -90,6 +90,8 @@ class NodeAuthorizer:
             kinds.by_kind("", "v1", "PersistentVolumeClaim"))  # type: ignore[arg-type]
         self._volumes = registry.cache(
             kinds.by_kind("", "v1", "PersistentVolume"))  # type: ignore[arg-type]
+        self._refs: dict[str, frozenset[tuple[str, str, str]]] = {}
+        self._refs_at = -1
 
     def authorize(self, attrs: Any) -> Decision:
         """The decision for `attrs` (rbac.Attributes); None for users that are not nodes
@@ -136,22 +138,31 @@ class NodeAuthorizer:
             return True, ""
         return False, f"no relationship found between node '{node}' and this object"
 
-    def _node_pods(self, node: str, namespace: str | None) -> Iterator[dict[str, Any]]:
-        for pod in self._pods.list(namespace):
-            if (pod.get("spec") or {}).get("nodeName") == node:
-                yield pod
+    def _references(self, node: str) -> frozenset[tuple[str, str, str]]:
+        """(namespace, kind, name) of everything the node's pods use, kept until a pod
+        changes (the cache's revision moves): an agent reads several objects per pod it
+        starts, and one pass over the pods answers them all."""
+        if self._pods.revision != self._refs_at:
+            self._refs.clear()
+            self._refs_at = self._pods.revision
+        refs = self._refs.get(node)
+        if refs is None:
+            refs = self._refs[node] = frozenset(
+                (pod["metadata"].get("namespace") or "", kind, name)
+                for pod in self._pods.objects.values()
+                if (pod.get("spec") or {}).get("nodeName") == node
+                for kind, name in pod_references(pod))
+        return refs
 
     def _uses(self, node: str, namespace: str | None, kind: str, name: str) -> bool:
-        if kind == "PersistentVolume":
-            # a volume is reachable through a claim of one of the node's pods
-            claims = {(p["metadata"].get("namespace"), n) for p in self._node_pods(node, None)
-                      for k, n in pod_references(p) if k == "PersistentVolumeClaim"}
-            return any((claim := self._claims.get(ns, n)) is not None and
-                       (claim.get("spec") or {}).get("volumeName") == name
-                       for ns, n in claims)
-        wanted = (kind, name)
-        return any(ref == wanted for p in self._node_pods(node, namespace)
-                   for ref in pod_references(p))
+        refs = self._references(node)
+        if kind != "PersistentVolume":
+            return (namespace or "", kind, name) in refs
+        # a volume is reachable through a claim of one of the node's pods
+        return any(k == "PersistentVolumeClaim" and
+                   (claim := self._claims.get(ns, n)) is not None and
+                   (claim.get("spec") or {}).get("volumeName") == name
+                   for ns, k, n in refs)
 
     def _local_claim(self, node: str, attrs: Any) -> bool:
         """A claim bound to a volume pinned to this node (local-path storage, whose node

@@ -217,3 +217,60 @@ async def test_kubectl_auth_can_i_as_the_components(cluster: Any, tmp_path: Path
         code, out, err = await run_kubectl(kubeconfig, "auth", "can-i", *args)
         assert out.strip() == want, (args, out, err)
         assert code == (0 if want == "yes" else 1), (args, code)
+
+
+async def test_a_node_reaches_claims_volumes_and_config_of_its_pods_only(cluster: Any) -> None:
+    c = cluster.client
+    for name, claim in (("pv-mine", "claim-mine"), ("pv-theirs", "claim-theirs")):
+        await c.create(c.resource("v1", "PersistentVolume"), {
+            "metadata": {"name": name},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                     "hostPath": {"path": f"/tmp/{name}"}, "storageClassName": ""}})
+        await c.create(c.resource("v1", "PersistentVolumeClaim"), {
+            "metadata": {"name": claim},
+            "spec": {"volumeName": name, "accessModes": ["ReadWriteOnce"],
+                     "storageClassName": "", "resources": {"requests": {"storage": "1Gi"}}}},
+            "default")
+    await c.create(c.resource("v1", "ConfigMap"), {"metadata": {"name": "settings"}},
+                   "default")
+    for pod, node_name, claim, config in (("q1", "n1", "claim-mine", "settings"),
+                                          ("q2", "n2", "claim-theirs", "other")):
+        env = [{"name": "S", "valueFrom": {"configMapKeyRef": {"name": config, "key": "k"}}}]
+        await c.create(c.resource("v1", "Pod"), {
+            "metadata": {"name": pod},
+            "spec": {"nodeName": node_name,
+                     "containers": [{"name": "c", "image": "busybox", "env": env}],
+                     "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": claim}}]}},
+            "default")
+    node = cluster.client_as(component_policy.node_user("n1"))
+    assert (await node.get(node.resource("v1", "ConfigMap"), "settings", "default"))
+    assert (await node.get(node.resource("v1", "PersistentVolumeClaim"), "claim-mine",
+                           "default"))
+    assert (await node.get(node.resource("v1", "PersistentVolume"), "pv-mine"))
+    for kind, name, ns in (("PersistentVolumeClaim", "claim-theirs", "default"),
+                           ("PersistentVolume", "pv-theirs", None)):
+        with pytest.raises(ApiError) as e:
+            await node.get(node.resource("v1", kind), name, ns)
+        assert e.value.code == 403 and "no relationship found" in e.value.message
+    # a missing object its pod names is a 404, as the kubelet expects for optional ones
+    await c.delete(c.resource("v1", "ConfigMap"), "settings", "default")
+    with pytest.raises(ApiError) as e:
+        await node.get(node.resource("v1", "ConfigMap"), "settings", "default")
+    assert e.value.code == 404
+
+    pods = node.resource("v1", "Pod")
+    with pytest.raises(ApiError) as e:  # only its own pods go
+        await node.delete(pods, "q2", "default")
+    assert e.value.code == 403 and e.value.message == (
+        'pods "q2" is forbidden: node "n1" can only delete pods with spec.nodeName set to '
+        "itself")
+    await node.delete(pods, "q1", "default")
+    # a mirror pod of its own (a static pod's copy) it may create
+    mirror = {"metadata": {"name": "static-n1", "annotations": {
+        "kubernetes.io/config.mirror": "hash"}},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]}}
+    await node.create(pods, mirror, "default")
+    mirror["metadata"]["name"], mirror["spec"]["nodeName"] = "static-n2", "n2"
+    with pytest.raises(ApiError) as e:
+        await node.create(pods, mirror, "default")
+    assert e.value.code == 403 and "spec.nodeName set to itself" in e.value.message

@@ -301,6 +301,12 @@ CONTROLLER_RULES: dict[str, list[dict[str, Any]]] = {
         _r(["get", "list", "watch", "update", "patch"], [CORE], ["persistentvolumes"]),
         _events(),
     ],
+    # the kube-root-ca.crt publisher (for controllers that publish it; the ServiceAccount
+    # token controller, as in Kubernetes, acts as system:kube-controller-manager)
+    "root-ca-cert-publisher": [
+        _r(["create", "update"], [CORE], ["configmaps"]),
+        _events(),
+    ],
     # pinnace's (k3s') local-path provisioner: makes and removes local PVs for claims
     "local-path-provisioner": [
         _r(_READ, [CORE], ["nodes", "pods"]),

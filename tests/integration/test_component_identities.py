@@ -274,3 +274,26 @@ async def test_a_node_reaches_claims_volumes_and_config_of_its_pods_only(cluster
     with pytest.raises(ApiError) as e:
         await node.create(pods, mirror, "default")
     assert e.value.code == 403 and "spec.nodeName set to itself" in e.value.message
+
+
+async def test_impersonation_needs_the_impersonate_verb(cluster: Any) -> None:
+    import ssl
+
+    import aiohttp
+    ctx = ssl.create_default_context(cadata=cluster.server.ca_pem.decode())
+    url = cluster.server.url + "/api/v1/namespaces/default/secrets/theirs"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s:
+        # a node may not become the admin …
+        async with s.get(url, headers={"Authorization": f"Bearer {cluster.node_token}",
+                                       "Impersonate-User": "system:admin"}) as r:
+            assert r.status == 403
+            assert (await r.json())["message"] == (
+                'users "system:admin" is forbidden: User "system:node:n1" cannot impersonate '
+                'resource "users" in API group "" at the cluster scope')
+        # … and the admin impersonating the node is held to what the node may read
+        admin = {"Authorization": f"Bearer {cluster.server.token}",
+                 "Impersonate-User": "system:node:n1", "Impersonate-Group": "system:nodes"}
+        async with s.get(url, headers=admin) as r:
+            assert r.status == 403
+        async with s.get(url.replace("theirs", "mine"), headers=admin) as r:
+            assert r.status == 200

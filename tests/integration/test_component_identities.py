@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import logging
 import secrets
+import ssl
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from pinnace.api.errors import ApiError
@@ -277,9 +279,6 @@ async def test_a_node_reaches_claims_volumes_and_config_of_its_pods_only(cluster
 
 
 async def test_impersonation_needs_the_impersonate_verb(cluster: Any) -> None:
-    import ssl
-
-    import aiohttp
     ctx = ssl.create_default_context(cadata=cluster.server.ca_pem.decode())
     url = cluster.server.url + "/api/v1/namespaces/default/secrets/theirs"
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s:

@@ -42,7 +42,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from pinnace.agent.fake_nodes import FakeNodes
 from pinnace.agent.network.cni import CNI_PATHS
-from pinnace.apiserver import pki
+from pinnace.apiserver import component_policy, pki
+from pinnace.apiserver.auth import User
 from pinnace.apiserver.local import LocalTransport
 from pinnace.apiserver.server import ApiServer
 from pinnace.client.client import Client
@@ -135,9 +136,9 @@ class ComponentRunner:
     first `start()`; informers they asked for start at once (the factory does that) and
     are synced before those components run."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, *, informer_client: Client | None = None) -> None:
         self.client = client
-        self.factory = InformerFactory(client)
+        self.factory = InformerFactory(informer_client or client)
         self.components: list[Component] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._factory_started = False
@@ -193,13 +194,15 @@ class Cluster:
                                 service_account_max_token_expiration=(
                                     config.service_account_max_token_expiration))
         self._client: Client | None = None
+        self._users: dict[User, Client] = {}  # client_as()'s, one per user
         self._runner: ComponentRunner | None = None
         self.fake_nodes: FakeNodes | None = None
         self.kubelet: Kubelet | None = None
 
     @property
     def client(self) -> Client:
-        """The in-process client the components share (the cluster admin)."""
+        """The in-process client of the cluster's callers (the cluster admin, trusted);
+        the components act as their own users (`client_as`)."""
         if self._client is None:
             raise RuntimeError("the cluster is not started")
         return self._client
@@ -227,34 +230,60 @@ class Cluster:
         # components in this process use the API's handlers directly, without the socket
         self._client = Client(LocalTransport(self.server.registry),
                               field_manager=self.config.field_manager)
-        self._runner = ComponentRunner(self._client)
+        # the shared informers list and watch as the controller manager (its role may read
+        # everything): one list+watch per kind serves every component, as Kubernetes'
+        # controller manager shares its informers; each component writes as itself
+        self._runner = ComponentRunner(self._client, informer_client=self.client_as(
+            component_policy.CONTROLLER_MANAGER))
         try:
             await self._runner.start(*self._build(self._client, self._runner.factory))
         except BaseException:
             await self.stop()
             raise
 
+    def client_as(self, user: User) -> Client:
+        """An in-process client acting as `user`: RBAC (and the Node authorizer, and
+        admission) apply to it as to a remote client. Closed with the cluster."""
+        if self.server.registry is None:
+            raise RuntimeError("the cluster is not started")
+        client = self._users.get(user)
+        if client is None:
+            client = self._users[user] = Client(
+                LocalTransport(self.server.registry, user=user),
+                field_manager=self.config.field_manager)
+        return client
+
     def _build(self, client: Client, factory: InformerFactory) -> list[Component]:
+        # `client` (trusted, no RBAC) is for callers of the cluster; every component
+        # acts as its own user (component_policy.py lists them)
         cfg = self.config
         components: list[Component] = []
         if cfg.controllers:
             tokens = self.server.service_account_tokens
             components += build_controllers(
-                client, factory, cfg.controller_settings, root_ca=self.server.ca_pem,
-                service_account_keys=tokens.keys if tokens is not None else None)
+                self.client_as(component_policy.CONTROLLER_MANAGER), factory,
+                cfg.controller_settings, root_ca=self.server.ca_pem,
+                service_account_keys=tokens.keys if tokens is not None else None,
+                client_for=lambda name: self.client_as(component_policy.controller_user(name)))
         if cfg.scheduler:
-            components.append(Scheduler(client, factory))
+            components.append(Scheduler(self.client_as(component_policy.SCHEDULER), factory))
         if cfg.fake_nodes:
-            self.fake_nodes = FakeNodes(client, factory, count=cfg.fake_nodes,
-                                        lease_period=cfg.lease_period)
+            self.fake_nodes = FakeNodes(
+                client, factory, count=cfg.fake_nodes, lease_period=cfg.lease_period,
+                client_for_node=lambda name: self.client_as(component_policy.node_user(name)))
             components.append(self.fake_nodes)
         if cfg.real_node is not None:
-            self.kubelet = self._kubelet(cfg.real_node, client, factory)
+            from pinnace.agent.kubelet import default_node_name
+            node_client = self.client_as(component_policy.node_user(
+                cfg.real_node.node_name or default_node_name()))
+            self.kubelet = self._kubelet(cfg.real_node, node_client, factory)
             components.append(self.kubelet)
-            proxier = self._proxier(cfg.real_node, client, factory)
+            proxier = self._proxier(cfg.real_node, self.client_as(component_policy.KUBE_PROXY),
+                                    factory)
             if proxier is not None:
                 components.append(proxier)
-            components.append(self._dns_server(cfg.real_node, client, factory))
+            components.append(self._dns_server(
+                cfg.real_node, self.client_as(component_policy.DNS), factory))
         return components
 
     def _kubelet(self, node: RealNodeConfig, client: Client, factory: InformerFactory
@@ -311,6 +340,9 @@ class Cluster:
         if self._client is not None:
             await self._client.close()
             self._client = None
+        for user_client in self._users.values():
+            await user_client.close()
+        self._users.clear()
         await self.server.stop()
 
     async def __aenter__(self) -> Cluster:

@@ -26,6 +26,7 @@ import ipaddress
 import logging
 import random
 import time
+from collections.abc import Callable
 
 from pinnace.agent.node import NodeAgent, node_labels, node_status
 from pinnace.agent.runtime.fake import FakeRuntime
@@ -72,8 +73,11 @@ def is_fake(node: Obj) -> bool:
 class FakeNodes:
     def __init__(self, client: Client, factory: InformerFactory, *, count: int = 0,
                  lease_period: float = 10.0, status_report_period: float = 300.0,
-                 backoff_base: float = 10.0) -> None:
+                 backoff_base: float = 10.0,
+                 client_for_node: Callable[[str], Client] | None = None) -> None:
         self.client = client
+        # each node registers and runs as itself (system:node:<name>) when given
+        self.client_for_node = client_for_node or (lambda _name: client)
         self.count = count
         self.lease_period = lease_period
         self.status_report_period = status_report_period
@@ -123,7 +127,7 @@ class FakeNodes:
                                      host_ip=host_ip(index), runtime="fake", old=None,
                                      now=time.time(), kubelet_port=0)
         try:
-            await self.client.create(self._node_rt, node)
+            await self.client_for_node(name).create(self._node_rt, node)
         except errors.ApiError as e:
             if e.code != 409:
                 raise
@@ -155,7 +159,7 @@ class FakeNodes:
         if agent is None:
             index = self._allocate(name)
             cidr = cidr or pod_cidr(index)
-            agent = NodeAgent(self.client, FakeRuntime(pod_cidr=cidr),
+            agent = NodeAgent(self.client_for_node(name), FakeRuntime(pod_cidr=cidr),
                               node_name=name, host_ip=host_ip(index),
                               pod_cidr=cidr, capacity=capacity_of(node),
                               lease_period=self.lease_period,

@@ -1,6 +1,7 @@
 """The aiohttp application: middleware (errors → Status, authentication, RBAC) and routes.
 
-    request ─► error middleware ─► authn middleware ─► [audit] ─► authz middleware (403) ─► route
+    request ─► error middleware ─► authn middleware ─► impersonation ─► [audit]
+            ─► authz middleware (Node, then RBAC; 403) ─► route
                                           ├─ /version /healthz /livez /readyz
                                           ├─ /api /apis …  discovery (legacy or aggregated)
                                           ├─ /openapi/v3[/…], /openapi/v2 (JSON or protobuf)
@@ -23,6 +24,8 @@ from pinnace.apiserver.admission_policy import PolicyAdmission
 from pinnace.apiserver.admission_webhooks import WebhookAdmission
 from pinnace.apiserver.auth import ANONYMOUS, USER_KEY, TokenAuthenticator
 from pinnace.apiserver.handlers import ResourceHandlers
+from pinnace.apiserver.impersonation import impersonation_middleware
+from pinnace.apiserver.node_restriction import NodeRestriction
 from pinnace.apiserver.rbac_escalation import EscalationCheck
 from pinnace.apiserver.registry import ObjectRegistry
 
@@ -124,11 +127,13 @@ def build_app(registry: ObjectRegistry, authn: TokenAuthenticator, *,
     after authentication and before authorization, so refusals are logged too)."""
     authz = rbac.RBACAuthorizer(registry)
     registry.write_checks.append(EscalationCheck(authz))
+    registry.admission.append(NodeRestriction(registry))  # a node writes only its own
     # Kubernetes' order in the validating phase: policies, then webhooks
     webhooks = WebhookAdmission(registry)
     registry.admission.extend([PolicyAdmission(registry), webhooks])
     auditing = [audit.audit_middleware(audit_log)] if audit_log is not None else []
-    app = web.Application(middlewares=[error_middleware, auth_middleware(authn), *auditing,
+    app = web.Application(middlewares=[error_middleware, auth_middleware(authn),
+                                       impersonation_middleware(authz), *auditing,
                                        authz_middleware(authz)],
                           client_max_size=neg.MAX_BODY + 1024)
     if audit_log is not None:

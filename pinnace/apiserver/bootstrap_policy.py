@@ -6,7 +6,9 @@ for the core, apps, batch, autoscaling, policy, networking and discovery resourc
 the `aggregate-to-*` labels so `edit` and `admin` also pick up roles labelled for
 them), `system:discovery`, `system:public-info-viewer` and `system:basic-user`.
 ClusterRoleBindings tie them to `system:masters`, `system:authenticated` and
-`system:unauthenticated` as Kubernetes does.
+`system:unauthenticated` as Kubernetes does. The roles of the cluster's own components
+(scheduler, controllers, nodes, proxy, DNS) and their bindings come from
+`component_policy.py`.
 
 `ensure_bootstrap_policy` creates what is missing and never touches what exists,
 so an edited default role stays edited across restarts.
@@ -18,6 +20,10 @@ import logging
 from typing import Any
 
 from pinnace.api import errors
+from pinnace.apiserver.component_policy import (
+    component_cluster_role_bindings,
+    component_cluster_roles,
+)
 from pinnace.apiserver.registry import ObjectRegistry, WriteOptions
 
 log = logging.getLogger(__name__)
@@ -117,6 +123,11 @@ CLUSTER_ROLES: dict[str, tuple[list[dict[str, Any]], dict[str, str], dict[str, A
 }
 
 
+# the scheduler's, controllers', node's, proxy's and DNS's roles (component_policy.py)
+CLUSTER_ROLES.update({name: (rules, {}, None)
+                      for name, rules in component_cluster_roles().items()})
+
+
 def _group(name: str) -> dict[str, str]:
     return {"apiGroup": GROUP, "kind": "Group", "name": name}
 
@@ -130,6 +141,7 @@ CLUSTER_ROLE_BINDINGS: dict[str, list[dict[str, str]]] = {
     "system:basic-user": [_group("system:authenticated")],
     "system:service-account-issuer-discovery": [_group("system:serviceaccounts")],
 }
+CLUSTER_ROLE_BINDINGS.update(component_cluster_role_bindings())
 
 
 def _metadata(name: str, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:

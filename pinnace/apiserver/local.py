@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -29,6 +30,8 @@ from pinnace.apiserver.auth import USER_KEY, User
 from pinnace.apiserver.handlers import ResourceHandlers, parse_path
 from pinnace.apiserver.registry import ObjectRegistry
 from pinnace.apiserver.watch import OBJECT_EVENTS, WatchOptions, watch_batches
+
+log = logging.getLogger(__name__)
 
 _NOT_FOUND = errors.ApiError(404, "NotFound", "the server could not find the requested resource")
 
@@ -77,7 +80,11 @@ class LocalTransport:
             attrs = rbac.request_attributes(self.user, method, path, req.query)
             allowed, reason = self._authz.authorize(attrs)
             if not allowed:
-                raise rbac.forbidden(attrs, reason)
+                err = rbac.forbidden(attrs, reason)
+                # a component refused is a bug in its role (or a node reaching too far)
+                log.warning("in-process request refused: %s %s: %s", method, path,
+                            err.status().get("message"))
+                raise err
             req[USER_KEY] = self.user
         return req
 

@@ -90,20 +90,46 @@ def _exact_name(field_selector: str) -> str:
 
 class RBACAuthorizer:
     def __init__(self, registry: ObjectRegistry) -> None:
+        # imported here: the Node authorizer reads rule_allows from this module
+        from pinnace.apiserver.node_authorizer import NodeAuthorizer
         kinds = registry.kinds
         self.caches = {kind: registry.cache(rt) for kind in (
             "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
             if (rt := kinds.by_kind(RBAC_GROUP, "v1", kind)) is not None}
+        # --authorization-mode=Node,RBAC: nodes' requests meet the Node authorizer first
+        self.node = NodeAuthorizer(registry)
+        # (user, namespace) -> the bindings' rules, valid while no RBAC object changes
+        # (the caches' revisions say when): the components in this process ask on
+        # every request, always with the same few users
+        self._rules: dict[tuple[User, str], tuple[list[tuple[str, list[dict[str, Any]]]],
+                                                  list[str]]] = {}
+        self._rules_at: tuple[int, ...] = ()
 
     def authorize(self, attrs: Attributes) -> tuple[bool, str]:
         """(allowed, reason); the reason names the granting binding or the errors met."""
         if MASTERS in attrs.user.groups:
             return True, ""
-        problems: list[str] = []
-        for source, rules in self.rules_for(attrs.user, attrs.namespace, problems):
+        decision = self.node.authorize(attrs)
+        if decision is not None:
+            return decision
+        granted, problems = self._cached_rules(attrs.user, attrs.namespace)
+        for source, rules in granted:
             if any(rule_allows(attrs, r) for r in rules):
                 return True, f"RBAC: allowed by {source}"
         return False, ("RBAC: " + ", ".join(problems)) if problems else ""
+
+    def _cached_rules(self, user: User, namespace: str
+                      ) -> tuple[list[tuple[str, list[dict[str, Any]]]], list[str]]:
+        revisions = tuple(c.revision for c in self.caches.values())
+        if revisions != self._rules_at or len(self._rules) > 4096:
+            self._rules.clear()
+            self._rules_at = revisions
+        found = self._rules.get((user, namespace))
+        if found is None:
+            problems: list[str] = []
+            found = self._rules[(user, namespace)] = (
+                list(self.rules_for(user, namespace, problems)), problems)
+        return found
 
     def rules_for(self, user: User, namespace: str, problems: list[str]
                ) -> Iterator[tuple[str, list[dict[str, Any]]]]:

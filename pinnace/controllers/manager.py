@@ -10,6 +10,7 @@ kube-controller-manager flags of the same meaning).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pinnace.api.service_account_tokens import TokenKeys
@@ -51,37 +52,42 @@ class ControllerSettings:
 
 def build_controllers(client: Client, factory: InformerFactory,
                       settings: ControllerSettings | None = None, *, root_ca: bytes = b"",
-                      service_account_keys: TokenKeys | None = None) -> list[Controller]:
-    """Every controller; with `root_ca` (--root-ca-file) the kube-root-ca.crt publisher,
-    with it and `service_account_keys` (--service-account-private-key-file) the token
-    controller filling legacy ServiceAccount token Secrets."""
+                      service_account_keys: TokenKeys | None = None,
+                      client_for: Callable[[str], Client] | None = None) -> list[Controller]:
+    """Every controller, each writing through `client_for(<its ServiceAccount's name>)`
+    (Kubernetes' `--use-service-account-credentials`), or all through `client`; with
+    `root_ca` (--root-ca-file) the kube-root-ca.crt publisher, with it and
+    `service_account_keys` (--service-account-private-key-file) the token controller
+    filling legacy ServiceAccount token Secrets, which acts as `client` (the controller
+    manager itself, as in Kubernetes)."""
     s = settings or ControllerSettings()
+    c = client_for or (lambda _name: client)
     extra: list[Controller] = []
     if root_ca:
-        extra.append(RootCAPublisher(client, factory, root_ca=root_ca))
+        extra.append(RootCAPublisher(c("root-ca-cert-publisher"), factory, root_ca=root_ca))
         if service_account_keys is not None:
             extra.append(TokensController(client, factory, keys=service_account_keys,
                                           root_ca=root_ca))
     return [*extra,
-        ReplicaSetController(client, factory),
-        DeploymentController(client, factory),
-        JobController(client, factory, backoff_base=s.job_backoff_base),
-        TTLAfterFinishedController(client, factory),
-        CronJobController(client, factory),
-        DaemonSetController(client, factory),
-        StatefulSetController(client, factory),
-        GarbageCollector(client, factory),
-        NamespaceController(client, factory),
-        PodGCController(client, factory),
-        ServiceAccountsController(client, factory),
-        EndpointSliceController(client, factory),
-        EndpointsController(client, factory),
-        EndpointSliceMirroringController(client, factory),
-        ServiceLBController(client, factory, pool=s.lb_pool),
-        NodeLifecycleController(client, factory,
+        ReplicaSetController(c("replicaset-controller"), factory),
+        DeploymentController(c("deployment-controller"), factory),
+        JobController(c("job-controller"), factory, backoff_base=s.job_backoff_base),
+        TTLAfterFinishedController(c("ttl-after-finished-controller"), factory),
+        CronJobController(c("cronjob-controller"), factory),
+        DaemonSetController(c("daemon-set-controller"), factory),
+        StatefulSetController(c("statefulset-controller"), factory),
+        GarbageCollector(c("generic-garbage-collector"), factory),
+        NamespaceController(c("namespace-controller"), factory),
+        PodGCController(c("pod-garbage-collector"), factory),
+        ServiceAccountsController(c("service-account-controller"), factory),
+        EndpointSliceController(c("endpointslice-controller"), factory),
+        EndpointsController(c("endpoint-controller"), factory),
+        EndpointSliceMirroringController(c("endpointslicemirroring-controller"), factory),
+        ServiceLBController(c("service-controller"), factory, pool=s.lb_pool),
+        NodeLifecycleController(c("node-controller"), factory,
                                 grace_period=s.node_monitor_grace_period),
-        PersistentVolumeBinder(client, factory),
-        PVCProtectionController(client, factory),
-        PVProtectionController(client, factory),
-        LocalPathProvisioner(client, factory),
+        PersistentVolumeBinder(c("persistent-volume-binder"), factory),
+        PVCProtectionController(c("pvc-protection-controller"), factory),
+        PVProtectionController(c("pv-protection-controller"), factory),
+        LocalPathProvisioner(c("local-path-provisioner"), factory),
     ]

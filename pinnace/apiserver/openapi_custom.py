@@ -44,10 +44,18 @@ def custom_kinds(kinds: Registry, path: str) -> list[ResourceType] | None:
     return served
 
 
-def _custom_schema(rt: ResourceType) -> dict[str, Any]:
+def custom_schema(rt: ResourceType, *, v2: bool = False) -> dict[str, Any]:
     """A custom version's schema as Kubernetes publishes it: the definition's
-    openAPIV3Schema with metadata as ObjectMeta and the group-version-kind."""
+    openAPIV3Schema with metadata as ObjectMeta and the group-version-kind. For the
+    Swagger 2.0 document (`v2`), cut down as apiextensions-apiserver does so that
+    kubectl's client-side validation accepts what the server accepts."""
     node = json.loads(json.dumps(rt.custom.schema))
+    gvk = [{"group": rt.group, "kind": rt.kind, "version": rt.version}]
+    if v2 and node.get("x-kubernetes-preserve-unknown-fields"):
+        # any property would make kubectl refuse every other field
+        return {"type": "object", "x-kubernetes-group-version-kind": gvk}
+    if v2:
+        _for_v2(node)
     props = node.setdefault("properties", {})
     props.setdefault("apiVersion", {"type": "string", "description": (
         "APIVersion defines the versioned schema of this representation of an object.")})
@@ -55,12 +63,48 @@ def _custom_schema(rt: ResourceType) -> dict[str, Any]:
         "Kind is a string value representing the REST resource this object represents.")})
     props["metadata"] = {"allOf": [ref(META + "ObjectMeta")], "description": (
         "Standard object's metadata.")}
-    node["x-kubernetes-group-version-kind"] = [
-        {"group": rt.group, "kind": rt.kind, "version": rt.version}]
+    node["x-kubernetes-group-version-kind"] = gvk
     return node
 
 
-def _custom_list_schema(rt: ResourceType) -> dict[str, Any]:
+def _for_v2(node: dict[str, Any]) -> None:
+    """Swagger 2.0 and kubectl's validator know no junctors and no nullable; untyped,
+    schemaless and free-form nodes must not carry properties or items, or kubectl would
+    refuse what the server keeps (ToStructuralOpenAPIV2 in apiextensions-apiserver)."""
+    for key in ("allOf", "oneOf", "anyOf", "not"):
+        node.pop(key, None)
+    if node.pop("nullable", False):
+        node.pop("type", None)
+        node.pop("items", None)
+        node.pop("properties", None)
+    if node.get("x-kubernetes-preserve-unknown-fields"):
+        node.pop("items", None)
+        node.pop("properties", None)
+        if node.get("type") == "object":
+            del node["type"]
+    if node.get("type") == "array" and "items" not in node:
+        del node["type"]
+    props = node.get("properties")
+    if isinstance(props, dict):
+        nullable = {name for name, prop in props.items()
+                    if isinstance(prop, dict) and prop.get("nullable")}
+        if nullable and isinstance(node.get("required"), list):
+            node["required"] = [r for r in node["required"] if r not in nullable]
+            if not node["required"]:
+                del node["required"]
+        for prop in props.values():
+            if isinstance(prop, dict):
+                _for_v2(prop)
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
+        if extra.get("nullable"):
+            node.pop("required", None)
+        _for_v2(extra)
+    if isinstance(node.get("items"), dict):
+        _for_v2(node["items"])
+
+
+def custom_list_schema(rt: ResourceType) -> dict[str, Any]:
     return {
         "description": f"{rt.list_kind} is a list of {rt.kind}",
         "type": "object", "required": ["items"],
@@ -93,8 +137,8 @@ def _custom_document(path: str, served: list[ResourceType]) -> bytes:
         collect_refs(paths, roots)
         doc = document(paths, roots)
         for rt in served:
-            doc["components"]["schemas"][rt.schema_ref] = _custom_schema(rt)
-            doc["components"]["schemas"][rt.schema_ref + "List"] = _custom_list_schema(rt)
+            doc["components"]["schemas"][rt.schema_ref] = custom_schema(rt)
+            doc["components"]["schemas"][rt.schema_ref + "List"] = custom_list_schema(rt)
     return json.dumps(doc, separators=(",", ":")).encode()
 
 

@@ -261,6 +261,15 @@ def resource_types(crd: Obj) -> list[ResourceType]:
     return out
 
 
+def stored_alike(old: ResourceType, new: ResourceType) -> bool:
+    """Whether `new` reads and writes the same stored objects as `old` does: the same
+    version, kind and scope (so the same keys). Schemas, printer columns, subresources
+    and other versions may differ: watches on the version go on, as clients expect when
+    a definition only gains a column or a field."""
+    return (old.group, old.version, old.plural, old.kind, old.namespaced) == \
+        (new.group, new.version, new.plural, new.kind, new.namespaced)
+
+
 # ------------------------------------------------------------------------------ status
 
 def condition(kind: str, status: str, reason: str, message: str, now: str) -> Obj:

@@ -11,7 +11,9 @@ cache (no polling), because what it changes is the server itself:
 - serving: each served version becomes a resource type (`api/crd.py`) added to the
   server's kinds registry with its own watch cache and strategy, so routes, discovery
   and OpenAPI show it as soon as the status says Established; a changed definition
-  replaces its types; a removed one is forgotten;
+  replaces its types, keeping the watch cache (and the open watches) of each version
+  still stored alike (a new schema, printer columns or another version added); a
+  removed one is forgotten;
 - cleanup: a definition being deleted keeps being served while its objects are
   deleted (each through the registry, so their own finalizers hold them, as with
   kopf's); when none is left, the `customresourcecleanup` finalizer is removed and
@@ -146,10 +148,19 @@ class CustomResourceServing:
         if current and self._specs.get(name) == spec:
             return
         wanted = crd.resource_types(obj)
+        # a version served before and stored alike keeps its watch cache, and so the
+        # open watches on its objects; others start afresh
+        kept = {rt.version: rt for rt in current}
         for rt in current:
-            await self.registry.forget(rt)
+            if not any(crd.stored_alike(rt, new) for new in wanted):
+                del kept[rt.version]
+                await self.registry.forget(rt)
         for rt in wanted:
-            await self.registry.serve(rt)
+            old = kept.get(rt.version)
+            if old is not None:
+                self.registry.retype(old, rt)
+            else:
+                await self.registry.serve(rt)
         self.served[name] = wanted
         self._specs[name] = spec
         log.info("serving %s (%s)", name, ", ".join(rt.version for rt in wanted))

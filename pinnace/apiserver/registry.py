@@ -146,6 +146,15 @@ class ObjectRegistry:
         self.strategies[rt] = strategies.strategy_for(rt, self._ctx)
         self.kinds.add(rt)
 
+    def retype(self, old: ResourceType, new: ResourceType) -> None:
+        """Serve `new` in place of `old`, which stores its objects under the same keys:
+        the watch cache and its open watches carry on."""
+        self.caches[new] = self.caches.pop(old)
+        self.caches[new].retype(new)
+        self.strategies.pop(old, None)
+        self.strategies[new] = strategies.strategy_for(new, self._ctx)
+        self.kinds.add(new)
+
     async def forget(self, rt: ResourceType) -> None:
         """Stop serving a resource type (its objects stay in the store)."""
         self.kinds.remove(rt)

@@ -128,6 +128,19 @@ class WatchCache:
             crd_schema.apply_defaults(obj, self._custom_schema)
         return obj
 
+    def retype(self, rt: ResourceType) -> None:
+        """Serve the same stored objects as `rt` (a changed definition of a custom
+        resource: new schema, printer columns...): current objects get the new schema's
+        defaults, open watches carry on."""
+        self.rt = rt
+        self._custom_schema = rt.custom.schema if rt.custom is not None else None
+        if self._custom_schema is not None:
+            for key, obj in self.objects.items():
+                obj = json.loads(json.dumps(obj))  # cached objects never change in place
+                crd_schema.apply_defaults(obj, self._custom_schema)
+                self.objects[key] = obj
+        self._encoded.clear()
+
     async def start(self) -> None:
         kvs, revision = await self.store.range(self.prefix)
         self.objects = {kv.key: self._decode(kv) for kv in kvs}

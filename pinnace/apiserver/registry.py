@@ -238,7 +238,7 @@ class ObjectRegistry:
         strategy.apply_defaults(obj)
         obj = ssa.update_managed_fields(
             None, obj, manager=opts.field_manager, operation="Update", now=now_rfc3339(),
-            api_version=rt.api_version, schema_ref=rt.schema_ref,
+            api_version=rt.api_version, shape=strategy.shape,
             reset_fields=strategy.reset_fields(""))
         return await self._create_prepared(rt, namespace, obj, opts)
 
@@ -381,7 +381,7 @@ class ObjectRegistry:
             new = ssa.update_managed_fields(
                 old, new, manager=opts.field_manager, operation=operation, now=now_rfc3339(),
                 api_version=rt.api_version, subresource=subresource,
-                schema_ref=rt.schema_ref, reset_fields=strategy.reset_fields(subresource))
+                shape=strategy.shape, reset_fields=strategy.reset_fields(subresource))
             m = new["metadata"]
         m["resourceVersion"] = om["resourceVersion"]
         if same_but_managed_time(new, old):
@@ -440,7 +440,7 @@ class ObjectRegistry:
             cfg = self._apply_config(rt, current["metadata"].get("namespace"),
                                      current["metadata"]["name"], body, opts)
             new = ssa.apply(base, cfg, manager=opts.field_manager, force=opts.force,
-                            schema_ref=rt.schema_ref, now=now_rfc3339(),
+                            shape=strategy.shape, now=now_rfc3339(),
                             api_version=rt.api_version,
                             reset_fields=strategy.reset_fields(subresource))
             managed_done = True
@@ -470,7 +470,7 @@ class ObjectRegistry:
         cfg = self._apply_config(rt, namespace, name, body, opts)
         self._admit_namespace(rt, namespace, name)
         obj = ssa.apply(None, cfg, manager=opts.field_manager, force=opts.force,
-                        schema_ref=rt.schema_ref, now=now_rfc3339(),
+                        shape=self.strategies[rt].shape, now=now_rfc3339(),
                         api_version=rt.api_version,
                         reset_fields=self.strategies[rt].reset_fields(""))
         self.strategies[rt].apply_defaults(obj)

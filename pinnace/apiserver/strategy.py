@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from pinnace.api import defaults, selectors, validation
 from pinnace.api.kinds import ResourceType
+from pinnace.api.patch import Shape, root_shape
 from pinnace.api.types import Obj
 from pinnace.apiserver.allocators import ServiceAllocator
 from pinnace.apiserver.objects import deep_copy
@@ -61,6 +62,8 @@ class Strategy(Protocol):
 
     # PATCH with application/strategic-merge-patch+json (needs the kind's Go struct tags)
     accepts_strategic_merge: bool
+    # the kind's schema as server-side apply and managedFields walk it (list and map types)
+    shape: Shape
 
     def reset_fields(self, subresource: str) -> tuple[str, ...]:
         """Top-level fields a write through this endpoint does not own (GetResetFields)."""
@@ -160,6 +163,7 @@ class DefaultStrategy:
         self.rt = rt
         self.ctx = ctx
         self.has_status = "status" in rt.subresources
+        self.shape = root_shape(rt.schema_ref)
         # computed once: these tuples are handed to every write of the kind
         self._reset = {"": ("status",) if self.has_status else (),
                        "status": ("spec",) if self.has_status else ()}

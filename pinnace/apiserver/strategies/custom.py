@@ -5,7 +5,9 @@ unknown fields pruned (400 under Strict, warnings under Warn), defaults filled,
 then validated — the schema's causes and ObjectMeta's together in one 422. Spec
 changes bump metadata.generation; with a status subresource the main endpoint keeps
 status and `/status` keeps the rest (DefaultStrategy). Strategic merge patches are
-refused (415): custom resources have no Go struct tags to merge by. Scale reads and
+refused (415): custom resources have no Go struct tags to merge by. Server-side apply
+and managedFields follow the schema's `x-kubernetes-list-type` (atomic, set, map by
+`x-kubernetes-list-map-keys`) and `x-kubernetes-map-type`. Scale reads and
 writes the replica counts at the definition's JSON paths.
 
 A definition gets the `customresourcecleanup` finalizer when created; `crd_serving`
@@ -21,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pinnace.api import crd, crd_rules, crd_schema, errors, validation
+from pinnace.api.apply import custom_shape
 from pinnace.api.kinds import ResourceType
 from pinnace.api.types import Obj
 from pinnace.apiserver.strategy import DefaultStrategy, StrategyContext
@@ -51,6 +54,7 @@ class CustomResourceStrategy(DefaultStrategy):
         super().__init__(rt, ctx)
         self.version: crd.CustomVersion = rt.custom
         self.schema = self.version.schema
+        self.shape = custom_shape(self.schema)
         # set by crd_serving once the definition is being deleted: no new objects
         self.terminating = False
 

@@ -10,10 +10,10 @@ from the moment its write returned). For each request:
                 matchConditions (CEL over object, oldObject, request)
     dry run     a webhook whose sideEffects is not None/NoneOnDryRun refuses a dryRun
                 request (400), as Kubernetes does, instead of being called
-    call        POST an AdmissionReview v1 to `clientConfig.url`, or to the Service:
-                a ready endpoint of its EndpointSlices (the TLS name stays
-                `<svc>.<ns>.svc`); the certificate is verified against `caBundle`;
-                `timeoutSeconds` (default 10, at most 30) bounds the whole call
+    call        POST an AdmissionReview v1 to `clientConfig.url`, or to the Service
+                (`webhook_client.py`: a ready endpoint, the certificate verified
+                against `caBundle`); `timeoutSeconds` (default 10, at most 30) bounds
+                the whole call
     response    uid must match; `allowed: false` → the response's status code (403 by
                 default) with `admission webhook "<name>" denied the request: <msg>`;
                 `patch` (base64 JSONPatch) is applied to the object by mutating
@@ -35,16 +35,14 @@ import base64
 import binascii
 import json
 import logging
-import ssl
 import uuid
 from typing import Any
-
-import aiohttp
 
 from pinnace.api import cel, errors, patch
 from pinnace.api.selectors import LabelSelector
 from pinnace.api.types import Obj
 from pinnace.apiserver.admission_chain import Attributes
+from pinnace.apiserver.webhook_client import WebhookClient, WebhookFailure
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +63,10 @@ class WebhookAdmission:
         self._mutating = kinds.by_kind(_GROUP, "v1", "MutatingWebhookConfiguration")
         self._validating = kinds.by_kind(_GROUP, "v1", "ValidatingWebhookConfiguration")
         self._namespaces = kinds.by_kind("", "v1", "Namespace")
-        self._services = kinds.by_kind("", "v1", "Service")
-        self._slices = kinds.by_kind("discovery.k8s.io", "v1", "EndpointSlice")
-        self._session: aiohttp.ClientSession | None = None
-        self._contexts: dict[str, ssl.SSLContext] = {}
+        self._client = WebhookClient(registry)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._client.close()
 
     # -- the two phases --------------------------------------------------------------
 
@@ -135,7 +128,7 @@ class WebhookAdmission:
         try:
             response = await self._post(hook, review)
             result = _check_response(response, review["request"]["uid"])
-        except _WebhookFailure as e:
+        except WebhookFailure as e:
             if hook.get("failurePolicy", "Fail") == "Ignore":
                 log.warning("failed calling webhook %r (ignored): %s", name, e)
                 return False
@@ -164,77 +157,11 @@ class WebhookAdmission:
 
     async def _post(self, hook: Obj, review: Obj) -> Any:
         if "v1" not in (hook.get("admissionReviewVersions") or ["v1"]):
-            raise _WebhookFailure("none of the AdmissionReview versions "
-                                  f"{hook.get('admissionReviewVersions')} is v1")
-        config = hook.get("clientConfig") or {}
-        url, server_name = self._resolve(config)
+            raise WebhookFailure("none of the AdmissionReview versions "
+                                 f"{hook.get('admissionReviewVersions')} is v1")
         timeout = min(max(int(hook.get("timeoutSeconds") or _DEFAULT_TIMEOUT), 1), _MAX_TIMEOUT)
-        # Kubernetes tells the webhook its deadline in the query
-        url += ("&" if "?" in url else "?") + f"timeout={timeout}s"
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        try:
-            async with self._session.post(
-                    url, json=review, ssl=self._ssl(config.get("caBundle") or ""),
-                    server_hostname=server_name,
-                    timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-                if resp.status != 200:
-                    raise _WebhookFailure(f"the server responded with status {resp.status}")
-                return await resp.json(content_type=None)
-        except TimeoutError:
-            raise _WebhookFailure(f'failed to call webhook: Post "{url}": context deadline '
-                                  f'exceeded') from None
-        except (aiohttp.ClientError, ValueError, ssl.SSLError, OSError) as e:
-            raise _WebhookFailure(f'failed to call webhook: Post "{url}": {e}') from None
-
-    def _resolve(self, config: Obj) -> tuple[str, str | None]:
-        """The URL to call and the TLS server name to verify."""
-        if config.get("url"):
-            return config["url"], None
-        ref = config.get("service")
-        if not ref:
-            raise _WebhookFailure("clientConfig has neither url nor service")
-        namespace, name, port = ref.get("namespace"), ref.get("name"), ref.get("port") or 443
-        host = f"{name}.{namespace}.svc"
-        address, target = self._endpoint(namespace, name, port)
-        path = ref.get("path") or "/"
-        bracketed = f"[{address}]" if ":" in address else address
-        return f"https://{bracketed}:{target}{path}", host
-
-    def _endpoint(self, namespace: str, name: str, port: int) -> tuple[str, int]:
-        """A ready endpoint of the Service's port, from the EndpointSlice cache."""
-        svc = self._registry.caches[self._services].get(namespace, name)
-        if svc is None:
-            raise _WebhookFailure(f'service "{namespace}/{name}" not found')
-        port_name = next((p.get("name") or "" for p in svc["spec"].get("ports") or []
-                          if p.get("port") == port), None)
-        if port_name is None:
-            raise _WebhookFailure(f'service "{namespace}/{name}" has no port {port}')
-        for s in self._registry.caches[self._slices].list(namespace):
-            if (s["metadata"].get("labels") or {}).get("kubernetes.io/service-name") != name:
-                continue
-            target = next((p.get("port") for p in s.get("ports") or []
-                           if (p.get("name") or "") == port_name), None)
-            for ep in s.get("endpoints") or []:
-                if target and (ep.get("conditions") or {}).get("ready", True) is not False:
-                    return ep["addresses"][0], target
-        raise _WebhookFailure(f'service "{namespace}/{name}" has no ready endpoints')
-
-    def _ssl(self, ca_bundle: str) -> ssl.SSLContext:
-        ctx = self._contexts.get(ca_bundle)
-        if ctx is None:
-            try:
-                pem = base64.b64decode(ca_bundle).decode() if ca_bundle else None
-                ctx = ssl.create_default_context(cadata=pem) if pem else \
-                    ssl.create_default_context()
-            except (ValueError, ssl.SSLError) as e:
-                raise _WebhookFailure(f"bad caBundle: {e}") from None
-            self._contexts[ca_bundle] = ctx
-        return ctx
-
-
-class _WebhookFailure(Exception):
-    """The webhook could not be called or answered nonsense (failurePolicy decides)."""
+        return await self._client.post(hook.get("clientConfig") or {}, review,
+                                       seconds=timeout)
 
 
 def _failed(name: str, why: str) -> errors.ApiError:
@@ -309,13 +236,13 @@ def admission_review(attrs: Attributes) -> Obj:
 def _check_response(body: Any, uid: str) -> Obj:
     if not isinstance(body, dict) or body.get("kind") != "AdmissionReview" or \
             body.get("apiVersion") != "admission.k8s.io/v1":
-        raise _WebhookFailure("expected webhook response of admission.k8s.io/v1, Kind="
+        raise WebhookFailure("expected webhook response of admission.k8s.io/v1, Kind="
                               "AdmissionReview")
     response = body.get("response")
     if not isinstance(response, dict):
-        raise _WebhookFailure("webhook response was absent")
+        raise WebhookFailure("webhook response was absent")
     if response.get("uid") != uid:
-        raise _WebhookFailure(f"expected response.uid=\"{uid}\", got "
+        raise WebhookFailure(f"expected response.uid=\"{uid}\", got "
                               f"\"{response.get('uid')}\"")
     return response
 

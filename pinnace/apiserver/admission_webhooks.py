@@ -42,7 +42,7 @@ from pinnace.api import cel, errors, patch
 from pinnace.api.selectors import LabelSelector
 from pinnace.api.types import Obj
 from pinnace.apiserver.admission_chain import Attributes
-from pinnace.apiserver.webhook_client import WebhookClient, WebhookFailure
+from pinnace.apiserver.webhook_client import WebhookClient, WebhookFailure, review_response
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,8 @@ class WebhookAdmission:
         review = admission_review(attrs)
         try:
             response = await self._post(hook, review)
-            result = _check_response(response, review["request"]["uid"])
+            result = review_response(response, "admission.k8s.io/v1", "AdmissionReview",
+                                     review["request"]["uid"])
         except WebhookFailure as e:
             if hook.get("failurePolicy", "Fail") == "Ignore":
                 log.warning("failed calling webhook %r (ignored): %s", name, e)
@@ -231,20 +232,6 @@ def request_info(attrs: Attributes, uid: str) -> Obj:
 def admission_review(attrs: Attributes) -> Obj:
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
             "request": request_info(attrs, str(uuid.uuid4()))}
-
-
-def _check_response(body: Any, uid: str) -> Obj:
-    if not isinstance(body, dict) or body.get("kind") != "AdmissionReview" or \
-            body.get("apiVersion") != "admission.k8s.io/v1":
-        raise WebhookFailure("expected webhook response of admission.k8s.io/v1, Kind="
-                              "AdmissionReview")
-    response = body.get("response")
-    if not isinstance(response, dict):
-        raise WebhookFailure("webhook response was absent")
-    if response.get("uid") != uid:
-        raise WebhookFailure(f"expected response.uid=\"{uid}\", got "
-                              f"\"{response.get('uid')}\"")
-    return response
 
 
 def _conditions_match(hook: Obj, attrs: Attributes) -> bool:

@@ -210,6 +210,7 @@ class ObjectRegistry:
                 body = dict(new)  # the revision is the row's, not part of the value
                 body["metadata"] = {k: v for k, v in new["metadata"].items()
                                     if k != "resourceVersion"}
+                body = await self.strategies[rt].to_storage(body)
                 kv = await self.store.update(key, encode(body), expected)
         except RevisionConflictError as e:
             if e.current is not None:  # let the retry read the winner's write
@@ -271,7 +272,8 @@ class ObjectRegistry:
                 release()
                 return obj
             try:
-                kv = await self.store.create(rt.key(namespace, m["name"]), encode(obj))
+                stored = await strategy.to_storage(obj)
+                kv = await self.store.create(rt.key(namespace, m["name"]), encode(stored))
             except KeyExistsError:
                 release()
                 if generated:

@@ -7,9 +7,9 @@ with the kind's own rules. pinnace does the same: `registry.py` holds no per-kin
 branch; it asks the resource type's `Strategy` at fixed points of the write path:
 
     create:  prepare_for_create → (initial status) → admit_create → validate
-             → allocate (undo on failure) → store.create
+             → allocate (undo on failure) → to_storage → store.create
     update:  prepare_for_update(subresource) → (defaults, generation) → validate_update
-             → allocate → store CAS → updated
+             → allocate → to_storage → store CAS → updated
     delete:  admit_delete → default_propagation, grace_period, finalizing
              → mark_deleting (pending) | store delete → deleted
 
@@ -117,6 +117,11 @@ class Strategy(Protocol):
 
     def updated(self, new: Obj, old: Obj) -> None:
         """After an update landed: release what `old` held and `new` no longer does."""
+        ...
+
+    async def to_storage(self, obj: Obj) -> Obj:
+        """The object as the store keeps it (a custom resource converted to its storage
+        version by the definition's webhook)."""
         ...
 
     def deleted(self, obj: Obj) -> None:
@@ -235,6 +240,9 @@ class DefaultStrategy:
 
     def updated(self, new: Obj, old: Obj) -> None:
         return None
+
+    async def to_storage(self, obj: Obj) -> Obj:
+        return obj
 
     def deleted(self, obj: Obj) -> None:
         return None

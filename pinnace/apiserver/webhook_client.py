@@ -26,6 +26,20 @@ class WebhookFailure(Exception):
     """The webhook could not be called or answered nonsense."""
 
 
+def review_response(body: Any, api_version: str, kind: str, uid: str) -> Obj:
+    """The `response` of a review a webhook answered (AdmissionReview, ConversionReview),
+    checked as Kubernetes checks it: the review's group-version and kind, the uid."""
+    if not isinstance(body, dict) or body.get("kind") != kind or \
+            body.get("apiVersion") != api_version:
+        raise WebhookFailure(f"expected webhook response of {api_version}, Kind={kind}")
+    response = body.get("response")
+    if not isinstance(response, dict):
+        raise WebhookFailure("webhook response was absent")
+    if response.get("uid") != uid:
+        raise WebhookFailure(f'expected response.uid="{uid}", got "{response.get("uid")}"')
+    return response
+
+
 class WebhookClient:
     def __init__(self, registry: Any) -> None:
         # the ObjectRegistry: its watch caches hold the Services and EndpointSlices

@@ -10,6 +10,9 @@ and managedFields follow the schema's `x-kubernetes-list-type` (atomic, set, map
 `x-kubernetes-list-map-keys`) and `x-kubernetes-map-type`. Scale reads and
 writes the replica counts at the definition's JSON paths.
 
+With conversion `Webhook` an object is stored in the storage version: `to_storage`
+converts the written version through the definition's webhook (`crd_conversion.py`).
+
 A definition gets the `customresourcecleanup` finalizer when created; `crd_serving`
 removes it once the definition's objects are gone.
 
@@ -57,6 +60,13 @@ class CustomResourceStrategy(DefaultStrategy):
         self.shape = custom_shape(self.schema)
         # set by crd_serving once the definition is being deleted: no new objects
         self.terminating = False
+
+    async def to_storage(self, obj: Obj) -> Obj:
+        version = self.version
+        if version.converter is None or self.rt.version == version.storage_version:
+            return obj
+        group = f"{self.rt.group}/" if self.rt.group else ""
+        return (await version.converter.convert([obj], group + version.storage_version))[0]
 
     def admit_create(self, obj: Obj) -> None:
         if self.terminating:

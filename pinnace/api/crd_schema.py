@@ -14,6 +14,8 @@ kube-apiserver's apiextensions handler does:
                multipleOf, lengths, item and property counts, uniqueItems, nullable,
                allOf/anyOf/oneOf/not; one `Cause` per bad field, with Kubernetes'
                messages, so the caller answers 422 naming every field.
+               On an update, values the update leaves unchanged are not judged
+               again (validation ratcheting), but for transition rules (oldSelf).
 
 `apiVersion`, `kind` and `metadata` of the root and of `x-kubernetes-embedded-resource`
 nodes are always kept; the root's metadata is ObjectMeta, checked by the generic path.
@@ -41,10 +43,12 @@ from typing import Any
 
 from pinnace.api.errors import Cause
 from pinnace.api.field_errors import FieldErrors, render
+from pinnace.api.patch import json_equal
 
 Schema = dict[str, Any]
 
 _ALWAYS_KEPT = ("apiVersion", "kind", "metadata")
+_OLD_SELF = re.compile(r"\boldSelf\b")
 
 
 @dataclass
@@ -204,7 +208,19 @@ def _type_ok(value: Any, node: Schema) -> bool:
 
 
 def _validate(value: Any, node: Schema, path: str, errs: FieldErrors, sites: list[RuleSite],
-              old: Any, has_old: bool) -> None:
+              old: Any, has_old: bool, *, ratchet: bool = True) -> None:
+    if ratchet and has_old and json_equal(value, old):
+        # validation ratcheting (Kubernetes 1.30+): a value an update leaves as it was is
+        # not judged again, so tightening a schema does not lock existing objects in;
+        # transition rules (oldSelf) still run
+        kept: list[RuleSite] = []
+        _validate(value, node, path, FieldErrors(), kept, old, has_old, ratchet=False)
+        for site in kept:
+            rules = [r for r in site.rules if _OLD_SELF.search(str(r.get("rule", "")))]
+            if rules:
+                sites.append(RuleSite(site.path, rules, site.value, site.old, site.has_old,
+                                      site.schema))
+        return
     where = path or "<root>"
     if value is None:
         if not node.get("nullable") and (_types(node) or node.get("x-kubernetes-int-or-string")):

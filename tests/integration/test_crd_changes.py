@@ -100,3 +100,29 @@ async def test_changing_a_definition_keeps_watches_on_its_objects(api: Api) -> N
         await _change_definition(api, retire_v1)
         line = await asyncio.wait_for(events.resp.content.readline(), 5.0)
         assert line == b""
+
+
+async def test_a_tightened_schema_ratchets_what_an_update_leaves_alone(api: Api) -> None:
+    await create_crd(api, widget_crd())
+    await create(api, WIDGETS, widget("old", size=9, color="green"))
+
+    def tighten(spec: dict[str, Any]) -> None:
+        props = spec["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
+            "properties"]
+        props["color"]["maxLength"] = 4
+        props["size"]["maximum"] = 5
+    await _change_definition(api, tighten)
+
+    async def tightened() -> bool:
+        code, _ = await api.request("POST", WIDGETS, json=widget("new", size=9))
+        return code == 422
+    await eventually(tightened)
+    merge = {"Content-Type": "application/merge-patch+json"}
+    # color and size stay as they were: only the changed field is judged
+    code, body = await api.request("PATCH", f"{WIDGETS}/old",
+                                   json={"spec": {"replicas": 2}}, headers=merge)
+    assert code == 200, body
+    code, body = await api.request("PATCH", f"{WIDGETS}/old",
+                                   json={"spec": {"size": 8}}, headers=merge)
+    assert code == 422, body
+    assert [c["field"] for c in body["details"]["causes"]] == ["spec.size"]

@@ -216,3 +216,23 @@ def test_rules_that_do_not_compile_refuse_the_definition() -> None:
                                                       {"rule": "self <"}]}}}
     assert [c.field for c in crd_rules.compile_errors(bad, "s")] == [
         "s.properties[a].x-kubernetes-validations[0].rule"]
+
+
+def test_ratcheting_leaves_unchanged_values_alone_but_runs_transition_rules() -> None:
+    schema = {"type": "object", "properties": {"spec": {"type": "object", "properties": {
+        "name": {"type": "string", "maxLength": 2, "x-kubernetes-validations": [
+            {"rule": "self.size() > 0"}, {"rule": "self == oldSelf"}]},
+        "n": {"type": "integer", "maximum": 1}}}}}
+    old = {"spec": {"name": "long", "n": 1}}
+    seen: list[str] = []
+
+    def rules(sites: list[crd_schema.RuleSite]) -> list[Cause]:
+        seen.extend(r["rule"] for s in sites for r in s.rules)
+        return []
+    causes = crd_schema.validate({"spec": {"name": "long", "n": 0}}, schema, old, rules=rules)
+    assert causes == []  # name kept its too-long value: not judged again
+    assert seen == ["self == oldSelf"]  # only the transition rule ran on it
+    changed = crd_schema.validate({"spec": {"name": "longer", "n": 5}}, schema, old)
+    assert sorted(c.field for c in changed) == ["spec.n", "spec.name"]
+    # without an old object (a create) everything is judged
+    assert len(crd_schema.validate({"spec": {"name": "long"}}, schema)) == 1

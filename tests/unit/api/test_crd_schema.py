@@ -236,3 +236,21 @@ def test_ratcheting_leaves_unchanged_values_alone_but_runs_transition_rules() ->
     assert sorted(c.field for c in changed) == ["spec.n", "spec.name"]
     # without an old object (a create) everything is judged
     assert len(crd_schema.validate({"spec": {"name": "long"}}, schema)) == 1
+
+
+def test_embedded_resources_name_their_kind_and_carry_object_meta() -> None:
+    schema = {"type": "object", "properties": {"spec": {"type": "object", "properties": {
+        "template": {"type": "object", "x-kubernetes-embedded-resource": True,
+                     "x-kubernetes-preserve-unknown-fields": True}}}}}
+    ok = {"spec": {"template": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                "metadata": {"labels": {"app": "web"}}}}}
+    assert crd_schema.validate(ok, schema) == []
+    bad = {"spec": {"template": {"apiVersion": "a/b/c", "kind": "Not_A_Kind",
+                                 "metadata": {"name": "a/b", "labels": {"-x": "y"}}}}}
+    fields = sorted(c.field for c in crd_schema.validate(bad, schema))
+    assert fields == ["spec.template.apiVersion", "spec.template.kind",
+                      "spec.template.metadata.labels", "spec.template.metadata.name"]
+    missing = crd_schema.validate({"spec": {"template": {}}}, schema)
+    assert [(c.field, c.reason) for c in missing] == [
+        ("spec.template.apiVersion", "FieldValueRequired"),
+        ("spec.template.kind", "FieldValueRequired")]

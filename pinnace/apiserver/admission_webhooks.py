@@ -22,6 +22,12 @@ from the moment its write returned). For each request:
                 refuses with 500 `Internal error occurred: failed calling webhook
                 "<name>": failed to call webhook: Post "<url>?timeout=10s": …`; `Ignore` goes on
 
+matchPolicy `Equivalent` (the default): a webhook whose rules name another served
+version of the request's custom resource is called for that version — the objects
+converted to it (the definition's conversion), `kind`/`resource` that version,
+`requestKind`/`requestResource` the request's; a patch is converted back. `Exact`
+matches only the request's version.
+
 Mutating webhooks run in configuration-name order, each configuration's webhooks in
 order; with `reinvocationPolicy: IfNeeded` a webhook runs once more when a later one
 changed the object. Requests for admissionregistration.k8s.io objects are never sent
@@ -33,12 +39,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import json
 import logging
 import uuid
 from typing import Any
 
 from pinnace.api import cel, errors, patch
+from pinnace.api.kinds import ResourceType
 from pinnace.api.selectors import LabelSelector
 from pinnace.api.types import Obj
 from pinnace.apiserver.admission_chain import Attributes
@@ -73,39 +81,62 @@ class WebhookAdmission:
     async def mutate(self, attrs: Attributes) -> None:
         webhooks = self._matching(self._mutating, attrs)
         changed_after: list[bool] = []
-        for hook in webhooks:
-            changed = await self._call(hook, attrs, mutating=True)
+        for hook, as_rt in webhooks:
+            changed = await self._call(hook, attrs, as_rt, mutating=True)
             changed_after = [c or changed for c in changed_after] + [False]
         # reinvocation: once, for IfNeeded webhooks that ran before a later change
-        for hook, changed in zip(webhooks, changed_after, strict=True):
+        for (hook, as_rt), changed in zip(webhooks, changed_after, strict=True):
             if changed and hook.get("reinvocationPolicy") == "IfNeeded":
-                await self._call(hook, attrs, mutating=True)
+                await self._call(hook, attrs, as_rt, mutating=True)
 
     async def validate(self, attrs: Attributes) -> None:
         hooks = self._matching(self._validating, attrs)
         # validating webhooks may run in parallel (they cannot change the object)
-        await asyncio.gather(*(self._call(h, attrs, mutating=False) for h in hooks))
+        await asyncio.gather(*(self._call(h, attrs, as_rt, mutating=False)
+                               for h, as_rt in hooks))
 
     # -- matching --------------------------------------------------------------------
 
-    def _matching(self, rt: Any, attrs: Attributes) -> list[Obj]:
+    def _matching(self, rt: Any, attrs: Attributes) -> list[tuple[Obj, ResourceType]]:
+        """The webhooks to call, each with the version of the resource it is called
+        for (the request's, or an equivalent one its rules name)."""
         if rt is None or attrs.rt.group == _GROUP:
             return []
         configs = sorted(self._registry.caches[rt].list(None),
                          key=lambda c: c["metadata"]["name"])
-        return [h for c in configs for h in c.get("webhooks") or []
-                if self._matches(h, attrs)]
+        out = []
+        for hook in (h for c in configs for h in c.get("webhooks") or []):
+            as_rt = self._matches(hook, attrs)
+            if as_rt is not None:
+                out.append((hook, as_rt))
+        return out
 
-    def _matches(self, hook: Obj, attrs: Attributes) -> bool:
-        if not any(rule_matches(r, attrs) for r in hook.get("rules") or []):
-            return False
+    def _matches(self, hook: Obj, attrs: Attributes) -> ResourceType | None:
+        rules = hook.get("rules") or []
+        as_rt: ResourceType | None = attrs.rt
+        if not any(rule_matches(r, attrs) for r in rules):
+            # matchPolicy Equivalent (the default): a rule naming another version of
+            # the same custom resource matches, and the webhook sees that version
+            as_rt = None
+            if hook.get("matchPolicy", "Equivalent") == "Equivalent":
+                as_rt = next((rt for rt in self._equivalents(attrs.rt) if any(
+                    rule_matches(r, attrs, rt) for r in rules)), None)
+            if as_rt is None:
+                return None
         if not self._namespace_matches(hook.get("namespaceSelector"), attrs):
-            return False
+            return None
         selector = hook.get("objectSelector")
         if selector and not any(
                 _selects(selector, o) for o in (attrs.obj, attrs.old) if o is not None):
-            return False
-        return _conditions_match(hook, attrs)
+            return None
+        return as_rt if _conditions_match(hook, attrs) else None
+
+    def _equivalents(self, rt: ResourceType) -> list[ResourceType]:
+        """The other served versions of a custom resource (what converts to them)."""
+        if rt.custom is None:
+            return []
+        return [other for other in self._registry.kinds if other is not rt and
+                other.group == rt.group and other.plural == rt.plural]
 
     def _namespace_matches(self, selector: Obj | None, attrs: Attributes) -> bool:
         if not selector:
@@ -119,12 +150,18 @@ class WebhookAdmission:
 
     # -- calling ---------------------------------------------------------------------
 
-    async def _call(self, hook: Obj, attrs: Attributes, *, mutating: bool) -> bool:
-        """Run one webhook; True when it changed the object."""
+    async def _call(self, hook: Obj, attrs: Attributes, as_rt: ResourceType, *,
+                    mutating: bool) -> bool:
+        """Run one webhook for the resource version `as_rt`; True when it changed the
+        object."""
         name = hook.get("name", "")
         if attrs.dry_run and hook.get("sideEffects") not in ("None", "NoneOnDryRun"):
             raise errors.bad_request(f'admission webhook "{name}" does not support dry run')
-        review = admission_review(attrs)
+        asked = attrs
+        if as_rt is not attrs.rt:
+            asked = dataclasses.replace(attrs, rt=as_rt, obj=await _as_version(attrs.obj, as_rt),
+                                        old=await _as_version(attrs.old, as_rt), warnings=[])
+        review = admission_review(asked, requested=attrs.rt)
         try:
             response = await self._post(hook, review)
             result = review_response(response, "admission.k8s.io/v1", "AdmissionReview",
@@ -148,11 +185,12 @@ class WebhookAdmission:
             raise _failed(name, f'unsupported patch type "{result.get("patchType")}"')
         try:
             ops = json.loads(base64.b64decode(result["patch"]))
-            new = patch.json_patch(attrs.obj, ops)
+            new = patch.json_patch(asked.obj, ops)
         except (binascii.Error, ValueError, errors.ApiError) as e:
             raise _failed(name, f"the patch could not be applied: {e}") from None
-        if not isinstance(new, dict) or new == attrs.obj:
+        if not isinstance(new, dict) or new == asked.obj:
             return False
+        new = await _as_version(new, attrs.rt)
         attrs.obj = new
         return True
 
@@ -183,11 +221,12 @@ def _selects(selector: Obj, obj: Obj | None) -> bool:
         return False
 
 
-def rule_matches(rule: Obj, attrs: Attributes) -> bool:
+def rule_matches(rule: Obj, attrs: Attributes, rt: ResourceType | None = None) -> bool:
     """Does a RuleWithOperations (or a policy's NamedRuleWithOperations) cover the
     request? Resources: `pods` (the main resource only), `pods/status`, `pods/*`,
-    `*` (every main resource), `*/status`, `*/*`."""
-    rt = attrs.rt
+    `*` (every main resource), `*/status`, `*/*`. `rt`: judge as that version of the
+    resource (an equivalent one) instead of the request's."""
+    rt = rt or attrs.rt
     ops = rule.get("operations") or []
     if "*" not in ops and attrs.operation not in ops:
         return False
@@ -209,16 +248,32 @@ def rule_matches(rule: Obj, attrs: Attributes) -> bool:
     return False
 
 
-def request_info(attrs: Attributes, uid: str) -> Obj:
-    """The AdmissionRequest of an AdmissionReview v1 (also `request` in CEL)."""
+async def _as_version(obj: Obj | None, rt: ResourceType) -> Obj | None:
+    """A custom object in another version of its resource: through the definition's
+    conversion webhook, or (conversion None) with its apiVersion rewritten."""
+    if obj is None or obj.get("apiVersion") == rt.api_version:
+        return obj
+    converter = getattr(rt.custom, "converter", None)
+    if converter is not None:
+        return (await converter.convert([obj], rt.api_version))[0]
+    return {**obj, "apiVersion": rt.api_version}
+
+
+def request_info(attrs: Attributes, uid: str, requested: ResourceType | None = None) -> Obj:
+    """The AdmissionRequest of an AdmissionReview v1 (also `request` in CEL);
+    `requested`: the version the client asked for, when the webhook is called for an
+    equivalent one."""
     rt = attrs.rt
     user = attrs.user
     user_info = {"username": user.name, "uid": user.uid, "groups": list(user.groups)} \
         if user is not None else dict(_TRUSTED_USER)
     kind = {"group": rt.group, "version": rt.version, "kind": rt.kind}
     resource = {"group": rt.group, "version": rt.version, "resource": rt.plural}
-    out: Obj = {"uid": uid, "kind": kind, "resource": resource, "requestKind": kind,
-                "requestResource": resource, "name": attrs.name,
+    asked = requested or rt
+    out: Obj = {"uid": uid, "kind": kind, "resource": resource,
+                "requestKind": {**kind, "version": asked.version},
+                "requestResource": {**resource, "version": asked.version},
+                "name": attrs.name,
                 "operation": attrs.operation, "userInfo": user_info,
                 "object": attrs.obj, "oldObject": attrs.old, "dryRun": attrs.dry_run,
                 "options": attrs.options}
@@ -229,9 +284,9 @@ def request_info(attrs: Attributes, uid: str) -> Obj:
     return out
 
 
-def admission_review(attrs: Attributes) -> Obj:
+def admission_review(attrs: Attributes, requested: ResourceType | None = None) -> Obj:
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "request": request_info(attrs, str(uuid.uuid4()))}
+            "request": request_info(attrs, str(uuid.uuid4()), requested)}
 
 
 def _conditions_match(hook: Obj, attrs: Attributes) -> bool:

@@ -31,10 +31,16 @@ class Converter:
     def __init__(self) -> None:
         self.mode = "ok"
         self.requests: list[dict[str, Any]] = []
+        self.admitted: list[dict[str, Any]] = []
 
     async def handle(self, request: web.Request) -> web.Response:
         review = await request.json()
         req = review["request"]
+        if request.path == "/admit":  # an admission webhook beside the conversion one
+            self.admitted.append(req)
+            return web.json_response({"apiVersion": "admission.k8s.io/v1",
+                                      "kind": "AdmissionReview",
+                                      "response": {"uid": req["uid"], "allowed": True}})
         self.requests.append(req)
         if self.mode == "slow":
             await asyncio.sleep(15)
@@ -183,3 +189,32 @@ async def test_webhook_conversion_needs_a_webhook(api: Api) -> None:
         "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=definition)
     assert code == 422, status
     assert [c["field"] for c in status["details"]["causes"]] == ["spec.conversion.webhook"]
+
+
+async def test_admission_webhook_for_an_equivalent_version(
+        api: Api, converter: tuple[Converter, HttpsServer]) -> None:
+    conv, server = converter
+    await create_crd(api, gear_crd(server))
+    for name, policy in (("equivalent", "Equivalent"), ("exact", "Exact")):
+        code, body = await api.request(
+            "POST", "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+            json={"apiVersion": "admissionregistration.k8s.io/v1",
+                  "kind": "ValidatingWebhookConfiguration", "metadata": {"name": name},
+                  "webhooks": [{"name": f"{name}.conv.example.com", "matchPolicy": policy,
+                                "sideEffects": "None", "admissionReviewVersions": ["v1"],
+                                "clientConfig": {"url": server.url("/admit"),
+                                                 "caBundle": server.ca_bundle},
+                                "rules": [{"operations": ["CREATE"], "apiGroups": [GROUP],
+                                           "apiVersions": ["v1"],
+                                           "resources": ["gears"]}]}]})
+        assert code == 201, body
+    code, made = await api.request("POST", gears("v2"),
+                                   json=gear("v2", "seen", {"size": {"teeth": 3}}))
+    assert code == 201, made
+    # only the Equivalent webhook is called, for v1, with the object converted to v1
+    assert len(conv.admitted) == 1
+    req = conv.admitted[0]
+    assert req["kind"] == {"group": GROUP, "version": "v1", "kind": "Gear"}
+    assert req["requestKind"] == {"group": GROUP, "version": "v2", "kind": "Gear"}
+    assert req["object"]["apiVersion"] == f"{GROUP}/v1"
+    assert req["object"]["spec"] == {"teeth": 3}

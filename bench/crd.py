@@ -6,6 +6,9 @@ Prints one table: creates/s and lists/s of custom objects (a schema with default
 bounds and a printer column) next to the same for ConfigMaps in the same run — the
 ConfigMap rows are the baseline — and the time from a CRD's create to `Established`
 and to `kubectl explain <kind>.spec.<field>` printing the schema's description.
+Then creates/s and lists/s in a definition's second version, v2 (storage v1), with
+conversion `None` [baseline] and with conversion `Webhook` (an HTTPS webhook in this
+process; each create is converted twice: v2 -> v1 to store, v1 -> v2 for v2's cache).
 """
 
 from __future__ import annotations
@@ -25,14 +28,26 @@ from typing import Any
 
 import aiohttp
 import yaml
+from aiohttp import web
 
 from bench._common import free_port, in_parallel, stop
+from pinnace.apiserver import pki
 
 GROUP = "bench.example.com"
 KUBECTL = os.environ.get("KUBECTL", "/usr/bin/kubectl")
 
 
-def definition(plural: str, kind: str) -> dict[str, Any]:
+def definition(plural: str, kind: str, conversion: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
+    out = _definition(plural, kind)
+    if conversion is not None:  # a second version, v2, served beside v1 (storage)
+        v2 = dict(out["spec"]["versions"][0], name="v2", storage=False)
+        out["spec"]["versions"].append(v2)
+        out["spec"]["conversion"] = conversion
+    return out
+
+
+def _definition(plural: str, kind: str) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
         "metadata": {"name": f"{plural}.{GROUP}"},
@@ -57,7 +72,35 @@ def definition(plural: str, kind: str) -> dict[str, Any]:
     }
 
 
+async def convert(request: web.Request) -> web.Response:
+    """A conversion webhook that only rewrites apiVersion (the schemas are alike)."""
+    req = (await request.json())["request"]
+    return web.json_response({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview",
+        "response": {"uid": req["uid"], "result": {"status": "Success"}, "convertedObjects": [
+            {**o, "apiVersion": req["desiredAPIVersion"]} for o in req["objects"]]}})
+
+
 async def run(tmp: Path, objects: int, concurrency: int) -> list[tuple[str, str]]:
+    certs = pki.ensure_pki(tmp / "webhook", hosts=["127.0.0.1"])
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(certs.server_cert, certs.server_key)
+    app = web.Application()
+    app.router.add_post("/convert", convert)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls).start()
+    webhook = {"url": f"https://127.0.0.1:{port}/convert",
+               "caBundle": base64.b64encode(certs.ca_pem).decode()}
+    try:
+        return await _measure(tmp, objects, concurrency, webhook)
+    finally:
+        await runner.cleanup()
+
+
+async def _measure(tmp: Path, objects: int, concurrency: int, webhook: dict[str, str]
+                   ) -> list[tuple[str, str]]:
     kubeconfig = tmp / "data" / "kubeconfig"
     cfg = yaml.safe_load(kubeconfig.read_text())
     ca = base64.b64decode(cfg["clusters"][0]["cluster"]["certificate-authority-data"])
@@ -124,6 +167,24 @@ async def run(tmp: Path, objects: int, concurrency: int) -> list[tuple[str, str]
             f"/apis/{GROUP}/v1/namespaces/default/things", lambda i: {
                 "apiVersion": f"{GROUP}/v1", "kind": "Thing", "metadata": {"name": f"t-{i}"},
                 "spec": {"size": i % 1000 + 1, "key": "x" * 200}})
+
+        converted: dict[str, tuple[float, float]] = {}
+        for plural, kind, conversion in (
+                ("plains", "Plain", {"strategy": "None"}),
+                ("hooked", "Hooked", {"strategy": "Webhook", "webhook": {
+                    "conversionReviewVersions": ["v1"], "clientConfig": webhook}})):
+            async with s.post(base + crds, json=definition(plural, kind, conversion)) as r:
+                assert r.status == 201, await r.text()
+            await established(f"{plural}.{GROUP}")
+            path = f"/apis/{GROUP}/v2/namespaces/default/{plural}"
+            while True:  # served once Established is written; the routes follow at once
+                async with s.get(base + path) as r:
+                    if r.status == 200:
+                        break
+                await asyncio.sleep(0.005)
+            converted[plural] = await throughput(path, lambda i, k=kind: {
+                "apiVersion": f"{GROUP}/v2", "kind": k, "metadata": {"name": f"c-{i}"},
+                "spec": {"size": i % 1000 + 1, "key": "x" * 200}})
     rows += [
         ("CRD create -> Established (ms)", f"{to_established * 1000:.0f}"),
         ("CRD create -> kubectl explain works (ms)", f"{to_explain * 1000:.0f}"),
@@ -132,6 +193,10 @@ async def run(tmp: Path, objects: int, concurrency: int) -> list[tuple[str, str]
         (f"custom object creates/s ({objects}, {concurrency} clients)", f"{cr_creates:.0f}"),
         (f"ConfigMap lists/s ({objects} objects) [baseline]", f"{cm_lists:.1f}"),
         (f"custom object lists/s ({objects} objects)", f"{cr_lists:.1f}"),
+        ("v2 creates/s, conversion None [baseline]", f"{converted['plains'][0]:.0f}"),
+        ("v2 creates/s, conversion Webhook", f"{converted['hooked'][0]:.0f}"),
+        ("v2 lists/s, conversion None [baseline]", f"{converted['plains'][1]:.1f}"),
+        ("v2 lists/s, conversion Webhook", f"{converted['hooked'][1]:.1f}"),
     ]
     return rows
 

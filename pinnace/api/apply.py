@@ -8,8 +8,10 @@ Modelled on Kubernetes' structured-merge-diff, driven by the OpenAPI definitions
   is owned ("member"); fieldsV1 writes members with children as `".": {}`.
 - Lists are associative by `x-kubernetes-list-map-keys` (or the legacy patch merge
   key), sets by value, else atomic; maps are granular unless
-  `x-kubernetes-map-type: atomic`. A value with no schema is a granular map or an
-  atomic list. Empty maps/lists are leaves, so owning `emptyDir: {}` is possible.
+  `x-kubernetes-map-type: atomic` — in Kubernetes' definitions and in custom
+  resources' schemas alike (`custom_shape`: metadata as ObjectMeta). A value with no
+  schema is a granular map or an atomic list. Empty maps/lists are leaves, so owning
+  `emptyDir: {}` is possible.
 - Apply: merge the config into live; prune what this manager applied last time and
   no longer applies, unless someone else owns it; then every field whose value
   changed and that another manager owns is a conflict (409, or with force the
@@ -28,14 +30,22 @@ from typing import Any
 
 from pinnace.api.errors import ApiError, Cause, bad_request
 from pinnace.api.kinds import REGISTRY
-from pinnace.api.patch import Shape, api_errors_only, copy_json, json_equal, root_shape
+from pinnace.api.patch import (
+    Shape,
+    api_errors_only,
+    copy_json,
+    json_equal,
+    root_shape,
+    shape_of,
+)
 
-__all__ = ["apply", "fields_of", "update_managed_fields"]
+__all__ = ["apply", "custom_shape", "fields_of", "update_managed_fields"]
 
 Path = tuple[str, ...]
 FieldSet = set[Path]
 
 _MISSING: Any = object()
+_OBJECT_META = "#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
 BEFORE_FIRST_APPLY = "before-first-apply"
 # list-map key fields the server defaults; Kubernetes' schemas carry these defaults so
 # that an applied port without protocol is the same item as the defaulted live one
@@ -429,19 +439,21 @@ def _conflict_error(conflicts: list[tuple[_Entry, Path]]) -> ApiError:
 
 
 @api_errors_only
-def apply(live: dict | None, config: dict, *, manager: str, force: bool, schema_ref: str,
-          now: str, api_version: str, reset_fields: tuple[str, ...] = ()) -> dict:
+def apply(live: dict | None, config: dict, *, manager: str, force: bool, now: str,
+          api_version: str, schema_ref: str = "", shape: Shape | None = None,
+          reset_fields: tuple[str, ...] = ()) -> dict:
     """Server-side apply of `config` by `manager`; returns the new object.
 
-    `reset_fields` names top-level fields this endpoint does not track (e.g. `status`
-    on the main resource). Raises ApiError 409 Conflict unless `force`.
+    The object's schema is the definition `schema_ref`, or `shape` (a custom
+    resource's). `reset_fields` names top-level fields this endpoint does not track
+    (e.g. `status` on the main resource). Raises ApiError 409 Conflict unless `force`.
     """
     if not isinstance(config, dict):
         raise bad_request("error decoding YAML: the apply configuration must be an object")
     if _managed_of(config) is not None:
         raise bad_request("metadata.managedFields must be nil")
     reset = frozenset(reset_fields)
-    shape = root_shape(schema_ref)
+    shape = shape or root_shape(schema_ref)
     config = _drop_nulls(config)
     before = _without_managed(live)
     entries = _entries(_managed_of(live))
@@ -482,15 +494,17 @@ def apply(live: dict | None, config: dict, *, manager: str, force: bool, schema_
 @api_errors_only
 def update_managed_fields(old: dict | None, new: dict, *, manager: str, operation: str,
                           now: str, api_version: str, subresource: str = "",
-                          schema_ref: str = "", reset_fields: tuple[str, ...] = ()) -> dict:
+                          schema_ref: str = "", shape: Shape | None = None,
+                          reset_fields: tuple[str, ...] = ()) -> dict:
     """`new` with managedFields after a create/update/patch by `manager`.
 
-    Without `schema_ref` the schema is found from the object's apiVersion and kind.
+    Without `schema_ref` or `shape` the schema is found from the object's apiVersion
+    and kind.
     """
     if not isinstance(new, dict):
         raise bad_request("the object must be a JSON object")
     reset = frozenset(reset_fields)
-    shape = _shape_for(schema_ref, new)
+    shape = shape or _shape_for(schema_ref, new)
     given = _managed_of(new)
     # a writer that changed managedFields itself replaces them, as in Kubernetes
     base = given if given is not None and not json_equal(given, _managed_of(old)) \
@@ -514,6 +528,15 @@ def update_managed_fields(old: dict | None, new: dict, *, manager: str, operatio
         found.fields |= changed
         found.time = now
     return _write(after, entries)
+
+
+def custom_shape(schema: dict[str, Any]) -> Shape:
+    """The shape of a custom resource by its version's structural schema, with metadata
+    as ObjectMeta (owner references by uid, finalizers a set), as Kubernetes tracks it."""
+    node = dict(schema)
+    node["properties"] = {**(schema.get("properties") or {}),
+                          "metadata": {"$ref": _OBJECT_META}}
+    return shape_of(node)
 
 
 def _shape_for(schema_ref: str, obj: Any) -> Shape:

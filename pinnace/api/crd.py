@@ -50,6 +50,12 @@ class CustomVersion:
     # scale subresource: JSON paths (".spec.replicas") of the replica counts
     scale: dict[str, str] = field(default_factory=dict)
     has_status: bool = False
+    # the version objects are written in, and the definition's spec.conversion (JSON)
+    storage_version: str = ""
+    conversion: str = '{"strategy": "None"}'
+    # conversion `Webhook`: what converts objects between versions (the API server's
+    # crd_conversion.Converter, set when it serves the version); None: rewrite apiVersion
+    converter: Any = None
 
 
 # ------------------------------------------------------------------------------ versions
@@ -157,9 +163,11 @@ def validate(crd: Obj, old: Obj | None = None) -> list[Cause]:
     if spec.get("preserveUnknownFields") is True:
         errs.invalid("spec.preserveUnknownFields", True, "must be false in order to use "
                      "defaults in the schema")
-    strategy = as_dict(spec.get("conversion")).get("strategy", "None")
+    conversion = as_dict(spec.get("conversion"))
+    strategy = conversion.get("strategy", "None")
     if strategy not in ("None", "Webhook"):
         errs.not_supported("spec.conversion.strategy", strategy, ("None", "Webhook"))
+    _validate_conversion(conversion, strategy, errs)
     if old is not None:
         old_spec = as_dict(old.get("spec"))
         if old_spec.get("group") != spec.get("group"):
@@ -196,6 +204,33 @@ def _validate_names(names: Obj, errs: FieldErrors) -> None:
                              "must consist of lower case alphanumeric characters or '-'")
 
 
+def _validate_conversion(conversion: Obj, strategy: Any, errs: FieldErrors) -> None:
+    webhook = conversion.get("webhook")
+    if strategy != "Webhook":
+        if webhook is not None:
+            errs.forbidden("spec.conversion.webhook",
+                           "should not be set when strategy is not set to Webhook")
+        return
+    if not isinstance(webhook, dict):
+        errs.required("spec.conversion.webhook", "required when strategy is set to Webhook")
+        return
+    config = as_dict(webhook.get("clientConfig"))
+    if not config.get("url") and not config.get("service"):
+        errs.required("spec.conversion.webhook.clientConfig",
+                      "exactly one of url or service is required")
+    elif config.get("url") and config.get("service"):
+        errs.invalid("spec.conversion.webhook.clientConfig", "",
+                     "exactly one of url or service is required")
+    url = config.get("url")
+    if isinstance(url, str) and url and not url.startswith("https://"):
+        errs.invalid("spec.conversion.webhook.clientConfig.url", url,
+                     "'https' is the only allowed URL scheme")
+    versions = as_list(webhook.get("conversionReviewVersions"))
+    if not versions:
+        errs.required("spec.conversion.webhook.conversionReviewVersions",
+                      "must include at least one of v1, v1beta1")
+
+
 def _validate_subresources(subs: Obj, path: str, errs: FieldErrors) -> None:
     scale = subs.get("scale")
     if scale is None:
@@ -218,6 +253,10 @@ def resource_types(crd: Obj) -> list[ResourceType]:
     names = as_dict(spec.get("names"))
     group, kind = as_str(spec.get("group")), as_str(names.get("kind"))
     reversed_group = ".".join(reversed(group.split(".")))
+    storage_version = next((as_str(v.get("name")) for v in as_list(spec.get("versions"))
+                            if isinstance(v, dict) and v.get("storage")), "")
+    conversion = json.dumps(as_dict(spec.get("conversion")) or {"strategy": "None"},
+                            sort_keys=True)
     out = []
     for version in sorted((v for v in as_list(spec.get("versions")) if isinstance(v, dict)),
                           key=lambda v: version_priority(as_str(v.get("name")))):
@@ -238,6 +277,7 @@ def resource_types(crd: Obj) -> list[ResourceType]:
             warning = version.get("deprecationWarning") or \
                 f"{group}/{name} {kind} is deprecated"
         custom = CustomVersion(
+            storage_version=storage_version, conversion=conversion,
             crd_name=as_str(as_dict(crd.get("metadata")).get("name")),
             schema=as_dict(as_dict(version.get("schema")).get("openAPIV3Schema")),
             storage=bool(version.get("storage")),
@@ -259,6 +299,16 @@ def resource_types(crd: Obj) -> list[ResourceType]:
             else None,
             custom=custom))
     return out
+
+
+def stored_alike(old: ResourceType, new: ResourceType) -> bool:
+    """Whether `new` reads and writes the same stored objects as `old` does: the same
+    version, kind and scope (so the same keys) and the same conversion. Schemas,
+    printer columns, subresources and other versions may differ: watches on the version
+    go on, as clients expect when a definition only gains a column or a field."""
+    return (old.group, old.version, old.plural, old.kind, old.namespaced,
+            old.custom.conversion) == (new.group, new.version, new.plural, new.kind,
+                                       new.namespaced, new.custom.conversion)
 
 
 # ------------------------------------------------------------------------------ status

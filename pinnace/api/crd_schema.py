@@ -14,9 +14,13 @@ kube-apiserver's apiextensions handler does:
                multipleOf, lengths, item and property counts, uniqueItems, nullable,
                allOf/anyOf/oneOf/not; one `Cause` per bad field, with Kubernetes'
                messages, so the caller answers 422 naming every field.
+               On an update, values the update leaves unchanged are not judged
+               again (validation ratcheting), but for transition rules (oldSelf).
 
 `apiVersion`, `kind` and `metadata` of the root and of `x-kubernetes-embedded-resource`
-nodes are always kept; the root's metadata is ObjectMeta, checked by the generic path.
+nodes are always kept; the root's metadata is ObjectMeta, checked by the generic path;
+an embedded object must name its apiVersion and kind, and its metadata is checked as
+ObjectMeta (name optional).
 
 `x-kubernetes-validations` (CEL rules) are not evaluated here: the walker collects each
 node's rules with the value (and the old value on update) and hands them to one
@@ -41,10 +45,19 @@ from typing import Any
 
 from pinnace.api.errors import Cause
 from pinnace.api.field_errors import FieldErrors, render
+from pinnace.api.names import (
+    check_annotations,
+    check_labels,
+    dns1035_problems,
+    label_problems,
+    path_segment_problems,
+)
+from pinnace.api.patch import json_equal
 
 Schema = dict[str, Any]
 
 _ALWAYS_KEPT = ("apiVersion", "kind", "metadata")
+_OLD_SELF = re.compile(r"\boldSelf\b")
 
 
 @dataclass
@@ -204,7 +217,19 @@ def _type_ok(value: Any, node: Schema) -> bool:
 
 
 def _validate(value: Any, node: Schema, path: str, errs: FieldErrors, sites: list[RuleSite],
-              old: Any, has_old: bool) -> None:
+              old: Any, has_old: bool, *, ratchet: bool = True) -> None:
+    if ratchet and has_old and json_equal(value, old):
+        # validation ratcheting (Kubernetes 1.30+): a value an update leaves as it was is
+        # not judged again, so tightening a schema does not lock existing objects in;
+        # transition rules (oldSelf) still run
+        kept: list[RuleSite] = []
+        _validate(value, node, path, FieldErrors(), kept, old, has_old, ratchet=False)
+        for site in kept:
+            rules = [r for r in site.rules if _OLD_SELF.search(str(r.get("rule", "")))]
+            if rules:
+                sites.append(RuleSite(site.path, rules, site.value, site.old, site.has_old,
+                                      site.schema))
+        return
     where = path or "<root>"
     if value is None:
         if not node.get("nullable") and (_types(node) or node.get("x-kubernetes-int-or-string")):
@@ -222,6 +247,8 @@ def _validate(value: Any, node: Schema, path: str, errs: FieldErrors, sites: lis
         _combinator(combinator, value, node.get(combinator), where, errs)
     if isinstance(node.get("not"), dict) and not _quiet(value, node["not"]):
         errs.invalid(where, value, f"{where} in body must not be valid against the schema")
+    if node.get("x-kubernetes-embedded-resource") is True and isinstance(value, dict):
+        _embedded(value, path, errs)
     if node.get("x-kubernetes-validations"):
         sites.append(RuleSite(path, list(node["x-kubernetes-validations"]), value, old,
                               has_old, node))
@@ -244,6 +271,41 @@ def _validate(value: Any, node: Schema, path: str, errs: FieldErrors, sites: lis
             # by list-map-keys; by position is the fallback kept simple here
             _validate(item, node["items"], f"{path}[{i}]", errs, sites,
                       old_list[i] if i < len(old_list) else None, i < len(old_list))
+
+
+def _embedded(value: dict[str, Any], path: str, errs: FieldErrors) -> None:
+    """An embedded object (`x-kubernetes-embedded-resource`) names its apiVersion and
+    kind, and its metadata is ObjectMeta (a name is optional), as Kubernetes checks."""
+    for key in ("apiVersion", "kind"):
+        where = _join(path, key)
+        text = value.get(key)
+        if key not in value:
+            errs.required(where)
+        elif not isinstance(text, str):
+            errs.invalid(where, text, "must be a string")
+        elif not text:
+            errs.invalid(where, text, "must not be empty")
+        elif key == "apiVersion" and (text.count("/") > 1 or text.startswith("/")):
+            errs.invalid(where, text, f"unexpected GroupVersion string: {text}")
+        elif key == "kind" and dns1035_problems(text.lower()):
+            errs.invalid(where, text, "may have mixed case, but should otherwise match: " +
+                         ",".join(dns1035_problems(text.lower())))
+    meta = value.get("metadata")
+    if meta is None:
+        return
+    where = _join(path, "metadata")
+    if not isinstance(meta, dict):
+        errs.invalid(where, meta, "must be an object")
+        return
+    name, namespace = meta.get("name"), meta.get("namespace")
+    if isinstance(name, str) and name:
+        for problem in path_segment_problems(name):
+            errs.invalid(f"{where}.name", name, problem)
+    if isinstance(namespace, str) and namespace:
+        for problem in label_problems(namespace):
+            errs.invalid(f"{where}.namespace", namespace, problem)
+    check_labels(meta.get("labels"), f"{where}.labels", errs)
+    check_annotations(meta.get("annotations"), f"{where}.annotations", errs)
 
 
 def _quiet(value: Any, node: Schema) -> bool:

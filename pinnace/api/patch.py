@@ -19,6 +19,7 @@ from deep copies). Every failure is an `ApiError`:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Callable
@@ -74,23 +75,36 @@ class Shape:
     map_keys: tuple[str, ...] = ()
     atomic_map: bool = False
 
+    # the shapes below this one, made once: a custom resource's schema is not among the
+    # definitions shape_of memoises, but its root shape lives as long as its strategy
+    # (keys: property names, _EXTRA for any other key, _ITEM for list items)
+    below: dict[str, Shape] = dataclasses.field(default_factory=dict, compare=False,
+                                                repr=False)
+
     def child(self, key: str) -> Shape:
         """The shape of a property / map value; unknown when the schema does not say."""
         if self.kind not in ("struct", "map") or self.node is None:
             return UNKNOWN
         props = self.node.get("properties")
-        if isinstance(props, dict) and key in props:
-            return shape_of(props[key])
-        extra = self.node.get("additionalProperties")
-        if isinstance(extra, dict):
-            return shape_of(extra)
-        return UNKNOWN
+        slot = key if isinstance(props, dict) and key in props else _EXTRA
+        hit = self.below.get(slot)
+        if hit is None:
+            extra = self.node.get("additionalProperties")
+            hit = shape_of(props[key]) if slot == key else \
+                shape_of(extra) if isinstance(extra, dict) else UNKNOWN
+            self.below[slot] = hit
+        return hit
 
     def item(self) -> Shape:
-        return shape_of(self.items) if self.items is not None else UNKNOWN
+        hit = self.below.get(_ITEM)
+        if hit is None:
+            hit = self.below[_ITEM] = shape_of(self.items) if self.items is not None \
+                else UNKNOWN
+        return hit
 
 
 UNKNOWN = Shape("unknown")
+_EXTRA, _ITEM = "\0additionalProperties", "\0items"
 
 
 _SHAPES: dict[int, Shape] = {}

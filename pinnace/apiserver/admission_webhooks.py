@@ -10,10 +10,10 @@ from the moment its write returned). For each request:
                 matchConditions (CEL over object, oldObject, request)
     dry run     a webhook whose sideEffects is not None/NoneOnDryRun refuses a dryRun
                 request (400), as Kubernetes does, instead of being called
-    call        POST an AdmissionReview v1 to `clientConfig.url`, or to the Service:
-                a ready endpoint of its EndpointSlices (the TLS name stays
-                `<svc>.<ns>.svc`); the certificate is verified against `caBundle`;
-                `timeoutSeconds` (default 10, at most 30) bounds the whole call
+    call        POST an AdmissionReview v1 to `clientConfig.url`, or to the Service
+                (`webhook_client.py`: a ready endpoint, the certificate verified
+                against `caBundle`); `timeoutSeconds` (default 10, at most 30) bounds
+                the whole call
     response    uid must match; `allowed: false` → the response's status code (403 by
                 default) with `admission webhook "<name>" denied the request: <msg>`;
                 `patch` (base64 JSONPatch) is applied to the object by mutating
@@ -21,6 +21,12 @@ from the moment its write returned). For each request:
     failure     unreachable, timeout, bad response: `failurePolicy: Fail` (the default)
                 refuses with 500 `Internal error occurred: failed calling webhook
                 "<name>": failed to call webhook: Post "<url>?timeout=10s": …`; `Ignore` goes on
+
+matchPolicy `Equivalent` (the default): a webhook whose rules name another served
+version of the request's custom resource is called for that version — the objects
+converted to it (the definition's conversion), `kind`/`resource` that version,
+`requestKind`/`requestResource` the request's; a patch is converted back. `Exact`
+matches only the request's version.
 
 Mutating webhooks run in configuration-name order, each configuration's webhooks in
 order; with `reinvocationPolicy: IfNeeded` a webhook runs once more when a later one
@@ -33,18 +39,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import json
 import logging
-import ssl
 import uuid
 from typing import Any
 
-import aiohttp
-
 from pinnace.api import cel, errors, patch
+from pinnace.api.kinds import ResourceType
 from pinnace.api.selectors import LabelSelector
 from pinnace.api.types import Obj
 from pinnace.apiserver.admission_chain import Attributes
+from pinnace.apiserver.webhook_client import WebhookClient, WebhookFailure, review_response
 
 log = logging.getLogger(__name__)
 
@@ -65,54 +71,72 @@ class WebhookAdmission:
         self._mutating = kinds.by_kind(_GROUP, "v1", "MutatingWebhookConfiguration")
         self._validating = kinds.by_kind(_GROUP, "v1", "ValidatingWebhookConfiguration")
         self._namespaces = kinds.by_kind("", "v1", "Namespace")
-        self._services = kinds.by_kind("", "v1", "Service")
-        self._slices = kinds.by_kind("discovery.k8s.io", "v1", "EndpointSlice")
-        self._session: aiohttp.ClientSession | None = None
-        self._contexts: dict[str, ssl.SSLContext] = {}
+        self._client = WebhookClient(registry)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._client.close()
 
     # -- the two phases --------------------------------------------------------------
 
     async def mutate(self, attrs: Attributes) -> None:
         webhooks = self._matching(self._mutating, attrs)
         changed_after: list[bool] = []
-        for hook in webhooks:
-            changed = await self._call(hook, attrs, mutating=True)
+        for hook, as_rt in webhooks:
+            changed = await self._call(hook, attrs, as_rt, mutating=True)
             changed_after = [c or changed for c in changed_after] + [False]
         # reinvocation: once, for IfNeeded webhooks that ran before a later change
-        for hook, changed in zip(webhooks, changed_after, strict=True):
+        for (hook, as_rt), changed in zip(webhooks, changed_after, strict=True):
             if changed and hook.get("reinvocationPolicy") == "IfNeeded":
-                await self._call(hook, attrs, mutating=True)
+                await self._call(hook, attrs, as_rt, mutating=True)
 
     async def validate(self, attrs: Attributes) -> None:
         hooks = self._matching(self._validating, attrs)
         # validating webhooks may run in parallel (they cannot change the object)
-        await asyncio.gather(*(self._call(h, attrs, mutating=False) for h in hooks))
+        await asyncio.gather(*(self._call(h, attrs, as_rt, mutating=False)
+                               for h, as_rt in hooks))
 
     # -- matching --------------------------------------------------------------------
 
-    def _matching(self, rt: Any, attrs: Attributes) -> list[Obj]:
+    def _matching(self, rt: Any, attrs: Attributes) -> list[tuple[Obj, ResourceType]]:
+        """The webhooks to call, each with the version of the resource it is called
+        for (the request's, or an equivalent one its rules name)."""
         if rt is None or attrs.rt.group == _GROUP:
             return []
         configs = sorted(self._registry.caches[rt].list(None),
                          key=lambda c: c["metadata"]["name"])
-        return [h for c in configs for h in c.get("webhooks") or []
-                if self._matches(h, attrs)]
+        out = []
+        for hook in (h for c in configs for h in c.get("webhooks") or []):
+            as_rt = self._matches(hook, attrs)
+            if as_rt is not None:
+                out.append((hook, as_rt))
+        return out
 
-    def _matches(self, hook: Obj, attrs: Attributes) -> bool:
-        if not any(rule_matches(r, attrs) for r in hook.get("rules") or []):
-            return False
+    def _matches(self, hook: Obj, attrs: Attributes) -> ResourceType | None:
+        rules = hook.get("rules") or []
+        as_rt: ResourceType | None = attrs.rt
+        if not any(rule_matches(r, attrs) for r in rules):
+            # matchPolicy Equivalent (the default): a rule naming another version of
+            # the same custom resource matches, and the webhook sees that version
+            as_rt = None
+            if hook.get("matchPolicy", "Equivalent") == "Equivalent":
+                as_rt = next((rt for rt in self._equivalents(attrs.rt) if any(
+                    rule_matches(r, attrs, rt) for r in rules)), None)
+            if as_rt is None:
+                return None
         if not self._namespace_matches(hook.get("namespaceSelector"), attrs):
-            return False
+            return None
         selector = hook.get("objectSelector")
         if selector and not any(
                 _selects(selector, o) for o in (attrs.obj, attrs.old) if o is not None):
-            return False
-        return _conditions_match(hook, attrs)
+            return None
+        return as_rt if _conditions_match(hook, attrs) else None
+
+    def _equivalents(self, rt: ResourceType) -> list[ResourceType]:
+        """The other served versions of a custom resource (what converts to them)."""
+        if rt.custom is None:
+            return []
+        return [other for other in self._registry.kinds if other is not rt and
+                other.group == rt.group and other.plural == rt.plural]
 
     def _namespace_matches(self, selector: Obj | None, attrs: Attributes) -> bool:
         if not selector:
@@ -126,16 +150,23 @@ class WebhookAdmission:
 
     # -- calling ---------------------------------------------------------------------
 
-    async def _call(self, hook: Obj, attrs: Attributes, *, mutating: bool) -> bool:
-        """Run one webhook; True when it changed the object."""
+    async def _call(self, hook: Obj, attrs: Attributes, as_rt: ResourceType, *,
+                    mutating: bool) -> bool:
+        """Run one webhook for the resource version `as_rt`; True when it changed the
+        object."""
         name = hook.get("name", "")
         if attrs.dry_run and hook.get("sideEffects") not in ("None", "NoneOnDryRun"):
             raise errors.bad_request(f'admission webhook "{name}" does not support dry run')
-        review = admission_review(attrs)
+        asked = attrs
+        if as_rt is not attrs.rt:
+            asked = dataclasses.replace(attrs, rt=as_rt, obj=await _as_version(attrs.obj, as_rt),
+                                        old=await _as_version(attrs.old, as_rt), warnings=[])
+        review = admission_review(asked, requested=attrs.rt)
         try:
             response = await self._post(hook, review)
-            result = _check_response(response, review["request"]["uid"])
-        except _WebhookFailure as e:
+            result = review_response(response, "admission.k8s.io/v1", "AdmissionReview",
+                                     review["request"]["uid"])
+        except WebhookFailure as e:
             if hook.get("failurePolicy", "Fail") == "Ignore":
                 log.warning("failed calling webhook %r (ignored): %s", name, e)
                 return False
@@ -154,87 +185,22 @@ class WebhookAdmission:
             raise _failed(name, f'unsupported patch type "{result.get("patchType")}"')
         try:
             ops = json.loads(base64.b64decode(result["patch"]))
-            new = patch.json_patch(attrs.obj, ops)
+            new = patch.json_patch(asked.obj, ops)
         except (binascii.Error, ValueError, errors.ApiError) as e:
             raise _failed(name, f"the patch could not be applied: {e}") from None
-        if not isinstance(new, dict) or new == attrs.obj:
+        if not isinstance(new, dict) or new == asked.obj:
             return False
+        new = await _as_version(new, attrs.rt)
         attrs.obj = new
         return True
 
     async def _post(self, hook: Obj, review: Obj) -> Any:
         if "v1" not in (hook.get("admissionReviewVersions") or ["v1"]):
-            raise _WebhookFailure("none of the AdmissionReview versions "
-                                  f"{hook.get('admissionReviewVersions')} is v1")
-        config = hook.get("clientConfig") or {}
-        url, server_name = self._resolve(config)
+            raise WebhookFailure("none of the AdmissionReview versions "
+                                 f"{hook.get('admissionReviewVersions')} is v1")
         timeout = min(max(int(hook.get("timeoutSeconds") or _DEFAULT_TIMEOUT), 1), _MAX_TIMEOUT)
-        # Kubernetes tells the webhook its deadline in the query
-        url += ("&" if "?" in url else "?") + f"timeout={timeout}s"
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        try:
-            async with self._session.post(
-                    url, json=review, ssl=self._ssl(config.get("caBundle") or ""),
-                    server_hostname=server_name,
-                    timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-                if resp.status != 200:
-                    raise _WebhookFailure(f"the server responded with status {resp.status}")
-                return await resp.json(content_type=None)
-        except TimeoutError:
-            raise _WebhookFailure(f'failed to call webhook: Post "{url}": context deadline '
-                                  f'exceeded') from None
-        except (aiohttp.ClientError, ValueError, ssl.SSLError, OSError) as e:
-            raise _WebhookFailure(f'failed to call webhook: Post "{url}": {e}') from None
-
-    def _resolve(self, config: Obj) -> tuple[str, str | None]:
-        """The URL to call and the TLS server name to verify."""
-        if config.get("url"):
-            return config["url"], None
-        ref = config.get("service")
-        if not ref:
-            raise _WebhookFailure("clientConfig has neither url nor service")
-        namespace, name, port = ref.get("namespace"), ref.get("name"), ref.get("port") or 443
-        host = f"{name}.{namespace}.svc"
-        address, target = self._endpoint(namespace, name, port)
-        path = ref.get("path") or "/"
-        bracketed = f"[{address}]" if ":" in address else address
-        return f"https://{bracketed}:{target}{path}", host
-
-    def _endpoint(self, namespace: str, name: str, port: int) -> tuple[str, int]:
-        """A ready endpoint of the Service's port, from the EndpointSlice cache."""
-        svc = self._registry.caches[self._services].get(namespace, name)
-        if svc is None:
-            raise _WebhookFailure(f'service "{namespace}/{name}" not found')
-        port_name = next((p.get("name") or "" for p in svc["spec"].get("ports") or []
-                          if p.get("port") == port), None)
-        if port_name is None:
-            raise _WebhookFailure(f'service "{namespace}/{name}" has no port {port}')
-        for s in self._registry.caches[self._slices].list(namespace):
-            if (s["metadata"].get("labels") or {}).get("kubernetes.io/service-name") != name:
-                continue
-            target = next((p.get("port") for p in s.get("ports") or []
-                           if (p.get("name") or "") == port_name), None)
-            for ep in s.get("endpoints") or []:
-                if target and (ep.get("conditions") or {}).get("ready", True) is not False:
-                    return ep["addresses"][0], target
-        raise _WebhookFailure(f'service "{namespace}/{name}" has no ready endpoints')
-
-    def _ssl(self, ca_bundle: str) -> ssl.SSLContext:
-        ctx = self._contexts.get(ca_bundle)
-        if ctx is None:
-            try:
-                pem = base64.b64decode(ca_bundle).decode() if ca_bundle else None
-                ctx = ssl.create_default_context(cadata=pem) if pem else \
-                    ssl.create_default_context()
-            except (ValueError, ssl.SSLError) as e:
-                raise _WebhookFailure(f"bad caBundle: {e}") from None
-            self._contexts[ca_bundle] = ctx
-        return ctx
-
-
-class _WebhookFailure(Exception):
-    """The webhook could not be called or answered nonsense (failurePolicy decides)."""
+        return await self._client.post(hook.get("clientConfig") or {}, review,
+                                       seconds=timeout)
 
 
 def _failed(name: str, why: str) -> errors.ApiError:
@@ -255,11 +221,12 @@ def _selects(selector: Obj, obj: Obj | None) -> bool:
         return False
 
 
-def rule_matches(rule: Obj, attrs: Attributes) -> bool:
+def rule_matches(rule: Obj, attrs: Attributes, rt: ResourceType | None = None) -> bool:
     """Does a RuleWithOperations (or a policy's NamedRuleWithOperations) cover the
     request? Resources: `pods` (the main resource only), `pods/status`, `pods/*`,
-    `*` (every main resource), `*/status`, `*/*`."""
-    rt = attrs.rt
+    `*` (every main resource), `*/status`, `*/*`. `rt`: judge as that version of the
+    resource (an equivalent one) instead of the request's."""
+    rt = rt or attrs.rt
     ops = rule.get("operations") or []
     if "*" not in ops and attrs.operation not in ops:
         return False
@@ -281,16 +248,32 @@ def rule_matches(rule: Obj, attrs: Attributes) -> bool:
     return False
 
 
-def request_info(attrs: Attributes, uid: str) -> Obj:
-    """The AdmissionRequest of an AdmissionReview v1 (also `request` in CEL)."""
+async def _as_version(obj: Obj | None, rt: ResourceType) -> Obj | None:
+    """A custom object in another version of its resource: through the definition's
+    conversion webhook, or (conversion None) with its apiVersion rewritten."""
+    if obj is None or obj.get("apiVersion") == rt.api_version:
+        return obj
+    converter = getattr(rt.custom, "converter", None)
+    if converter is not None:
+        return (await converter.convert([obj], rt.api_version))[0]
+    return {**obj, "apiVersion": rt.api_version}
+
+
+def request_info(attrs: Attributes, uid: str, requested: ResourceType | None = None) -> Obj:
+    """The AdmissionRequest of an AdmissionReview v1 (also `request` in CEL);
+    `requested`: the version the client asked for, when the webhook is called for an
+    equivalent one."""
     rt = attrs.rt
     user = attrs.user
     user_info = {"username": user.name, "uid": user.uid, "groups": list(user.groups)} \
         if user is not None else dict(_TRUSTED_USER)
     kind = {"group": rt.group, "version": rt.version, "kind": rt.kind}
     resource = {"group": rt.group, "version": rt.version, "resource": rt.plural}
-    out: Obj = {"uid": uid, "kind": kind, "resource": resource, "requestKind": kind,
-                "requestResource": resource, "name": attrs.name,
+    asked = requested or rt
+    out: Obj = {"uid": uid, "kind": kind, "resource": resource,
+                "requestKind": {**kind, "version": asked.version},
+                "requestResource": {**resource, "version": asked.version},
+                "name": attrs.name,
                 "operation": attrs.operation, "userInfo": user_info,
                 "object": attrs.obj, "oldObject": attrs.old, "dryRun": attrs.dry_run,
                 "options": attrs.options}
@@ -301,23 +284,9 @@ def request_info(attrs: Attributes, uid: str) -> Obj:
     return out
 
 
-def admission_review(attrs: Attributes) -> Obj:
+def admission_review(attrs: Attributes, requested: ResourceType | None = None) -> Obj:
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "request": request_info(attrs, str(uuid.uuid4()))}
-
-
-def _check_response(body: Any, uid: str) -> Obj:
-    if not isinstance(body, dict) or body.get("kind") != "AdmissionReview" or \
-            body.get("apiVersion") != "admission.k8s.io/v1":
-        raise _WebhookFailure("expected webhook response of admission.k8s.io/v1, Kind="
-                              "AdmissionReview")
-    response = body.get("response")
-    if not isinstance(response, dict):
-        raise _WebhookFailure("webhook response was absent")
-    if response.get("uid") != uid:
-        raise _WebhookFailure(f"expected response.uid=\"{uid}\", got "
-                              f"\"{response.get('uid')}\"")
-    return response
+            "request": request_info(attrs, str(uuid.uuid4()), requested)}
 
 
 def _conditions_match(hook: Obj, attrs: Attributes) -> bool:

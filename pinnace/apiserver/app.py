@@ -208,13 +208,13 @@ def build_app(registry: ObjectRegistry, authn: TokenAuthenticator, *,
 
     async def openapi_v2_doc(request: web.Request) -> web.Response:
         # kubectl asks for gnostic protobuf, other clients for JSON
-        answer = openapi_v2.negotiate(request.headers.get("Accept", ""))
+        answer = openapi_v2.negotiate(request.headers.get("Accept", ""), kinds)
         headers = {"Vary": "Accept"}
         if answer is None:
             return web.Response(status=406, headers=headers)
         body, content_type = answer
-        headers.update({"ETag": openapi_v2.etag(), "Content-Type": content_type})
-        if openapi_v2.etag() in request.headers.get("If-None-Match", ""):
+        headers.update({"ETag": openapi_v2.etag(kinds), "Content-Type": content_type})
+        if openapi_v2.etag(kinds) in request.headers.get("If-None-Match", ""):
             return web.Response(status=304, headers=headers)
         return web.Response(body=body, headers=headers)
 

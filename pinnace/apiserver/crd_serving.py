@@ -11,7 +11,10 @@ cache (no polling), because what it changes is the server itself:
 - serving: each served version becomes a resource type (`api/crd.py`) added to the
   server's kinds registry with its own watch cache and strategy, so routes, discovery
   and OpenAPI show it as soon as the status says Established; a changed definition
-  replaces its types; a removed one is forgotten;
+  replaces its types, keeping the watch cache (and the open watches) of each version
+  still stored alike (a new schema, printer columns or another version added); a
+  removed one is forgotten;
+- conversion `Webhook`: the versions' types share one `crd_conversion.Converter`;
 - cleanup: a definition being deleted keeps being served while its objects are
   deleted (each through the registry, so their own finalizers hold them, as with
   kopf's); when none is left, the `customresourcecleanup` finalizer is removed and
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 
@@ -32,10 +36,12 @@ from pinnace.api import crd, errors
 from pinnace.api.kinds import ResourceType
 from pinnace.api.timestamps import now_rfc3339
 from pinnace.api.types import Obj
+from pinnace.apiserver.crd_conversion import Converter
 from pinnace.apiserver.objects import deep_copy
 from pinnace.apiserver.registry import ObjectRegistry, WriteOptions
 from pinnace.apiserver.strategies.custom import CustomResourceStrategy
 from pinnace.apiserver.watch_cache import Watcher
+from pinnace.apiserver.webhook_client import WebhookClient
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +62,7 @@ class CustomResourceServing:
         self._task: asyncio.Task[None] | None = None
         self._watcher: Watcher | None = None
         self._pending: set[str] = set()
+        self.webhooks = WebhookClient(registry)
 
     async def start(self) -> None:
         cache = self.registry.cache(self.rt)
@@ -76,6 +83,7 @@ class CustomResourceServing:
             for rt in types:
                 await self.registry.forget(rt)
         self.served.clear()
+        await self.webhooks.close()
 
     async def _run(self) -> None:
         assert self._watcher is not None
@@ -145,14 +153,33 @@ class CustomResourceServing:
         current = self.served.get(name, [])
         if current and self._specs.get(name) == spec:
             return
-        wanted = crd.resource_types(obj)
+        wanted = self._with_converter(obj, crd.resource_types(obj))
+        # a version served before and stored alike keeps its watch cache, and so the
+        # open watches on its objects; others start afresh
+        kept = {rt.version: rt for rt in current}
         for rt in current:
-            await self.registry.forget(rt)
+            if not any(crd.stored_alike(rt, new) for new in wanted):
+                del kept[rt.version]
+                await self.registry.forget(rt)
         for rt in wanted:
-            await self.registry.serve(rt)
+            old = kept.get(rt.version)
+            if old is not None:
+                self.registry.retype(old, rt)
+            else:
+                await self.registry.serve(rt)
         self.served[name] = wanted
         self._specs[name] = spec
         log.info("serving %s (%s)", name, ", ".join(rt.version for rt in wanted))
+
+    def _with_converter(self, obj: Obj, types: list[ResourceType]) -> list[ResourceType]:
+        """Conversion `Webhook`: each version's type carries the definition's converter
+        (its watch cache reads other versions through it, writes store through it)."""
+        conversion = (obj.get("spec") or {}).get("conversion") or {}
+        if conversion.get("strategy") != "Webhook":
+            return types
+        converter = Converter(self.webhooks, conversion.get("webhook") or {})
+        return [dataclasses.replace(rt, custom=dataclasses.replace(
+            rt.custom, converter=converter)) for rt in types]
 
     async def _unserve(self, name: str) -> None:
         self._specs.pop(name, None)
@@ -180,7 +207,8 @@ class CustomResourceServing:
                 strategy.terminating = True
         remaining = 0
         if types:
-            rt = types[0]
+            # the storage version's cache holds the objects as stored: no conversion
+            rt = next((t for t in types if t.custom.storage), types[0])
             for item in self.registry.cache(rt).list(None):
                 remaining += 1
                 if item["metadata"].get("deletionTimestamp"):

@@ -25,7 +25,7 @@ from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
 from pinnace.api import errors
 from pinnace.api.patch import copy_json
-from pinnace.apiserver import rbac
+from pinnace.apiserver import discovery, rbac
 from pinnace.apiserver.auth import USER_KEY, User
 from pinnace.apiserver.handlers import ResourceHandlers, parse_path
 from pinnace.apiserver.registry import ObjectRegistry
@@ -97,6 +97,9 @@ class LocalTransport:
         raw = b"" if body is None else json.dumps(body).encode()
         try:
             req = self._request(method, path, params, raw, content_type)
+            found = self._discovery(path) if method == "GET" else None
+            if found is not None:
+                return 200, found
             if path.startswith("/api/"):
                 resp = await self.handlers.core(req)  # type: ignore[arg-type]
             elif path.startswith("/apis/"):
@@ -107,6 +110,16 @@ class LocalTransport:
             return e.code, e.status()
         payload = getattr(resp, "body", None)
         return resp.status, json.loads(payload) if payload else None
+
+    def _discovery(self, path: str) -> dict[str, Any] | None:
+        """The legacy discovery documents components read (`/apis`, `/apis/<g>/<v>`): the
+        kinds served now, custom resources included."""
+        parts = path.strip("/").split("/")
+        if parts == ["apis"]:
+            return discovery.api_group_list(self.registry.kinds)
+        if len(parts) == 3 and parts[0] == "apis":
+            return discovery.api_resource_list(parts[1], parts[2], self.registry.kinds)
+        return None
 
     async def stream(self, path: str, params: Mapping[str, str]
                      ) -> AsyncIterator[tuple[int, Any]]:

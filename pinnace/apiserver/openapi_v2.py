@@ -19,8 +19,11 @@ Design:
   gnostic's OpenAPIv2.proto), walking the JSON document: one description of the mapping,
   no generated classes. gnostic keeps free-form values (`default`, `enum`, `example`,
   vendor extensions) as YAML text in an `Any`; JSON text is YAML, so that is what we write.
-- Built once per process and cached as bytes (the document does not change while the
-  server runs); the ETag is the SHA-512 of the JSON bytes, as kube-apiserver's is.
+- Custom resources' definitions and paths come from `openapi_custom`, cut down for
+  Swagger as apiextensions-apiserver does. The built-in part is built once per process;
+  a server's whole document (and its JSON, protobuf and ETag, made on first use) is
+  cached until a definition changes what the server serves (its kinds registry's
+  generation). The ETag is the SHA-512 of the JSON bytes, as kube-apiserver's is.
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ import functools
 import hashlib
 import json
 import struct
+import weakref
 from typing import Any
 
 from pinnace.api import schema
-from pinnace.apiserver import openapi
+from pinnace.api.kinds import REGISTRY, Registry
+from pinnace.apiserver import openapi, openapi_custom
 from pinnace.apiserver.discovery import GIT_VERSION
 
 PROTOBUF = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
@@ -137,37 +142,93 @@ def _operation(op: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _paths() -> dict[str, Any]:
-    paths: dict[str, Any] = {}
-    for served in openapi.served_paths():
-        raw = openapi.openapi_v3_document(served)
-        if raw is None:
-            continue
-        for path, item in json.loads(raw)["paths"].items():
-            v2: dict[str, Any] = {}
-            for method, op in item.items():
-                if method == "parameters":
-                    v2[method] = [_parameter(p) for p in op]
-                else:
-                    v2[method] = _operation(op)
-            paths[path] = v2
-    return dict(sorted(paths.items()))
+def _v2_paths(paths: dict[str, Any], served: str, kinds: Registry) -> None:
+    raw = openapi.openapi_v3_document(served, kinds)
+    if raw is None:
+        return
+    for path, item in json.loads(raw)["paths"].items():
+        v2: dict[str, Any] = {}
+        for method, op in item.items():
+            if method == "parameters":
+                v2[method] = [_parameter(p) for p in op]
+            else:
+                v2[method] = _operation(op)
+        paths[path] = v2
 
 
 @functools.cache
-def swagger_document() -> dict[str, Any]:
-    """The whole Swagger 2.0 document (read-only: callers must not mutate)."""
+def _builtin_paths() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for served in openapi.served_paths():
+        _v2_paths(paths, served, REGISTRY)
+    return paths
+
+
+@functools.cache
+def _builtin_definitions() -> dict[str, Any]:
+    return {name: _definition(name, node) for name, node in schema.definitions().items()}
+
+
+def _build(kinds: Registry) -> dict[str, Any]:
+    paths = dict(_builtin_paths())
+    definitions = dict(_builtin_definitions())
+    for served in openapi.served_paths(kinds):
+        custom = openapi_custom.custom_kinds(kinds, served)
+        if custom is None:
+            continue
+        _v2_paths(paths, served, kinds)
+        for rt in custom:
+            definitions[rt.schema_ref] = _schema(openapi_custom.custom_schema(rt, v2=True))
+            definitions[rt.schema_ref + "List"] = _schema(
+                openapi_custom.custom_list_schema(rt))
     return {
         "swagger": "2.0",
         "info": {"title": "Kubernetes", "version": GIT_VERSION},
-        "paths": _paths(),
-        "definitions": {name: _definition(name, node)
-                        for name, node in sorted(schema.definitions().items())},
+        "paths": dict(sorted(paths.items())),
+        "definitions": dict(sorted(definitions.items())),
         "securityDefinitions": {"BearerToken": {
             "description": "Bearer Token authentication", "type": "apiKey",
             "name": "authorization", "in": "header"}},
         "security": [{"BearerToken": []}],
     }
+
+
+class _Document:
+    """One kinds registry's document at one generation, and its encodings (made on
+    first use)."""
+
+    def __init__(self, kinds: Registry) -> None:
+        self.generation = kinds.generation
+        self.swagger = _build(kinds)
+
+    @functools.cached_property
+    def json(self) -> bytes:
+        return json.dumps(self.swagger, separators=(",", ":")).encode()
+
+    @functools.cached_property
+    def protobuf(self) -> bytes:
+        return _encode("Document", self.swagger)
+
+    @functools.cached_property
+    def etag(self) -> str:
+        return hashlib.sha512(self.json).hexdigest().upper()
+
+
+# per kinds registry: its document, built again once a definition changes what is
+# served (the registry's generation), so kubectl validates custom kinds in a List
+_DOCUMENTS: weakref.WeakKeyDictionary[Registry, _Document] = weakref.WeakKeyDictionary()
+
+
+def _document(kinds: Registry) -> _Document:
+    doc = _DOCUMENTS.get(kinds)
+    if doc is None or doc.generation != kinds.generation:
+        doc = _DOCUMENTS[kinds] = _Document(kinds)
+    return doc
+
+
+def swagger_document(kinds: Registry = REGISTRY) -> dict[str, Any]:
+    """The whole Swagger 2.0 document (read-only: callers must not mutate)."""
+    return _document(kinds).swagger
 
 
 # ------------------------------------------------------------ gnostic protobuf writer
@@ -322,14 +383,12 @@ def _encode(message: str, value: Any) -> bytes:
     return bytes(out + extensions)
 
 
-@functools.cache
-def document_json() -> bytes:
-    return json.dumps(swagger_document(), separators=(",", ":")).encode()
+def document_json(kinds: Registry = REGISTRY) -> bytes:
+    return _document(kinds).json
 
 
-@functools.cache
-def document_protobuf() -> bytes:
-    return _encode("Document", swagger_document())
+def document_protobuf(kinds: Registry = REGISTRY) -> bytes:
+    return _document(kinds).protobuf
 
 
 # (subtype asked for, content type answered): kube-openapi answers both spellings of the
@@ -339,7 +398,7 @@ _ACCEPTED = (("json", "application/json"),
              ("com.github.proto-openapi.spec.v2.v1.0+protobuf", PROTOBUF))
 
 
-def negotiate(accept: str) -> tuple[bytes, str] | None:
+def negotiate(accept: str, kinds: Registry = REGISTRY) -> tuple[bytes, str] | None:
     """(body, Content-Type) for an Accept header, as kube-openapi chooses: the clauses by
     falling quality, the first one matching JSON or protobuf wins (`*/*` is JSON); None
     when nothing matches (406)."""
@@ -359,17 +418,13 @@ def negotiate(accept: str) -> tuple[bytes, str] | None:
     for _, _, main, sub in sorted(clauses):
         for subtype, content_type in _ACCEPTED:
             if main in ("application", "*") and sub in (subtype, "*"):
-                body = document_json() if subtype == "json" else document_protobuf()
+                doc = _document(kinds)
+                body = doc.json if subtype == "json" else doc.protobuf
                 return body, content_type
     return None
 
 
-def etag() -> str:
+def etag(kinds: Registry = REGISTRY) -> str:
     """The quoted uppercase hex SHA-512 of the JSON document; the protobuf shares it
     (the answer varies by Accept), as in kube-apiserver."""
-    return '"' + _etag() + '"'
-
-
-@functools.cache
-def _etag() -> str:
-    return hashlib.sha512(document_json()).hexdigest().upper()
+    return '"' + _document(kinds).etag + '"'

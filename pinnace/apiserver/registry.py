@@ -148,6 +148,15 @@ class ObjectRegistry:
         self.strategies[rt] = strategies.strategy_for(rt, self._ctx)
         self.kinds.add(rt)
 
+    def retype(self, old: ResourceType, new: ResourceType) -> None:
+        """Serve `new` in place of `old`, which stores its objects under the same keys:
+        the watch cache and its open watches carry on."""
+        self.caches[new] = self.caches.pop(old)
+        self.caches[new].retype(new)
+        self.strategies.pop(old, None)
+        self.strategies[new] = strategies.strategy_for(new, self._ctx)
+        self.kinds.add(new)
+
     async def forget(self, rt: ResourceType) -> None:
         """Stop serving a resource type (its objects stay in the store)."""
         self.kinds.remove(rt)
@@ -203,6 +212,7 @@ class ObjectRegistry:
                 body = dict(new)  # the revision is the row's, not part of the value
                 body["metadata"] = {k: v for k, v in new["metadata"].items()
                                     if k != "resourceVersion"}
+                body = await self.strategies[rt].to_storage(body)
                 kv = await self.store.update(key, encode(body), expected)
         except RevisionConflictError as e:
             if e.current is not None:  # let the retry read the winner's write
@@ -231,7 +241,7 @@ class ObjectRegistry:
         strategy.apply_defaults(obj)
         obj = ssa.update_managed_fields(
             None, obj, manager=opts.field_manager, operation="Update", now=now_rfc3339(),
-            api_version=rt.api_version, schema_ref=rt.schema_ref,
+            api_version=rt.api_version, shape=strategy.shape,
             reset_fields=strategy.reset_fields(""))
         return await self._create_prepared(rt, namespace, obj, opts)
 
@@ -264,7 +274,8 @@ class ObjectRegistry:
                 release()
                 return obj
             try:
-                kv = await self.store.create(rt.key(namespace, m["name"]), encode(obj))
+                stored = await strategy.to_storage(obj)
+                kv = await self.store.create(rt.key(namespace, m["name"]), encode(stored))
             except KeyExistsError:
                 release()
                 if generated:
@@ -374,7 +385,7 @@ class ObjectRegistry:
             new = ssa.update_managed_fields(
                 old, new, manager=opts.field_manager, operation=operation, now=now_rfc3339(),
                 api_version=rt.api_version, subresource=subresource,
-                schema_ref=rt.schema_ref, reset_fields=strategy.reset_fields(subresource))
+                shape=strategy.shape, reset_fields=strategy.reset_fields(subresource))
             m = new["metadata"]
         m["resourceVersion"] = om["resourceVersion"]
         if same_but_managed_time(new, old):
@@ -433,7 +444,7 @@ class ObjectRegistry:
             cfg = self._apply_config(rt, current["metadata"].get("namespace"),
                                      current["metadata"]["name"], body, opts)
             new = ssa.apply(base, cfg, manager=opts.field_manager, force=opts.force,
-                            schema_ref=rt.schema_ref, now=now_rfc3339(),
+                            shape=strategy.shape, now=now_rfc3339(),
                             api_version=rt.api_version,
                             reset_fields=strategy.reset_fields(subresource))
             managed_done = True
@@ -463,7 +474,7 @@ class ObjectRegistry:
         cfg = self._apply_config(rt, namespace, name, body, opts)
         self._admit_namespace(rt, namespace, name)
         obj = ssa.apply(None, cfg, manager=opts.field_manager, force=opts.force,
-                        schema_ref=rt.schema_ref, now=now_rfc3339(),
+                        shape=self.strategies[rt].shape, now=now_rfc3339(),
                         api_version=rt.api_version,
                         reset_fields=self.strategies[rt].reset_fields(""))
         self.strategies[rt].apply_defaults(obj)

@@ -7,9 +7,9 @@ with the kind's own rules. pinnace does the same: `registry.py` holds no per-kin
 branch; it asks the resource type's `Strategy` at fixed points of the write path:
 
     create:  prepare_for_create → (initial status) → admit_create → validate
-             → allocate (undo on failure) → store.create
+             → allocate (undo on failure) → to_storage → store.create
     update:  prepare_for_update(subresource) → (defaults, generation) → validate_update
-             → allocate → store CAS → updated
+             → allocate → to_storage → store CAS → updated
     delete:  admit_delete → default_propagation, grace_period, finalizing
              → mark_deleting (pending) | store delete → deleted
 
@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from pinnace.api import defaults, selectors, validation
 from pinnace.api.kinds import ResourceType
+from pinnace.api.patch import Shape, root_shape
 from pinnace.api.types import Obj
 from pinnace.apiserver.allocators import ServiceAllocator
 from pinnace.apiserver.objects import deep_copy
@@ -61,6 +62,8 @@ class Strategy(Protocol):
 
     # PATCH with application/strategic-merge-patch+json (needs the kind's Go struct tags)
     accepts_strategic_merge: bool
+    # the kind's schema as server-side apply and managedFields walk it (list and map types)
+    shape: Shape
 
     def reset_fields(self, subresource: str) -> tuple[str, ...]:
         """Top-level fields a write through this endpoint does not own (GetResetFields)."""
@@ -116,6 +119,11 @@ class Strategy(Protocol):
         """After an update landed: release what `old` held and `new` no longer does."""
         ...
 
+    async def to_storage(self, obj: Obj) -> Obj:
+        """The object as the store keeps it (a custom resource converted to its storage
+        version by the definition's webhook)."""
+        ...
+
     def deleted(self, obj: Obj) -> None:
         """After the object left the store."""
         ...
@@ -160,6 +168,7 @@ class DefaultStrategy:
         self.rt = rt
         self.ctx = ctx
         self.has_status = "status" in rt.subresources
+        self.shape = root_shape(rt.schema_ref)
         # computed once: these tuples are handed to every write of the kind
         self._reset = {"": ("status",) if self.has_status else (),
                        "status": ("spec",) if self.has_status else ()}
@@ -231,6 +240,9 @@ class DefaultStrategy:
 
     def updated(self, new: Obj, old: Obj) -> None:
         return None
+
+    async def to_storage(self, obj: Obj) -> Obj:
+        return obj
 
     def deleted(self, obj: Obj) -> None:
         return None

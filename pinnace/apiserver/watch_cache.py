@@ -15,6 +15,11 @@ Lists and watches are served from here; the store sees writes only. Design:
   (each event keeps the object before it), so paged lists are consistent snapshots.
 - `wait_for(revision)` lets the writer answer only once the cache has seen its own
   write, so a client always reads what it just wrote.
+- A custom resource version whose definition converts by webhook reads objects
+  stored in another version through the definition's converter, a batch at start and
+  one per event. What the webhook fails on is left out and remembered: reading it, or
+  listing where it lives, is the conversion's 500 Status; its watchers skip it; every
+  second the cache tries again and, once it converts, shows it (ADDED to watchers).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pinnace.api import crd_schema
+from pinnace.api import crd_schema, errors
 from pinnace.api.kinds import ResourceType
 from pinnace.apiserver.objects import encode
 from pinnace.store.interface import CompactedError, Event, KeyValue, Store
@@ -120,17 +125,83 @@ class WatchCache:
         # defaults are applied on read, as kube-apiserver does (a default added to a
         # definition shows on objects written before it)
         self._custom_schema = rt.custom.schema if rt.custom is not None else None
+        self._converter = getattr(rt.custom, "converter", None)
+        # key -> (the stored object, the error) of what the converter failed on
+        self._failed: dict[str, tuple[dict[str, Any], errors.ApiError]] = {}
+        self._retry: asyncio.Task[None] | None = None
 
     def _decode(self, kv: KeyValue) -> dict[str, Any]:
         obj = decode(kv)
-        if self._custom_schema is not None:
+        if self._custom_schema is not None and not self._needs_conversion(obj):
             obj["apiVersion"] = self.rt.api_version
             crd_schema.apply_defaults(obj, self._custom_schema)
         return obj
 
+    def _needs_conversion(self, obj: dict[str, Any]) -> bool:
+        return self._converter is not None and obj.get("apiVersion") != self.rt.api_version
+
+    async def _converted(self, stored: dict[str, dict[str, Any]]
+                         ) -> dict[str, dict[str, Any]]:
+        """`stored` (key -> decoded object) in this version; what the webhook fails on
+        is left out and goes to `_failed`."""
+        todo = {k: o for k, o in stored.items() if self._needs_conversion(o)}
+        out = {k: o for k, o in stored.items() if k not in todo}
+        for key in out:
+            self._failed.pop(key, None)
+        if not todo:
+            return out
+        try:
+            converted = await self._converter.convert(list(todo.values()),
+                                                      self.rt.api_version)
+        except errors.ApiError as e:
+            log.warning("watch cache %s: %s", self.prefix, e.message)
+            self._failed.update({k: (o, e) for k, o in todo.items()})
+            if self._retry is None or self._retry.done():
+                self._retry = asyncio.create_task(self._retry_failed(),
+                                                  name=f"conversion retry {self.prefix}")
+            return out
+        for key, obj in zip(todo, converted, strict=True):
+            self._failed.pop(key, None)
+            crd_schema.apply_defaults(obj, self._custom_schema)
+            out[key] = obj
+        return out
+
+    async def _retry_failed(self) -> None:
+        while self._failed:
+            await asyncio.sleep(1.0)
+            attempt = dict(self._failed)
+            try:
+                converted = await self._converter.convert(
+                    [o for o, _ in attempt.values()], self.rt.api_version)
+            except errors.ApiError:
+                continue
+            for key, obj in zip(attempt, converted, strict=True):
+                if self._failed.get(key) is not attempt[key]:
+                    continue  # written or deleted meanwhile
+                del self._failed[key]
+                crd_schema.apply_defaults(obj, self._custom_schema)
+                self.objects[key] = obj
+                ev = CacheEvent("ADDED", int(obj["metadata"]["resourceVersion"]), obj, None)
+                for w in list(self.watchers):
+                    w.offer(ev)
+
+    def retype(self, rt: ResourceType) -> None:
+        """Serve the same stored objects as `rt` (a changed definition of a custom
+        resource: new schema, printer columns...): current objects get the new schema's
+        defaults, open watches carry on."""
+        self.rt = rt
+        self._custom_schema = rt.custom.schema if rt.custom is not None else None
+        self._converter = getattr(rt.custom, "converter", None)
+        if self._custom_schema is not None:
+            for key, obj in self.objects.items():
+                obj = json.loads(json.dumps(obj))  # cached objects never change in place
+                crd_schema.apply_defaults(obj, self._custom_schema)
+                self.objects[key] = obj
+        self._encoded.clear()
+
     async def start(self) -> None:
         kvs, revision = await self.store.range(self.prefix)
-        self.objects = {kv.key: self._decode(kv) for kv in kvs}
+        self.objects = await self._converted({kv.key: self._decode(kv) for kv in kvs})
         self.revision = self.window_start = revision
         # created here, not in the task: the store pins "from revision" at this call, so
         # no write between now and the task's first step is missed
@@ -139,10 +210,11 @@ class WatchCache:
                                          name=f"watch-cache {self.prefix}")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._retry):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for w in list(self.watchers):
             w.close()
 
@@ -150,7 +222,10 @@ class WatchCache:
         while True:
             try:
                 async for sev in events:
-                    self._apply(sev.type, sev.kv)
+                    obj = self._decode(sev.kv)
+                    if sev.type != "DELETE" and self._needs_conversion(obj):
+                        obj = (await self._converted({sev.kv.key: obj})).get(sev.kv.key)
+                    self._apply(sev.type, sev.kv, obj)
                 return  # the store closed
             except CompactedError:
                 # Only after a very long stall; start over from a fresh list.
@@ -165,8 +240,8 @@ class WatchCache:
 
     async def _relist(self) -> None:
         kvs, revision = await self.store.range(self.prefix)
-        fresh = {kv.key: self._decode(kv) for kv in kvs}
-        self.objects = fresh
+        self._failed.clear()
+        self.objects = await self._converted({kv.key: self._decode(kv) for kv in kvs})
         self._encoded.clear()
         self.history.clear()
         self.revision = self.window_start = revision
@@ -174,27 +249,40 @@ class WatchCache:
             w.close()
         self._wake()
 
-    def _apply(self, kind: str, kv: KeyValue) -> None:
+    def _apply(self, kind: str, kv: KeyValue, obj: dict[str, Any] | None) -> None:
+        """One store event; obj is its object in this version (None: the converter
+        failed on it)."""
         prev = self.objects.get(kv.key)
+        ev: CacheEvent | None
         if kind == "DELETE":
-            obj = self._decode(kv)
             self.objects.pop(kv.key, None)
             self._encoded.pop(kv.key, None)
-            ev = CacheEvent("DELETED", kv.mod_revision, obj, prev)
+            self._failed.pop(kv.key, None)
+            if obj is not None and self._needs_conversion(obj):
+                # metadata is the same in every version: the last converted body will do
+                obj = {**prev, "metadata": obj["metadata"]} if prev is not None else None
+            ev = CacheEvent("DELETED", kv.mod_revision, obj, prev) if obj else None
+        elif obj is None:
+            self.objects.pop(kv.key, None)
+            self._encoded.pop(kv.key, None)
+            ev = None
         else:
-            obj = self._decode(kv)
             self.objects[kv.key] = obj
             ev = CacheEvent("MODIFIED" if prev is not None else "ADDED", kv.mod_revision, obj, prev)
+        self.revision = kv.mod_revision
+        if ev is not None:
+            self._publish(ev)
+        if self._waiters:
+            self._wake()
+
+    def _publish(self, ev: CacheEvent) -> None:
         if len(self.history) == self.history.maxlen:
             self.window_start = self.history[0].revision
         self.history.append(ev)
-        self.revision = kv.mod_revision
         for w in list(self.watchers):
             w.offer(ev)
             if w.closed:
                 self.watchers.discard(w)
-        if self._waiters:
-            self._wake()
 
     def _wake(self) -> None:
         waiting = []
@@ -232,11 +320,17 @@ class WatchCache:
         return data
 
     def get(self, namespace: str | None, name: str) -> dict[str, Any] | None:
-        return self.objects.get(self.rt.key(namespace, name))
+        key = self.rt.key(namespace, name)
+        if key in self._failed:
+            raise self._failed[key][1]
+        return self.objects.get(key)
 
     def list(self, namespace: str | None) -> list[dict[str, Any]]:
         """Objects in key order (by namespace, then name), as Kubernetes lists them."""
         prefix = self.rt.key_prefix(namespace)
+        failed = next((e for k, (_, e) in self._failed.items() if k.startswith(prefix)), None)
+        if failed is not None:
+            raise failed
         return [obj for key, obj in sorted(self.objects.items()) if key.startswith(prefix)]
 
     def list_at(self, namespace: str | None, revision: int) -> list[dict[str, Any]]:

@@ -21,10 +21,20 @@ For an object being deleted:
 
 Triggers: an object's change queues itself; its deletion (or its starting to
 be deleted) queues its dependents and owners.
+
+Custom resources: the built-in kinds are watched through the shared informers; the
+kinds the server serves beyond them (CustomResourceDefinitions) are learnt from
+discovery (`client/discovery.py`) every few seconds, and at once when an owner
+reference names a kind not known yet, and each gets an informer of the collector's
+own, stopped when its kind is no longer served. So a custom object owns, and is owned,
+like any other: deleting it cascades to its dependents in the background or the
+foreground.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -32,7 +42,9 @@ from pinnace.api import errors
 from pinnace.api.kinds import REGISTRY, ResourceType
 from pinnace.api.types import Obj
 from pinnace.client.client import Client
+from pinnace.client.discovery import discover_kinds
 from pinnace.client.factory import InformerFactory
+from pinnace.client.informer import Informer
 from pinnace.controllers.base import Controller, delete_if_same
 
 log = logging.getLogger(__name__)
@@ -40,6 +52,9 @@ log = logging.getLogger(__name__)
 ORPHAN = "orphan"
 FOREGROUND = "foregroundDeletion"
 _IGNORED = {("", "Event"), ("events.k8s.io", "Event")}
+# how often the served kinds are read again (Kubernetes' collector: 30 s); an owner of
+# an unknown kind makes it read them at once
+_DISCOVERY_PERIOD = 5.0
 
 
 @dataclass
@@ -50,10 +65,15 @@ class _Node:
     owners: set[str] = field(default_factory=set)
 
 
+def _followed(rt: ResourceType) -> bool:
+    return "list" in rt.verbs and "watch" in rt.verbs and "delete" in rt.verbs \
+        and "patch" in rt.verbs and (rt.group, rt.kind) not in _IGNORED
+
+
 def watched_kinds() -> list[ResourceType]:
-    """The kinds the collector follows: everything listable and watchable, but events."""
-    return [rt for rt in REGISTRY if "list" in rt.verbs and "watch" in rt.verbs
-            and "delete" in rt.verbs and (rt.group, rt.kind) not in _IGNORED]
+    """The built-in kinds the collector follows: everything listable and watchable, but
+    events."""
+    return [rt for rt in REGISTRY if _followed(rt)]
 
 
 class GarbageCollector(Controller):
@@ -66,10 +86,49 @@ class GarbageCollector(Controller):
         # owner uid -> dependent uids; kept apart from nodes: owners may be unseen yet
         self.dependents: dict[str, set[str]] = {}
         for rt in watched_kinds():
-            inf = factory.informer(rt.api_version, rt.kind)
-            inf.add_handler(on_add=lambda o, rt=rt: self._observe(rt, o),
-                            on_update=lambda _old, new, rt=rt: self._observe(rt, new),
-                            on_delete=lambda o: self._forget(o))
+            self._handle(factory.informer(rt.api_version, rt.kind), rt)
+        # served kinds beyond the built-in ones: (apiVersion, kind) -> type, informer task
+        self.custom: dict[tuple[str, str], tuple[ResourceType, asyncio.Task[None]]] = {}
+        self._discovery_lock = asyncio.Lock()
+        self.add_loop(self._follow_discovery)
+
+    def _handle(self, inf: Informer, rt: ResourceType) -> None:
+        inf.add_handler(on_add=lambda o: self._observe(rt, o),
+                        on_update=lambda _old, new: self._observe(rt, new),
+                        on_delete=lambda o: self._forget(o))
+
+    # -- kinds learnt from discovery --------------------------------------------------------
+
+    async def _follow_discovery(self) -> None:
+        try:
+            while True:
+                try:
+                    await self.discover()
+                except Exception as e:  # the server away for a moment: look again later
+                    log.warning("garbage-collector: discovery failed: %s", e)
+                await asyncio.sleep(_DISCOVERY_PERIOD)
+        finally:
+            for _, task in self.custom.values():
+                task.cancel()
+            for _, task in self.custom.values():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self.custom.clear()
+
+    async def discover(self) -> None:
+        """Follow the kinds the server serves now beyond the built-in ones."""
+        async with self._discovery_lock:
+            served = {(rt.api_version, rt.kind): rt for rt in await discover_kinds(self.client)
+                      if _followed(rt)}
+            for key in [k for k in self.custom if k not in served]:
+                _, task = self.custom.pop(key)
+                task.cancel()  # its objects were deleted with their definition
+            for key, rt in served.items():
+                if key not in self.custom:
+                    inf = Informer(self.client, rt)
+                    self._handle(inf, rt)
+                    self.custom[key] = (rt, asyncio.create_task(
+                        inf.run(), name=f"garbage-collector informer {rt.plural}.{rt.group}"))
 
     # -- the graph ------------------------------------------------------------------------
 
@@ -165,7 +224,7 @@ class GarbageCollector(Controller):
 
     async def _live_owner(self, ref: Obj, namespace: str | None
                           ) -> Obj | None:
-        rt = REGISTRY.by_api_version(ref.get("apiVersion", ""), ref.get("kind", ""))
+        rt = await self._kind_of(ref)
         if rt is None:
             # an owner of a kind this server does not serve cannot be checked: keep it
             return {"metadata": {"uid": ref.get("uid")}}
@@ -178,6 +237,15 @@ class GarbageCollector(Controller):
                 return None
             raise
         return obj if obj["metadata"].get("uid") == ref.get("uid") else None
+
+    async def _kind_of(self, ref: Obj) -> ResourceType | None:
+        key = (ref.get("apiVersion", ""), ref.get("kind", ""))
+        rt = REGISTRY.by_api_version(*key)
+        if rt is None and key not in self.custom:
+            await self.discover()  # a kind defined since the last look?
+        if rt is None and key in self.custom:
+            rt = self.custom[key][0]
+        return rt
 
     async def _orphan_dependents(self, owner: _Node) -> None:
         for dep in self._dependents_of(owner.uid):

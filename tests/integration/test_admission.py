@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime
-import ipaddress
 import json
-import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,29 +16,14 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.integration.conftest import Api, run_kubectl
+from tests.integration.https_webhook import make_cert, serving_https
 
 ADM = "/apis/admissionregistration.k8s.io/v1"
 CM = "/api/v1/namespaces/default/configmaps"
-
-
-def _cert(subject: str, key: Any, issuer_key: Any, issuer: x509.Name | None, *,
-          ca: bool, sans: list[x509.GeneralName] | None = None) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    now = datetime.datetime.now(datetime.UTC)
-    b = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer or name)
-         .public_key(key.public_key()).serial_number(x509.random_serial_number())
-         .not_valid_before(now - datetime.timedelta(minutes=5))
-         .not_valid_after(now + datetime.timedelta(hours=1))
-         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if sans:
-        b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    return b.sign(issuer_key, hashes.SHA256())
 
 
 @dataclass
@@ -75,33 +57,13 @@ async def _handle(hook: Webhook, request: web.Request) -> web.Response:
 
 @pytest.fixture
 async def webhook(tmp_path: Path) -> AsyncIterator[Webhook]:
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(
-        ec.SECP256R1())
-    ca = _cert("webhook-test-ca", ca_key, ca_key, None, ca=True)
-    cert = _cert("webhook", key, ca_key, ca.subject, ca=False, sans=[
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.DNSName("webhook.default.svc")])
-    (tmp_path / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "tls.key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
-    hook = Webhook(ca_bundle=base64.b64encode(
-        ca.public_bytes(serialization.Encoding.PEM)).decode())
-    app = web.Application()
+    hook = Webhook()
+
     async def handle(request: web.Request) -> web.Response:
         return await _handle(hook, request)
-    app.router.add_post("/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
-    await site.start()
-    hook.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with serving_https(tmp_path, handle) as server:
+        hook.port, hook.ca_bundle = server.port, server.ca_bundle
         yield hook
-    finally:
-        await runner.cleanup()
 
 
 def _config(kind: str, name: str, client: dict[str, Any], **hook: Any) -> dict[str, Any]:
@@ -204,7 +166,7 @@ async def test_slow_webhook_times_out(api: Api, webhook: Webhook):
 
 async def test_wrong_ca_bundle_is_a_call_failure(api: Api, webhook: Webhook):
     other = ec.generate_private_key(ec.SECP256R1())
-    stranger = _cert("another-ca", other, other, None, ca=True)
+    stranger = make_cert("another-ca", other, other, None, ca=True)
     bundle = base64.b64encode(stranger.public_bytes(serialization.Encoding.PEM)).decode()
     await _create(api, f"{ADM}/validatingwebhookconfigurations", _config(
         "ValidatingWebhookConfiguration", "untrusted.example.com",

@@ -386,3 +386,23 @@ async def test_watch_as_table_has_the_printer_columns(api: Api) -> None:
     assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Size", "Color",
                                                                "Phase"]
     assert table["rows"][0]["cells"] == ["w", 3, "blue", None]
+
+
+async def test_embedded_resource_is_checked_as_an_object(api: Api) -> None:
+    crd = widget_crd()
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
+        "properties"]["template"] = {"type": "object", "x-kubernetes-embedded-resource": True,
+                                     "x-kubernetes-preserve-unknown-fields": True}
+    await create_crd(api, crd)
+    body = widget("emb", size=1, template={"metadata": {"name": "x/y"}, "data": {"a": "b"}})
+    rc, _, err = await run_kubectl(api.server.write_kubeconfig(), "apply", "-f", "-",
+                                   stdin=json.dumps(body).encode())
+    assert rc != 0
+    for field in ("spec.template.apiVersion: Required value",
+                  "spec.template.kind: Required value", "spec.template.metadata.name"):
+        assert field in err, err
+    body["spec"]["template"] = {"apiVersion": "v1", "kind": "ConfigMap",
+                                "metadata": {"name": "fine"}, "data": {"a": "b"}}
+    code, made = await api.request("POST", WIDGETS, json=body)
+    assert code == 201, made
+    assert made["spec"]["template"]["data"] == {"a": "b"}

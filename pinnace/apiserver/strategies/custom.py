@@ -5,8 +5,13 @@ unknown fields pruned (400 under Strict, warnings under Warn), defaults filled,
 then validated — the schema's causes and ObjectMeta's together in one 422. Spec
 changes bump metadata.generation; with a status subresource the main endpoint keeps
 status and `/status` keeps the rest (DefaultStrategy). Strategic merge patches are
-refused (415): custom resources have no Go struct tags to merge by. Scale reads and
+refused (415): custom resources have no Go struct tags to merge by. Server-side apply
+and managedFields follow the schema's `x-kubernetes-list-type` (atomic, set, map by
+`x-kubernetes-list-map-keys`) and `x-kubernetes-map-type`. Scale reads and
 writes the replica counts at the definition's JSON paths.
+
+With conversion `Webhook` an object is stored in the storage version: `to_storage`
+converts the written version through the definition's webhook (`crd_conversion.py`).
 
 A definition gets the `customresourcecleanup` finalizer when created; `crd_serving`
 removes it once the definition's objects are gone.
@@ -21,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pinnace.api import crd, crd_rules, crd_schema, errors, validation
+from pinnace.api.apply import custom_shape
 from pinnace.api.kinds import ResourceType
 from pinnace.api.types import Obj
 from pinnace.apiserver.strategy import DefaultStrategy, StrategyContext
@@ -51,8 +57,16 @@ class CustomResourceStrategy(DefaultStrategy):
         super().__init__(rt, ctx)
         self.version: crd.CustomVersion = rt.custom
         self.schema = self.version.schema
+        self.shape = custom_shape(self.schema)
         # set by crd_serving once the definition is being deleted: no new objects
         self.terminating = False
+
+    async def to_storage(self, obj: Obj) -> Obj:
+        version = self.version
+        if version.converter is None or self.rt.version == version.storage_version:
+            return obj
+        group = f"{self.rt.group}/" if self.rt.group else ""
+        return (await version.converter.convert([obj], group + version.storage_version))[0]
 
     def admit_create(self, obj: Obj) -> None:
         if self.terminating:

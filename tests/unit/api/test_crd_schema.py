@@ -216,3 +216,41 @@ def test_rules_that_do_not_compile_refuse_the_definition() -> None:
                                                       {"rule": "self <"}]}}}
     assert [c.field for c in crd_rules.compile_errors(bad, "s")] == [
         "s.properties[a].x-kubernetes-validations[0].rule"]
+
+
+def test_ratcheting_leaves_unchanged_values_alone_but_runs_transition_rules() -> None:
+    schema = {"type": "object", "properties": {"spec": {"type": "object", "properties": {
+        "name": {"type": "string", "maxLength": 2, "x-kubernetes-validations": [
+            {"rule": "self.size() > 0"}, {"rule": "self == oldSelf"}]},
+        "n": {"type": "integer", "maximum": 1}}}}}
+    old = {"spec": {"name": "long", "n": 1}}
+    seen: list[str] = []
+
+    def rules(sites: list[crd_schema.RuleSite]) -> list[Cause]:
+        seen.extend(r["rule"] for s in sites for r in s.rules)
+        return []
+    causes = crd_schema.validate({"spec": {"name": "long", "n": 0}}, schema, old, rules=rules)
+    assert causes == []  # name kept its too-long value: not judged again
+    assert seen == ["self == oldSelf"]  # only the transition rule ran on it
+    changed = crd_schema.validate({"spec": {"name": "longer", "n": 5}}, schema, old)
+    assert sorted(c.field for c in changed) == ["spec.n", "spec.name"]
+    # without an old object (a create) everything is judged
+    assert len(crd_schema.validate({"spec": {"name": "long"}}, schema)) == 1
+
+
+def test_embedded_resources_name_their_kind_and_carry_object_meta() -> None:
+    schema = {"type": "object", "properties": {"spec": {"type": "object", "properties": {
+        "template": {"type": "object", "x-kubernetes-embedded-resource": True,
+                     "x-kubernetes-preserve-unknown-fields": True}}}}}
+    ok = {"spec": {"template": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                "metadata": {"labels": {"app": "web"}}}}}
+    assert crd_schema.validate(ok, schema) == []
+    bad = {"spec": {"template": {"apiVersion": "a/b/c", "kind": "Not_A_Kind",
+                                 "metadata": {"name": "a/b", "labels": {"-x": "y"}}}}}
+    fields = sorted(c.field for c in crd_schema.validate(bad, schema))
+    assert fields == ["spec.template.apiVersion", "spec.template.kind",
+                      "spec.template.metadata.labels", "spec.template.metadata.name"]
+    missing = crd_schema.validate({"spec": {"template": {}}}, schema)
+    assert [(c.field, c.reason) for c in missing] == [
+        ("spec.template.apiVersion", "FieldValueRequired"),
+        ("spec.template.kind", "FieldValueRequired")]

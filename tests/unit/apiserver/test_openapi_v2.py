@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from pinnace.api import crd
+from pinnace.api.kinds import REGISTRY, Registry
 from pinnace.apiserver import openapi_v2
 
 CONFIGMAP = "io.k8s.api.core.v1.ConfigMap"
@@ -140,3 +142,52 @@ def test_negotiation_like_kube_openapi() -> None:
     assert openapi_v2.negotiate("*/*")[1] == "application/json"
     assert openapi_v2.negotiate(f"application/json;q=0.5, {proto}")[1].endswith("protobuf")
     assert openapi_v2.negotiate("text/plain") is None
+
+
+def _with_custom_kind(schema: dict) -> tuple[Registry, str]:
+    definition = {
+        "metadata": {"name": "gizmos.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+                 "names": {"plural": "gizmos", "kind": "Gizmo"},
+                 "versions": [{"name": "v1", "served": True, "storage": True,
+                               "schema": {"openAPIV3Schema": schema}}]}}
+    kinds = REGISTRY.copy()
+    for rt in crd.resource_types(definition):
+        kinds.add(rt)
+    return kinds, "com.example.v1.Gizmo"
+
+
+def test_a_custom_kind_joins_the_document_of_its_registry_only() -> None:
+    before = openapi_v2.etag()
+    kinds, name = _with_custom_kind({"type": "object", "properties": {
+        "spec": {"type": "object", "required": ["a", "b"], "properties": {
+            "a": {"type": "string", "nullable": True},
+            "b": {"type": "array", "items": {"type": "string"}},
+            "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
+                     "properties": {"x": {"type": "string"}}},
+            "either": {"anyOf": [{"type": "integer"}, {"type": "string"}],
+                       "x-kubernetes-int-or-string": True}}}}})
+    doc = openapi_v2.swagger_document(kinds)
+    spec = doc["definitions"][name]["properties"]["spec"]
+    # what kubectl must not refuse: null for a nullable field, anything under a free one
+    assert spec["required"] == ["b"]
+    assert spec["properties"]["a"] == {}
+    assert spec["properties"]["free"] == {"x-kubernetes-preserve-unknown-fields": True}
+    assert "anyOf" not in spec["properties"]["either"]
+    assert doc["definitions"][name]["x-kubernetes-group-version-kind"] == [
+        {"group": "example.com", "kind": "Gizmo", "version": "v1"}]
+    assert "/apis/example.com/v1/namespaces/{namespace}/gizmos/{name}" in doc["paths"]
+    assert name not in openapi_v2.swagger_document()["definitions"]
+    assert openapi_v2.etag() == before != openapi_v2.etag(kinds)
+    # forgetting the kind builds the document again
+    for rt in [rt for rt in kinds if rt.custom is not None]:
+        kinds.remove(rt)
+    assert name not in openapi_v2.swagger_document(kinds)["definitions"]
+
+
+def test_a_free_form_custom_kind_is_published_as_a_bare_object() -> None:
+    kinds, name = _with_custom_kind({"type": "object",
+                                     "x-kubernetes-preserve-unknown-fields": True})
+    assert openapi_v2.swagger_document(kinds)["definitions"][name] == {
+        "type": "object", "x-kubernetes-group-version-kind": [
+            {"group": "example.com", "kind": "Gizmo", "version": "v1"}]}

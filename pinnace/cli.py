@@ -40,6 +40,8 @@ from pinnace.apiserver.server import default_data_dir
 from pinnace.cluster import Cluster, ClusterConfig, RealNodeConfig, real_node_unavailable
 from pinnace.controllers.manager import ControllerSettings
 from pinnace.controllers.service_lb import DEFAULT_LB_POOL
+from pinnace.store.etcd import EVENT_TTL, EtcdConfig
+from pinnace.store.interface import StoreError
 
 PID_FILE = "pinnace.pid"
 
@@ -55,6 +57,35 @@ def _network(value: str) -> str:
         return str(ipaddress.ip_network(value))
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _store_flags(p: argparse.ArgumentParser) -> None:
+    """Where the cluster's state is: SQLite under the data dir, or an etcd cluster."""
+    p.add_argument("--store", choices=["sqlite", "etcd"], default="sqlite",
+                   help="sqlite (default: DATA_DIR/state.db) or etcd (--etcd-endpoints; "
+                        "several servers may share one etcd)")
+    p.add_argument("--etcd-endpoints", default="", metavar="URL[,URL]",
+                   help="the etcd members' client URLs (http[s]://host:port)")
+    p.add_argument("--etcd-cafile", default=None, metavar="FILE",
+                   help="CA of the etcd members' certificates")
+    p.add_argument("--etcd-certfile", default=None, metavar="FILE",
+                   help="client certificate presented to etcd")
+    p.add_argument("--etcd-keyfile", default=None, metavar="FILE",
+                   help="key of --etcd-certfile")
+    p.add_argument("--event-ttl", type=int, default=EVENT_TTL, metavar="SECONDS",
+                   help=f"how long Events live in etcd after their last write "
+                        f"(default {EVENT_TTL})")
+
+
+def _etcd_config(args: argparse.Namespace) -> EtcdConfig | None:
+    if args.store != "etcd":
+        return None
+    endpoints = tuple(e.strip() for e in args.etcd_endpoints.split(",") if e.strip())
+    if not endpoints:
+        raise SystemExit("pinnace: --store etcd needs --etcd-endpoints URL[,URL]")
+    return EtcdConfig(endpoints=endpoints, cafile=args.etcd_cafile,
+                      certfile=args.etcd_certfile, keyfile=args.etcd_keyfile,
+                      event_ttl=args.event_ttl)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -87,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="where audit Events go, one JSON a line (default "
                        "DATA_DIR/audit.log)")
         p.add_argument("-v", "--verbose", action="store_true")
+        _store_flags(p)
         if name == "up":
             p.add_argument("--fake-nodes", type=int, default=0, metavar="N",
                            help="run N simulated nodes fake-0..fake-N-1 (pods run without "
@@ -137,6 +169,9 @@ async def _serve(args: argparse.Namespace) -> int:
     except AuditPolicyError as e:
         print(f"pinnace: audit log: {e}", file=sys.stderr)
         return 1
+    except StoreError as e:
+        print(f"pinnace: store: {e}", file=sys.stderr)
+        return 1
     except OSError as e:
         print(f"pinnace: cannot listen on {args.host}:{args.port}: {e.strerror}",
               file=sys.stderr)
@@ -176,7 +211,8 @@ def _config(args: argparse.Namespace) -> ClusterConfig:
             job_backoff_base=args.job_backoff, lb_pool=args.lb_pool),
         fake_nodes=args.fake_nodes if args.command == "up" else 0, real_node=real_node,
         encryption_provider_config=args.encryption_provider_config,
-        audit_policy_file=args.audit_policy_file, audit_log_path=args.audit_log_path)
+        audit_policy_file=args.audit_policy_file, audit_log_path=args.audit_log_path,
+        etcd=_etcd_config(args))
 
 
 def _running_server(data_dir: Path) -> int | None:

@@ -49,6 +49,7 @@ from pinnace.client.client import Client
 from pinnace.client.factory import InformerFactory
 from pinnace.controllers.manager import ControllerSettings, build_controllers
 from pinnace.scheduler.scheduler import Scheduler
+from pinnace.store.etcd import EtcdConfig
 
 if TYPE_CHECKING:
     from pinnace.agent.kubelet import Kubelet
@@ -95,6 +96,7 @@ class ClusterConfig:
     encryption_provider_config: Path | None = None
     audit_policy_file: Path | None = None  # None: no audit log
     audit_log_path: Path | None = None  # None: DATA_DIR/audit.log
+    etcd: EtcdConfig | None = None  # None: the SQLite store under data_dir
 
     @property
     def lease_period(self) -> float:
@@ -180,7 +182,8 @@ class Cluster:
                                 advertise_address=gateway,
                                 encryption_provider_config=config.encryption_provider_config,
                                 audit_policy_file=config.audit_policy_file,
-                                audit_log_path=config.audit_log_path)
+                                audit_log_path=config.audit_log_path,
+                                etcd=config.etcd)
         self._client: Client | None = None
         self._runner: ComponentRunner | None = None
         self.fake_nodes: FakeNodes | None = None

@@ -49,7 +49,8 @@ from pinnace.apiserver.encryption import EncryptedStore
 from pinnace.apiserver.node_proxy import NODE_PROXY, NodeProxy
 from pinnace.apiserver.registry import ObjectRegistry, WriteOptions
 from pinnace.apiserver.strategies.namespaces import SYSTEM_NAMESPACES
-from pinnace.store.sqlite import open_sqlite
+from pinnace.store.etcd import EtcdConfig, EtcdStore, open_etcd_config
+from pinnace.store.sqlite import SqliteStore, open_sqlite
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,9 @@ class ApiServer:
                  history_window: int = 10_000, advertise_address: str = "",
                  encryption_provider_config: Path | None = None,
                  audit_policy_file: Path | None = None,
-                 audit_log_path: Path | None = None) -> None:
+                 audit_log_path: Path | None = None, etcd: EtcdConfig | None = None) -> None:
         self.data_dir = Path(data_dir)
+        self.etcd = etcd  # None: the SQLite store under data_dir
         # None: the configuration generated under pki/ (Secrets under aesgcm)
         self.encryption_provider_config = encryption_provider_config
         # no policy: no audit log (as kube-apiserver); the log defaults to DATA_DIR/audit.log
@@ -140,14 +142,19 @@ class ApiServer:
                 self._reconcile_kubernetes_endpoints(), name="kubernetes endpoints")
 
     async def _open_store(self) -> EncryptedStore:
-        """The SQLite store under the encryption configuration; values not stored under
-        its first provider (a cluster from before encryption, an older key) are rewritten
-        first, and the history holding their old bytes is scrubbed from the file."""
+        """The store (SQLite under data_dir, or etcd) under the encryption configuration;
+        values not stored under its first provider (a cluster from before encryption, an
+        older key) are rewritten first, and the history holding their old bytes is
+        scrubbed from the file (etcd: compacted and defragmented)."""
         config_path = self.encryption_provider_config or encryption.ensure_config(
             pki.pki_dir(self.data_dir))
         config = encryption.EncryptionConfig.load(config_path)
-        raw = await open_sqlite(str(self.data_dir / "state.db"),
-                                history_window=self.history_window)
+        raw: SqliteStore | EtcdStore
+        if self.etcd is not None:
+            raw = await open_etcd_config(self.etcd, history_window=self.history_window)
+        else:
+            raw = await open_sqlite(str(self.data_dir / "state.db"),
+                                    history_window=self.history_window)
         try:
             rewritten = await encryption.rewrite_stale(raw, config, config.prefixes(REGISTRY))
             if rewritten:

@@ -46,6 +46,7 @@ import json
 import logging
 import ssl
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -60,19 +61,29 @@ from pinnace.store.interface import (
     StoreError,
 )
 
-__all__ = ["EVENT_TTL", "EtcdStore", "open_etcd"]
+__all__ = ["EVENT_TTL", "EtcdConfig", "EtcdStore", "open_etcd"]
 
 log = logging.getLogger(__name__)
 
 _BASE = 1  # an empty etcd is at revision 1; the interface's empty store at 0
 _PAGE = 5000  # keys per range request
 EVENT_TTL = 3600  # seconds: kube-apiserver's --event-ttl default
-# where Events live (core/v1 and events.k8s.io/v1 share it): see api/kinds.py storage keys
-EVENT_PREFIX = "/registry/core/events/"
+# where Events live (core/v1 and events.k8s.io/v1): see ResourceType.key_prefix
+EVENT_PREFIXES = ("/registry/core/events/", "/registry/events.k8s.io/events/")
 # gRPC codes the gateway reports that mean "this member cannot serve now": try another
 _UNAVAILABLE = {14, 4}  # Unavailable, DeadlineExceeded
 _RETRYABLE_MESSAGES = ("no leader", "leader changed", "timed out", "too many requests",
                        "not capable", "stopped")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EtcdConfig:
+    """Where the store is (`pinnace server --store etcd`'s flags)."""
+    endpoints: tuple[str, ...]  # the members' client URLs
+    cafile: str | None = None  # the members' CA (https endpoints)
+    certfile: str | None = None  # our client certificate, when the members ask for one
+    keyfile: str | None = None
+    event_ttl: int = EVENT_TTL  # seconds an Event lives after its last write
 
 
 def _b64(data: str | bytes) -> str:
@@ -114,7 +125,7 @@ class EtcdStore:
         self._history_window = history_window
         self._timeout = request_timeout
         self._lease_ttls = dict(lease_ttls if lease_ttls is not None else
-                                {EVENT_PREFIX: EVENT_TTL})
+                                dict.fromkeys(EVENT_PREFIXES, EVENT_TTL))
         self._leases: dict[int, tuple[str, float]] = {}  # ttl → (lease id, granted at)
         self._lease_lock = asyncio.Lock()
         self._revision = 0
@@ -477,3 +488,12 @@ async def open_etcd(endpoints: list[str], *, cafile: str | None = None,
     store._compactor = asyncio.get_running_loop().create_task(
         store._compact_periodically(compact_interval), name="pinnace-etcd-compactor")
     return store
+
+
+async def open_etcd_config(config: EtcdConfig, *, history_window: int = 10_000
+                           ) -> EtcdStore:
+    """`open_etcd` as `config` says."""
+    return await open_etcd(list(config.endpoints), cafile=config.cafile,
+                           certfile=config.certfile, keyfile=config.keyfile,
+                           history_window=history_window,
+                           lease_ttls=dict.fromkeys(EVENT_PREFIXES, config.event_ttl))

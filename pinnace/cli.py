@@ -37,6 +37,7 @@ from pathlib import Path
 from pinnace.apiserver.audit import AuditPolicyError
 from pinnace.apiserver.encryption import DecryptionError, EncryptionConfigError
 from pinnace.apiserver.server import default_data_dir
+from pinnace.client.leader_election import LeaderElectionConfig
 from pinnace.cluster import Cluster, ClusterConfig, RealNodeConfig, real_node_unavailable
 from pinnace.controllers.manager import ControllerSettings
 from pinnace.controllers.service_lb import DEFAULT_LB_POOL
@@ -72,6 +73,14 @@ def _store_flags(p: argparse.ArgumentParser) -> None:
                    help="client certificate presented to etcd")
     p.add_argument("--etcd-keyfile", default=None, metavar="FILE",
                    help="key of --etcd-certfile")
+    p.add_argument("--leader-elect-lease-duration", type=float, default=15.0, metavar="S",
+                   help="with --store etcd the controllers and scheduler elect a leader "
+                        "through Leases: how long a leader's Lease lasts (default 15)")
+    p.add_argument("--leader-elect-renew-deadline", type=float, default=10.0, metavar="S",
+                   help="a leader stops acting when it could not renew for this long "
+                        "(default 10)")
+    p.add_argument("--leader-elect-retry-period", type=float, default=2.0, metavar="S",
+                   help="how often candidates try and the leader renews (default 2)")
     p.add_argument("--event-ttl", type=int, default=EVENT_TTL, metavar="SECONDS",
                    help=f"how long Events live in etcd after their last write "
                         f"(default {EVENT_TTL})")
@@ -86,6 +95,18 @@ def _etcd_config(args: argparse.Namespace) -> EtcdConfig | None:
     return EtcdConfig(endpoints=endpoints, cafile=args.etcd_cafile,
                       certfile=args.etcd_certfile, keyfile=args.etcd_keyfile,
                       event_ttl=args.event_ttl)
+
+
+def _leader_election(args: argparse.Namespace) -> LeaderElectionConfig | None:
+    """On with etcd, where several servers may share the cluster; SQLite has one server."""
+    if args.store != "etcd":
+        return None
+    try:
+        return LeaderElectionConfig(lease_duration=args.leader_elect_lease_duration,
+                                    renew_deadline=args.leader_elect_renew_deadline,
+                                    retry_period=args.leader_elect_retry_period)
+    except ValueError as e:
+        raise SystemExit(f"pinnace: {e}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -212,7 +233,7 @@ def _config(args: argparse.Namespace) -> ClusterConfig:
         fake_nodes=args.fake_nodes if args.command == "up" else 0, real_node=real_node,
         encryption_provider_config=args.encryption_provider_config,
         audit_policy_file=args.audit_policy_file, audit_log_path=args.audit_log_path,
-        etcd=_etcd_config(args))
+        etcd=_etcd_config(args), leader_election=_leader_election(args))
 
 
 def _running_server(data_dir: Path) -> int | None:

@@ -35,6 +35,7 @@ import ipaddress
 import logging
 import os
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -47,6 +48,7 @@ from pinnace.apiserver.local import LocalTransport
 from pinnace.apiserver.server import ApiServer
 from pinnace.client.client import Client
 from pinnace.client.factory import InformerFactory
+from pinnace.client.leader_election import LeaderElected, LeaderElectionConfig, LeaderElector
 from pinnace.controllers.manager import ControllerSettings, build_controllers
 from pinnace.scheduler.scheduler import Scheduler
 from pinnace.store.etcd import EtcdConfig
@@ -97,6 +99,9 @@ class ClusterConfig:
     audit_policy_file: Path | None = None  # None: no audit log
     audit_log_path: Path | None = None  # None: DATA_DIR/audit.log
     etcd: EtcdConfig | None = None  # None: the SQLite store under data_dir
+    # controllers and scheduler act only while this process holds their Lease (several
+    # servers on one etcd); None: they always act
+    leader_election: LeaderElectionConfig | None = None
 
     @property
     def lease_period(self) -> float:
@@ -230,9 +235,10 @@ class Cluster:
         cfg = self.config
         components: list[Component] = []
         if cfg.controllers:
-            components += build_controllers(client, factory, cfg.controller_settings)
+            components += self._elected("kube-controller-manager", lambda: build_controllers(
+                client, factory, cfg.controller_settings))
         if cfg.scheduler:
-            components.append(Scheduler(client, factory))
+            components += self._elected("kube-scheduler", lambda: [Scheduler(client, factory)])
         if cfg.fake_nodes:
             self.fake_nodes = FakeNodes(client, factory, count=cfg.fake_nodes,
                                         lease_period=cfg.lease_period)
@@ -245,6 +251,16 @@ class Cluster:
                 components.append(proxier)
             components.append(self._dns_server(cfg.real_node, client, factory))
         return components
+
+    def _elected(self, name: str, build: Callable[[], Sequence[Component]]
+                 ) -> list[Component]:
+        """build()'s components, run only while this process leads `name` when leader
+        election is on (built once now, so their informers sync with the others')."""
+        settings = self.config.leader_election
+        if settings is None:
+            return list(build())
+        elector = LeaderElector(self.client, name, settings)
+        return [LeaderElected(elector, build(), build)]
 
     def _kubelet(self, node: RealNodeConfig, client: Client, factory: InformerFactory
                  ) -> Kubelet:

@@ -39,7 +39,7 @@ from aiohttp import web
 
 from pinnace.api import errors
 from pinnace.api.kinds import REGISTRY
-from pinnace.apiserver import encryption, pki
+from pinnace.apiserver import encryption, peer_leases, pki
 from pinnace.apiserver.app import build_app
 from pinnace.apiserver.audit import AuditLog, Policy
 from pinnace.apiserver.auth import ADMIN, TokenAuthenticator, load_token_file
@@ -136,7 +136,7 @@ class ApiServer:
         log.info("API server listening on %s", self.url)
         if self.advertise_address and not wildcard and self.host != self.advertise_address:
             await self._listen_for_pods(certs)
-        if self.advertise_address:
+        if self.advertise_address or self.etcd is not None:
             await self._ensure_kubernetes_endpoints()
             self._endpoint_reconciler = asyncio.create_task(
                 self._reconcile_kubernetes_endpoints(), name="kubernetes endpoints")
@@ -193,6 +193,11 @@ class ApiServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._endpoint_reconciler
             self._endpoint_reconciler = None
+            if self.etcd is not None and self.registry is not None:
+                # the survivors drop us from the `kubernetes` endpoints at once
+                with contextlib.suppress(Exception):
+                    await peer_leases.remove(self.registry, peer_leases.lease_name(
+                        self.advertise_address or self.host, self.port))
         if self._runner:
             await self._runner.cleanup()
             self._runner = None
@@ -256,15 +261,21 @@ class ApiServer:
         and this server's port (written again when either changed since the last start)."""
         reg = self.registry
         assert reg is not None
+        addresses = [self.advertise_address]
+        if self.etcd is not None:  # maybe several servers: every live one (peer_leases.py)
+            me = self.advertise_address or self.host
+            await peer_leases.renew(reg, me, self.port)
+            addresses = [a for a, p in await peer_leases.live_servers(reg) if p == self.port]
+            addresses = sorted(set(addresses) | {me})
         port = {"name": "https", "port": self.port, "protocol": "TCP"}
         endpoints = {"metadata": {"name": "kubernetes", "labels": dict(SKIP_MIRROR)},
-                     "subsets": [{"addresses": [{"ip": self.advertise_address}],
+                     "subsets": [{"addresses": [{"ip": a} for a in addresses],
                                   "ports": [port]}]}
         endpoint_slice = {"metadata": {"name": "kubernetes", "labels": {
                               "kubernetes.io/service-name": "kubernetes"}},
                           "addressType": "IPv4", "ports": [port],
-                          "endpoints": [{"addresses": [self.advertise_address],
-                                         "conditions": {"ready": True}}]}
+                          "endpoints": [{"addresses": [a], "conditions": {"ready": True}}
+                                        for a in addresses]}
         opts = WriteOptions(field_manager="pinnace")
         for (api_version, kind), body, fields in (
                 (("v1", "Endpoints"), endpoints, ("subsets",)),

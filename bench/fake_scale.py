@@ -8,6 +8,13 @@ spec.nodeName set (spread round-robin). Prints one table: time to register
 the nodes, to create the pods, until all pods are Running; the store writes
 the agents made (resourceVersion growth beyond the pod creations) and the
 process' peak RSS (API server included).
+
+    python -m bench.fake_scale --split [--nodes 1000] [--pods 2000]
+
+The same nodes split across API servers in their own processes, the agents in this
+process over HTTPS (half the nodes to each server): one `pinnace server` on SQLite
+(the baseline) and two `pinnace server --store etcd` on a one-member etcd on loopback,
+side by side in one run.
 """
 
 from __future__ import annotations
@@ -103,8 +110,19 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--pods", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--split", action="store_true",
+                        help="agents over HTTPS: one server on SQLite, then two on etcd")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.split:
+        from bench.fake_scale_split import compare
+        heads, rows = compare(args.nodes, args.pods, args.concurrency)
+        width = max(len(k) for k, _ in rows)
+        print(f"{'fake_scale --split':<{width}}  " + "  ".join(f"{h:>22}" for h in heads))
+        print("-" * (width + 2 + 24 * len(heads)))
+        for k, values in rows:
+            print(f"{k:<{width}}  " + "  ".join(f"{v:>22}" for v in values))
+        return
     rows = asyncio.run(run(args.nodes, args.pods, args.concurrency))
     width = max(len(k) for k, _ in rows)
     print(f"{'fake_scale':<{width}}  {args.nodes} nodes, {args.pods} pods")

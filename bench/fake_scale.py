@@ -48,6 +48,13 @@ async def wait_for(cond: Callable[[], bool], *, within: float, interval: float =
         await asyncio.sleep(interval)
 
 
+def pod_on_node(i: int, nodes: int) -> dict[str, object]:
+    """Pod p-i, bound to node fake-(i mod nodes)."""
+    return {"metadata": {"name": f"p-{i}"},
+            "spec": {"nodeName": f"fake-{i % nodes}",
+                     "containers": [{"name": "app", "image": "nginx"}]}}
+
+
 async def run(nodes: int, pods: int, concurrency: int) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,11 +81,7 @@ async def run(nodes: int, pods: int, concurrency: int) -> list[tuple[str, str]]:
 
             async def creator() -> None:
                 for i in names:
-                    await client.create(pod_rt, {
-                        "metadata": {"name": f"p-{i}"},
-                        "spec": {"nodeName": f"fake-{i % nodes}",
-                                 "containers": [{"name": "app", "image": "nginx"}]}},
-                        "default")
+                    await client.create(pod_rt, pod_on_node(i, nodes), "default")
             await asyncio.gather(*(creator() for _ in range(concurrency)))
             created = time.monotonic() - t1
             rows.append((f"create {pods} pods", f"{created:.1f} s ({pods / created:.0f}/s)"))

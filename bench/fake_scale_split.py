@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from bench._common import free_port, stop
-from bench.fake_scale import wait_for
+from bench.fake_scale import pod_on_node, wait_for
 from pinnace.agent.fake_nodes import FakeNodes
 from pinnace.client.client import Client
 from pinnace.client.transport import HttpTransport
@@ -70,11 +70,7 @@ async def measure(kubeconfigs: list[Path], nodes: int, pods: int, concurrency: i
         async def creator(k: int) -> None:
             client = clients[k % len(clients)]  # the writers spread over the servers too
             for i in names:
-                await client.create(pod_rt, {
-                    "metadata": {"name": f"p-{i}"},
-                    "spec": {"nodeName": f"fake-{i % nodes}",
-                             "containers": [{"name": "app", "image": "nginx"}]}},
-                    "default")
+                await client.create(pod_rt, pod_on_node(i, nodes), "default")
         await asyncio.gather(*(creator(k) for k in range(concurrency)))
         created = time.monotonic() - t1
 

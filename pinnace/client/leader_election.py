@@ -36,6 +36,7 @@ from typing import Any, Protocol
 from pinnace.api import errors
 from pinnace.api.timestamps import format_micro_time
 from pinnace.client.client import Client
+from pinnace.client.workqueue import run_parallel
 
 log = logging.getLogger(__name__)
 
@@ -209,13 +210,6 @@ class LeaderElected:
         await self.elector.run(self._lead)
 
     async def _lead(self) -> None:
-        components, self._next = self._next or self._build(), None
-        tasks = [asyncio.create_task(c.run(), name=type(c).__name__) for c in components]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
+        components, self._next = list(self._next or self._build()), None
+        each = iter(components)
+        await run_parallel(lambda: next(each).run(), len(components), name=self.elector.name)

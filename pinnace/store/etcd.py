@@ -266,8 +266,18 @@ class EtcdStore:
                    success: dict[str, Any]) -> dict[str, Any]:
         compare = {"key": _b64(key), **compare}
         failure = {"request_range": {"key": _b64(key)}}
-        return await self._call("kv/txn", {"compare": [compare], "success": [success],
-                                           "failure": [failure]}, idempotent=False)
+        body = {"compare": [compare], "success": [success], "failure": [failure]}
+        try:
+            return await self._call("kv/txn", body, idempotent=False)
+        except StoreError as e:
+            put = success.get("request_put")
+            if put is None or "lease" not in put or "lease not found" not in str(e):
+                raise
+        # the reused lease is gone (revoked, or etcd restored from a backup): a new one;
+        # a refused txn changed nothing, so sending it again is safe
+        self._leases.clear()
+        success = {"request_put": {**put, "lease": await self._lease_for(key)}}
+        return await self._call("kv/txn", {**body, "success": [success]}, idempotent=False)
 
     @staticmethod
     def _compare(expected_revision: int) -> dict[str, Any]:

@@ -112,7 +112,14 @@ class ApiServer:
         certs = pki.ensure_pki(self.data_dir, hosts=[h for h in extra_hosts if h])
         self.token = pki.ensure_admin_token(self.data_dir)
         self.ca_pem = certs.ca_pem
-        await self._bootstrap()
+        for attempt in range(10):
+            try:
+                await self._bootstrap()
+                break
+            except errors.ApiError as e:  # another server on the same etcd bootstraps too
+                if e.code != 409 or attempt == 9:
+                    raise
+                await asyncio.sleep(0.2)
         tokens = load_token_file(self.data_dir / TOKEN_FILE)
         if tokens:
             log.info("loaded %d users from %s", len(tokens), self.data_dir / TOKEN_FILE)

@@ -89,6 +89,16 @@ class ApiServer:
         self.ca_pem = b""
 
     @property
+    def _peer_address(self) -> str:
+        """On etcd, where other servers may serve the same cluster: the address the
+        `kubernetes` Endpoints list for this server ("" when it has none to give)."""
+        if self.etcd is None:
+            return ""
+        if self.advertise_address:
+            return self.advertise_address
+        return "" if self.host in ("0.0.0.0", "::") else self.host
+
+    @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"https://{host}:{self.port}"
@@ -143,7 +153,7 @@ class ApiServer:
         log.info("API server listening on %s", self.url)
         if self.advertise_address and not wildcard and self.host != self.advertise_address:
             await self._listen_for_pods(certs)
-        if self.advertise_address or self.etcd is not None:
+        if self.advertise_address or self._peer_address:
             await self._ensure_kubernetes_endpoints()
             self._endpoint_reconciler = asyncio.create_task(
                 self._reconcile_kubernetes_endpoints(), name="kubernetes endpoints")
@@ -200,11 +210,10 @@ class ApiServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._endpoint_reconciler
             self._endpoint_reconciler = None
-            if self.etcd is not None and self.registry is not None:
-                # the survivors drop us from the `kubernetes` endpoints at once
+            if self._peer_address and self.registry is not None:
+                # off the `kubernetes` endpoints now, not when our Lease runs out
                 with contextlib.suppress(Exception):
-                    await peer_leases.remove(self.registry, peer_leases.lease_name(
-                        self.advertise_address or self.host, self.port))
+                    await self._ensure_kubernetes_endpoints(leaving=True)
         if self._runner:
             await self._runner.cleanup()
             self._runner = None
@@ -263,17 +272,23 @@ class ApiServer:
             except Exception as e:  # the next round tries again
                 log.warning("reconciling the kubernetes endpoints failed: %r", e)
 
-    async def _ensure_kubernetes_endpoints(self) -> None:
+    async def _ensure_kubernetes_endpoints(self, *, leaving: bool = False) -> None:
         """The Endpoints and EndpointSlice of `default/kubernetes`: the advertise address
-        and this server's port (written again when either changed since the last start)."""
+        and this server's port (written again when either changed since the last start);
+        on etcd every live server on this port, less this one when `leaving`."""
         reg = self.registry
         assert reg is not None
         addresses = [self.advertise_address]
-        if self.etcd is not None:  # maybe several servers: every live one (peer_leases.py)
-            me = self.advertise_address or self.host
-            await peer_leases.renew(reg, me, self.port)
-            addresses = [a for a, p in await peer_leases.live_servers(reg) if p == self.port]
-            addresses = sorted(set(addresses) | {me})
+        if self._peer_address:  # maybe several servers: every live one (peer_leases.py)
+            me = self._peer_address
+            if leaving:
+                await peer_leases.remove(reg, peer_leases.lease_name(me, self.port))
+            else:
+                await peer_leases.renew(reg, me, self.port)
+            live = {a for a, p in await peer_leases.live_servers(reg) if p == self.port}
+            addresses = sorted(live - {me} if leaving else live | {me})
+            if not addresses:
+                return  # the last server leaves: the endpoints stay as they were
         port = {"name": "https", "port": self.port, "protocol": "TCP"}
         endpoints = {"metadata": {"name": "kubernetes", "labels": dict(SKIP_MIRROR)},
                      "subsets": [{"addresses": [{"ip": a} for a in addresses],

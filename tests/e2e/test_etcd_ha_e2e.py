@@ -140,10 +140,15 @@ def test_either_server_dies_and_the_other_takes_over(ha: tuple[EtcdCluster, Serv
         # the dead server's Lease expires (15 s) and the next round drops it
         wait(lambda s=survivor, ip=mine: endpoint_ips(s) == [ip], 45,
              "the kubernetes Endpoints drop the dead server")
-        if victim == 0:
-            servers.start(0)
-            wait(lambda: endpoint_ips(b) == ["127.0.0.1", "127.0.0.2"], 30,
-                 "the restarted server is listed again")
+        servers.start(victim)
+        wait(lambda s=survivor: endpoint_ips(s) == ["127.0.0.1", "127.0.0.2"], 30,
+             "the restarted server is listed again")
+
+    # a server stopped gracefully takes itself off the endpoints at once (well before
+    # its Lease would expire) and hands its Leases over
+    b.stop()
+    wait(lambda: endpoint_ips(a) == ["127.0.0.1"], 8, "the stopped server is dropped")
+    wait(lambda: servers.leader("kube-controller-manager") == 0, 8, "server 0 leads")
 
 
 def test_killing_an_etcd_member_loses_no_acknowledged_write(

@@ -166,6 +166,7 @@ def test_killing_an_etcd_member_loses_no_acknowledged_write(
             acked[name] = str(i)
         else:
             failed += 1
+    print(f"{failed} of 120 writes failed while the member was going")
     assert len(acked) >= 100, f"{failed} writes failed"
     # read through the other server (whose etcd client failed over too)
     out = json.loads(b.kubectl("get", "configmaps", "-o", "json").stdout)

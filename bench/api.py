@@ -1,9 +1,10 @@
 """API server throughput and watch latency, against a real `pinnace up` over HTTPS.
 
-    python -m bench.api [--objects 1000] [--concurrency 8]
+    python -m bench.api [--objects 1000] [--concurrency 8] [--store sqlite|etcd|both]
 
 Prints one table: creates/s, gets/s, lists/s (of all the objects) and the delay
-from a write's acknowledgement to its watch event (p50/p99).
+from a write's acknowledgement to its watch event (p50/p99), one column per store
+(default both: SQLite, then a fresh etcd on loopback, in the same run).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import aiohttp
 import yaml
 
 from bench._common import free_port, stop
+from tests.etcd_cluster import EtcdCluster
 
 
 async def run(proc: subprocess.Popen, tmp: Path, objects: int,
@@ -125,25 +127,47 @@ async def run(proc: subprocess.Popen, tmp: Path, objects: int,
             ("watch delivery p99 (ms)", f"{p99:.2f}")]
 
 
+def measure(store: str, objects: int, concurrency: int, etcd_members: int
+            ) -> list[tuple[str, str]]:
+    """One `pinnace up` on `store` (etcd: a fresh cluster of etcd_members on loopback)."""
+    tmp = Path(tempfile.mkdtemp(prefix="pinnace-bench-"))
+    etcd = None
+    command = [sys.executable, "-m", "pinnace.cli", "up", "--data-dir", str(tmp / "data"),
+               "--port", str(free_port())]
+    proc = None
+    try:
+        if store == "etcd":
+            etcd = EtcdCluster(tmp / "etcd", members=etcd_members).start()
+            command += ["--store", "etcd", "--etcd-endpoints", ",".join(etcd.endpoints)]
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return asyncio.run(run(proc, tmp, objects, concurrency))
+    finally:
+        stop(proc)
+        if etcd is not None:
+            etcd.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--objects", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--store", choices=["sqlite", "etcd", "both"], default="both",
+                        help="the store(s) measured, side by side (default both)")
+    parser.add_argument("--etcd-members", type=int, default=1,
+                        help="members of the etcd cluster started on loopback (default 1)")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="pinnace-bench-"))
-    proc = subprocess.Popen([sys.executable, "-m", "pinnace.cli", "up", "--data-dir",
-                             str(tmp / "data"), "--port", str(free_port())],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        rows = asyncio.run(run(proc, tmp, args.objects, args.concurrency))
-    finally:
-        stop(proc)
-        shutil.rmtree(tmp, ignore_errors=True)
-    width = max(len(k) for k, _ in rows)
-    print(f"{'measure'.ljust(width)}  value")
-    print(f"{'-' * width}  -----")
-    for k, v in rows:
-        print(f"{k.ljust(width)}  {v}")
+    stores = ["sqlite", "etcd"] if args.store == "both" else [args.store]
+    results = [measure(st, args.objects, args.concurrency, args.etcd_members)
+               for st in stores]
+    names = [k for k, _ in results[0]]
+    heads = [st if st == "sqlite" else f"etcd ({args.etcd_members} member"
+             f"{'s' if args.etcd_members > 1 else ''})" for st in stores]
+    width = max(len(k) for k in names)
+    print(f"{'measure'.ljust(width)}  " + "  ".join(h.rjust(12) for h in heads))
+    print(f"{'-' * width}  " + "  ".join("-" * 12 for _ in heads))
+    for i, k in enumerate(names):
+        print(f"{k.ljust(width)}  " + "  ".join(r[i][1].rjust(12) for r in results))
     print(f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus)")
 
 

@@ -8,6 +8,13 @@ spec.nodeName set (spread round-robin). Prints one table: time to register
 the nodes, to create the pods, until all pods are Running; the store writes
 the agents made (resourceVersion growth beyond the pod creations) and the
 process' peak RSS (API server included).
+
+    python -m bench.fake_scale --split [--nodes 1000] [--pods 2000]
+
+The same nodes split across API servers in their own processes, the agents in this
+process over HTTPS (half the nodes to each server): one `pinnace server` on SQLite
+(the baseline) and two `pinnace server --store etcd` on a one-member etcd on loopback,
+side by side in one run.
 """
 
 from __future__ import annotations
@@ -41,6 +48,13 @@ async def wait_for(cond: Callable[[], bool], *, within: float, interval: float =
         await asyncio.sleep(interval)
 
 
+def pod_on_node(i: int, nodes: int) -> dict[str, object]:
+    """Pod p-i, bound to node fake-(i mod nodes)."""
+    return {"metadata": {"name": f"p-{i}"},
+            "spec": {"nodeName": f"fake-{i % nodes}",
+                     "containers": [{"name": "app", "image": "nginx"}]}}
+
+
 async def run(nodes: int, pods: int, concurrency: int) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -67,11 +81,7 @@ async def run(nodes: int, pods: int, concurrency: int) -> list[tuple[str, str]]:
 
             async def creator() -> None:
                 for i in names:
-                    await client.create(pod_rt, {
-                        "metadata": {"name": f"p-{i}"},
-                        "spec": {"nodeName": f"fake-{i % nodes}",
-                                 "containers": [{"name": "app", "image": "nginx"}]}},
-                        "default")
+                    await client.create(pod_rt, pod_on_node(i, nodes), "default")
             await asyncio.gather(*(creator() for _ in range(concurrency)))
             created = time.monotonic() - t1
             rows.append((f"create {pods} pods", f"{created:.1f} s ({pods / created:.0f}/s)"))
@@ -103,8 +113,19 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--pods", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--split", action="store_true",
+                        help="agents over HTTPS: one server on SQLite, then two on etcd")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.split:
+        from bench.fake_scale_split import compare
+        heads, rows = compare(args.nodes, args.pods, args.concurrency)
+        width = max(len(k) for k, _ in rows)
+        print(f"{'fake_scale --split':<{width}}  " + "  ".join(f"{h:>22}" for h in heads))
+        print("-" * (width + 2 + 24 * len(heads)))
+        for k, values in rows:
+            print(f"{k:<{width}}  " + "  ".join(f"{v:>22}" for v in values))
+        return
     rows = asyncio.run(run(args.nodes, args.pods, args.concurrency))
     width = max(len(k) for k, _ in rows)
     print(f"{'fake_scale':<{width}}  {args.nodes} nodes, {args.pods} pods")

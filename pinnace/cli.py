@@ -37,9 +37,12 @@ from pathlib import Path
 from pinnace.apiserver.audit import AuditPolicyError
 from pinnace.apiserver.encryption import DecryptionError, EncryptionConfigError
 from pinnace.apiserver.server import default_data_dir
+from pinnace.client.leader_election import LeaderElectionConfig
 from pinnace.cluster import Cluster, ClusterConfig, RealNodeConfig, real_node_unavailable
 from pinnace.controllers.manager import ControllerSettings
 from pinnace.controllers.service_lb import DEFAULT_LB_POOL
+from pinnace.store.etcd import EVENT_TTL, EtcdConfig
+from pinnace.store.interface import StoreError
 
 PID_FILE = "pinnace.pid"
 
@@ -55,6 +58,55 @@ def _network(value: str) -> str:
         return str(ipaddress.ip_network(value))
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _store_flags(p: argparse.ArgumentParser) -> None:
+    """Where the cluster's state is: SQLite under the data dir, or an etcd cluster."""
+    p.add_argument("--store", choices=["sqlite", "etcd"], default="sqlite",
+                   help="sqlite (default: DATA_DIR/state.db) or etcd (--etcd-endpoints; "
+                        "several servers may share one etcd)")
+    p.add_argument("--etcd-endpoints", default="", metavar="URL[,URL]",
+                   help="the etcd members' client URLs (http[s]://host:port)")
+    p.add_argument("--etcd-cafile", default=None, metavar="FILE",
+                   help="CA of the etcd members' certificates")
+    p.add_argument("--etcd-certfile", default=None, metavar="FILE",
+                   help="client certificate presented to etcd")
+    p.add_argument("--etcd-keyfile", default=None, metavar="FILE",
+                   help="key of --etcd-certfile")
+    p.add_argument("--leader-elect-lease-duration", type=float, default=15.0, metavar="S",
+                   help="with --store etcd the controllers and scheduler elect a leader "
+                        "through Leases: how long a leader's Lease lasts (default 15)")
+    p.add_argument("--leader-elect-renew-deadline", type=float, default=10.0, metavar="S",
+                   help="a leader stops acting when it could not renew for this long "
+                        "(default 10)")
+    p.add_argument("--leader-elect-retry-period", type=float, default=2.0, metavar="S",
+                   help="how often candidates try and the leader renews (default 2)")
+    p.add_argument("--event-ttl", type=int, default=EVENT_TTL, metavar="SECONDS",
+                   help=f"how long Events live in etcd after their last write "
+                        f"(default {EVENT_TTL})")
+
+
+def _etcd_config(args: argparse.Namespace) -> EtcdConfig | None:
+    if args.store != "etcd":
+        return None
+    endpoints = tuple(e.strip() for e in args.etcd_endpoints.split(",") if e.strip())
+    if not endpoints:
+        raise SystemExit("pinnace: --store etcd needs --etcd-endpoints URL[,URL]")
+    return EtcdConfig(endpoints=endpoints, cafile=args.etcd_cafile,
+                      certfile=args.etcd_certfile, keyfile=args.etcd_keyfile,
+                      event_ttl=args.event_ttl)
+
+
+def _leader_election(args: argparse.Namespace) -> LeaderElectionConfig | None:
+    """On with etcd, where several servers may share the cluster; SQLite has one server."""
+    if args.store != "etcd":
+        return None
+    try:
+        return LeaderElectionConfig(lease_duration=args.leader_elect_lease_duration,
+                                    renew_deadline=args.leader_elect_renew_deadline,
+                                    retry_period=args.leader_elect_retry_period)
+    except ValueError as e:
+        raise SystemExit(f"pinnace: {e}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,6 +142,7 @@ def _parser() -> argparse.ArgumentParser:
                        metavar="SECONDS", help="cap the lifetime of ServiceAccount tokens "
                        "(default: as requested; pods ask for 3607 s)")
         p.add_argument("-v", "--verbose", action="store_true")
+        _store_flags(p)
         if name == "up":
             p.add_argument("--fake-nodes", type=int, default=0, metavar="N",
                            help="run N simulated nodes fake-0..fake-N-1 (pods run without "
@@ -140,6 +193,9 @@ async def _serve(args: argparse.Namespace) -> int:
     except AuditPolicyError as e:
         print(f"pinnace: audit log: {e}", file=sys.stderr)
         return 1
+    except StoreError as e:
+        print(f"pinnace: store: {e}", file=sys.stderr)
+        return 1
     except OSError as e:
         print(f"pinnace: cannot listen on {args.host}:{args.port}: {e.strerror}",
               file=sys.stderr)
@@ -180,7 +236,8 @@ def _config(args: argparse.Namespace) -> ClusterConfig:
         fake_nodes=args.fake_nodes if args.command == "up" else 0, real_node=real_node,
         encryption_provider_config=args.encryption_provider_config,
         audit_policy_file=args.audit_policy_file, audit_log_path=args.audit_log_path,
-        service_account_max_token_expiration=args.service_account_max_token_expiration)
+        service_account_max_token_expiration=args.service_account_max_token_expiration,
+        etcd=_etcd_config(args), leader_election=_leader_election(args))
 
 
 def _running_server(data_dir: Path) -> int | None:

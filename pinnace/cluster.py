@@ -35,6 +35,7 @@ import ipaddress
 import logging
 import os
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -48,8 +49,10 @@ from pinnace.apiserver.local import LocalTransport
 from pinnace.apiserver.server import ApiServer
 from pinnace.client.client import Client
 from pinnace.client.factory import InformerFactory
+from pinnace.client.leader_election import LeaderElected, LeaderElectionConfig, LeaderElector
 from pinnace.controllers.manager import ControllerSettings, build_controllers
 from pinnace.scheduler.scheduler import Scheduler
+from pinnace.store.etcd import EtcdConfig
 
 if TYPE_CHECKING:
     from pinnace.agent.kubelet import Kubelet
@@ -102,6 +105,10 @@ class ClusterConfig:
     service_account_admission: bool | None = None
     # kube-apiserver's --service-account-max-token-expiration (seconds; None: no cap)
     service_account_max_token_expiration: int | None = None
+    etcd: EtcdConfig | None = None  # None: the SQLite store under data_dir
+    # controllers and scheduler act only while this process holds their Lease (several
+    # servers on one etcd); None: they always act
+    leader_election: LeaderElectionConfig | None = None
 
     @property
     def lease_period(self) -> float:
@@ -192,7 +199,8 @@ class Cluster:
                                 or (config.service_account_admission is None
                                     and config.controllers) else ("ServiceAccount",),
                                 service_account_max_token_expiration=(
-                                    config.service_account_max_token_expiration))
+                                    config.service_account_max_token_expiration),
+                                etcd=config.etcd)
         self._client: Client | None = None
         self._users: dict[User, Client] = {}  # client_as()'s, one per user
         self._runner: ComponentRunner | None = None
@@ -260,13 +268,18 @@ class Cluster:
         components: list[Component] = []
         if cfg.controllers:
             tokens = self.server.service_account_tokens
-            components += build_controllers(
-                self.client_as(component_policy.CONTROLLER_MANAGER), factory,
-                cfg.controller_settings, root_ca=self.server.ca_pem,
-                service_account_keys=tokens.keys if tokens is not None else None,
-                client_for=lambda name: self.client_as(component_policy.controller_user(name)))
+            components += self._elected(
+                "kube-controller-manager", component_policy.CONTROLLER_MANAGER,
+                lambda: build_controllers(
+                    self.client_as(component_policy.CONTROLLER_MANAGER), factory,
+                    cfg.controller_settings, root_ca=self.server.ca_pem,
+                    service_account_keys=tokens.keys if tokens is not None else None,
+                    client_for=lambda name: self.client_as(
+                        component_policy.controller_user(name))))
         if cfg.scheduler:
-            components.append(Scheduler(self.client_as(component_policy.SCHEDULER), factory))
+            components += self._elected(
+                "kube-scheduler", component_policy.SCHEDULER,
+                lambda: [Scheduler(self.client_as(component_policy.SCHEDULER), factory)])
         if cfg.fake_nodes:
             self.fake_nodes = FakeNodes(
                 client, factory, count=cfg.fake_nodes, lease_period=cfg.lease_period,
@@ -285,6 +298,17 @@ class Cluster:
             components.append(self._dns_server(
                 cfg.real_node, self.client_as(component_policy.DNS), factory))
         return components
+
+    def _elected(self, name: str, user: User, build: Callable[[], Sequence[Component]]
+                 ) -> list[Component]:
+        """build()'s components, run only while this process leads `name` when leader
+        election is on (built once now, so their informers sync with the others')."""
+        settings = self.config.leader_election
+        if settings is None:
+            return list(build())
+        # the Lease is taken as the component itself, as its role allows
+        elector = LeaderElector(self.client_as(user), name, settings)
+        return [LeaderElected(elector, build(), build)]
 
     def _kubelet(self, node: RealNodeConfig, client: Client, factory: InformerFactory
                  ) -> Kubelet:

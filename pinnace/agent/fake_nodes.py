@@ -74,11 +74,15 @@ class FakeNodes:
     def __init__(self, client: Client, factory: InformerFactory, *, count: int = 0,
                  lease_period: float = 10.0, status_report_period: float = 300.0,
                  backoff_base: float = 10.0,
-                 client_for_node: Callable[[str], Client] | None = None) -> None:
+                 client_for_node: Callable[[str], Client] | None = None,
+                 only: range | None = None) -> None:
         self.client = client
         # each node registers and runs as itself (system:node:<name>) when given
         self.client_for_node = client_for_node or (lambda _name: client)
         self.count = count
+        # simulate only fake-i for i in `only`, registering those (None: every fake node,
+        # registering fake-0 … fake-{count-1}); several FakeNodes share a cluster so
+        self.only = only
         self.lease_period = lease_period
         self.status_report_period = status_report_period
         self.backoff_base = backoff_base
@@ -114,7 +118,8 @@ class FakeNodes:
 
     async def register(self, count: int) -> None:
         """Create Nodes fake-0 … fake-{count-1} (those that exist are left as they are)."""
-        names = [f"fake-{i}" for i in range(count) if self.nodes.get(f"fake-{i}") is None]
+        indices = self.only if self.only is not None else range(count)
+        names = [f"fake-{i}" for i in indices if self.nodes.get(f"fake-{i}") is None]
         for start in range(0, len(names), 64):
             await asyncio.gather(*(self._create(n) for n in names[start:start + 64]))
 
@@ -144,6 +149,12 @@ class FakeNodes:
 
     # -- routing -------------------------------------------------------------------------
 
+    def _mine(self, name: str) -> bool:
+        if self.only is None:
+            return True
+        index = name.rsplit("-", 1)[-1]
+        return name.startswith("fake-") and index.isdigit() and int(index) in self.only
+
     def _node_changed(self, node: Obj) -> None:
         name = node["metadata"]["name"]
         cidr = (node.get("spec") or {}).get("podCIDR")
@@ -152,7 +163,7 @@ class FakeNodes:
         if not self._active:
             return
         agent = self.agents.get(name)
-        if not is_fake(node):
+        if not is_fake(node) or not self._mine(name):
             if agent is not None:
                 self._stop(name)
             return

@@ -41,7 +41,7 @@ from aiohttp import web
 from pinnace.api import errors
 from pinnace.api.kinds import REGISTRY
 from pinnace.api.service_account_tokens import TokenKeys
-from pinnace.apiserver import encryption, pki
+from pinnace.apiserver import encryption, peer_leases, pki
 from pinnace.apiserver.admission_service_account import NAME as SERVICE_ACCOUNT_ADMISSION
 from pinnace.apiserver.admission_service_account import ServiceAccountAdmission
 from pinnace.apiserver.app import build_app
@@ -54,7 +54,8 @@ from pinnace.apiserver.node_proxy import NODE_PROXY, NodeProxy
 from pinnace.apiserver.registry import ObjectRegistry, WriteOptions
 from pinnace.apiserver.service_accounts import ServiceAccountTokens
 from pinnace.apiserver.strategies.namespaces import SYSTEM_NAMESPACES
-from pinnace.store.sqlite import open_sqlite
+from pinnace.store.etcd import EtcdConfig, EtcdStore, open_etcd_config
+from pinnace.store.sqlite import SqliteStore, open_sqlite
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,10 @@ class ApiServer:
                  audit_policy_file: Path | None = None,
                  audit_log_path: Path | None = None,
                  disable_admission_plugins: tuple[str, ...] = (),
-                 service_account_max_token_expiration: int | None = None) -> None:
+                 service_account_max_token_expiration: int | None = None,
+                 etcd: EtcdConfig | None = None) -> None:
         self.data_dir = Path(data_dir)
+        self.etcd = etcd  # None: the SQLite store under data_dir
         # kube-apiserver's --disable-admission-plugins (of those it may disable: ServiceAccount)
         self.disable_admission_plugins = tuple(disable_admission_plugins)
         # kube-apiserver's --service-account-max-token-expiration (seconds; None: no cap)
@@ -97,6 +100,16 @@ class ApiServer:
         self._endpoint_reconciler: asyncio.Task[None] | None = None
         self.token = ""
         self.ca_pem = b""
+
+    @property
+    def _peer_address(self) -> str:
+        """On etcd, where other servers may serve the same cluster: the address the
+        `kubernetes` Endpoints list for this server ("" when it has none to give)."""
+        if self.etcd is None:
+            return ""
+        if self.advertise_address:
+            return self.advertise_address
+        return "" if self.host in ("0.0.0.0", "::") else self.host
 
     @property
     def url(self) -> str:
@@ -122,7 +135,14 @@ class ApiServer:
         certs = pki.ensure_pki(self.data_dir, hosts=[h for h in extra_hosts if h])
         self.token = pki.ensure_admin_token(self.data_dir)
         self.ca_pem = certs.ca_pem
-        await self._bootstrap()
+        for attempt in range(10):
+            try:
+                await self._bootstrap()
+                break
+            except errors.ApiError as e:  # another server on the same etcd bootstraps too
+                if e.code != 409 or attempt == 9:
+                    raise
+                await asyncio.sleep(0.2)
         tokens = load_token_file(self.data_dir / TOKEN_FILE)
         if tokens:
             log.info("loaded %d users from %s", len(tokens), self.data_dir / TOKEN_FILE)
@@ -147,7 +167,7 @@ class ApiServer:
         log.info("API server listening on %s", self.url)
         if self.advertise_address and not wildcard and self.host != self.advertise_address:
             await self._listen_for_pods(certs)
-        if self.advertise_address:
+        if self.advertise_address or self._peer_address:
             await self._ensure_kubernetes_endpoints()
             self._endpoint_reconciler = asyncio.create_task(
                 self._reconcile_kubernetes_endpoints(), name="kubernetes endpoints")
@@ -165,14 +185,19 @@ class ApiServer:
             self.registry.admission.insert(0, ServiceAccountAdmission(self.registry))
 
     async def _open_store(self) -> EncryptedStore:
-        """The SQLite store under the encryption configuration; values not stored under
-        its first provider (a cluster from before encryption, an older key) are rewritten
-        first, and the history holding their old bytes is scrubbed from the file."""
+        """The store (SQLite under data_dir, or etcd) under the encryption configuration;
+        values not stored under its first provider (a cluster from before encryption, an
+        older key) are rewritten first, and the history holding their old bytes is
+        scrubbed from the file (etcd: compacted and defragmented)."""
         config_path = self.encryption_provider_config or encryption.ensure_config(
             pki.pki_dir(self.data_dir))
         config = encryption.EncryptionConfig.load(config_path)
-        raw = await open_sqlite(str(self.data_dir / "state.db"),
-                                history_window=self.history_window)
+        raw: SqliteStore | EtcdStore
+        if self.etcd is not None:
+            raw = await open_etcd_config(self.etcd, history_window=self.history_window)
+        else:
+            raw = await open_sqlite(str(self.data_dir / "state.db"),
+                                    history_window=self.history_window)
         try:
             rewritten = await encryption.rewrite_stale(raw, config, config.prefixes(REGISTRY))
             if rewritten:
@@ -211,6 +236,10 @@ class ApiServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._endpoint_reconciler
             self._endpoint_reconciler = None
+            if self._peer_address and self.registry is not None:
+                # off the `kubernetes` endpoints now, not when our Lease runs out
+                with contextlib.suppress(Exception):
+                    await self._ensure_kubernetes_endpoints(leaving=True)
         if self._runner:
             await self._runner.cleanup()
             self._runner = None
@@ -269,20 +298,32 @@ class ApiServer:
             except Exception as e:  # the next round tries again
                 log.warning("reconciling the kubernetes endpoints failed: %r", e)
 
-    async def _ensure_kubernetes_endpoints(self) -> None:
+    async def _ensure_kubernetes_endpoints(self, *, leaving: bool = False) -> None:
         """The Endpoints and EndpointSlice of `default/kubernetes`: the advertise address
-        and this server's port (written again when either changed since the last start)."""
+        and this server's port (written again when either changed since the last start);
+        on etcd every live server on this port, less this one when `leaving`."""
         reg = self.registry
         assert reg is not None
+        addresses = [self.advertise_address]
+        if self._peer_address:  # maybe several servers: every live one (peer_leases.py)
+            me = self._peer_address
+            if leaving:
+                await peer_leases.remove(reg, peer_leases.lease_name(me, self.port))
+            else:
+                await peer_leases.renew(reg, me, self.port)
+            live = {a for a, p in await peer_leases.live_servers(reg) if p == self.port}
+            addresses = sorted(live - {me} if leaving else live | {me})
+            if not addresses:
+                return  # the last server leaves: the endpoints stay as they were
         port = {"name": "https", "port": self.port, "protocol": "TCP"}
         endpoints = {"metadata": {"name": "kubernetes", "labels": dict(SKIP_MIRROR)},
-                     "subsets": [{"addresses": [{"ip": self.advertise_address}],
+                     "subsets": [{"addresses": [{"ip": a} for a in addresses],
                                   "ports": [port]}]}
         endpoint_slice = {"metadata": {"name": "kubernetes", "labels": {
                               "kubernetes.io/service-name": "kubernetes"}},
                           "addressType": "IPv4", "ports": [port],
-                          "endpoints": [{"addresses": [self.advertise_address],
-                                         "conditions": {"ready": True}}]}
+                          "endpoints": [{"addresses": [a], "conditions": {"ready": True}}
+                                        for a in addresses]}
         opts = WriteOptions(field_manager="pinnace")
         for (api_version, kind), body, fields in (
                 (("v1", "Endpoints"), endpoints, ("subsets",)),

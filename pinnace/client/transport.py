@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,13 +33,22 @@ class Transport(Protocol):
 
 
 class HttpTransport:
-    def __init__(self, server: str, *, token: str, ca_pem: bytes | None = None,
-                 limit: int = 64) -> None:
-        self.server = server.rstrip("/")
+    """HTTPS to one API server, or to the first of several that answers: a request whose
+    connection could not be made (nothing was sent) goes to the next server, and the
+    transport stays there (the servers of one cluster on one etcd serve the same API)."""
+
+    def __init__(self, server: str | Sequence[str], *, token: str,
+                 ca_pem: bytes | None = None, limit: int = 64) -> None:
+        urls = [server] if isinstance(server, str) else list(server)
+        if not urls:
+            raise ValueError("no API server URL")
+        self.servers = [u.rstrip("/") for u in urls]
+        self._current = 0
         self._token = token
         self._ca_pem = ca_pem
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
+        self._failures = 0  # connections failed in a row
 
     @classmethod
     def from_kubeconfig(cls, path: str | Path) -> HttpTransport:
@@ -52,6 +61,20 @@ class HttpTransport:
         ca = cluster.get("certificate-authority-data")
         return cls(cluster["server"], token=user.get("token", ""),
                    ca_pem=base64.b64decode(ca) if ca else None)
+
+    @property
+    def server(self) -> str:
+        """The server requests go to now."""
+        return self.servers[self._current]
+
+    def _failed(self, url: str) -> bool:
+        """After a connection to url failed: move on; False when every server was tried
+        since the last success (the caller gives up)."""
+        index = self.servers.index(url)
+        if index == self._current:
+            self._current = (index + 1) % len(self.servers)
+        self._failures += 1
+        return self._failures < len(self.servers)
 
     def _ensure(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -72,20 +95,38 @@ class HttpTransport:
         session = self._ensure()
         data = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": content_type, "Accept": "application/json"}
-        async with session.request(method, self.server + path, params=params or None,
-                                   data=data, headers=headers,
-                                   timeout=aiohttp.ClientTimeout(total=60)) as resp:
-            raw = await resp.read()
+        while True:
+            url = self.server
             try:
-                return resp.status, json.loads(raw) if raw else None
-            except ValueError:
-                return resp.status, {"message": raw.decode(errors="replace")}
+                async with session.request(method, url + path, params=params or None,
+                                           data=data, headers=headers,
+                                           timeout=aiohttp.ClientTimeout(total=60)) as resp:
+                    raw = await resp.read()
+                    self._failures = 0
+                    try:
+                        return resp.status, json.loads(raw) if raw else None
+                    except ValueError:
+                        return resp.status, {"message": raw.decode(errors="replace")}
+            except aiohttp.ClientConnectorError:
+                if not self._failed(url):
+                    self._failures = 0
+                    raise
 
     async def stream(self, path: str, params: Mapping[str, str]
                      ) -> AsyncIterator[tuple[int, Any]]:
         session = self._ensure()
-        async with session.get(self.server + path, params=params,
-                               headers={"Accept": "application/json"}) as resp:
+        while True:
+            url = self.server
+            try:
+                resp = await session.get(url + path, params=params,
+                                         headers={"Accept": "application/json"})
+                self._failures = 0
+                break
+            except aiohttp.ClientConnectorError:
+                if not self._failed(url):
+                    self._failures = 0
+                    raise
+        async with resp:
             if resp.status != 200:
                 raw = await resp.read()
                 try:

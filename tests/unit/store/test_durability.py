@@ -1,4 +1,5 @@
-"""An acknowledged write survives `kill -9` of the process that made it."""
+"""An acknowledged write survives `kill -9` of the process that made it, and on etcd
+`kill -9` of the etcd member that acknowledged it (restarted from its data dir)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,22 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import pinnace
 from pinnace.store import open_sqlite
+from pinnace.store.etcd import open_etcd
+from tests.etcd_cluster import EtcdCluster
 
 # The writer: creates and updates keys as fast as it can, printing each acknowledged
 # (key, mod_revision) only after the write has returned.
 WRITER = """
 import asyncio, sys
 from pinnace.store import open_sqlite
+from pinnace.store.etcd import open_etcd
 
 async def main(path):
-    store = await open_sqlite(path)
+    store = await (open_etcd([path]) if path.startswith("http") else open_sqlite(path))
     i = 0
     while True:
         kv = await store.create(f"/k/{i}", b"v" * 200)
@@ -36,8 +42,9 @@ ACKS = 400
 REPO = str(Path(pinnace.__file__).resolve().parent.parent)
 
 
-def write_until_killed(path: str) -> dict[str, int]:
-    """Run the writer, SIGKILL it after ACKS acknowledgements; every key's last ack."""
+def write_until_killed(path: str, etcd: EtcdCluster | None = None) -> dict[str, int]:
+    """Run the writer, SIGKILL it (and first the etcd member it writes to) after ACKS
+    acknowledgements; every key's last ack."""
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
     child = subprocess.Popen(
         [sys.executable, "-c", WRITER, path], stdout=subprocess.PIPE, text=True, env=env
@@ -57,6 +64,8 @@ def write_until_killed(path: str) -> dict[str, int]:
                 break
             record(line)
     finally:
+        if etcd is not None:
+            etcd.stop_member(0, signal.SIGKILL)
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
     # Acks the child printed before it died are still in the pipe: they count too, so
@@ -69,12 +78,28 @@ def write_until_killed(path: str) -> dict[str, int]:
     return acked
 
 
-async def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
-    path = str(tmp_path / "state.db")
-    acked = write_until_killed(path)
-    assert len(acked) >= ACKS
+@pytest.mark.parametrize("backend", ["sqlite", "etcd"])
+async def test_acknowledged_writes_survive_sigkill(tmp_path: Path, backend: str) -> None:
+    etcd = None
+    if backend == "etcd":
+        etcd = EtcdCluster(tmp_path / "etcd").start()
+        path = etcd.endpoints[0]
+    else:
+        path = str(tmp_path / "state.db")
+    try:
+        acked = write_until_killed(path, etcd)
+        assert len(acked) >= ACKS
+        if etcd is not None:
+            etcd.start_member(0)  # from its data dir, as after a crash
+            etcd.wait_healthy()
+        await check_survived(path, acked)
+    finally:
+        if etcd is not None:
+            etcd.stop()
 
-    store = await open_sqlite(path)
+
+async def check_survived(path: str, acked: dict[str, int]) -> None:
+    store = await (open_etcd([path]) if path.startswith("http") else open_sqlite(path))
     top = max(acked.values())
     try:
         for key, revision in acked.items():

@@ -1,4 +1,8 @@
-"""The SQLite store against the Store protocol: CRUD, CAS, range, watch, compaction."""
+"""The stores against the Store protocol: CRUD, CAS, range, watch, compaction.
+
+Every test taking the `store` fixture runs on both backends: SQLite, and a real
+one-member etcd (Debian's `etcd-server`) started fresh for the test in its temp dir and
+stopped by PID. The tests that open files themselves are SQLite's own."""
 
 from __future__ import annotations
 
@@ -17,15 +21,26 @@ from pinnace.store import (
     KeyNotFoundError,
     RevisionConflictError,
     SqliteStore,
+    Store,
     open_sqlite,
 )
+from pinnace.store.etcd import open_etcd
+from tests.etcd_cluster import EtcdCluster
 
 
-@pytest.fixture
-async def store(tmp_path) -> AsyncIterator[SqliteStore]:
-    s = await open_sqlite(str(tmp_path / "db" / "state.db"), compact_interval=3600)
-    yield s
-    await s.close()
+@pytest.fixture(params=["sqlite", "etcd"])
+async def store(request, tmp_path) -> AsyncIterator[Store]:
+    if request.param == "sqlite":
+        s: Store = await open_sqlite(str(tmp_path / "db" / "state.db"), compact_interval=3600)
+        yield s
+        await s.close()
+        return
+    with EtcdCluster(tmp_path / "etcd") as etcd:
+        s = await open_etcd(etcd.endpoints, compact_interval=3600)
+        try:
+            yield s
+        finally:
+            await s.close()
 
 
 async def take(events: AsyncIterator[Event], n: int) -> list[Event]:

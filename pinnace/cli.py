@@ -5,6 +5,8 @@
     pinnace down [--data-dir DIR]           stop a cluster's containers, undo its host setup
     pinnace kubeconfig [--data-dir DIR]     print the admin kubeconfig
     pinnace image import|ls|rm [--data-dir DIR] …   the node's image store
+    pinnace agent --server URL --token T …  this machine as a node of a cluster elsewhere
+    pinnace token create|list|delete        join tokens (see node_commands.py)
     pinnace secrets rotate [--data-dir DIR]  new encryption key, Secrets rewritten, old key
                                             retired (the cluster stopped; see key_rotation.py)
 
@@ -110,6 +112,8 @@ def _parser() -> argparse.ArgumentParser:
     _common(p)
     p = sub.add_parser("kubeconfig", help="print the admin kubeconfig")
     _common(p)
+    from pinnace.node_commands import add_parsers
+    add_parsers(sub, _common)
     p = sub.add_parser("secrets", help="rotate: a new encryption key, every Secret "
                        "rewritten under it, the old key retired (the cluster stopped)")
     p.add_argument("action", choices=["rotate"])
@@ -147,6 +151,10 @@ async def _serve(args: argparse.Namespace) -> int:
     path = cluster.server.write_kubeconfig()
     print(f"pinnace: API at {cluster.server.url}; kubeconfig: {path}", flush=True)
     print(f"pinnace: try  KUBECONFIG={path} kubectl get nodes", flush=True)
+    if cluster.server.node_join is not None:
+        print(f"pinnace: nodes join with  pinnace agent --server URL --token "
+              f"{cluster.server.node_join.token}  (also in {args.data_dir}/node-token)",
+              flush=True)
     await stop.wait()
     print("pinnace: stopping", flush=True)
     await cluster.stop()
@@ -334,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
         return _rotate(Path(args.data_dir), args.encryption_provider_config)
     if args.command == "down":
         return asyncio.run(_down(Path(args.data_dir)))
+    if args.command in ("agent", "token"):
+        from pinnace.node_commands import agent_main, token_main
+        return agent_main(args) if args.command == "agent" else token_main(args)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return asyncio.run(_serve(args))

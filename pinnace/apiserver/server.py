@@ -46,6 +46,7 @@ from pinnace.apiserver.auth import ADMIN, TokenAuthenticator, load_token_file
 from pinnace.apiserver.bootstrap_policy import ensure_bootstrap_policy
 from pinnace.apiserver.crd_serving import CustomResourceServing
 from pinnace.apiserver.encryption import EncryptedStore
+from pinnace.apiserver.node_join import NodeJoin
 from pinnace.apiserver.node_proxy import NODE_PROXY, NodeProxy
 from pinnace.apiserver.registry import ObjectRegistry, WriteOptions
 from pinnace.apiserver.strategies.namespaces import SYSTEM_NAMESPACES
@@ -66,8 +67,12 @@ class ApiServer:
                  history_window: int = 10_000, advertise_address: str = "",
                  encryption_provider_config: Path | None = None,
                  audit_policy_file: Path | None = None,
-                 audit_log_path: Path | None = None) -> None:
+                 audit_log_path: Path | None = None,
+                 listen_also: tuple[str, ...] = ()) -> None:
         self.data_dir = Path(data_dir)
+        # more addresses to serve on (`up --nodes`: the nodes' bridge, where agents in
+        # their own network namespaces reach us); named in the serving certificate
+        self.listen_also = listen_also
         # None: the configuration generated under pki/ (Secrets under aesgcm)
         self.encryption_provider_config = encryption_provider_config
         # no policy: no audit log (as kube-apiserver); the log defaults to DATA_DIR/audit.log
@@ -85,6 +90,7 @@ class ApiServer:
         self._endpoint_reconciler: asyncio.Task[None] | None = None
         self.token = ""
         self.ca_pem = b""
+        self.node_join: NodeJoin | None = None
 
     @property
     def url(self) -> str:
@@ -104,7 +110,8 @@ class ApiServer:
         self.registry.on_stop.append(serving.stop)
         await self.registry.start()
         # the `kubernetes` Service's ClusterIP and the address pods reach us at
-        extra_hosts = [self.registry.services.first_ip, self.advertise_address]
+        extra_hosts = [self.registry.services.first_ip, self.advertise_address,
+                       *self.listen_also]
         if self.host not in ("0.0.0.0", "::"):
             extra_hosts.append(self.host)
         certs = pki.ensure_pki(self.data_dir, hosts=[h for h in extra_hosts if h])
@@ -119,6 +126,10 @@ class ApiServer:
                         audit_log=self.audit_log)
         # logs, exec and port-forward go on to the pod's node agent with this token
         app[NODE_PROXY] = NodeProxy(kubelet_token=pki.ensure_kubelet_token(self.data_dir))
+        # nodes join with DATA_DIR/node-token or a bootstrap token (node_join.py)
+        self.node_join = NodeJoin(self.data_dir, self.registry, authn, ca_pem=certs.ca_pem,
+                                  kubelet_token=pki.ensure_kubelet_token(self.data_dir))
+        self.node_join.start(app)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=False,
                                      shutdown_timeout=1.0)
         await self._runner.setup()
@@ -134,6 +145,9 @@ class ApiServer:
         log.info("API server listening on %s", self.url)
         if self.advertise_address and not wildcard and self.host != self.advertise_address:
             await self._listen_for_pods(certs)
+        for address in self.listen_also:
+            if not wildcard and address not in (self.host, self.advertise_address):
+                await self._listen_for_pods(certs, address)
         if self.advertise_address:
             await self._ensure_kubernetes_endpoints()
             self._endpoint_reconciler = asyncio.create_task(
@@ -159,15 +173,16 @@ class ApiServer:
             raise
         return EncryptedStore(raw, config)
 
-    async def _listen_for_pods(self, certs: pki.Pki) -> None:
+    async def _listen_for_pods(self, certs: pki.Pki, address: str = "") -> None:
         """Listen on the advertise address too (IP_FREEBIND: it may not exist yet). A
         failure is logged, not fatal: the API serves its other clients without it."""
         assert self._runner is not None
+        address = address or self.advertise_address
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
-            sock.bind((self.advertise_address, self.port))
+            sock.bind((address, self.port))
             sock.setblocking(False)
             # pods' TLS clients may be minimal ones (busybox wget): see `ssl_context`
             site = web.SockSite(self._runner, sock, backlog=512,
@@ -176,9 +191,9 @@ class ApiServer:
         except OSError as e:
             sock.close()
             log.warning("pods cannot reach the API: listening on %s:%d failed: %s",
-                        self.advertise_address, self.port, e)
+                        address, self.port, e)
             return
-        log.info("API server listening for pods on %s:%d", self.advertise_address, self.port)
+        log.info("API server listening for pods on %s:%d", address, self.port)
 
     async def stop(self) -> None:
         if self._endpoint_reconciler is not None:

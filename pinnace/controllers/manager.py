@@ -25,6 +25,7 @@ from pinnace.controllers.garbage_collector import GarbageCollector
 from pinnace.controllers.job import JobController
 from pinnace.controllers.local_path import LocalPathProvisioner
 from pinnace.controllers.namespace import NamespaceController
+from pinnace.controllers.node_ipam import NodeIpamController
 from pinnace.controllers.node_lifecycle import NodeLifecycleController
 from pinnace.controllers.pod_gc import PodGCController
 from pinnace.controllers.pv_binder import PersistentVolumeBinder
@@ -67,6 +68,7 @@ def build_controllers(client: Client, factory: InformerFactory,
         ServiceLBController(client, factory, pool=s.lb_pool),
         NodeLifecycleController(client, factory,
                                 grace_period=s.node_monitor_grace_period),
+        NodeIpamController(client, factory),
         PersistentVolumeBinder(client, factory),
         PVCProtectionController(client, factory),
         PVProtectionController(client, factory),

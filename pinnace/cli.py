@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -106,6 +107,12 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--pod-cidr", default="",
                            help="the real node's pod CIDR (default: a /24 in 10.42.0.0/16 "
                                 "chosen by the data dir)")
+            p.add_argument("--nodes", type=int, default=1, metavar="N",
+                           help="N real nodes: this machine's, and N-1 `pinnace agent`s, "
+                                "each in a network namespace of its own (see local_nodes.py)")
+            p.add_argument("--nodes-cidr", type=_network, default="10.43.0.0/24",
+                           metavar="CIDR", help="the bridge between the nodes of --nodes "
+                           "(default 10.43.0.0/24; node 1 has its first address)")
     sub.add_parser("image", help="the node's images: import FILE | ls | rm REF | pull REF",
                    add_help=False)
     p = sub.add_parser("down", help="stop a cluster's containers and remove its host setup")
@@ -128,7 +135,22 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    cluster = Cluster(_config(args))
+    config = _config(args)
+    local_nodes = None
+    if args.command == "up" and args.nodes > 1 and config.real_node is not None:
+        from pinnace.local_nodes import LocalNodes, LocalNodesError
+        local_nodes = LocalNodes(Path(args.data_dir), args.nodes, cidr=args.nodes_cidr)
+        try:
+            await asyncio.to_thread(local_nodes.setup)
+        except LocalNodesError as e:
+            print(f"pinnace: the nodes' network: {e}", file=sys.stderr)
+            return 1
+        node_ip = config.real_node.node_ip
+        config = dataclasses.replace(config, listen_also=(local_nodes.host_ip,),
+                                     real_node=dataclasses.replace(
+            config.real_node, node_ip=local_nodes.host_ip if node_ip == "127.0.0.1"
+            else node_ip))
+    cluster = Cluster(config)
     try:
         await cluster.start()
     except EncryptionConfigError as e:
@@ -147,6 +169,12 @@ async def _serve(args: argparse.Namespace) -> int:
         return 1
     pid_path = Path(args.data_dir) / PID_FILE
     pid_path.write_text(f"{os.getpid()}\n")
+    if local_nodes is not None and cluster.server.node_join is not None:
+        # the other nodes join over the network with the node token, as remote agents do
+        await local_nodes.start_agents(
+            f"https://{local_nodes.host_ip}:{cluster.server.port}",
+            cluster.server.node_join.token, "--lease-period", str(config.lease_period),
+            "--restart-backoff", str(args.restart_backoff))
     # the kubeconfig last: its presence tells scripts and tests that the cluster is ready
     path = cluster.server.write_kubeconfig()
     print(f"pinnace: API at {cluster.server.url}; kubeconfig: {path}", flush=True)
@@ -157,6 +185,8 @@ async def _serve(args: argparse.Namespace) -> int:
               flush=True)
     await stop.wait()
     print("pinnace: stopping", flush=True)
+    if local_nodes is not None:
+        await local_nodes.stop_agents()
     await cluster.stop()
     pid_path.unlink(missing_ok=True)
     return 0
@@ -241,8 +271,13 @@ async def _down(data_dir: Path) -> int:
         else:
             print(f"pinnace: pinnace up (pid {pid}) did not stop within 10 s",
                   file=sys.stderr)
+    from pinnace.agent.network import remove_routes
+    from pinnace.local_nodes import teardown
+    for said in await asyncio.to_thread(teardown, data_dir):  # `up --nodes`' other nodes
+        print(f"pinnace: {said}")
     containers = await _stop_containers(data_dir)
     await _remove_service_table(data_dir)
+    await remove_routes(data_dir)
     print(f"pinnace: {down_report(data_dir, stopped_up, containers)}")
     return 0
 

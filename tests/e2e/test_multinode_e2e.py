@@ -211,3 +211,22 @@ def test_stopping_an_agent_moves_its_pods(cluster: Cluster) -> None:
     wait_for(lambda: sum(pods_on(cluster, ns, "app=spread").values()) == 3 and
              "node3" not in pods_on(cluster, ns, "app=spread"), timeout=90,
              what="3 Ready spread pods on node 1 and node 2")
+
+
+def test_a_node_cannot_change_another_nodes_node_or_pods(cluster: Cluster) -> None:
+    """Done-when 3, second half. The 403s come from the Node authorizer and NodeRestriction
+    of the identity issue's branch: on this branch alone nodes are bound to a broad
+    `system:node` role, and this test fails until both are merged."""
+    node2 = cluster.data_dir / "nodes" / "node2" / "node.kubeconfig"
+
+    def as_node2(*args: str) -> subprocess.CompletedProcess[str]:
+        return cluster.kubectl("--kubeconfig", str(node2), *args, check=False)
+    cluster.kubectl("run", "on-node3", "--image=busybox:1.28", "--overrides", json.dumps(
+        {"spec": {"nodeName": "node3"}}), "--", "sleep", "3600")
+    assert as_node2("get", "node", "node2").returncode == 0  # its own Node: fine
+    for attempt in (("label", "node", "node3", "taken-over=yes"),
+                    ("annotate", "pod", "on-node3", "taken-over=yes"),
+                    ("delete", "pod", "on-node3", "--wait=false")):
+        result = as_node2(*attempt)
+        assert result.returncode != 0 and "Forbidden" in result.stderr, (attempt, result)
+    assert "taken-over" not in cluster.kubectl("get", "node", "node3", "--show-labels").stdout

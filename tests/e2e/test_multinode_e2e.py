@@ -157,6 +157,11 @@ def test_pods_reach_each_other_across_nodes(cluster: Cluster) -> None:
                 "http://nginx:8080/",  # by Service name (node 1's DNS, ClusterIP)
                 f"http://{ips['node2']}:31001/"):  # through node 2's NodePort
         wait_for(lambda url=url: fetch(url), timeout=20, what=f"{url} from node 1's pod")
+    # logs and exec reach node 3's kubelet server (the API server presents the kubelet
+    # token node 3 got when it joined)
+    name = nginx["metadata"]["name"]
+    assert "GET / HTTP" in cluster.kubectl("logs", "-n", ns, name).stdout
+    assert in_pod(cluster, ns, name, "echo", "from-node3").strip() == "from-node3"
     # the NodePort answers on every node's IP (from the host, into the namespaces)
     for name, ip in ips.items():
         with direct_http.open(f"http://{ip}:31001/", timeout=5) as resp:

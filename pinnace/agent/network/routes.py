@@ -10,9 +10,10 @@ no overlay. The routes this node made are listed in `DATA_DIR/runtime/routes.jso
 they are found again after a restart (stale ones removed) and by `pinnace down`, and
 nothing else in the routing table is touched (other clusters on this machine included).
 
-Traffic from this node's pods to addresses outside the cluster CIDR is masqueraded
-(an nftables table `pinnace-net-<dir hash>`), as flannel's `ipMasq` does: replies from
-outside the cluster come back to the node, which alone knows the pod. IP forwarding is
+Traffic from this node's pods to addresses outside the cluster CIDR and the nodes' pod
+CIDRs is masqueraded (an nftables table `pinnace-net-<dir hash>`, rewritten when the set
+of pod CIDRs changes), as flannel's `ipMasq` does: replies from outside the cluster come
+back to the node, which alone knows the pod; pod-to-pod traffic keeps its source. IP forwarding is
 switched on (the kernel's default in a new network namespace is off).
 """
 
@@ -57,13 +58,18 @@ def desired_routes(nodes: list[Obj], own_name: str) -> dict[str, str]:
     return out
 
 
-def masquerade_table(table: str, pod_cidr: str, cluster_cidr: str) -> str:
+def masquerade_table(table: str, pod_cidr: str, inside: list[str]) -> str:
+    """Pods' traffic to anywhere but `inside` (the cluster CIDR, this node's and every
+    node's pod CIDR: pod to pod keeps its source address) leaves masqueraded."""
+    # overlapping intervals are merged first (an other node's CIDR in the cluster CIDR)
+    merged = ipaddress.collapse_addresses(ipaddress.ip_network(c) for c in inside)
+    cidrs = ", ".join(str(n) for n in merged)
     return f"""table ip {table}
 delete table ip {table}
 table ip {table} {{
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
-    ip saddr {pod_cidr} ip daddr != {cluster_cidr} fib daddr type != local masquerade
+    ip saddr {pod_cidr} ip daddr != {{ {cidrs} }} fib daddr type != local masquerade
   }}
 }}
 """
@@ -82,6 +88,7 @@ class NodeRoutes:
         self.nodes = factory.informer("v1", "Node")
         self._wake = asyncio.Event()
         self._failed: set[str] = set()
+        self._masquerade = ""  # the table as last written
         self.nodes.add_handler(on_add=lambda _n: self._wake.set(),
                                on_update=lambda _o, _n: self._wake.set(),
                                on_delete=lambda _n: self._wake.set())
@@ -89,11 +96,6 @@ class NodeRoutes:
     async def run(self) -> None:
         await self.nodes.wait_synced()
         _enable_forwarding()
-        try:
-            await _run("nft", "-f", "-", stdin=masquerade_table(
-                self.table, self.pod_cidr, self.cluster_cidr).encode())
-        except (NetworkError, OSError) as e:
-            log.warning("pod masquerade table: %s", e)
         while True:
             self._wake.clear()
             await self.sync()
@@ -102,6 +104,7 @@ class NodeRoutes:
 
     async def sync(self) -> None:
         want = desired_routes(self.nodes.list(), self.node_name)
+        await self._write_masquerade([self.cluster_cidr, self.pod_cidr, *want])
         have = made_routes(self._file)
         for cidr, via in have.items():
             if want.get(cidr) != via:
@@ -112,6 +115,16 @@ class NodeRoutes:
                 made[cidr] = via
         self._file.parent.mkdir(parents=True, exist_ok=True)
         self._file.write_text(json.dumps(made))
+
+    async def _write_masquerade(self, inside: list[str]) -> None:
+        text = masquerade_table(self.table, self.pod_cidr, inside)
+        if text == self._masquerade:
+            return
+        try:
+            await _run("nft", "-f", "-", stdin=text.encode())
+            self._masquerade = text
+        except (NetworkError, OSError) as e:
+            log.warning("pod masquerade table: %s", e)
 
     async def _ip(self, *args: str) -> bool:
         key = " ".join(args)

@@ -24,6 +24,8 @@ def test_a_route_to_every_other_nodes_pod_cidr_via_its_internal_ip() -> None:
 
 
 def test_pod_traffic_leaving_the_cluster_cidr_is_masqueraded() -> None:
-    table = masquerade_table("pinnace-net-x", "10.42.1.0/24", "10.42.0.0/16")
-    assert "ip saddr 10.42.1.0/24 ip daddr != 10.42.0.0/16" in table
+    table = masquerade_table("pinnace-net-x", "10.200.1.0/24",
+                             ["10.42.0.0/16", "10.200.1.0/24", "10.42.3.0/24"])
+    # pod to pod (this node's, other nodes') keeps its source address
+    assert "ip saddr 10.200.1.0/24 ip daddr != { 10.42.0.0/16, 10.200.1.0/24 }" in table
     assert table.startswith("table ip pinnace-net-x\ndelete table ip pinnace-net-x\n")

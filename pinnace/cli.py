@@ -272,7 +272,10 @@ async def _down(data_dir: Path) -> int:
             print(f"pinnace: pinnace up (pid {pid}) did not stop within 10 s",
                   file=sys.stderr)
     from pinnace.agent.network import remove_routes
-    from pinnace.local_nodes import teardown
+    from pinnace.local_nodes import agent_pid, teardown
+    pid = agent_pid(data_dir)  # DIR is a `pinnace agent`'s
+    if pid is not None and await _terminate(pid):
+        print(f"pinnace: stopped pinnace agent (pid {pid})")
     for said in await asyncio.to_thread(teardown, data_dir):  # `up --nodes`' other nodes
         print(f"pinnace: {said}")
     containers = await _stop_containers(data_dir)

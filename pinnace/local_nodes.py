@@ -152,7 +152,7 @@ def _prepare(data_dir: Path, node: LocalNode) -> io.BufferedWriter:
     return open(node.data_dir / AGENT_LOG, "ab")
 
 
-def _agent_pid(node_dir: Path) -> int | None:
+def agent_pid(node_dir: Path) -> int | None:
     """The pid of the agent of node_dir, if its pid file names a `pinnace agent` of it."""
     try:
         pid = int((node_dir / AGENT_PID_FILE).read_text().strip())
@@ -172,7 +172,7 @@ def teardown(data_dir: Path) -> list[str]:
     namespaces = [n for n in _ip_cmd("netns", "list", check=False).stdout.split()
                   if n.startswith(f"pinnace-node-{h}-")]
     for node_dir in sorted(nodes_dir.iterdir()) if nodes_dir.is_dir() else []:
-        pid = _agent_pid(node_dir)
+        pid = agent_pid(node_dir)
         if pid is not None:
             os.kill(pid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired, ChildProcessError):

@@ -32,6 +32,7 @@ import contextlib
 import logging
 import os
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,8 @@ class ApiServer:
                        *self.listen_also]
         if self.host not in ("0.0.0.0", "::"):
             extra_hosts.append(self.host)
+        else:  # agents on other machines verify us by whichever address they use
+            extra_hosts += local_addresses()
         certs = pki.ensure_pki(self.data_dir, hosts=[h for h in extra_hosts if h])
         self.token = pki.ensure_admin_token(self.data_dir)
         self.ca_pem = certs.ca_pem
@@ -295,6 +298,18 @@ class ApiServer:
                     await reg.update(rt, "default", "kubernetes", new, opts)
             except errors.ApiError as e:  # never fatal, as the Service itself
                 log.warning("could not write the kubernetes %s: %s", kind, e)
+
+
+def local_addresses() -> list[str]:
+    """This machine's IPv4 addresses and host name (what a wildcard listener answers on)."""
+    try:
+        out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True,
+                             text=True, timeout=5).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        out = ""
+    addresses = [line.split()[3].split("/")[0] for line in out.splitlines()
+                 if len(line.split()) > 3]
+    return [*addresses, socket.gethostname()]
 
 
 def default_data_dir() -> str:

@@ -160,7 +160,10 @@ def test_pods_reach_each_other_across_nodes(cluster: Cluster) -> None:
     # logs and exec reach node 3's kubelet server (the API server presents the kubelet
     # token node 3 got when it joined)
     name = nginx["metadata"]["name"]
-    assert "GET / HTTP" in cluster.kubectl("logs", "-n", ns, name).stdout
+    logs = cluster.kubectl("logs", "-n", ns, name).stdout
+    # pod to pod across nodes keeps the client pod's address (no masquerade inside)
+    client_ip = items(cluster, "pods", "-n", ns, "-l", "run=client")[0]["status"]["podIP"]
+    assert f"{client_ip} - - " in logs and "GET / HTTP" in logs
     assert in_pod(cluster, ns, name, "echo", "from-node3").strip() == "from-node3"
     # the NodePort answers on every node's IP (from the host, into the namespaces)
     for name, ip in ips.items():

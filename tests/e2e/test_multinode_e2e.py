@@ -142,21 +142,32 @@ def test_pods_reach_each_other_across_nodes(cluster: Cluster) -> None:
                     json.dumps({"spec": {"nodeName": NODE1,
                                          "terminationGracePeriodSeconds": 1}}),
                     "--", "sleep", "3600")
+    cluster.kubectl("run", "client2", "-n", ns, "--image=busybox:1.28", "--overrides",
+                    json.dumps({"spec": {"nodeName": "node2",
+                                         "terminationGracePeriodSeconds": 1}}),
+                    "--", "sleep", "3600")
     wait_for(lambda: pods_on(cluster, ns, "app=nginx") == Counter({"node3": 1}),
              timeout=90, what="the seed's nginx on node3")
     wait_for(lambda: pods_on(cluster, ns, "run=client") == Counter({NODE1: 1}),
              timeout=60, what="the client pod on node 1")
+    wait_for(lambda: pods_on(cluster, ns, "run=client2") == Counter({"node2": 1}),
+             timeout=60, what="the second client pod on node 2")
     nginx = live(items(cluster, "pods", "-n", ns, "-l", "app=nginx"))[0]
     ips = node_ips(cluster)
 
-    def fetch(url: str) -> bool:
-        out = cluster.kubectl("exec", "-n", ns, "client", "--", "timeout", "5", "wget",
-                              "-qO-", url, check=False).stdout
-        return "Welcome to nginx!" in out
+    def fetch(url: str, pod: str = "client", expect: str = "Welcome to nginx!") -> bool:
+        out = cluster.kubectl("exec", "-n", ns, pod, "--", "timeout", "5", "wget",
+                              "--no-check-certificate", "-qO-", url, check=False).stdout
+        return expect in out
     for url in (f"http://{nginx['status']['podIP']}:80/",  # by pod IP, node 1 → node 3
                 "http://nginx:8080/",  # by Service name (node 1's DNS, ClusterIP)
                 f"http://{ips['node2']}:31001/"):  # through node 2's NodePort
         wait_for(lambda url=url: fetch(url), timeout=20, what=f"{url} from node 1's pod")
+    # from node 2: its own DNS and service proxy, and the API server (on node 1's host)
+    wait_for(lambda: fetch("http://nginx:8080/", "client2"), timeout=20,
+             what="the Service by name from node 2's pod")
+    wait_for(lambda: fetch("https://kubernetes.default/version", "client2", "gitVersion"),
+             timeout=20, what="kubernetes.default from node 2's pod")
     # logs and exec reach node 3's kubelet server (the API server presents the kubelet
     # token node 3 got when it joined)
     name = nginx["metadata"]["name"]
@@ -169,7 +180,7 @@ def test_pods_reach_each_other_across_nodes(cluster: Cluster) -> None:
     for name, ip in ips.items():
         with direct_http.open(f"http://{ip}:31001/", timeout=5) as resp:
             assert resp.status == 200 and b"Welcome to nginx!" in resp.read(), name
-    cluster.kubectl("delete", "pod", "client", "-n", ns, "--wait=false")
+    cluster.kubectl("delete", "pod", "client", "client2", "-n", ns, "--wait=false")
 
 
 def test_wrong_tokens_are_refused(cluster: Cluster, tmp_path: Path) -> None:

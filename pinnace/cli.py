@@ -39,6 +39,7 @@ from pathlib import Path
 
 from pinnace.apiserver.audit import AuditPolicyError
 from pinnace.apiserver.encryption import DecryptionError, EncryptionConfigError
+from pinnace.apiserver.node_join import NODE_TOKEN_FILE
 from pinnace.apiserver.server import default_data_dir
 from pinnace.cluster import Cluster, ClusterConfig, RealNodeConfig, real_node_unavailable
 from pinnace.controllers.manager import ControllerSettings
@@ -173,7 +174,7 @@ async def _serve(args: argparse.Namespace) -> int:
         # the other nodes join over the network with the node token, as remote agents do
         await local_nodes.start_agents(
             f"https://{local_nodes.host_ip}:{cluster.server.port}",
-            cluster.server.node_join.token, "--lease-period", str(config.lease_period),
+            Path(args.data_dir) / NODE_TOKEN_FILE, "--lease-period", str(config.lease_period),
             "--restart-backoff", str(args.restart_backoff))
     # the kubeconfig last: its presence tells scripts and tests that the cluster is ready
     path = cluster.server.write_kubeconfig()

@@ -31,6 +31,7 @@ nothing below it imports it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -383,7 +384,7 @@ class Agent:
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(cfg.data_dir, 0o700)
         name = node.node_name or default_node_name()
-        node = RealNodeConfig(**{**node.__dict__, "node_name": name})
+        node = dataclasses.replace(node, node_name=name)
         try:
             cred = await join(cfg.server, cfg.token, node_name=name, data_dir=cfg.data_dir)
         except JoinError as e:
@@ -423,10 +424,17 @@ class Agent:
                                      now=time.time(), os_image=os_image(),
                                      kubelet_port=node.kubelet_port)}
         try:
-            await client.create(nodes, obj)
+            created = await client.create(nodes, obj)
         except errors.ApiError as e:
             if e.code != 409:
                 raise
+        else:
+            from pinnace.client.events import record_event
+            await record_event(client, {**created, "apiVersion": "v1", "kind": "Node"},
+                               component="kubelet", type_="Normal", reason="RegisteredNode",
+                               message=f"Node {node.node_name} event: Registered Node "
+                                       f"{node.node_name} in Controller",
+                               host=node.node_name)
         deadline = time.monotonic() + self.config.pod_cidr_timeout
         while time.monotonic() < deadline:
             current = await client.get(nodes, node.node_name)

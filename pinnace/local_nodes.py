@@ -109,7 +109,7 @@ class LocalNodes:
             subprocess.run(["ip", "netns", "exec", node.netns, "sysctl", "-qw",
                             "net.ipv4.ip_forward=1"], capture_output=True, check=False)
 
-    async def start_agents(self, server_url: str, token: str, *extra: str) -> None:
+    async def start_agents(self, server_url: str, token_file: Path, *extra: str) -> None:
         """One `pinnace agent` per extra node, in its namespace; logs in its data dir."""
         for node in self.nodes:
             log = _prepare(self.data_dir, node)
@@ -117,7 +117,7 @@ class LocalNodes:
                 proc = await asyncio.create_subprocess_exec(
                     "nsenter", f"--net=/run/netns/{node.netns}", "--",
                     sys.executable, "-m", "pinnace.cli", "agent", "--server", server_url,
-                    "--token", token, "--node-name", node.name, "--node-ip", node.ip,
+                    "--token-file", str(token_file), "--node-name", node.name, "--node-ip", node.ip,
                     "--data-dir", str(node.data_dir), *extra,
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     start_new_session=True)

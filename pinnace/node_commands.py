@@ -40,9 +40,11 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:  # type: ignor
     p = sub.add_parser("agent", help="run this machine as a node of a cluster elsewhere")
     common(p)
     p.add_argument("--server", required=True, help="the API server, https://HOST:PORT")
-    p.add_argument("--token", required=True,
-                   help="a join token: the server's DATA_DIR/node-token, or `pinnace token "
-                        "create`'s")
+    token = p.add_mutually_exclusive_group(required=True)
+    token.add_argument("--token", help="a join token: the server's DATA_DIR/node-token, or "
+                                       "`pinnace token create`'s")
+    token.add_argument("--token-file", type=Path,
+                       help="a file holding the join token (not visible in `ps`)")
     p.add_argument("--node-name", default="", help="the node's name (default: the host name)")
     p.add_argument("--node-ip", default="127.0.0.1",
                    help="the node's InternalIP: its kubelet server listens there, other "
@@ -66,8 +68,13 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:  # type: ignor
 
 async def _agent(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir)
+    try:
+        token = args.token or args.token_file.read_text().strip()
+    except OSError as e:
+        print(f"pinnace: cannot read the token file: {e}", file=sys.stderr)
+        return 1
     agent = Agent(AgentConfig(
-        server=args.server, token=args.token, data_dir=data_dir,
+        server=args.server, token=token, data_dir=data_dir,
         lease_period=args.lease_period,
         node=RealNodeConfig(node_name=args.node_name, node_ip=args.node_ip,
                             kubelet_port=args.kubelet_port, pod_cidr=args.pod_cidr,

@@ -72,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--port", type=int, default=6443, help="API port (default 6443)")
         p.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1: loopback only)")
+        p.add_argument("--advertise-address", default="", metavar="IP",
+                       help="where pods reach the API (the `kubernetes` Service's endpoint; "
+                            "default: the real node's pod gateway; `server` with agents: "
+                            "an address of this machine they route to)")
         p.add_argument("--history-window", type=int, default=10_000,
                        help="revisions of history kept for watches before compaction")
         p.add_argument("--node-monitor-grace-period", type=float, default=40.0,
@@ -215,7 +219,8 @@ def _config(args: argparse.Namespace) -> ClusterConfig:
             job_backoff_base=args.job_backoff, lb_pool=args.lb_pool),
         fake_nodes=args.fake_nodes if args.command == "up" else 0, real_node=real_node,
         encryption_provider_config=args.encryption_provider_config,
-        audit_policy_file=args.audit_policy_file, audit_log_path=args.audit_log_path)
+        audit_policy_file=args.audit_policy_file, audit_log_path=args.audit_log_path,
+        advertise_address=args.advertise_address)
 
 
 def _running_server(data_dir: Path) -> int | None:

@@ -98,6 +98,9 @@ class ClusterConfig:
     audit_policy_file: Path | None = None  # None: no audit log
     audit_log_path: Path | None = None  # None: DATA_DIR/audit.log
     listen_also: tuple[str, ...] = ()  # more addresses the API serves on (`up --nodes`)
+    # where pods reach the API (the `kubernetes` Service's endpoint); "" = the real node's
+    # pod gateway, or none without a node (`server --advertise-address` for agents' pods)
+    advertise_address: str = ""
 
     @property
     def lease_period(self) -> float:
@@ -178,6 +181,7 @@ class Cluster:
         self.config = config
         # with a real node, its pods reach the API at their bridge's gateway
         gateway = pod_gateway(config.data_dir, config.real_node) if config.real_node else ""
+        gateway = config.advertise_address or gateway
         self.server = ApiServer(config.data_dir, host=config.host, port=config.port,
                                 history_window=config.history_window,
                                 advertise_address=gateway,

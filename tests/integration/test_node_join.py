@@ -138,3 +138,15 @@ async def test_node_ipam_gives_each_node_its_own_slice(client: Client,
     async def d_gets_b_slice() -> bool:
         return ((await client.get(nodes, "d")).get("spec") or {}).get("podCIDR") == got["b"]
     await eventually(d_gets_b_slice)
+
+
+async def test_a_server_without_a_node_advertises_the_address_it_is_told(tmp_path: Path
+                                                                        ) -> None:
+    """`pinnace server --advertise-address IP`: the agents' pods reach the API there."""
+    from pinnace.cluster import Cluster, ClusterConfig
+    async with Cluster(ClusterConfig(data_dir=tmp_path / "d", port=0, controllers=False,
+                                     scheduler=False, advertise_address="127.0.0.7")
+                       ) as cluster:
+        endpoints = await cluster.client.get(cluster.client.resource("v1", "Endpoints"),
+                                             "kubernetes", "default")
+        assert endpoints["subsets"][0]["addresses"] == [{"ip": "127.0.0.7"}]

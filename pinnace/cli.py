@@ -5,6 +5,8 @@
     pinnace down [--data-dir DIR]           stop a cluster's containers, undo its host setup
     pinnace kubeconfig [--data-dir DIR]     print the admin kubeconfig
     pinnace image import|ls|rm [--data-dir DIR] …   the node's image store
+    pinnace agent --server URL --token T …  this machine as a node of a cluster elsewhere
+    pinnace token create|list|delete        join tokens (see node_commands.py)
     pinnace secrets rotate [--data-dir DIR]  new encryption key, Secrets rewritten, old key
                                             retired (the cluster stopped; see key_rotation.py)
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -36,6 +39,7 @@ from pathlib import Path
 
 from pinnace.apiserver.audit import AuditPolicyError
 from pinnace.apiserver.encryption import DecryptionError, EncryptionConfigError
+from pinnace.apiserver.node_join import NODE_TOKEN_FILE
 from pinnace.apiserver.server import default_data_dir
 from pinnace.client.leader_election import LeaderElectionConfig
 from pinnace.cluster import Cluster, ClusterConfig, RealNodeConfig, real_node_unavailable
@@ -120,6 +124,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--port", type=int, default=6443, help="API port (default 6443)")
         p.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1: loopback only)")
+        p.add_argument("--advertise-address", default="", metavar="IP",
+                       help="where pods reach the API (the `kubernetes` Service's endpoint; "
+                            "default: the real node's pod gateway; `server` with agents: "
+                            "an address of this machine they route to)")
         p.add_argument("--history-window", type=int, default=10_000,
                        help="revisions of history kept for watches before compaction")
         p.add_argument("--node-monitor-grace-period", type=float, default=40.0,
@@ -160,12 +168,20 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--pod-cidr", default="",
                            help="the real node's pod CIDR (default: a /24 in 10.42.0.0/16 "
                                 "chosen by the data dir)")
+            p.add_argument("--nodes", type=int, default=1, metavar="N",
+                           help="N real nodes: this machine's, and N-1 `pinnace agent`s, "
+                                "each in a network namespace of its own (see local_nodes.py)")
+            p.add_argument("--nodes-cidr", type=_network, default="10.43.0.0/24",
+                           metavar="CIDR", help="the bridge between the nodes of --nodes "
+                           "(default 10.43.0.0/24; node 1 has its first address)")
     sub.add_parser("image", help="the node's images: import FILE | ls | rm REF | pull REF",
                    add_help=False)
     p = sub.add_parser("down", help="stop a cluster's containers and remove its host setup")
     _common(p)
     p = sub.add_parser("kubeconfig", help="print the admin kubeconfig")
     _common(p)
+    from pinnace.node_commands import add_parsers
+    add_parsers(sub, _common)
     p = sub.add_parser("secrets", help="rotate: a new encryption key, every Secret "
                        "rewritten under it, the old key retired (the cluster stopped)")
     p.add_argument("action", choices=["rotate"])
@@ -180,7 +196,22 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    cluster = Cluster(_config(args))
+    config = _config(args)
+    local_nodes = None
+    if args.command == "up" and args.nodes > 1 and config.real_node is not None:
+        from pinnace.local_nodes import LocalNodes, LocalNodesError
+        local_nodes = LocalNodes(Path(args.data_dir), args.nodes, cidr=args.nodes_cidr)
+        try:
+            await asyncio.to_thread(local_nodes.setup)
+        except LocalNodesError as e:
+            print(f"pinnace: the nodes' network: {e}", file=sys.stderr)
+            return 1
+        node_ip = config.real_node.node_ip
+        config = dataclasses.replace(config, listen_also=(local_nodes.host_ip,),
+                                     real_node=dataclasses.replace(
+            config.real_node, node_ip=local_nodes.host_ip if node_ip == "127.0.0.1"
+            else node_ip))
+    cluster = Cluster(config)
     try:
         await cluster.start()
     except EncryptionConfigError as e:
@@ -202,12 +233,24 @@ async def _serve(args: argparse.Namespace) -> int:
         return 1
     pid_path = Path(args.data_dir) / PID_FILE
     pid_path.write_text(f"{os.getpid()}\n")
+    if local_nodes is not None and cluster.server.node_join is not None:
+        # the other nodes join over the network with the node token, as remote agents do
+        await local_nodes.start_agents(
+            f"https://{local_nodes.host_ip}:{cluster.server.port}",
+            Path(args.data_dir) / NODE_TOKEN_FILE, "--lease-period", str(config.lease_period),
+            "--restart-backoff", str(args.restart_backoff))
     # the kubeconfig last: its presence tells scripts and tests that the cluster is ready
     path = cluster.server.write_kubeconfig()
     print(f"pinnace: API at {cluster.server.url}; kubeconfig: {path}", flush=True)
     print(f"pinnace: try  KUBECONFIG={path} kubectl get nodes", flush=True)
+    if cluster.server.node_join is not None:
+        print(f"pinnace: nodes join with  pinnace agent --server URL --token "
+              f"{cluster.server.node_join.token}  (also in {args.data_dir}/node-token)",
+              flush=True)
     await stop.wait()
     print("pinnace: stopping", flush=True)
+    if local_nodes is not None:
+        await local_nodes.stop_agents()
     await cluster.stop()
     pid_path.unlink(missing_ok=True)
     return 0
@@ -237,7 +280,8 @@ def _config(args: argparse.Namespace) -> ClusterConfig:
         encryption_provider_config=args.encryption_provider_config,
         audit_policy_file=args.audit_policy_file, audit_log_path=args.audit_log_path,
         service_account_max_token_expiration=args.service_account_max_token_expiration,
-        etcd=_etcd_config(args), leader_election=_leader_election(args))
+        etcd=_etcd_config(args), leader_election=_leader_election(args),
+        advertise_address=args.advertise_address)
 
 
 def _running_server(data_dir: Path) -> int | None:
@@ -294,8 +338,16 @@ async def _down(data_dir: Path) -> int:
         else:
             print(f"pinnace: pinnace up (pid {pid}) did not stop within 10 s",
                   file=sys.stderr)
+    from pinnace.agent.network import remove_routes
+    from pinnace.local_nodes import agent_pid, teardown
+    pid = agent_pid(data_dir)  # DIR is a `pinnace agent`'s
+    if pid is not None and await _terminate(pid):
+        print(f"pinnace: stopped pinnace agent (pid {pid})")
+    for said in await asyncio.to_thread(teardown, data_dir):  # `up --nodes`' other nodes
+        print(f"pinnace: {said}")
     containers = await _stop_containers(data_dir)
     await _remove_service_table(data_dir)
+    await remove_routes(data_dir)
     print(f"pinnace: {down_report(data_dir, stopped_up, containers)}")
     return 0
 
@@ -395,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:
         return _rotate(Path(args.data_dir), args.encryption_provider_config)
     if args.command == "down":
         return asyncio.run(_down(Path(args.data_dir)))
+    if args.command in ("agent", "token"):
+        from pinnace.node_commands import agent_main, token_main
+        return agent_main(args) if args.command == "agent" else token_main(args)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return asyncio.run(_serve(args))

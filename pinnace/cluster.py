@@ -31,10 +31,12 @@ nothing below it imports it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,8 +61,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Cluster", "ClusterConfig", "Component", "ComponentRunner", "RealNodeConfig",
-           "real_node_unavailable"]
+__all__ = ["Agent", "AgentConfig", "AgentError", "Cluster", "ClusterConfig", "Component",
+           "ComponentRunner", "RealNodeConfig", "real_node_unavailable"]
 
 
 class Component(Protocol):
@@ -109,6 +111,10 @@ class ClusterConfig:
     # controllers and scheduler act only while this process holds their Lease (several
     # servers on one etcd); None: they always act
     leader_election: LeaderElectionConfig | None = None
+    listen_also: tuple[str, ...] = ()  # more addresses the API serves on (`up --nodes`)
+    # where pods reach the API (the `kubernetes` Service's endpoint); "" = the real node's
+    # pod gateway, or none without a node (`server --advertise-address` for agents' pods)
+    advertise_address: str = ""
 
     @property
     def lease_period(self) -> float:
@@ -189,6 +195,7 @@ class Cluster:
         self.config = config
         # with a real node, its pods reach the API at their bridge's gateway
         gateway = pod_gateway(config.data_dir, config.real_node) if config.real_node else ""
+        gateway = config.advertise_address or gateway
         self.server = ApiServer(config.data_dir, host=config.host, port=config.port,
                                 history_window=config.history_window,
                                 advertise_address=gateway,
@@ -200,7 +207,7 @@ class Cluster:
                                     and config.controllers) else ("ServiceAccount",),
                                 service_account_max_token_expiration=(
                                     config.service_account_max_token_expiration),
-                                etcd=config.etcd)
+                                etcd=config.etcd, listen_also=config.listen_also)
         self._client: Client | None = None
         self._users: dict[User, Client] = {}  # client_as()'s, one per user
         self._runner: ComponentRunner | None = None
@@ -297,6 +304,9 @@ class Cluster:
                 components.append(proxier)
             components.append(self._dns_server(
                 cfg.real_node, self.client_as(component_policy.DNS), factory))
+            components.append(node_routes(Path(cfg.data_dir), cfg.real_node, factory,
+                                          pod_cidr=cfg.real_node.pod_cidr or
+                                          _default_pod_cidr(Path(cfg.data_dir))))
         return components
 
     def _elected(self, name: str, user: User, build: Callable[[], Sequence[Component]]
@@ -312,42 +322,21 @@ class Cluster:
 
     def _kubelet(self, node: RealNodeConfig, client: Client, factory: InformerFactory
                  ) -> Kubelet:
-        # imported here: the real node's modules (runc, CNI, volumes) are not needed by
-        # clusters without one, and importing them costs startup time
-        from pinnace.agent.kubelet import Kubelet, KubeletSettings
         data_dir = Path(self.config.data_dir)
-        certs = pki.ensure_pki(data_dir, hosts=[node.node_ip])
-        return Kubelet(client, factory, KubeletSettings(
-            data_dir=data_dir, node_name=node.node_name, node_ip=node.node_ip,
-            pod_cidr=node.pod_cidr, kubelet_port=node.kubelet_port,
-            tls_cert=certs.server_cert, tls_key=certs.server_key,
-            token=pki.ensure_kubelet_token(data_dir), lease_period=self.config.lease_period,
-            backoff_base=node.restart_backoff,
-            cluster_dns=(pod_gateway(self.config.data_dir, node),)))
+        return node_kubelet(data_dir, node, client, factory,
+                            pod_cidr=node.pod_cidr or _default_pod_cidr(data_dir),
+                            kubelet_token=pki.ensure_kubelet_token(data_dir),
+                            lease_period=self.config.lease_period)
 
     def _dns_server(self, node: RealNodeConfig, client: Client, factory: InformerFactory
                     ) -> Component:
-        """The real node's cluster DNS (port 53 of the bridge gateway, UDP and TCP)."""
-        from pinnace.proxy import DnsServer, DnsSettings
-        return DnsServer(client, factory, DnsSettings(
-            address=pod_gateway(self.config.data_dir, node)))
+        return node_dns_server(pod_gateway(self.config.data_dir, node), client, factory)
 
     def _proxier(self, node: RealNodeConfig, client: Client, factory: InformerFactory
                  ) -> Component | None:
-        """The real node's service proxy (None without nftables: Services get no data path)."""
-        if shutil.which("nft") is None:
-            log.warning("nft is not installed: Services will not answer on this node")
-            return None
-        # imported here, as the kubelet is: clusters without a real node do not need them
-        from pinnace.agent.kubelet import default_node_name, default_pod_cidr
-        from pinnace.agent.network import PodNetwork, dir_hash
-        from pinnace.proxy import Proxier, ProxySettings, table_name
         data_dir = Path(self.config.data_dir)
-        # the pod CIDR and bridge the kubelet's network will have
-        network = PodNetwork(data_dir, node.pod_cidr or default_pod_cidr(data_dir))
-        return Proxier(client, factory, ProxySettings(
-            table=table_name(dir_hash(data_dir)), bridge=network.bridge,
-            pod_cidr=network.pod_cidr, node_name=node.node_name or default_node_name()))
+        return node_proxier(data_dir, node, client, factory,
+                            pod_cidr=node.pod_cidr or _default_pod_cidr(data_dir))
 
     async def run(self, *components: Component) -> None:
         """Run more components, built on `self.factory`, beside the configured ones."""
@@ -376,3 +365,164 @@ class Cluster:
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         await self.stop()
+
+
+# -- a real node's components, for `up`'s in-process node and for `pinnace agent` ------
+# imported inside: clusters without a real node do not need runc, CNI or nftables, and
+# importing them costs startup time
+
+def _default_pod_cidr(data_dir: Path) -> str:
+    from pinnace.agent.kubelet import default_pod_cidr
+    return default_pod_cidr(data_dir)
+
+
+def node_kubelet(data_dir: Path, node: RealNodeConfig, client: Client,
+                 factory: InformerFactory, *, pod_cidr: str, kubelet_token: str,
+                 lease_period: float) -> Kubelet:
+    """The node agent; its HTTPS server (logs, exec, port-forward) accepts
+    `kubelet_token`, which the API server presents."""
+    from pinnace.agent.kubelet import Kubelet, KubeletSettings
+    certs = pki.ensure_pki(data_dir, hosts=[node.node_ip])
+    gateway = str(next(ipaddress.ip_network(pod_cidr).hosts()))
+    return Kubelet(client, factory, KubeletSettings(
+        data_dir=data_dir, node_name=node.node_name, node_ip=node.node_ip,
+        pod_cidr=pod_cidr, kubelet_port=node.kubelet_port,
+        tls_cert=certs.server_cert, tls_key=certs.server_key,
+        token=kubelet_token, lease_period=lease_period,
+        backoff_base=node.restart_backoff, cluster_dns=(gateway,)))
+
+
+def node_dns_server(address: str, client: Client, factory: InformerFactory) -> Component:
+    """The node's cluster DNS (port 53 of the bridge gateway, UDP and TCP)."""
+    from pinnace.proxy import DnsServer, DnsSettings
+    return DnsServer(client, factory, DnsSettings(address=address))
+
+
+def node_proxier(data_dir: Path, node: RealNodeConfig, client: Client,
+                 factory: InformerFactory, *, pod_cidr: str) -> Component | None:
+    """The node's service proxy (None without nftables: Services get no data path)."""
+    if shutil.which("nft") is None:
+        log.warning("nft is not installed: Services will not answer on this node")
+        return None
+    from pinnace.agent.kubelet import default_node_name
+    from pinnace.agent.network import PodNetwork, dir_hash
+    from pinnace.proxy import Proxier, ProxySettings, table_name
+    network = PodNetwork(data_dir, pod_cidr)  # the bridge the kubelet's network will have
+    return Proxier(client, factory, ProxySettings(
+        table=table_name(dir_hash(data_dir)), bridge=network.bridge,
+        pod_cidr=network.pod_cidr, node_name=node.node_name or default_node_name()))
+
+
+def node_routes(data_dir: Path, node: RealNodeConfig, factory: InformerFactory, *,
+                pod_cidr: str) -> Component:
+    """Host routes to the other nodes' pod CIDRs, and the pods' masquerade."""
+    from pinnace.agent.kubelet import default_node_name
+    from pinnace.agent.network import NodeRoutes
+    return NodeRoutes(factory, node_name=node.node_name or default_node_name(),
+                      data_dir=data_dir, pod_cidr=pod_cidr)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentConfig:
+    """`pinnace agent`: a node of a cluster served elsewhere, joined with a token."""
+    server: str  # https://host:port of an API server
+    token: str  # K10<CA hash>::<credentials> (DATA_DIR/node-token, `pinnace token create`)
+    data_dir: Path
+    node: RealNodeConfig = field(default_factory=RealNodeConfig)
+    lease_period: float = 10.0
+    pod_cidr_timeout: float = 60.0  # seconds to wait for the node IPAM controller
+
+
+class AgentError(Exception):
+    """The agent cannot start (joining refused, no pod CIDR); the message is for users."""
+
+
+class Agent:
+    """A real node (kubelet, service proxy, DNS, host-gw routes) as an HTTPS client of
+    the API, under its own credential (`system:node:<name>`, see `client/join.py`).
+    Its pod CIDR is the one the server's node IPAM controller gives its Node, unless
+    `--pod-cidr` names one."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self._client: Client | None = None
+        self._runner: ComponentRunner | None = None
+        self.kubelet: Kubelet | None = None
+
+    async def start(self) -> None:
+        from pinnace.agent.kubelet import default_node_name
+        from pinnace.client.join import JoinError, join
+        from pinnace.client.transport import HttpTransport
+        cfg, node = self.config, self.config.node
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(cfg.data_dir, 0o700)
+        name = node.node_name or default_node_name()
+        node = dataclasses.replace(node, node_name=name)
+        try:
+            cred = await join(cfg.server, cfg.token, node_name=name, data_dir=cfg.data_dir)
+        except JoinError as e:
+            raise AgentError(str(e)) from None
+        client = self._client = Client(HttpTransport(cred.server, token=cred.token,
+                                                     ca_pem=cred.ca_pem))
+        try:
+            pod_cidr = node.pod_cidr or await self._pod_cidr(client, node)
+            runner = self._runner = ComponentRunner(client)
+            factory = runner.factory
+            gateway = str(next(ipaddress.ip_network(pod_cidr).hosts()))
+            self.kubelet = node_kubelet(cfg.data_dir, node, client, factory,
+                                        pod_cidr=pod_cidr, kubelet_token=cred.kubelet_token,
+                                        lease_period=cfg.lease_period)
+            components: list[Component] = [self.kubelet]
+            proxier = node_proxier(cfg.data_dir, node, client, factory, pod_cidr=pod_cidr)
+            if proxier is not None:
+                components.append(proxier)
+            components += [node_dns_server(gateway, client, factory),
+                           node_routes(cfg.data_dir, node, factory, pod_cidr=pod_cidr)]
+            await runner.start(*components)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _pod_cidr(self, client: Client, node: RealNodeConfig) -> str:
+        """Register the Node without a pod CIDR (if it is new) and wait for the node IPAM
+        controller's."""
+        from pinnace.agent.kubelet import machine_capacity, os_image
+        from pinnace.agent.node import node_labels, node_status
+        from pinnace.api import errors
+        nodes = client.resource("v1", "Node")
+        obj = {"metadata": {"name": node.node_name, "labels": node_labels(node.node_name)},
+               "status": node_status(node.node_name,
+                                     capacity=machine_capacity(self.config.data_dir),
+                                     host_ip=node.node_ip, runtime="runc", old=None,
+                                     now=time.time(), os_image=os_image(),
+                                     kubelet_port=node.kubelet_port)}
+        try:
+            created = await client.create(nodes, obj)
+        except errors.ApiError as e:
+            if e.code != 409:
+                raise
+        else:
+            from pinnace.client.events import record_event
+            await record_event(client, {**created, "apiVersion": "v1", "kind": "Node"},
+                               component="kubelet", type_="Normal", reason="RegisteredNode",
+                               message=f"Node {node.node_name} event: Registered Node "
+                                       f"{node.node_name} in Controller",
+                               host=node.node_name)
+        deadline = time.monotonic() + self.config.pod_cidr_timeout
+        while time.monotonic() < deadline:
+            current = await client.get(nodes, node.node_name)
+            cidr = (current.get("spec") or {}).get("podCIDR")
+            if cidr:
+                return str(cidr)
+            await asyncio.sleep(0.2)
+        raise AgentError(f"node {node.node_name} got no pod CIDR within "
+                         f"{self.config.pod_cidr_timeout:.0f} s (does the server run its "
+                         "controllers?)")
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.stop()
+            self._runner = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None

@@ -29,9 +29,10 @@ def leftovers(data: Path) -> list[str]:
     if shutil.which("nft") is not None:
         tables = subprocess.run(["nft", "list", "tables"], capture_output=True,
                                 text=True).stdout.splitlines()
-        # the hostPort table pinnace-<h> and the Service proxy's pinnace-svc-<h>
+        # the hostPort table pinnace-<h>, the Service proxy's pinnace-svc-<h> and the
+        # pods' masquerade pinnace-net-<h>
         found += [f"nft {t}" for t in tables
-                  if t.endswith((f" pinnace-{h}", f" pinnace-svc-{h}"))]
+                  if t.endswith((f" pinnace-{h}", f" pinnace-svc-{h}", f" pinnace-net-{h}"))]
     return found
 
 

@@ -22,7 +22,7 @@ from pinnace.apiserver import audit, discovery, openapi, openapi_v2, rbac, revie
 from pinnace.apiserver import negotiation as neg
 from pinnace.apiserver.admission_policy import PolicyAdmission
 from pinnace.apiserver.admission_webhooks import WebhookAdmission
-from pinnace.apiserver.auth import ANONYMOUS, USER_KEY, TokenAuthenticator
+from pinnace.apiserver.auth import ANONYMOUS, SELF_AUTHENTICATED_PATHS, USER_KEY, TokenAuthenticator
 from pinnace.apiserver.handlers import ResourceHandlers
 from pinnace.apiserver.impersonation import impersonation_middleware
 from pinnace.apiserver.node_restriction import NodeRestriction
@@ -65,6 +65,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 def auth_middleware(authn: TokenAuthenticator):
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in SELF_AUTHENTICATED_PATHS:
+            return await handler(request)
         request[USER_KEY] = authn.authenticate(request.path, request.headers.get("Authorization"))
         return await handler(request)
     return middleware
@@ -73,6 +75,8 @@ def auth_middleware(authn: TokenAuthenticator):
 def authz_middleware(authz: rbac.RBACAuthorizer):
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in SELF_AUTHENTICATED_PATHS:
+            return await handler(request)
         user = request.get(USER_KEY) or ANONYMOUS
         attrs = rbac.request_attributes(user, request.method, request.path, request.query)
         allowed, reason = authz.authorize(attrs)

@@ -96,5 +96,10 @@ class TokenAuthenticator:
         raise errors.unauthorized()
 
 
+# served without the API's authentication and authorization: they authenticate their
+# callers themselves (the join endpoints of `node_join.py`, k3s' /cacerts)
+SELF_AUTHENTICATED_PATHS = frozenset({"/cacerts", "/v1-pinnace/node-join"})
+
+
 # where the authentication middleware leaves the request's user (None: trusted caller)
 USER_KEY: web.RequestKey[User] = web.RequestKey("user", User)

@@ -93,6 +93,25 @@ ADMIN_RULES = [
 ]
 
 
+# what a node agent (kubelet, service proxy, DNS) needs, after Kubernetes' system:node
+# role; bound to group system:nodes until a Node authorizer narrows it to the node's own
+# objects (see the identity issue)
+NODE_RULES = [
+    _rule([""], ["nodes"], [*_READ, "create", "update", "patch", "delete"]),
+    _rule([""], ["nodes/status", "pods/status", "persistentvolumeclaims/status"],
+          ["patch", "update"]),
+    _rule([""], ["pods"], [*_READ, "delete"]),
+    _rule([""], ["events"], ["create", "patch", "update"]),
+    _rule(["events.k8s.io"], ["events"], ["create", "patch", "update"]),
+    _rule(["coordination.k8s.io"], ["leases"], [*_READ, "create", "update", "patch"]),
+    _rule([""], ["secrets", "configmaps", "services", "endpoints", "namespaces",
+                 "persistentvolumeclaims"], _READ),
+    _rule([""], ["persistentvolumes"], [*_READ, "update", "patch"]),
+    _rule(["discovery.k8s.io"], ["endpointslices"], _READ),
+    _rule(["storage.k8s.io"], ["storageclasses"], _READ),
+]
+
+
 def _aggregated(to: str) -> dict[str, Any]:
     return {"clusterRoleSelectors": [
         {"matchLabels": {f"rbac.authorization.k8s.io/aggregate-to-{to}": "true"}}]}
@@ -111,6 +130,7 @@ CLUSTER_ROLES: dict[str, tuple[list[dict[str, Any]], dict[str, str], dict[str, A
                                  "/version/"])], {}, None),
     "system:public-info-viewer": ([_urls(["/healthz", "/livez", "/readyz", "/version",
                                           "/version/"])], {}, None),
+    "system:node": (NODE_RULES, {}, None),
     "system:basic-user": ([
         _rule(["authorization.k8s.io"], ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
               ["create"]),

@@ -337,6 +337,12 @@ def component_cluster_role_bindings() -> dict[str, list[dict[str, str]]]:
         for role, users in _COMPONENT_BINDINGS.items()}
     bindings["system:coredns"] = [{"kind": "ServiceAccount", "name": "coredns",
                                    "namespace": SYSTEM_NAMESPACE}]
+    # a joined agent runs its node's service proxy and DNS under the node's own
+    # credential (k3s gives every agent a kube-proxy identity to the same effect): every
+    # node may read what those two read, all of which kube-proxy reads on any node anyway
+    nodes = {"apiGroup": RBAC, "kind": "Group", "name": NODES_GROUP}
+    bindings["system:node-proxier"] = [*bindings.get("system:node-proxier", []), nodes]
+    bindings["system:coredns"].append(nodes)
     for name in CONTROLLER_RULES:
         bindings[CONTROLLER_ROLE_PREFIX + name] = [
             {"kind": "ServiceAccount", "name": name, "namespace": SYSTEM_NAMESPACE}]

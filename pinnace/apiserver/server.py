@@ -33,6 +33,7 @@ import contextlib
 import logging
 import os
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from pinnace.apiserver.auth import ADMIN, TokenAuthenticator, load_token_file
 from pinnace.apiserver.bootstrap_policy import ensure_bootstrap_policy
 from pinnace.apiserver.crd_serving import CustomResourceServing
 from pinnace.apiserver.encryption import EncryptedStore
+from pinnace.apiserver.node_join import NodeJoin
 from pinnace.apiserver.node_proxy import NODE_PROXY, NodeProxy
 from pinnace.apiserver.registry import ObjectRegistry, WriteOptions
 from pinnace.apiserver.service_accounts import ServiceAccountTokens
@@ -75,8 +77,12 @@ class ApiServer:
                  audit_log_path: Path | None = None,
                  disable_admission_plugins: tuple[str, ...] = (),
                  service_account_max_token_expiration: int | None = None,
-                 etcd: EtcdConfig | None = None) -> None:
+                 etcd: EtcdConfig | None = None,
+                 listen_also: tuple[str, ...] = ()) -> None:
         self.data_dir = Path(data_dir)
+        # more addresses to serve on (`up --nodes`: the nodes' bridge, where agents in
+        # their own network namespaces reach us); named in the serving certificate
+        self.listen_also = listen_also
         self.etcd = etcd  # None: the SQLite store under data_dir
         # kube-apiserver's --disable-admission-plugins (of those it may disable: ServiceAccount)
         self.disable_admission_plugins = tuple(disable_admission_plugins)
@@ -100,6 +106,7 @@ class ApiServer:
         self._endpoint_reconciler: asyncio.Task[None] | None = None
         self.token = ""
         self.ca_pem = b""
+        self.node_join: NodeJoin | None = None
 
     @property
     def _peer_address(self) -> str:
@@ -129,9 +136,12 @@ class ApiServer:
         self.registry.on_stop.append(serving.stop)
         await self.registry.start()
         # the `kubernetes` Service's ClusterIP and the address pods reach us at
-        extra_hosts = [self.registry.services.first_ip, self.advertise_address]
+        extra_hosts = [self.registry.services.first_ip, self.advertise_address,
+                       *self.listen_also]
         if self.host not in ("0.0.0.0", "::"):
             extra_hosts.append(self.host)
+        else:  # agents on other machines verify us by whichever address they use
+            extra_hosts += local_addresses()
         certs = pki.ensure_pki(self.data_dir, hosts=[h for h in extra_hosts if h])
         self.token = pki.ensure_admin_token(self.data_dir)
         self.ca_pem = certs.ca_pem
@@ -152,6 +162,10 @@ class ApiServer:
                         audit_log=self.audit_log)
         # logs, exec and port-forward go on to the pod's node agent with this token
         app[NODE_PROXY] = NodeProxy(kubelet_token=pki.ensure_kubelet_token(self.data_dir))
+        # nodes join with DATA_DIR/node-token or a bootstrap token (node_join.py)
+        self.node_join = NodeJoin(self.data_dir, self.registry, authn, ca_pem=certs.ca_pem,
+                                  kubelet_token=pki.ensure_kubelet_token(self.data_dir))
+        self.node_join.start(app)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=False,
                                      shutdown_timeout=1.0)
         await self._runner.setup()
@@ -167,6 +181,9 @@ class ApiServer:
         log.info("API server listening on %s", self.url)
         if self.advertise_address and not wildcard and self.host != self.advertise_address:
             await self._listen_for_pods(certs)
+        for address in self.listen_also:
+            if not wildcard and address not in (self.host, self.advertise_address):
+                await self._listen_for_pods(certs, address)
         if self.advertise_address or self._peer_address:
             await self._ensure_kubernetes_endpoints()
             self._endpoint_reconciler = asyncio.create_task(
@@ -209,15 +226,16 @@ class ApiServer:
             raise
         return EncryptedStore(raw, config)
 
-    async def _listen_for_pods(self, certs: pki.Pki) -> None:
+    async def _listen_for_pods(self, certs: pki.Pki, address: str = "") -> None:
         """Listen on the advertise address too (IP_FREEBIND: it may not exist yet). A
         failure is logged, not fatal: the API serves its other clients without it."""
         assert self._runner is not None
+        address = address or self.advertise_address
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
-            sock.bind((self.advertise_address, self.port))
+            sock.bind((address, self.port))
             sock.setblocking(False)
             # pods' TLS clients may be minimal ones (busybox wget): see `ssl_context`
             site = web.SockSite(self._runner, sock, backlog=512,
@@ -226,9 +244,9 @@ class ApiServer:
         except OSError as e:
             sock.close()
             log.warning("pods cannot reach the API: listening on %s:%d failed: %s",
-                        self.advertise_address, self.port, e)
+                        address, self.port, e)
             return
-        log.info("API server listening for pods on %s:%d", self.advertise_address, self.port)
+        log.info("API server listening for pods on %s:%d", address, self.port)
 
     async def stop(self) -> None:
         if self._endpoint_reconciler is not None:
@@ -346,6 +364,18 @@ class ApiServer:
                     await reg.update(rt, "default", "kubernetes", new, opts)
             except errors.ApiError as e:  # never fatal, as the Service itself
                 log.warning("could not write the kubernetes %s: %s", kind, e)
+
+
+def local_addresses() -> list[str]:
+    """This machine's IPv4 addresses and host name (what a wildcard listener answers on)."""
+    try:
+        out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True,
+                             text=True, timeout=5).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        out = ""
+    addresses = [line.split()[3].split("/")[0] for line in out.splitlines()
+                 if len(line.split()) > 3]
+    return [*addresses, socket.gethostname()]
 
 
 def default_data_dir() -> str:

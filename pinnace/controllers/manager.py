@@ -27,6 +27,7 @@ from pinnace.controllers.garbage_collector import GarbageCollector
 from pinnace.controllers.job import JobController
 from pinnace.controllers.local_path import LocalPathProvisioner
 from pinnace.controllers.namespace import NamespaceController
+from pinnace.controllers.node_ipam import NodeIpamController
 from pinnace.controllers.node_lifecycle import NodeLifecycleController
 from pinnace.controllers.pod_gc import PodGCController
 from pinnace.controllers.pv_binder import PersistentVolumeBinder
@@ -86,6 +87,7 @@ def build_controllers(client: Client, factory: InformerFactory,
         ServiceLBController(c("service-controller"), factory, pool=s.lb_pool),
         NodeLifecycleController(c("node-controller"), factory,
                                 grace_period=s.node_monitor_grace_period),
+        NodeIpamController(c("node-controller"), factory),  # as kube-controller-manager's
         PersistentVolumeBinder(c("persistent-volume-binder"), factory),
         PVCProtectionController(c("pvc-protection-controller"), factory),
         PVProtectionController(c("pv-protection-controller"), factory),

@@ -155,6 +155,12 @@ _COMPONENT_ROLES: dict[str, list[dict[str, Any]]] = {
         _events(),
         _r(["list", "watch"], [DISCOVERY], ["endpointslices"]),
     ],
+    # not in Kubernetes' bootstrap policy: what a node's half of local-path storage
+    # (agent/local_storage.py) watches to make, grow and remove its volumes — the reads
+    # k3s' local-path-provisioner has; bound to every node below
+    "system:pinnace:node-local-storage": [
+        _r(["list", "watch"], [CORE], ["persistentvolumes", "persistentvolumeclaims"]),
+    ],
     # not in Kubernetes' bootstrap policy: the role kubeadm and k3s give CoreDNS
     "system:coredns": [
         _r(["list", "watch"], [CORE], ["endpoints", "services", "pods", "namespaces"]),
@@ -343,6 +349,7 @@ def component_cluster_role_bindings() -> dict[str, list[dict[str, str]]]:
     nodes = {"apiGroup": RBAC, "kind": "Group", "name": NODES_GROUP}
     bindings["system:node-proxier"] = [*bindings.get("system:node-proxier", []), nodes]
     bindings["system:coredns"].append(nodes)
+    bindings["system:pinnace:node-local-storage"] = [nodes]
     for name in CONTROLLER_RULES:
         bindings[CONTROLLER_ROLE_PREFIX + name] = [
             {"kind": "ServiceAccount", "name": name, "namespace": SYSTEM_NAMESPACE}]

@@ -82,6 +82,10 @@ def pod_references(pod: dict[str, Any]) -> Iterator[tuple[str, str]]:
                 yield "ConfigMap", env_from["configMapRef"].get("name") or ""
 
 
+# what every node's local storage (agent/local_storage.py) lists and watches
+_LOCAL_STORAGE_LISTS = frozenset({"persistentvolumes", "persistentvolumeclaims"})
+
+
 class NodeAuthorizer:
     def __init__(self, registry: ObjectRegistry) -> None:
         kinds = registry.kinds
@@ -128,6 +132,10 @@ class NodeAuthorizer:
             return related
         kind = _GRAPH_KINDS.get(resource)
         if kind is None or sub:
+            return None
+        if resource in _LOCAL_STORAGE_LISTS and attrs.verb in ("list", "watch"):
+            # no opinion, as Kubernetes' Node authorizer for all but `get`: RBAC decides
+            # (the node's local-path half lists volumes and claims: see component_policy)
             return None
         if attrs.verb != "get" or not attrs.name:
             return False, "can only get individual resources of this type"

@@ -34,6 +34,7 @@ import random
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import chain, islice
 
 from pinnace.api.errors import ApiError
 from pinnace.api.timestamps import now_rfc3339
@@ -285,9 +286,9 @@ class Scheduler:
         checks = [plugin.filter for plugin in filters]  # type: ignore[attr-defined]
         plain_checks = [plugin.filter for plugin in filters  # type: ignore[attr-defined]
                         if not getattr(plugin, "passes_plain_nodes", False)]
-        for i in range(n):
-            node_info = nodes[(start + i) % n]
-            processed += 1
+        # from the start index round to just before it (kube-scheduler's nextStartNodeIndex)
+        for processed, node_info in enumerate(  # noqa: B007 (read after the loop)
+                chain(islice(nodes, start, None), islice(nodes, start)), 1):
             for check in plain_checks if node_info.plain else checks:
                 status = check(pod, node_info)
                 if status is not SUCCESS and not status.ok:

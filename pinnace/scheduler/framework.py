@@ -225,7 +225,20 @@ class NodeInfo:
     taints: list[Obj] = field(default_factory=list)
     unschedulable: bool = False
     plain: bool = False  # no taints and not cordoned: most nodes, skipped by those filters
+    # Worked out on every change of the node or its pods, read for every pod's cycle:
+    # what is left of each resource (allocatable - requested), room for more pods, and
+    # (cpu allocatable, cpu requested, memory allocatable, memory requested) counting
+    # Kubernetes' non-zero defaults, which LeastAllocated scores.
+    free: dict[str, int] = field(default_factory=dict)
+    pod_room: int = 0
+    load: tuple[int, int, int, int] = (0, 0, 0, 0)
     _allocatable_raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def _sums_changed(self) -> None:
+        alloc, used, nz = self.allocatable, self.requested, self.non_zero_requested
+        self.free = {k: alloc.get(k, 0) - used.get(k, 0) for k in {*alloc, *used}}
+        self.pod_room = alloc.get(PODS, 0) - len(self.pods)
+        self.load = (alloc.get(CPU, 0), nz.get(CPU, 0), alloc.get(MEMORY, 0), nz.get(MEMORY, 0))
 
     def set_node(self, node: Obj | None) -> None:
         self.node = node
@@ -234,6 +247,7 @@ class NodeInfo:
         if alloc != self._allocatable_raw:  # heartbeats repeat it: parse only changes
             self.allocatable = {k: resource_amount(k, v) for k, v in alloc.items()}
             self._allocatable_raw = alloc
+            self._sums_changed()
         self.labels = (n.get("metadata") or {}).get("labels") or {}
         self.taints = (n.get("spec") or {}).get("taints") or []
         self.unschedulable = bool((n.get("spec") or {}).get("unschedulable"))
@@ -248,6 +262,7 @@ class NodeInfo:
         self.used_ports.update(pod.host_ports)
         if pod.owner:
             self.owner_counts[pod.owner] += 1
+        self._sums_changed()
 
     def remove_pod(self, key: str) -> PodInfo | None:
         pod = self.pods.pop(key, None)
@@ -263,6 +278,7 @@ class NodeInfo:
             self.owner_counts[pod.owner] -= 1
             if not self.owner_counts[pod.owner]:
                 del self.owner_counts[pod.owner]
+        self._sums_changed()
         return pod
 
 

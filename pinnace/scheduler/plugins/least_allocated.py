@@ -22,17 +22,15 @@ class LeastAllocated:
         want_memory = pod.non_zero_requests.get(MEMORY, 0)
         out = []
         for ni in nodes:
-            alloc, used = ni.allocatable, ni.non_zero_requested
+            cpu, cpu_used, memory, memory_used = ni.load
             total = 0
-            capacity = alloc.get(CPU, 0)
-            if capacity > 0:  # a resource the node lacks counts as 0
-                requested = used.get(CPU, 0) + want_cpu
-                if requested <= capacity:
-                    total += (capacity - requested) * 100 // capacity
-            capacity = alloc.get(MEMORY, 0)
-            if capacity > 0:
-                requested = used.get(MEMORY, 0) + want_memory
-                if requested <= capacity:
-                    total += (capacity - requested) * 100 // capacity
+            if cpu > 0:  # a resource the node lacks counts as 0
+                requested = cpu_used + want_cpu
+                if requested <= cpu:
+                    total += (cpu - requested) * 100 // cpu
+            if memory > 0:
+                requested = memory_used + want_memory
+                if requested <= memory:
+                    total += (memory - requested) * 100 // memory
             out.append(total // len(RESOURCES))
         return out

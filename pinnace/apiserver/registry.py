@@ -404,6 +404,26 @@ class ObjectRegistry:
         strategy.updated(new, old)
         return self.caches[rt].get(om.get("namespace"), m["name"]) or new
 
+    async def guaranteed_update(self, rt: ResourceType, namespace: str | None, name: str,
+                                mutate: Callable[[Obj], Obj], opts: WriteOptions, *,
+                                subresource: str) -> Obj:
+        """Kubernetes' GuaranteedUpdate, for a write the server derives itself (a binding):
+        `mutate(current)` returns the new object (sharing what it leaves alone; it raises
+        to refuse) and admission sees it; no decoding, defaults or managedFields, and
+        validation only of what admission changed. Retried on a lost race."""
+        async def attempt() -> Obj:
+            old = self.get(rt, namespace, name)
+            new = mutated = mutate(old)
+            new = await self._admit("mutate", "UPDATE", rt, new, old, opts, subresource)
+            if new is not mutated:
+                self.strategies[rt].validate_update(new, old, subresource)
+            await self._admit("validate", "UPDATE", rt, new, old, opts, subresource)
+            if opts.dry_run:
+                return new
+            await self._swap(rt, old["metadata"], new)
+            return self.caches[rt].get(namespace, name) or new
+        return await self._retrying(rt, name, attempt, retry=True)
+
     # -- patch ---------------------------------------------------------------------------
 
     async def patch(self, rt: ResourceType, namespace: str | None, name: str,

@@ -10,9 +10,17 @@ Shaped like Kubernetes' `pkg/scheduler/framework`:
   pod leaving could help: preemption might), UNSCHEDULABLE_AND_UNRESOLVABLE (no
   eviction helps), or ERROR (something broke; retry, don't blame the pod).
 - `ScorePlugin.score(pod, node_info) -> int` in 0..100, optionally with
-  `normalize(pod, scores)` over all feasible nodes (ScoreExtensions).
+  `normalize(pod, scores)` over all feasible nodes (ScoreExtensions; `scores` maps each
+  node, by name or position, to its score). A scorer may add `score_nodes(pod, nodes)
+  -> list[int]`, the same scores for many nodes in one call: the cycle uses it, since
+  a Python call per node is a large part of scoring hundreds of nodes.
+- A filter that only ever rejects tainted or cordoned nodes says so with
+  `passes_plain_nodes = True`, and the node loop does not call it for the others.
 - Both may define `applies(pod) -> bool` (PreFilter's Skip): a plugin with nothing
   to check for this pod is left out of the per-node loop, which is the hot path.
+  A scorer may also define `pre_score(pod, feasible) -> bool` (PreScore's Skip): False
+  when it would give every feasible node the same score, which cannot change the
+  choice (TaintToleration when no feasible node has a taint).
 - A filter plugin may also take part in the rest of Kubernetes' cycle (VolumeBinding
   does): `pre_filter(pod, nodes) -> Status` once per cycle before the node loop (a
   failure rejects every node with its message), `reserve(pod, node)` once a node is
@@ -29,6 +37,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property, lru_cache
 from typing import Any, Protocol, runtime_checkable
 
 from pinnace.api.quantity import int_value, milli_value
@@ -83,7 +92,14 @@ SUCCESS = Status()
 
 def resource_amount(name: str, quantity: Any) -> int:
     """CPU in millicores, everything else in whole units (bytes, counts)."""
-    return milli_value(str(quantity)) if name == CPU else int_value(str(quantity))
+    return _amount(name, str(quantity))
+
+
+@lru_cache(maxsize=4096)
+def _amount(name: str, quantity: str) -> int:
+    # exact (Fraction) parsing costs tens of microseconds, and every pod of a workload
+    # asks for the same few quantities ("100m", "128Mi")
+    return milli_value(quantity) if name == CPU else int_value(quantity)
 
 
 def _container_requests(container: Obj) -> dict[str, int]:
@@ -177,6 +193,12 @@ class PodInfo:
                 node_affinity.get("preferredDuringSchedulingIgnoredDuringExecution") or []),
             priority=int(spec.get("priority") or 0))
 
+    @cached_property
+    def fit_requests(self) -> tuple[tuple[str, int], ...]:
+        """The requests NodeResourcesFit compares with what a node has left (positive,
+        not `pods`): sifted once per pod, not on every node."""
+        return tuple((k, v) for k, v in self.requests.items() if v > 0 and k != PODS)
+
     @property
     def name(self) -> str:
         return self.obj["metadata"]["name"]
@@ -202,7 +224,21 @@ class NodeInfo:
     labels: dict[str, str] = field(default_factory=dict)
     taints: list[Obj] = field(default_factory=list)
     unschedulable: bool = False
+    plain: bool = False  # no taints and not cordoned: most nodes, skipped by those filters
+    # Worked out on every change of the node or its pods, read for every pod's cycle:
+    # what is left of each resource (allocatable - requested), room for more pods, and
+    # (cpu allocatable, cpu requested, memory allocatable, memory requested) counting
+    # Kubernetes' non-zero defaults, which LeastAllocated scores.
+    free: dict[str, int] = field(default_factory=dict)
+    pod_room: int = 0
+    load: tuple[int, int, int, int] = (0, 0, 0, 0)
     _allocatable_raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def _sums_changed(self) -> None:
+        alloc, used, nz = self.allocatable, self.requested, self.non_zero_requested
+        self.free = {k: alloc.get(k, 0) - used.get(k, 0) for k in {*alloc, *used}}
+        self.pod_room = alloc.get(PODS, 0) - len(self.pods)
+        self.load = (alloc.get(CPU, 0), nz.get(CPU, 0), alloc.get(MEMORY, 0), nz.get(MEMORY, 0))
 
     def set_node(self, node: Obj | None) -> None:
         self.node = node
@@ -211,9 +247,11 @@ class NodeInfo:
         if alloc != self._allocatable_raw:  # heartbeats repeat it: parse only changes
             self.allocatable = {k: resource_amount(k, v) for k, v in alloc.items()}
             self._allocatable_raw = alloc
+            self._sums_changed()
         self.labels = (n.get("metadata") or {}).get("labels") or {}
         self.taints = (n.get("spec") or {}).get("taints") or []
         self.unschedulable = bool((n.get("spec") or {}).get("unschedulable"))
+        self.plain = not self.taints and not self.unschedulable
 
     def add_pod(self, pod: PodInfo) -> None:
         if pod.key in self.pods:
@@ -224,6 +262,7 @@ class NodeInfo:
         self.used_ports.update(pod.host_ports)
         if pod.owner:
             self.owner_counts[pod.owner] += 1
+        self._sums_changed()
 
     def remove_pod(self, key: str) -> PodInfo | None:
         pod = self.pods.pop(key, None)
@@ -239,6 +278,7 @@ class NodeInfo:
             self.owner_counts[pod.owner] -= 1
             if not self.owner_counts[pod.owner]:
                 del self.owner_counts[pod.owner]
+        self._sums_changed()
         return pod
 
 
@@ -269,6 +309,12 @@ def applies(plugin: object, pod: PodInfo) -> bool:
     """Whether the plugin has anything to say about this pod (PreFilter/PreScore Skip)."""
     check = getattr(plugin, "applies", None)
     return True if check is None else bool(check(pod))
+
+
+def pre_score(plugin: object, pod: PodInfo, feasible: list[NodeInfo]) -> bool:
+    """Whether the plugin's scores could tell these feasible nodes apart (PreScore Skip)."""
+    check = getattr(plugin, "pre_score", None)
+    return True if check is None else bool(check(pod, feasible))
 
 
 def normalize(plugin: object, pod: PodInfo, scores: dict[str, int]) -> None:

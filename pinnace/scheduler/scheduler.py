@@ -32,7 +32,9 @@ import contextlib
 import logging
 import random
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import chain, islice
 
 from pinnace.api.errors import ApiError
 from pinnace.api.timestamps import now_rfc3339
@@ -50,6 +52,7 @@ from pinnace.scheduler.framework import (
     Status,
     applies,
     normalize,
+    pre_score,
 )
 from pinnace.scheduler.plugins import DEFAULT_FILTERS, DEFAULT_SCORES, build
 from pinnace.scheduler.queue import QueuedPod, SchedulingQueue
@@ -280,11 +283,14 @@ class Scheduler:
         statuses: dict[str, Status] = {}
         start = self._next_start % n
         processed = 0
-        for i in range(n):
-            node_info = nodes[(start + i) % n]
-            processed += 1
-            for plugin in filters:
-                status = plugin.filter(pod, node_info)  # type: ignore[attr-defined]
+        checks = [plugin.filter for plugin in filters]  # type: ignore[attr-defined]
+        plain_checks = [plugin.filter for plugin in filters  # type: ignore[attr-defined]
+                        if not getattr(plugin, "passes_plain_nodes", False)]
+        # from the start index round to just before it (kube-scheduler's nextStartNodeIndex)
+        for processed, node_info in enumerate(  # noqa: B007 (read after the loop)
+                chain(islice(nodes, start, None), islice(nodes, start)), 1):
+            for check in plain_checks if node_info.plain else checks:
+                status = check(pod, node_info)
                 if status is not SUCCESS and not status.ok:
                     if status.code is Code.ERROR:
                         return ScheduleResult(None, status.message, error=True)
@@ -302,17 +308,21 @@ class Scheduler:
         return ScheduleResult(self.select_host(pod, feasible))
 
     def select_host(self, pod: PodInfo, feasible: list[NodeInfo]) -> str:
-        totals = dict.fromkeys((ni.name for ni in feasible), 0)
+        totals = [0] * len(feasible)  # by position in feasible
         for plugin, weight in self.scorers:
-            if not applies(plugin, pod):
+            if not applies(plugin, pod) or not pre_score(plugin, pod, feasible):
                 continue
-            scores = {ni.name: plugin.score(pod, ni)  # type: ignore[attr-defined]
-                      for ni in feasible}
-            normalize(plugin, pod, scores)
-            for name, s in scores.items():
-                totals[name] += s * weight
-        best = max(totals.values())
-        return random.choice([name for name, total in totals.items() if total == best])
+            score_nodes = getattr(plugin, "score_nodes", None)
+            values: list[int] | Iterable[int] = score_nodes(pod, feasible) if score_nodes \
+                else [plugin.score(pod, ni) for ni in feasible]  # type: ignore[attr-defined]
+            if hasattr(plugin, "normalize"):
+                scores = dict(enumerate(values))
+                normalize(plugin, pod, scores)
+                values = scores.values()  # in feasible's order still
+            totals = [t + v * weight for t, v in zip(totals, values, strict=True)]
+        best = max(totals)
+        return random.choice([ni.name for ni, total in zip(feasible, totals, strict=True)
+                              if total == best])
 
     # -- writes ----------------------------------------------------------------------------
 

@@ -23,15 +23,18 @@ class ClusterSnapshot:
         self.nodes: dict[str, NodeInfo] = {}
         self._pod_node: dict[str, str] = {}  # pod key -> node it is counted on
         self._assumed: set[str] = set()
-        self._order: list[str] | None = None  # schedulable node names, rebuilt lazily
+        # the nodes that exist, in name order, rebuilt lazily when one comes or goes: every
+        # cycle reads it, and its NodeInfos change in place
+        self._order: list[NodeInfo] | None = None
 
     # -- nodes -----------------------------------------------------------------------------
 
     def node_list(self) -> list[NodeInfo]:
         """The nodes that exist (not placeholders for pods on unknown nodes), stable order."""
         if self._order is None:
-            self._order = sorted(n for n, info in self.nodes.items() if info.node is not None)
-        return [self.nodes[n] for n in self._order]
+            self._order = [self.nodes[n] for n in sorted(
+                n for n, info in self.nodes.items() if info.node is not None)]
+        return self._order
 
     def __len__(self) -> int:
         return len(self.node_list())

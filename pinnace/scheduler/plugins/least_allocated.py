@@ -13,14 +13,24 @@ class LeastAllocated:
     name = "NodeResourcesLeastAllocated"
 
     def score(self, pod: PodInfo, node_info: NodeInfo) -> int:
-        total = 0
-        alloc, used, want = node_info.allocatable, node_info.non_zero_requested, \
-            pod.non_zero_requests
-        for name in RESOURCES:
-            capacity = alloc.get(name, 0)
-            if capacity <= 0:
-                continue  # counts as 0 for this resource
-            requested = used.get(name, 0) + want.get(name, 0)
-            if requested <= capacity:
-                total += (capacity - requested) * 100 // capacity
-        return total // len(RESOURCES)
+        return self.score_nodes(pod, [node_info])[0]
+
+    def score_nodes(self, pod: PodInfo, nodes: list[NodeInfo]) -> list[int]:
+        # one loop, unrolled over cpu and memory: this runs for every feasible node of
+        # every cycle
+        want_cpu = pod.non_zero_requests.get(CPU, 0)
+        want_memory = pod.non_zero_requests.get(MEMORY, 0)
+        out = []
+        for ni in nodes:
+            cpu, cpu_used, memory, memory_used = ni.load
+            total = 0
+            if cpu > 0:  # a resource the node lacks counts as 0
+                requested = cpu_used + want_cpu
+                if requested <= cpu:
+                    total += (cpu - requested) * 100 // cpu
+            if memory > 0:
+                requested = memory_used + want_memory
+                if requested <= memory:
+                    total += (memory - requested) * 100 // memory
+            out.append(total // len(RESOURCES))
+        return out

@@ -30,6 +30,10 @@ class NodeAffinity:
     def filter(self, pod: PodInfo, node_info: NodeInfo) -> Status:
         return SUCCESS if required_matches(pod, node_info) else Status.unresolvable(REASON)
 
+    def pre_score(self, pod: PodInfo, feasible: list[NodeInfo]) -> bool:
+        """Only preferred terms score; a nodeSelector or required terms only filter."""
+        return bool(pod.preferred_terms)
+
     def score(self, pod: PodInfo, node_info: NodeInfo) -> int:
         """Sum of the weights of matching preferred terms; `normalize` scales to 100."""
         return sum(int(p.get("weight") or 0) for p in pod.preferred_terms

@@ -12,6 +12,7 @@ TAINT = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
 
 class NodeUnschedulable:
     name = "NodeUnschedulable"
+    passes_plain_nodes = True  # it rejects only for a taint or spec.unschedulable
 
     def filter(self, pod: PodInfo, node_info: NodeInfo) -> Status:
         if not node_info.unschedulable:

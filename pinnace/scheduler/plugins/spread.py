@@ -16,6 +16,10 @@ class Spread:
         """The sibling count; `normalize` turns it into 100 for the emptiest node."""
         return node_info.owner_counts.get(pod.owner, 0)
 
+    def score_nodes(self, pod: PodInfo, nodes: list[NodeInfo]) -> list[int]:
+        owner = pod.owner
+        return [ni.owner_counts.get(owner, 0) for ni in nodes]
+
     def normalize(self, pod: PodInfo, scores: dict[str, int]) -> None:
         top = max(scores.values(), default=0)
         for name, count in scores.items():

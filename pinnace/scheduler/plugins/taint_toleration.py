@@ -11,6 +11,7 @@ FILTER_EFFECTS = ("NoSchedule", "NoExecute")
 
 class TaintToleration:
     name = "TaintToleration"
+    passes_plain_nodes = True  # it rejects only for a taint or spec.unschedulable
 
     def filter(self, pod: PodInfo, node_info: NodeInfo) -> Status:
         if not node_info.taints:
@@ -20,6 +21,10 @@ class TaintToleration:
             return SUCCESS
         return Status.unresolvable(
             f"node(s) had untolerated taint {{{taint.get('key')}: {taint.get('value') or ''}}}")
+
+    def pre_score(self, pod: PodInfo, feasible: list[NodeInfo]) -> bool:
+        """Without taints every node scores 0 (100 once reversed): nothing to rank."""
+        return any(ni.taints for ni in feasible)
 
     def score(self, pod: PodInfo, node_info: NodeInfo) -> int:
         """The count of untolerated PreferNoSchedule taints; `normalize` reverses it."""

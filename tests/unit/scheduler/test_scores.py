@@ -75,3 +75,31 @@ def test_nodes_to_score_follows_percentage_of_nodes_to_score() -> None:
     assert num_feasible_nodes_to_find(5000) == 500   # 10%
     assert num_feasible_nodes_to_find(100_000) == 5000  # at least 5%
     assert num_feasible_nodes_to_find(150) == 100    # never under 100
+
+
+def test_batched_scores_are_the_per_node_scores() -> None:
+    nodes = [make_node("a"), make_node("b", cpu="2", memory="1Gi"), make_node("c", cpu="0")]
+    nodes[0].add_pod(make_pod("x", cpu="1", memory="1Gi", owner="rs"))
+    nodes[1].add_pod(make_pod("y", cpu="1", owner="rs"))
+    nodes[1].add_pod(make_pod("z", cpu="100m", owner="rs"))
+    pod = make_pod("new", cpu="500m", memory="512Mi", owner="rs")
+    for plugin in (LeastAllocated(), Spread()):
+        assert plugin.score_nodes(pod, nodes) == [plugin.score(pod, n) for n in nodes]
+    assert Spread().score_nodes(pod, nodes) == [1, 2, 0]
+
+
+def test_pre_score_skips_scorers_that_cannot_rank_the_nodes() -> None:
+    prefer = [{"key": "spot", "value": "true", "effect": "PreferNoSchedule"}]
+    clean, tainted = make_node("clean"), make_node("tainted", taints=prefer)
+    pod = make_pod()
+    assert not TaintToleration().pre_score(pod, [clean, make_node("other")])
+    assert TaintToleration().pre_score(pod, [clean, tainted])
+    assert not NodeAffinity().pre_score(make_pod(nodeSelector={"disk": "ssd"}), [clean])
+    preferred = make_pod(affinity={"nodeAffinity": {
+        "preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 5, "preference": {"matchExpressions": [
+                {"key": "disk", "operator": "In", "values": ["ssd"]}]}}]}})
+    assert NodeAffinity().pre_score(preferred, [clean])
+    # plain nodes (no taints, not cordoned) are the ones the taint filters may skip
+    assert clean.plain and not tainted.plain
+    assert not make_node("cordoned", unschedulable=True).plain

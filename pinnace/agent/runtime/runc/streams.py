@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pinnace.agent.runtime import monitor
 from pinnace.agent.runtime.interface import RuntimeError_
-from pinnace.agent.runtime.runc.state import RuncState, read_json
+from pinnace.agent.runtime.runc.state import RuncState, exit_record, exited
 
 # how long an attach waits for the monitor to register it (its accept thread's turn)
 READY_TIMEOUT = 2.0
@@ -43,7 +43,7 @@ class Streams:
     async def exec_sync(self, container_id: str, cmd: list[str], time_limit: float
                         ) -> tuple[int, bytes, bytes]:
         proc = await asyncio.create_subprocess_exec(
-            *self._state.runc_command("exec", container_id, *cmd),
+            *self._state.runc_command("exec", container_id, *cmd, container=container_id),
             stdin=subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE)
         try:
@@ -72,7 +72,7 @@ class Streams:
         if not cmd:
             raise RuntimeError_("exec needs a command")
         return await RuncExec.start(
-            self._state.runc_command(), container_id, cmd,
+            self._state.runc_command(container=container_id), container_id, cmd,
             pid_file=d / f"exec-{secrets.token_hex(8)}.pid", stdin=stdin, tty=tty)
 
     async def attach(self, container_id: str, *, stdin: bool) -> RuncAttach | LogAttach:
@@ -84,7 +84,7 @@ class Streams:
             try:
                 return await RuncAttach.connect(d, stdin=stdin)
             except OSError:
-                if not (d / "exit.json").exists():
+                if not exited(d):
                     raise RuntimeError_(f"container {container_id}: its attach socket "
                                         "does not answer") from None
         return LogAttach(d)
@@ -351,7 +351,7 @@ class RuncAttach(_QueuedOutput):
 class LogAttach:
     """Attached to a container without stdin or tty (no attach socket): its output as the
     monitor logs it, from the log's end at the time of attaching until the container has
-    exited (the monitor writes exit.json after the last log record)."""
+    exited (either monitor records the exit after the last log record)."""
 
     def __init__(self, d: Path) -> None:
         self._d = d
@@ -363,7 +363,7 @@ class LogAttach:
 
     async def read(self) -> tuple[int, bytes] | None:
         while not self._ready and not self._done:
-            exited = (self._d / "exit.json").exists() or not self._d.exists()
+            ended = exited(self._d) or not self._d.exists()
             data = self._log.read()
             if data:
                 *records, self._partial = (self._partial + data).split(b"\n")
@@ -373,7 +373,7 @@ class LogAttach:
                         channel = monitor.STDERR if parts[1] == b"stderr" else monitor.STDOUT
                         self._ready.append(
                             (channel, parts[3] + (b"\n" if parts[2] == b"F" else b"")))
-            elif exited:
+            elif ended:
                 self._done = True
                 self._log.close()
             else:
@@ -390,7 +390,7 @@ class LogAttach:
         pass
 
     async def wait(self) -> int:
-        exit_ = read_json(self._d / "exit.json")
+        exit_ = exit_record(self._d)
         return int(exit_["exit_code"]) if exit_ is not None else 0
 
     async def kill(self) -> None:

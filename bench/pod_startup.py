@@ -73,6 +73,59 @@ def sh(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
                           timeout=timeout)
 
 
+# -- memory --------------------------------------------------------------------------------
+
+def memory_kib(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of one process in KiB; PSS shares the pages it has in common with other
+    processes (the monitors' libraries) among them. (0, 0) once it is gone."""
+    rss = pss = 0
+    with contextlib.suppress(OSError, ValueError):
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key == "Rss":
+                    rss = int(rest.split()[0])
+                elif key == "Pss":
+                    pss = int(rest.split()[0])
+    return rss, pss
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (by /proc/*/stat's parent pid)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                parents.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(parents.get(p, []))
+    return tree
+
+
+def monitors(data: Path) -> list[int]:
+    """The per-container monitors of the data dir: conmon or the Python one."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                if str(data).encode() in b" ".join(argv) and (
+                        argv[0].endswith(b"conmon") or any(a.endswith(b"monitor.py")
+                                                           for a in argv)):
+                    found.append(int(entry.name))
+    return found
+
+
+def memory_notes(what: str, pids: list[int], per: int = 1) -> str:
+    rss, pss = (sum(m[i] for m in map(memory_kib, pids)) for i in (0, 1))
+    return (f"{what}: RSS {rss / 1024 / per:.1f} MiB, PSS {pss / 1024 / per:.1f} MiB"
+            f" ({len(pids)} processes)")
+
+
 # -- the cluster side ----------------------------------------------------------------------
 
 class Recorder:
@@ -213,6 +266,9 @@ async def measure_pods(proc: subprocess.Popen[bytes], data: Path, *, pods: int,
                 return True
             return False
         await wait_until(default_sa, within=30, what="serviceaccount default/default")
+        await asyncio.sleep(2.0)  # settled: the controllers' first syncs done
+        notes.append(memory_notes("`pinnace up` idle (one real node, no pods)",
+                                  process_tree(proc.pid)))
         rec = Recorder(client)
         await rec.start()
         starts: dict[str, float] = {}
@@ -235,6 +291,11 @@ async def measure_pods(proc: subprocess.Popen[bytes], data: Path, *, pods: int,
                                          for n in con))
         notes.append(f"concurrent: all {pods} Running after {time.perf_counter() - t_all:.2f} s")
         rows.append(row(f"pod create→Running, concurrent ({pods} at once)", list(con_lat)))
+        mons = monitors(data)
+        notes.append(memory_notes("per running container, its monitor", mons,
+                                  max(len(mons), 1)))
+        notes.append(memory_notes(f"`pinnace up` with {pods} pods Running",
+                                  process_tree(proc.pid)))
         await delete_all(rec, con, data, max(per_pod, pods * 2.0))
     finally:
         if rec is not None:
@@ -275,6 +336,7 @@ class RuncBaseline:
         self.cgroup_parent = f"pinnace-bench-{secrets.token_hex(4)}"
         self.mounted = False
         self.ids: list[str] = []
+        self.runtime = "runc"
 
     def prepare(self) -> None:
         for d in (self.root, self.rootfs, self.base / "upper", self.base / "work"):
@@ -305,11 +367,13 @@ class RuncBaseline:
         (d / "config.json").write_text(json.dumps(spec))
         return d
 
-    def run(self, n: int) -> tuple[list[float], list[float]]:
-        runc = ["runc", "--root", str(self.root)]
+    def run(self, n: int, runtime: str = "runc") -> tuple[list[float], list[float]]:
+        """`runtime` (runc or crun) creates and starts n containers, then deletes them."""
+        self.runtime = runtime
+        runc = [runtime, "--root", f"{self.root}-{runtime}"]
         starts: list[float] = []
         for i in range(n):
-            cid = f"bench-{i}"
+            cid = f"bench-{runtime}-{i}"
             bundle = self.bundle(cid)
             # runc's stdio to /dev/null: the container inherits them, a pipe would hang
             t0 = time.perf_counter()
@@ -331,7 +395,7 @@ class RuncBaseline:
         times = []
         for cid in list(self.ids):
             t0 = time.perf_counter()
-            sh("runc", "--root", str(self.root), "delete", "-f", cid)
+            sh(self.runtime, "--root", f"{self.root}-{self.runtime}", "delete", "-f", cid)
             times.append(time.perf_counter() - t0)
             self.ids.remove(cid)
         return times
@@ -454,6 +518,10 @@ def main() -> None:
         runc_starts, runc_deletes = baseline.run(args.pods)
         rows.append(row(f"bare runc create+start ({args.pods}, same image)", runc_starts))
         rows.append(row("bare runc delete -f", runc_deletes))
+        if shutil.which("crun") is not None:  # what the node uses where installed
+            crun_starts, crun_deletes = baseline.run(args.pods, "crun")
+            rows.append(row(f"bare crun create+start ({args.pods}, same image)", crun_starts))
+            rows.append(row("bare crun delete -f", crun_deletes))
         rows.append(row("python -I -S + the monitor's imports (its startup)", interpreter_start()))
     finally:
         stop(proc)
@@ -482,7 +550,8 @@ def main() -> None:
     print()
     for n in notes:
         print(f"- {n}")
-    print(f"- python {sys.version.split()[0]}, {os.cpu_count()} cpus; aim: pod p50 ≤ 300 ms")
+    print(f"- python {sys.version.split()[0]}, {os.cpu_count()} cpus; aim (issue 14): "
+          "concurrent p50 ≤ 500 ms, ≤ 120 MB idle, ≤ 2 MB per container")
     if args.profile is not None and args.profile.exists():
         print("\n".join(profile_tables(args.profile, args.top)))
 

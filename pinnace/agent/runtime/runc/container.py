@@ -19,7 +19,6 @@ import asyncio
 import os
 import resource
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -43,12 +42,15 @@ from pinnace.agent.runtime.runc.state import (
     RuncState,
     exit_record,
     exited,
+    mount_overlay,
     mounted,
     pod_of,
     read_json,
     read_text,
     remove_cgroup,
+    remove_tree,
     run,
+    umount,
     write_json,
 )
 
@@ -111,10 +113,7 @@ class Containers:
         write_json(d / "container.json", record)
         st.index.add_container(cid, record)
         try:
-            lower = ":".join(str(p) for p in reversed(layers))
-            await run("mount", "-t", "overlay", "overlay", "-o",
-                      f"lowerdir={lower},upperdir={d / 'upper'},workdir={d / 'work'}",
-                      str(rootfs))
+            await mount_overlay(layers, upper=d / "upper", work=d / "work", target=rootfs)
             uid, gid = _user(image, config, rootfs)
             spec = self._spec(sb, cid, config, image, rootfs, uid, gid)
             if not spec["process"]["args"]:
@@ -236,13 +235,13 @@ class Containers:
                                    container=container_id), check=False)
         rootfs = d / "bundle" / "rootfs"
         if mounted(rootfs):
-            await run("umount", str(rootfs))
+            await umount(rootfs)
         spec = read_json(d / "bundle" / "config.json")
         if spec is not None:
             remove_cgroup(spec["linux"]["cgroupsPath"])
         elif c is not None:
             remove_cgroup(f"{st.pod_cgroup(pod_of(c))}/{container_id}")
-        shutil.rmtree(d, ignore_errors=True)
+        await remove_tree(d)
         if not (d / "container.json").exists():
             st.index.drop_container(container_id)
 

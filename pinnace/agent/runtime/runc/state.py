@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -101,6 +102,39 @@ def exit_record(d: Path) -> Record | None:
 def exited(d: Path) -> bool:
     """The container of dir `d` has ended (either monitor's files say so)."""
     return (d / "exit.json").exists() or (d / "exit").exists()
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _mount_overlay(layers: list[Path], upper: Path, work: Path, target: Path) -> None:
+    lower = ":".join(str(p) for p in reversed(layers))
+    options = f"lowerdir={lower},upperdir={upper},workdir={work}".encode()
+    if _libc.mount(b"overlay", str(target).encode(), b"overlay", 0, options) != 0:
+        err = ctypes.get_errno()
+        raise RuntimeError_(f"mount overlay on {target}: {os.strerror(err)}")
+
+
+def _umount(target: Path) -> None:
+    if _libc.umount2(str(target).encode(), 0) != 0:
+        err = ctypes.get_errno()
+        raise RuntimeError_(f"umount {target}: {os.strerror(err)}")
+
+
+async def mount_overlay(layers: list[Path], *, upper: Path, work: Path, target: Path
+                        ) -> None:
+    """The overlay of `layers` (the image's, lowest first) on `target`: the mount(2)
+    call itself, in a thread: no `mount` process per container."""
+    await asyncio.to_thread(_mount_overlay, layers, upper, work, target)
+
+
+async def umount(target: Path) -> None:
+    await asyncio.to_thread(_umount, target)
+
+
+async def remove_tree(path: Path) -> None:
+    """rmtree in a thread: removing a container's overlay dirs can take tens of ms."""
+    await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
 
 
 def mounted(path: Path) -> bool:

@@ -1,6 +1,7 @@
 """Which monitor and OCI runtime a real container gets, and what that must not change:
 plain containers run under Debian's conmon (made by crun where installed), their log shows
-a partial line while they run, a failed start is reported, and a container keeps the
+a partial line while they run, a failed start is reported, an exec runs as the container's
+own user and groups, and a container keeps the
 runtime it was made with when the node's choice differs later (an agent restarted with
 another runtime, or one made before crun was installed). Needs root, runc, conmon, the CNI
 plugins and apt (scripts/setup installs them)."""
@@ -13,12 +14,14 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pinnace.agent.runtime import (
     ContainerConfig,
     ContainerState,
+    LinuxSecurity,
     PodSandboxConfig,
     RuntimeError_,
 )
@@ -31,7 +34,7 @@ pytestmark = pytest.mark.skipif(
     reason="needs root, runc, conmon and the CNI plugins in /usr/lib/cni")
 
 
-async def start(rt: RuncRuntime, name: str, command: list[str], **kw: bool) -> str:
+async def start(rt: RuncRuntime, name: str, command: list[str], **kw: Any) -> str:
     sid = await rt.run_pod_sandbox(PodSandboxConfig(f"uid-{name}-{time.time_ns()}", name,
                                                     "default"))
     cid = await rt.create_container(sid, ContainerConfig(name, "busybox:1.28",
@@ -96,3 +99,13 @@ async def test_a_container_keeps_the_runtime_it_was_made_with(runtime: RuncRunti
     assert (status.state, status.exit_code) == (ContainerState.EXITED, 137)
     await runtime.remove_container(cid)
     assert cid not in {c.id for c in await runtime.list_containers()}
+
+
+async def test_exec_runs_as_the_containers_user_and_groups(runtime: RuncRuntime) -> None:
+    cid = await start(runtime, "user", ["sleep", "30"], security=LinuxSecurity(
+        run_as_user=1000, run_as_group=3000, supplemental_groups=(4000,)))
+    code, out, _ = await runtime.exec_sync(cid, ["id"], 10)
+    assert code == 0
+    assert out.decode().split()[:2] == ["uid=1000", "gid=3000"] and b"4000" in out
+    # the process.json handed to `exec --process` is not left behind
+    assert not list(runtime.log_path(cid).parent.glob("exec-*.json"))

@@ -16,8 +16,13 @@ also splits that time by the pod's Events, taken at their arrival on an Event wa
 
 The baseline in the same run: one rootfs (the image store's unpacked layers under an
 overlay mount), then `runc create` + `runc start` of `sleep 3600` N times with a private
-runc root, each timed, then `runc delete -f`. Also the start of the interpreter the
-agent's per-container monitor runs in (`python -I -S` with the monitor's imports).
+runc root, each timed, then `runc delete -f`; the same with crun where installed. Also the
+start of the interpreter the Python monitor (stdin/tty containers) runs in.
+
+Memory: RSS and PSS of `pinnace up` idle (node Ready, no pod) and with the N concurrent
+pods Running, and of each container's monitor (conmon, or the Python one). CPU: the
+bench runs in a cpuacct cgroup of its own, so the CPU time the concurrent phase took in
+every process it started (latencies on a shared machine are noisy; this is not) is shown.
 
 `--profile FILE` runs `pinnace up` under cProfile and prints the top entries of the
 agent's code by cumulative time (the event loop's thread only: work in `to_thread` and in
@@ -124,6 +129,39 @@ def memory_notes(what: str, pids: list[int], per: int = 1) -> str:
     rss, pss = (sum(m[i] for m in map(memory_kib, pids)) for i in (0, 1))
     return (f"{what}: RSS {rss / 1024 / per:.1f} MiB, PSS {pss / 1024 / per:.1f} MiB"
             f" ({len(pids)} processes)")
+
+
+class CpuAccount:
+    """CPU time of this bench and of every process it starts (`pinnace up`, the monitors
+    and OCI runtime calls it makes, CNI plugins) from a cpuacct cgroup of their own: a
+    figure that other load on the machine does not inflate, unlike latencies. Containers
+    run in their own cgroups and are not counted. v1 cpuacct only; None elsewhere."""
+
+    def __init__(self) -> None:
+        self.root = Path("/sys/fs/cgroup/cpuacct")
+        self.dir = self.root / f"pinnace-bench-cpu-{secrets.token_hex(4)}"
+        self.dir.mkdir()
+        (self.dir / "cgroup.procs").write_text(str(os.getpid()))
+
+    @classmethod
+    def open(cls) -> CpuAccount | None:
+        if not Path("/sys/fs/cgroup/cpuacct/cpuacct.usage").exists():
+            return None
+        return cls()
+
+    def seconds(self) -> float:
+        return int((self.dir / "cpuacct.usage").read_text()) / 1e9
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            (self.root / "cgroup.procs").write_text(str(os.getpid()))
+        for _ in range(50):  # the last monitors leave once their containers are gone
+            try:
+                self.dir.rmdir()
+                return
+            except OSError:
+                time.sleep(0.1)
+        print(f"WARNING: left on the host: the cgroup {self.dir}", file=sys.stderr)
 
 
 # -- the cluster side ----------------------------------------------------------------------
@@ -242,7 +280,8 @@ async def delete_all(rec: Recorder, names: list[str], data: Path, within: float)
 
 
 async def measure_pods(proc: subprocess.Popen[bytes], data: Path, *, pods: int,
-                       per_pod: float) -> tuple[list[tuple[str, ...]], list[str]]:
+                       per_pod: float, cpu: CpuAccount | None = None
+                       ) -> tuple[list[tuple[str, ...]], list[str]]:
     kubeconfig = data / "kubeconfig"
     t_up = time.monotonic()
     while not kubeconfig.exists():
@@ -287,9 +326,15 @@ async def measure_pods(proc: subprocess.Popen[bytes], data: Path, *, pods: int,
 
         con = [f"con-{i}" for i in range(pods)]
         t_all = time.perf_counter()
+        cpu0 = cpu.seconds() if cpu is not None else 0.0
         con_lat = await asyncio.gather(*(create_and_wait(rec, n, starts, per_pod * 4)
                                          for n in con))
         notes.append(f"concurrent: all {pods} Running after {time.perf_counter() - t_all:.2f} s")
+        if cpu is not None:
+            used = cpu.seconds() - cpu0
+            notes.append(f"concurrent: CPU of pinnace up, monitors, runtime and CNI calls and "
+                         f"this client: {used:.2f} s, {used / pods * 1000:.0f} ms per pod "
+                         f"(so ≥ {used / 2:.2f} s on 2 cores)")
         rows.append(row(f"pod create→Running, concurrent ({pods} at once)", list(con_lat)))
         mons = monitors(data)
         notes.append(memory_notes("per running container, its monitor", mons,
@@ -490,6 +535,7 @@ def main() -> None:
     notes: list[str] = [f"pod CIDR {cidr}; data dir {data}"]
     proc: subprocess.Popen[bytes] | None = None
     baseline: RuncBaseline | None = None
+    cpu = CpuAccount.open()
     try:
         images = build_images(tmp, args.images)
         t0 = time.perf_counter()
@@ -510,7 +556,7 @@ def main() -> None:
             proc = subprocess.Popen([sys.executable, *up], stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         pod_rows, pod_notes = asyncio.run(measure_pods(proc, data, pods=args.pods,
-                                                       per_pod=args.timeout))
+                                                       per_pod=args.timeout, cpu=cpu))
         rows += pod_rows
         notes += pod_notes
 
@@ -534,6 +580,8 @@ def main() -> None:
             f"pinnace down failed: {down.stderr.strip()}"]
         if baseline is not None:
             baseline.cleanup()
+        if cpu is not None:
+            cpu.close()
         left = leftovers(tmp, data)
         warnings += [f"left on the host: {what}" for what in left]
         if left:

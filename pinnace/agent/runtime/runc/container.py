@@ -7,10 +7,10 @@ create: container.json, then the overlay (lower = the image's layers, upper/work
 container's dir) mounted on bundle/rootfs, the image's user resolved against that rootfs'
 /etc/passwd and /etc/group (the securityContext wins), then bundle/config.json. A failure
 on the way removes what was made. start: the monitor is launched and the container is
-started; from then on the container is the monitor's,
-not this object's: drop the object (or restart the agent) and the container runs on, its
-exit still recorded in exit.json. stop: the image's stop signal, the grace period, then
-SIGKILL. Status is read from the monitor's files each time.
+started; from then on the container is the monitor's, not this object's: drop the object
+(or restart the agent) and the container runs on, its exit still recorded. stop: the
+image's stop signal, the grace period, then SIGKILL. Status is read from the monitor's
+files each time.
 """
 
 from __future__ import annotations

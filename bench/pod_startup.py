@@ -131,6 +131,12 @@ def memory_notes(what: str, pids: list[int], per: int = 1) -> str:
             f" ({len(pids)} processes)")
 
 
+def own_cpu_seconds(pid: int) -> float:
+    """User + system CPU of the process itself (its threads; not its children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class CpuAccount:
     """CPU time of this bench and of every process it starts (`pinnace up`, the monitors
     and OCI runtime calls it makes, CNI plugins) from a cpuacct cgroup of their own: a
@@ -327,14 +333,18 @@ async def measure_pods(proc: subprocess.Popen[bytes], data: Path, *, pods: int,
         con = [f"con-{i}" for i in range(pods)]
         t_all = time.perf_counter()
         cpu0 = cpu.seconds() if cpu is not None else 0.0
+        own0 = own_cpu_seconds(proc.pid)
         con_lat = await asyncio.gather(*(create_and_wait(rec, n, starts, per_pod * 4)
                                          for n in con))
         notes.append(f"concurrent: all {pods} Running after {time.perf_counter() - t_all:.2f} s")
+        own = own_cpu_seconds(proc.pid) - own0
         if cpu is not None:
             used = cpu.seconds() - cpu0
             notes.append(f"concurrent: CPU of pinnace up, monitors, runtime and CNI calls and "
                          f"this client: {used:.2f} s, {used / pods * 1000:.0f} ms per pod "
                          f"(so ≥ {used / 2:.2f} s on 2 cores)")
+        notes.append(f"concurrent: of which `pinnace up`'s own threads: {own:.2f} s, "
+                     f"{own / pods * 1000:.0f} ms per pod")
         rows.append(row(f"pod create→Running, concurrent ({pods} at once)", list(con_lat)))
         mons = monitors(data)
         notes.append(memory_notes("per running container, its monitor", mons,

@@ -19,7 +19,7 @@ import subprocess
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-CGROUP2_SUPER_MAGIC = "cgroup2"
+CGROUP2_FSTYPE = "cgroup2"
 
 
 def choose(preferred: str | None = None) -> str:
@@ -44,7 +44,7 @@ def crun_cgroups_ready() -> bool:
     whose v2 hierarchy holds no controller (moved to v1 mounts here if need be)."""
     mounts = _mount_types()
     unified = CGROUP_ROOT / "unified"
-    if mounts.get(str(CGROUP_ROOT)) == CGROUP2_SUPER_MAGIC or str(unified) not in mounts:
+    if mounts.get(str(CGROUP_ROOT)) == CGROUP2_FSTYPE or str(unified) not in mounts:
         return True
     try:
         controllers = (unified / "cgroup.controllers").read_text().split()

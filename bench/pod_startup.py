@@ -49,7 +49,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._common import build_images, free_port, percentile, stop
+from bench._common import (
+    CpuAccount,
+    build_images,
+    free_port,
+    memory_kib,
+    own_cpu_seconds,
+    percentile,
+    process_tree,
+    stop,
+)
 from pinnace.agent.images import ImageStore
 from pinnace.agent.network import dir_hash
 from pinnace.api import errors
@@ -78,38 +87,7 @@ def sh(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
                           timeout=timeout)
 
 
-# -- memory --------------------------------------------------------------------------------
-
-def memory_kib(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) of one process in KiB; PSS shares the pages it has in common with other
-    processes (the monitors' libraries) among them. (0, 0) once it is gone."""
-    rss = pss = 0
-    with contextlib.suppress(OSError, ValueError):
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                if key == "Rss":
-                    rss = int(rest.split()[0])
-                elif key == "Pss":
-                    pss = int(rest.split()[0])
-    return rss, pss
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and its descendants (by /proc/*/stat's parent pid)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                parents.setdefault(ppid, []).append(int(entry.name))
-    tree, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        tree.append(p)
-        todo.extend(parents.get(p, []))
-    return tree
-
+# -- memory and CPU ------------------------------------------------------------------------
 
 def monitors(data: Path) -> list[int]:
     """The per-container monitors of the data dir: conmon or the Python one."""
@@ -129,45 +107,6 @@ def memory_notes(what: str, pids: list[int], per: int = 1) -> str:
     rss, pss = (sum(m[i] for m in map(memory_kib, pids)) for i in (0, 1))
     return (f"{what}: RSS {rss / 1024 / per:.1f} MiB, PSS {pss / 1024 / per:.1f} MiB"
             f" ({len(pids)} processes)")
-
-
-def own_cpu_seconds(pid: int) -> float:
-    """User + system CPU of the process itself (its threads; not its children)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class CpuAccount:
-    """CPU time of this bench and of every process it starts (`pinnace up`, the monitors
-    and OCI runtime calls it makes, CNI plugins) from a cpuacct cgroup of their own: a
-    figure that other load on the machine does not inflate, unlike latencies. Containers
-    run in their own cgroups and are not counted. v1 cpuacct only; None elsewhere."""
-
-    def __init__(self) -> None:
-        self.root = Path("/sys/fs/cgroup/cpuacct")
-        self.dir = self.root / f"pinnace-bench-cpu-{secrets.token_hex(4)}"
-        self.dir.mkdir()
-        (self.dir / "cgroup.procs").write_text(str(os.getpid()))
-
-    @classmethod
-    def open(cls) -> CpuAccount | None:
-        if not Path("/sys/fs/cgroup/cpuacct/cpuacct.usage").exists():
-            return None
-        return cls()
-
-    def seconds(self) -> float:
-        return int((self.dir / "cpuacct.usage").read_text()) / 1e9
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            (self.root / "cgroup.procs").write_text(str(os.getpid()))
-        for _ in range(50):  # the last monitors leave once their containers are gone
-            try:
-                self.dir.rmdir()
-                return
-            except OSError:
-                time.sleep(0.1)
-        print(f"WARNING: left on the host: the cgroup {self.dir}", file=sys.stderr)
 
 
 # -- the cluster side ----------------------------------------------------------------------

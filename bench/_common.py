@@ -4,10 +4,15 @@ of API calls, the stand-in test images, and stopping a `pinnace up` they started
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import os
+import secrets
 import signal
 import socket
 import subprocess
+import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -61,3 +66,76 @@ def stop(proc: subprocess.Popen[bytes] | subprocess.Popen[str] | None) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+# -- memory and CPU of a process tree (root only for the cgroup) ---------------------------
+
+def memory_kib(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of one process in KiB; PSS shares the pages it has in common with other
+    processes (the monitors' libraries) among them. (0, 0) once it is gone."""
+    rss = pss = 0
+    with contextlib.suppress(OSError, ValueError):
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key == "Rss":
+                    rss = int(rest.split()[0])
+                elif key == "Pss":
+                    pss = int(rest.split()[0])
+    return rss, pss
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (by /proc/*/stat's parent pid)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                parents.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(parents.get(p, []))
+    return tree
+
+
+def own_cpu_seconds(pid: int) -> float:
+    """User + system CPU of the process itself (its threads; not its children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuAccount:
+    """CPU time of the calling benchmark and of every process it starts from then on (a
+    `pinnace up`, and what that starts: monitors, OCI runtime calls, CNI plugins), from a
+    cpuacct cgroup of their own: a figure that other load on a shared machine does not
+    inflate, unlike latencies. Processes moved to cgroups of their own (containers) are
+    not counted. cgroup v1's cpuacct only: `open` gives None elsewhere."""
+
+    def __init__(self) -> None:
+        self.root = Path("/sys/fs/cgroup/cpuacct")
+        self.dir = self.root / f"pinnace-bench-cpu-{secrets.token_hex(4)}"
+        self.dir.mkdir()
+        (self.dir / "cgroup.procs").write_text(str(os.getpid()))
+
+    @classmethod
+    def open(cls) -> CpuAccount | None:
+        if not Path("/sys/fs/cgroup/cpuacct/cpuacct.usage").exists():
+            return None
+        return cls()
+
+    def seconds(self) -> float:
+        return int((self.dir / "cpuacct.usage").read_text()) / 1e9
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            (self.root / "cgroup.procs").write_text(str(os.getpid()))
+        for _ in range(50):  # the last monitors leave once their containers are gone
+            try:
+                self.dir.rmdir()
+                return
+            except OSError:
+                time.sleep(0.1)
+        print(f"WARNING: left on the host: the cgroup {self.dir}", file=sys.stderr)

@@ -16,8 +16,13 @@ also splits that time by the pod's Events, taken at their arrival on an Event wa
 
 The baseline in the same run: one rootfs (the image store's unpacked layers under an
 overlay mount), then `runc create` + `runc start` of `sleep 3600` N times with a private
-runc root, each timed, then `runc delete -f`. Also the start of the interpreter the
-agent's per-container monitor runs in (`python -I -S` with the monitor's imports).
+runc root, each timed, then `runc delete -f`; the same with crun where installed. Also the
+start of the interpreter the Python monitor (stdin/tty containers) runs in.
+
+Memory: RSS and PSS of `pinnace up` idle (node Ready, no pod) and with the N concurrent
+pods Running, and of each container's monitor (conmon, or the Python one). CPU: the
+bench runs in a cpuacct cgroup of its own, so the CPU time the concurrent phase took in
+every process it started (latencies on a shared machine are noisy; this is not) is shown.
 
 `--profile FILE` runs `pinnace up` under cProfile and prints the top entries of the
 agent's code by cumulative time (the event loop's thread only: work in `to_thread` and in
@@ -44,7 +49,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._common import build_images, free_port, percentile, stop
+from bench._common import (
+    CpuAccount,
+    build_images,
+    free_port,
+    memory_kib,
+    own_cpu_seconds,
+    percentile,
+    process_tree,
+    stop,
+)
 from pinnace.agent.images import ImageStore
 from pinnace.agent.network import dir_hash
 from pinnace.api import errors
@@ -71,6 +85,28 @@ def sh(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     # never pipes for runc create (the container would inherit them): callers pass files
     return subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=timeout)
+
+
+# -- memory and CPU ------------------------------------------------------------------------
+
+def monitors(data: Path) -> list[int]:
+    """The per-container monitors of the data dir: conmon or the Python one."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                if str(data).encode() in b" ".join(argv) and (
+                        argv[0].endswith(b"conmon") or any(a.endswith(b"monitor.py")
+                                                           for a in argv)):
+                    found.append(int(entry.name))
+    return found
+
+
+def memory_notes(what: str, pids: list[int], per: int = 1) -> str:
+    rss, pss = (sum(m[i] for m in map(memory_kib, pids)) for i in (0, 1))
+    return (f"{what}: RSS {rss / 1024 / per:.1f} MiB, PSS {pss / 1024 / per:.1f} MiB"
+            f" ({len(pids)} processes)")
 
 
 # -- the cluster side ----------------------------------------------------------------------
@@ -189,7 +225,8 @@ async def delete_all(rec: Recorder, names: list[str], data: Path, within: float)
 
 
 async def measure_pods(proc: subprocess.Popen[bytes], data: Path, *, pods: int,
-                       per_pod: float) -> tuple[list[tuple[str, ...]], list[str]]:
+                       per_pod: float, cpu: CpuAccount | None = None
+                       ) -> tuple[list[tuple[str, ...]], list[str]]:
     kubeconfig = data / "kubeconfig"
     t_up = time.monotonic()
     while not kubeconfig.exists():
@@ -213,6 +250,9 @@ async def measure_pods(proc: subprocess.Popen[bytes], data: Path, *, pods: int,
                 return True
             return False
         await wait_until(default_sa, within=30, what="serviceaccount default/default")
+        await asyncio.sleep(2.0)  # settled: the controllers' first syncs done
+        notes.append(memory_notes("`pinnace up` idle (one real node, no pods)",
+                                  process_tree(proc.pid)))
         rec = Recorder(client)
         await rec.start()
         starts: dict[str, float] = {}
@@ -231,10 +271,25 @@ async def measure_pods(proc: subprocess.Popen[bytes], data: Path, *, pods: int,
 
         con = [f"con-{i}" for i in range(pods)]
         t_all = time.perf_counter()
+        cpu0 = cpu.seconds() if cpu is not None else 0.0
+        own0 = own_cpu_seconds(proc.pid)
         con_lat = await asyncio.gather(*(create_and_wait(rec, n, starts, per_pod * 4)
                                          for n in con))
         notes.append(f"concurrent: all {pods} Running after {time.perf_counter() - t_all:.2f} s")
+        own = own_cpu_seconds(proc.pid) - own0
+        if cpu is not None:
+            used = cpu.seconds() - cpu0
+            notes.append(f"concurrent: CPU of pinnace up, monitors, runtime and CNI calls and "
+                         f"this client: {used:.2f} s, {used / pods * 1000:.0f} ms per pod "
+                         f"(so ≥ {used / 2:.2f} s on 2 cores)")
+        notes.append(f"concurrent: of which `pinnace up`'s own threads: {own:.2f} s, "
+                     f"{own / pods * 1000:.0f} ms per pod")
         rows.append(row(f"pod create→Running, concurrent ({pods} at once)", list(con_lat)))
+        mons = monitors(data)
+        notes.append(memory_notes("per running container, its monitor", mons,
+                                  max(len(mons), 1)))
+        notes.append(memory_notes(f"`pinnace up` with {pods} pods Running",
+                                  process_tree(proc.pid)))
         await delete_all(rec, con, data, max(per_pod, pods * 2.0))
     finally:
         if rec is not None:
@@ -275,6 +330,7 @@ class RuncBaseline:
         self.cgroup_parent = f"pinnace-bench-{secrets.token_hex(4)}"
         self.mounted = False
         self.ids: list[str] = []
+        self.runtime = "runc"
 
     def prepare(self) -> None:
         for d in (self.root, self.rootfs, self.base / "upper", self.base / "work"):
@@ -305,11 +361,13 @@ class RuncBaseline:
         (d / "config.json").write_text(json.dumps(spec))
         return d
 
-    def run(self, n: int) -> tuple[list[float], list[float]]:
-        runc = ["runc", "--root", str(self.root)]
+    def run(self, n: int, runtime: str = "runc") -> tuple[list[float], list[float]]:
+        """`runtime` (runc or crun) creates and starts n containers, then deletes them."""
+        self.runtime = runtime
+        runc = [runtime, "--root", f"{self.root}-{runtime}"]
         starts: list[float] = []
         for i in range(n):
-            cid = f"bench-{i}"
+            cid = f"bench-{runtime}-{i}"
             bundle = self.bundle(cid)
             # runc's stdio to /dev/null: the container inherits them, a pipe would hang
             t0 = time.perf_counter()
@@ -331,7 +389,7 @@ class RuncBaseline:
         times = []
         for cid in list(self.ids):
             t0 = time.perf_counter()
-            sh("runc", "--root", str(self.root), "delete", "-f", cid)
+            sh(self.runtime, "--root", f"{self.root}-{self.runtime}", "delete", "-f", cid)
             times.append(time.perf_counter() - t0)
             self.ids.remove(cid)
         return times
@@ -426,6 +484,7 @@ def main() -> None:
     notes: list[str] = [f"pod CIDR {cidr}; data dir {data}"]
     proc: subprocess.Popen[bytes] | None = None
     baseline: RuncBaseline | None = None
+    cpu = CpuAccount.open()
     try:
         images = build_images(tmp, args.images)
         t0 = time.perf_counter()
@@ -446,7 +505,7 @@ def main() -> None:
             proc = subprocess.Popen([sys.executable, *up], stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         pod_rows, pod_notes = asyncio.run(measure_pods(proc, data, pods=args.pods,
-                                                       per_pod=args.timeout))
+                                                       per_pod=args.timeout, cpu=cpu))
         rows += pod_rows
         notes += pod_notes
 
@@ -454,6 +513,10 @@ def main() -> None:
         runc_starts, runc_deletes = baseline.run(args.pods)
         rows.append(row(f"bare runc create+start ({args.pods}, same image)", runc_starts))
         rows.append(row("bare runc delete -f", runc_deletes))
+        if shutil.which("crun") is not None:  # what the node uses where installed
+            crun_starts, crun_deletes = baseline.run(args.pods, "crun")
+            rows.append(row(f"bare crun create+start ({args.pods}, same image)", crun_starts))
+            rows.append(row("bare crun delete -f", crun_deletes))
         rows.append(row("python -I -S + the monitor's imports (its startup)", interpreter_start()))
     finally:
         stop(proc)
@@ -466,6 +529,8 @@ def main() -> None:
             f"pinnace down failed: {down.stderr.strip()}"]
         if baseline is not None:
             baseline.cleanup()
+        if cpu is not None:
+            cpu.close()
         left = leftovers(tmp, data)
         warnings += [f"left on the host: {what}" for what in left]
         if left:
@@ -482,7 +547,8 @@ def main() -> None:
     print()
     for n in notes:
         print(f"- {n}")
-    print(f"- python {sys.version.split()[0]}, {os.cpu_count()} cpus; aim: pod p50 ≤ 300 ms")
+    print(f"- python {sys.version.split()[0]}, {os.cpu_count()} cpus; aim (issue 14): "
+          "concurrent p50 ≤ 500 ms, ≤ 120 MB idle, ≤ 2 MB per container")
     if args.profile is not None and args.profile.exists():
         print("\n".join(profile_tables(args.profile, args.top)))
 

@@ -57,12 +57,16 @@ def parse_timestamp(text: str) -> float:
 
 
 def format_timestamp(stamp: str) -> str:
-    """Go's RFC3339Nano output, which drops trailing zeros of the fraction."""
+    """Go's RFC3339Nano output, which drops trailing zeros of the fraction and writes a
+    zero offset as `Z` (conmon writes `+00:00`, the Python monitor `Z`)."""
     base, dot, rest = stamp.partition(".")
     if not dot:
         return stamp
     frac = rest.rstrip("Z")
+    frac = frac[:len(frac) - 6] if frac[-6:-5] in ("+", "-") else frac
     zone = rest[len(frac):]
+    if zone in ("+00:00", "-00:00"):
+        zone = "Z"
     frac = frac.rstrip("0")
     return f"{base}.{frac}{zone}" if frac else f"{base}{zone}"
 

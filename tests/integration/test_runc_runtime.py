@@ -32,7 +32,9 @@ pytestmark = pytest.mark.skipif(
     or not Path("/usr/lib/cni/bridge").exists(),
     reason="needs root, runc, CNI plugins in /usr/lib/cni and apt-get")
 
-LOG_LINE = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (stdout|stderr) [FP] (.*)$")
+# RFC3339Nano: the Python monitor writes `Z`, conmon (as for CRI-O) the offset, `+00:00`
+LOG_LINE = re.compile(
+    rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}(Z|[+-]\d\d:\d\d) (stdout|stderr) [FP] (.*)$")
 
 
 async def run_pod(rt: RuncRuntime, name: str, image: str, command: list[str],
@@ -60,8 +62,8 @@ def log_lines(rt: RuncRuntime, cid: str, stream: str = "stdout") -> list[str]:
     for line in rt.log_path(cid).read_bytes().splitlines():
         m = LOG_LINE.match(line)
         assert m, line
-        if m.group(1).decode() == stream:
-            out.append(m.group(2).decode())
+        if m.group(2).decode() == stream:
+            out.append(m.group(3).decode())
     return out
 
 

@@ -4,7 +4,7 @@ plugins (Debian's `containernetworking-plugins` in /usr/lib/cni).
 Every name is derived from the data dir, so two agents on one machine (or a test next
 to a running cluster) never collide: the netns is `pinnace-<dir hash>-<sandbox prefix>`,
 the bridge `pn<dir hash>`, the host-local IPAM state lives in `DATA_DIR/runtime/ipam`.
-ADD runs `loopback` (lo up) and `bridge` (veth into the bridge, `isGateway` so the
+ADD runs `loopback` (lo up) and `bridge` (at once; veth into the bridge, `isGateway` so the
 bridge holds the pod CIDR's first address, host-local IPAM on the node's pod CIDR,
 no masquerade: iptables stays out of it). DEL releases the address; the netns goes with
 `ip netns delete`. The bridge outlives DEL (as CNI intends); `cleanup_all` removes it.
@@ -108,8 +108,10 @@ class PodNetwork:
         await _run("ip", "netns", "add", name)
         try:
             path = self.netns_path(sandbox_id)
-            await self._plugin("ADD", self._loopback_conf(), sandbox_id, "lo", path)
-            result = await self._plugin("ADD", self._bridge_conf(), sandbox_id, "eth0", path)
+            # independent (lo, eth0): the two plugins run at once
+            _, result = await asyncio.gather(
+                self._plugin("ADD", self._loopback_conf(), sandbox_id, "lo", path),
+                self._plugin("ADD", self._bridge_conf(), sandbox_id, "eth0", path))
             ips = result.get("ips") or []
             if not ips:
                 raise NetworkError(f"bridge plugin returned no IP: {result}")

@@ -117,7 +117,7 @@ class _Log:
             self._file.write(data)
 
 
-def _runc_error(log_path: str) -> str:
+def runc_error(log_path: str) -> str:
     """The last error runc logged (its --log file is JSON lines)."""
     message = "runc failed"
     try:
@@ -134,7 +134,7 @@ def _runc_error(log_path: str) -> str:
     return message
 
 
-def _oom_killed(cgroups_path: str) -> bool:
+def oom_killed(cgroups_path: str) -> bool:
     path = f"/sys/fs/cgroup/memory{cgroups_path}/memory.oom_control"
     try:
         with open(path) as f:
@@ -356,7 +356,7 @@ def main(argv: list[str]) -> int:
         if in_r is not None:
             os.close(in_r)
     if created != 0:
-        print("error", _runc_error(runc_log), flush=True)
+        print("error", runc_error(runc_log), flush=True)
         return 1
     if tty:
         for t in pumps:
@@ -368,7 +368,7 @@ def main(argv: list[str]) -> int:
     if started != 0:
         subprocess.run([*base, "kill", cid, "KILL"], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
-        print("error", _runc_error(runc_log), flush=True)
+        print("error", runc_error(runc_log), flush=True)
     else:
         if attach is not None:
             attach.serve()  # before `ok`: an attach right after the start finds it
@@ -393,7 +393,7 @@ def main(argv: list[str]) -> int:
         t.join(timeout=2.0)
     _write_json(os.path.join(state_dir, "exit.json"),
                 {"exit_code": exit_code, "finished_at": time.time(),
-                 "oom_killed": _oom_killed(cgroups_path),
+                 "oom_killed": oom_killed(cgroups_path),
                  "start_failed": started != 0})
     if attach is not None:
         attach.close(exit_code)

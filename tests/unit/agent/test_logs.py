@@ -56,6 +56,11 @@ async def test_tail_since_timestamps_limit(tmp_path: Path) -> None:
 
 def test_timestamps_like_go() -> None:
     assert format_timestamp("2024-05-01T10:00:00.000000000Z") == "2024-05-01T10:00:00Z"
+    # conmon's records carry an offset; a zero one is Go's `Z`, others stay
+    assert format_timestamp("2024-05-01T10:00:00.120000000+00:00") == \
+        "2024-05-01T10:00:00.12Z"
+    assert format_timestamp("2024-05-01T10:00:00.000000000+02:00") == \
+        "2024-05-01T10:00:00+02:00"
     assert parse_timestamp("2024-05-01T10:00:00.5Z") - \
         parse_timestamp("2024-05-01T10:00:00Z") == 0.5
 

@@ -1,14 +1,16 @@
 """Containers under runc: an overlayfs rootfs from the image store's unpacked layers, the
-user the process runs as, the OCI spec, and a monitor process that owns the container.
+user the process runs as, the OCI spec, and a monitor process that owns the container:
+Debian's conmon (`runc.conmon`) where installed, the Python one (`runtime.monitor`) for
+containers with stdin or a tty, or where conmon is not.
 
 create: container.json, then the overlay (lower = the image's layers, upper/work in the
 container's dir) mounted on bundle/rootfs, the image's user resolved against that rootfs'
 /etc/passwd and /etc/group (the securityContext wins), then bundle/config.json. A failure
-on the way removes what was made. start: the monitor (`runtime.monitor`) is launched and
-reports `ok` once runc started the container; from then on the container is the monitor's,
-not this object's: drop the object (or restart the agent) and the container runs on, its
-exit still recorded in exit.json. stop: the image's stop signal, the grace period, then
-SIGKILL. Status is read from the monitor's files each time.
+on the way removes what was made. start: the monitor is launched and the container is
+started; from then on the container is the monitor's, not this object's: drop the object
+(or restart the agent) and the container runs on, its exit still recorded. stop: the
+image's stop signal, the grace period, then SIGKILL. Status is read from the monitor's
+files each time.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import asyncio
 import os
 import resource
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -35,15 +36,21 @@ from pinnace.agent.runtime.interface import (
     Mount,
     RuntimeError_,
 )
+from pinnace.agent.runtime.runc import conmon
 from pinnace.agent.runtime.runc.state import (
     Record,
     RuncState,
+    exit_record,
+    exited,
+    mount_overlay,
     mounted,
     pod_of,
     read_json,
     read_text,
     remove_cgroup,
+    remove_tree,
     run,
+    umount,
     write_json,
 )
 
@@ -97,14 +104,16 @@ class Containers:
             "labels": {**config.labels, POD_UID: sb["pod_uid"]},
             "annotations": config.annotations, "created_at": time.time(),
             "stop_signal": image.stop_signal or "SIGTERM",
-            "stdin": config.stdin, "stdin_once": config.stdin_once, "tty": config.tty}
+            "stdin": config.stdin, "stdin_once": config.stdin_once, "tty": config.tty,
+            # made with, and monitored by, these for its whole life (an agent restarted
+            # with other choices still finds its containers' own)
+            "oci_runtime": st.runc,
+            "monitor": "conmon" if st.conmon and not (config.stdin or config.tty)
+                       else "python"}
         write_json(d / "container.json", record)
         st.index.add_container(cid, record)
         try:
-            lower = ":".join(str(p) for p in reversed(layers))
-            await run("mount", "-t", "overlay", "overlay", "-o",
-                      f"lowerdir={lower},upperdir={d / 'upper'},workdir={d / 'work'}",
-                      str(rootfs))
+            await mount_overlay(layers, upper=d / "upper", work=d / "work", target=rootfs)
             uid, gid = _user(image, config, rootfs)
             spec = self._spec(sb, cid, config, image, rootfs, uid, gid)
             if not spec["process"]["args"]:
@@ -144,12 +153,16 @@ class Containers:
         d = self._state.container_dir(container_id)
         if not (d / "container.json").exists():
             raise RuntimeError_(f"container {container_id} not found")
-        if (d / "state.json").exists() or (d / "exit.json").exists():
+        if (d / "state.json").exists() or exited(d):
             raise RuntimeError_(f"container {container_id} was already started")
-        line = await asyncio.to_thread(self._launch_monitor, container_id)
-        if not line.startswith("ok"):
-            raise RuntimeError_(f"start container: {line.removeprefix('error ') or 'monitor died'}")
         c = self._state.record(container_id)
+        if c is not None and c.get("monitor") == "conmon" and self._state.conmon:
+            await conmon.launch(self._state, container_id, c)
+        else:
+            line = await asyncio.to_thread(self._launch_monitor, container_id)
+            if not line.startswith("ok"):
+                raise RuntimeError_(
+                    f"start container: {line.removeprefix('error ') or 'monitor died'}")
         if c is not None:
             self._state.running[container_id] = pod_of(c)
 
@@ -160,11 +173,11 @@ class Containers:
         # stdin / tty: the monitor keeps the container's stdin or pty and serves attach
         flags = [flag for flag, on in (("stdin", c.get("stdin")), ("tty", c.get("tty")),
                                        ("stdin-once", c.get("stdin_once"))) if on]
+        runc, _, root = st.runc_command(container=cid)
         with open(d / "monitor.err", "ab") as err:
             # -I -S: the monitor is stdlib only; skipping site's .pth files saves ~20 ms
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", _MONITOR, str(d), st.runc, st.runc_root, cid,
-                 *flags],
+                [sys.executable, "-I", "-S", _MONITOR, str(d), runc, root, cid, *flags],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
                 start_new_session=True, cwd="/")
         assert proc.stdout is not None
@@ -177,7 +190,7 @@ class Containers:
         st = self._state
         d = st.container_dir(container_id)
         c = st.record(container_id)
-        if c is None or (d / "exit.json").exists():
+        if c is None or exited(d):
             return
         if not (d / "state.json").exists():  # created, never started
             write_json(d / "exit.json", {"exit_code": 0, "finished_at": time.time(),
@@ -185,10 +198,12 @@ class Containers:
             return
         sig = c.get("stop_signal") or "SIGTERM"
         if grace_period > 0:
-            await run(*st.runc_command("kill", container_id, sig), check=False)
+            await run(*st.runc_command("kill", container_id, sig, container=container_id),
+                      check=False)
             if await self._wait_exit(d, grace_period):
                 return
-        await run(*st.runc_command("kill", container_id, "KILL"), check=False)
+        await run(*st.runc_command("kill", container_id, "KILL", container=container_id),
+                  check=False)
         if not await self._wait_exit(d, 10.0):
             raise RuntimeError_(f"container {container_id} did not exit after SIGKILL")
 
@@ -199,7 +214,7 @@ class Containers:
         state = read_json(d / "state.json")
         pid = state["monitor_pid"] if state is not None else None
         delay = 0.01
-        while not (d / "exit.json").exists():
+        while not exited(d):
             if pid is not None and _monitor_gone(d, pid):
                 return True
             if time.monotonic() >= deadline:
@@ -216,16 +231,17 @@ class Containers:
             st.index.drop_container(container_id)
             return
         c = read_json(d / "container.json")
-        await run(*st.runc_command("delete", "--force", container_id), check=False)
+        await run(*st.runc_command("delete", "--force", container_id,
+                                   container=container_id), check=False)
         rootfs = d / "bundle" / "rootfs"
         if mounted(rootfs):
-            await run("umount", str(rootfs))
+            await umount(rootfs)
         spec = read_json(d / "bundle" / "config.json")
         if spec is not None:
             remove_cgroup(spec["linux"]["cgroupsPath"])
         elif c is not None:
             remove_cgroup(f"{st.pod_cgroup(pod_of(c))}/{container_id}")
-        shutil.rmtree(d, ignore_errors=True)
+        await remove_tree(d)
         if not (d / "container.json").exists():
             st.index.drop_container(container_id)
 
@@ -233,7 +249,7 @@ class Containers:
         """Status from the monitor's files, read fresh; None when the container is gone."""
         d = self._state.container_dir(cid)
         state = read_json(d / "state.json")
-        exit_ = read_json(d / "exit.json")
+        exit_ = exit_record(d)
         if state is None and exit_ is None and not (d / "container.json").exists():
             self._state.index.drop_container(cid)  # removed by another runtime object
             return None
@@ -274,11 +290,13 @@ class Containers:
 
 
 def _monitor_gone(d: Path, pid: int) -> bool:
-    """The monitor died without writing exit.json (killed, or the machine rebooted)."""
+    """The monitor died without recording the exit (killed, or the machine rebooted)."""
+    if pid <= 0:  # not known: never signal a group or every process
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return not (d / "exit.json").exists()
+        return not exited(d)
     except PermissionError:
         pass
     return False

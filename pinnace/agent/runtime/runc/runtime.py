@@ -7,7 +7,7 @@
     cleanup    everything of the data dir removed (`pinnace down`)
 
 This object only wires them and watches for exits: handlers hear of containers exiting on
-their own from one poll of exit.json, every 0.5 s, over the containers known to be
+their own from one poll of the monitors' exit files, every 0.5 s, over the containers known to be
 running (started here, or found running when the files were read).
 """
 
@@ -30,7 +30,7 @@ from pinnace.agent.runtime.interface import (
 from pinnace.agent.runtime.runc import cleanup
 from pinnace.agent.runtime.runc.container import Containers
 from pinnace.agent.runtime.runc.sandbox import Sandboxes
-from pinnace.agent.runtime.runc.state import RuncState
+from pinnace.agent.runtime.runc.state import RuncState, exited
 from pinnace.agent.runtime.runc.streams import LogAttach, RuncAttach, RuncExec, Streams
 
 
@@ -39,9 +39,10 @@ class RuncRuntime:
     version = "0.1.0"
 
     def __init__(self, data_dir: str | os.PathLike[str], *, pod_cidr: str,
-                 images: ImageStore | None = None, runc: str = "runc") -> None:
+                 images: ImageStore | None = None, runc: str | None = None) -> None:
         """`images` is the node's one image store, shared with the image manager; without
-        one (`pinnace down`, which only removes) the data dir's store is opened."""
+        one (`pinnace down`, which only removes) the data dir's store is opened. `runc`:
+        the OCI runtime (default: crun where it can run, else runc; see `oci_runtime`)."""
         self._state = RuncState(data_dir, runc)
         self.images = images if images is not None else ImageStore(data_dir)
         self.network = PodNetwork(data_dir, pod_cidr)
@@ -67,7 +68,7 @@ class RuncRuntime:
         while True:
             for cid, uid in list(running.items()):
                 d = self._state.container_dir(cid)
-                if (d / "exit.json").exists():
+                if exited(d):
                     del running[cid]
                     for handler in self._handlers:
                         handler(uid)

@@ -35,6 +35,7 @@ from pinnace.agent.runtime.runc.state import (
     read_json,
     read_text,
     remove_cgroup,
+    remove_tree,
     write_json,
 )
 
@@ -120,7 +121,7 @@ class Sandboxes:
             await self._containers.remove(cid)
         if sb is not None:
             remove_cgroup(st.pod_cgroup(sb["pod_uid"]))
-        shutil.rmtree(d, ignore_errors=True)
+        await remove_tree(d)
         if not (d / "sandbox.json").exists():
             st.index.drop_sandbox(sandbox_id)
 

@@ -6,8 +6,10 @@
     containers/<id>/bundle/config.json   the OCI spec (root = bundle/rootfs, the overlay)
     containers/<id>/{upper,work}         the overlay's writable layer
     containers/<id>/container.log        CRI-format log, written by the monitor
-    containers/<id>/state.json|exit.json written by the monitor (see `runtime.monitor`)
-    runc/                                runc's --root: this data dir's containers only
+    containers/<id>/state.json           {pid, monitor_pid, started_at} once started
+    containers/<id>/exit.json            {exit_code, finished_at, oom_killed, start_failed}
+    containers/<id>/exit, oom            conmon's own (its --persist-dir): read into exit.json
+    runc/, crun/                         each OCI runtime's --root: this data dir's only
 
 The files are the source of truth, so a restarted agent (or `pinnace down`) sees what is
 there. `RuncState` holds the paths, the runc command line and an in-memory `Index`
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -32,6 +35,8 @@ from typing import Any
 
 from pinnace.agent.network import dir_hash
 from pinnace.agent.runtime.interface import POD_UID, RuntimeError_
+from pinnace.agent.runtime.monitor import oom_killed
+from pinnace.agent.runtime.runc import oci_runtime
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -68,6 +73,68 @@ async def run(*args: str, check: bool = True) -> str:
     if check and proc.returncode != 0:
         raise RuntimeError_(f"{' '.join(args[:4])}: {(err or out).decode().strip()}")
     return out.decode()
+
+
+def exit_record(d: Path) -> Record | None:
+    """How the container of dir `d` ended, or None while it has not. The Python monitor
+    writes exit.json itself; conmon writes only its exit code (`exit`, its time of writing
+    is the finish) and an empty `oom` on an OOM kill: those are read into exit.json here,
+    once, with the memory cgroup's OOM counter asked too (conmon's event may come late)."""
+    record = read_json(d / "exit.json")
+    if record is not None:
+        return record
+    try:
+        code = int((d / "exit").read_text().strip())
+        finished = (d / "exit").stat().st_mtime
+    except (OSError, ValueError):
+        return None
+    spec = read_json(d / "bundle" / "config.json") or {}
+    cgroups_path = (spec.get("linux") or {}).get("cgroupsPath", "")
+    record = {"exit_code": 255 if code < 0 else code, "finished_at": finished,
+              "oom_killed": (d / "oom").exists() or bool(cgroups_path and
+                                                         oom_killed(cgroups_path)),
+              "start_failed": (d / "start_failed").exists()}
+    with contextlib.suppress(OSError):  # a dir being removed meanwhile
+        write_json(d / "exit.json", record)
+    return record
+
+
+def exited(d: Path) -> bool:
+    """The container of dir `d` has ended (either monitor's files say so)."""
+    return (d / "exit.json").exists() or (d / "exit").exists()
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _mount_overlay(layers: list[Path], upper: Path, work: Path, target: Path) -> None:
+    lower = ":".join(str(p) for p in reversed(layers))
+    options = f"lowerdir={lower},upperdir={upper},workdir={work}".encode()
+    if _libc.mount(b"overlay", str(target).encode(), b"overlay", 0, options) != 0:
+        err = ctypes.get_errno()
+        raise RuntimeError_(f"mount overlay on {target}: {os.strerror(err)}")
+
+
+def _umount(target: Path) -> None:
+    if _libc.umount2(str(target).encode(), 0) != 0:
+        err = ctypes.get_errno()
+        raise RuntimeError_(f"umount {target}: {os.strerror(err)}")
+
+
+async def mount_overlay(layers: list[Path], *, upper: Path, work: Path, target: Path
+                        ) -> None:
+    """The overlay of `layers` (the image's, lowest first) on `target`: the mount(2)
+    call itself, in a thread: no `mount` process per container."""
+    await asyncio.to_thread(_mount_overlay, layers, upper, work, target)
+
+
+async def umount(target: Path) -> None:
+    await asyncio.to_thread(_umount, target)
+
+
+async def remove_tree(path: Path) -> None:
+    """rmtree in a thread: removing a container's overlay dirs can take tens of ms."""
+    await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
 
 
 def mounted(path: Path) -> bool:
@@ -133,21 +200,36 @@ class Index:
 class RuncState:
     """The files of one data dir's runtime, the index of them and how to call runc."""
 
-    def __init__(self, data_dir: str | os.PathLike[str], runc: str = "runc") -> None:
+    def __init__(self, data_dir: str | os.PathLike[str], runc: str | None = None) -> None:
+        """`runc`: the OCI runtime new containers are made with (see `oci_runtime`);
+        each container keeps the one it was made with."""
         self.root = Path(data_dir) / "runtime"
-        self.runc = shutil.which(runc) or runc
-        self.runc_root = str(self.root / "runc")
+        self.runc = oci_runtime.choose(runc)
+        self.runc_root = self.oci_root(self.runc)
+        # the per-container monitor: Debian's conmon where installed, else runtime.monitor
+        self.conmon = shutil.which("conmon")
         self.hash = dir_hash(data_dir)
         self.index = Index()
         # started containers whose exit.json was not seen yet → pod uid (the exit watch)
         self.running: dict[str, str] = {}
         for sub in ("sandboxes", "containers", "runc"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        Path(self.runc_root).mkdir(exist_ok=True)
         self.load_containers()
         self.load_sandboxes()
 
-    def runc_command(self, *args: str) -> list[str]:
-        return [self.runc, "--root", self.runc_root, *args]
+    def oci_root(self, binary: str) -> str:
+        """An OCI runtime's --root: one per runtime (runc's and crun's state differ)."""
+        return str(self.root / Path(binary).name)
+
+    def runc_command(self, *args: str, container: str | None = None) -> list[str]:
+        """The OCI runtime's command line; for `container`, the runtime it was made with
+        (records older than the choice were made with runc)."""
+        binary = self.runc
+        if container is not None:
+            c = self.index.containers.get(container) or self.record(container) or {}
+            binary = c.get("oci_runtime") or shutil.which("runc") or "runc"
+        return [binary, "--root", self.oci_root(binary), *args]
 
     def sandbox_dir(self, sid: str) -> Path:
         return self.root / "sandboxes" / sid
@@ -169,7 +251,7 @@ class RuncState:
             if c is None:
                 continue
             self.index.add_container(d.name, c)
-            if (d / "state.json").exists() and not (d / "exit.json").exists():
+            if (d / "state.json").exists() and not exited(d):
                 self.running.setdefault(d.name, pod_of(c))
         for cid in [cid for cid in self.running if cid not in self.index.containers]:
             del self.running[cid]
@@ -219,4 +301,4 @@ class RuncState:
     def is_running(self, cid: str) -> bool:
         """Started and not exited, by the monitor's files."""
         d = self.container_dir(cid)
-        return (d / "state.json").exists() and not (d / "exit.json").exists()
+        return (d / "state.json").exists() and not exited(d)

@@ -25,7 +25,13 @@ from pathlib import Path
 
 from pinnace.agent.runtime import monitor
 from pinnace.agent.runtime.interface import RuntimeError_
-from pinnace.agent.runtime.runc.state import RuncState, read_json
+from pinnace.agent.runtime.runc.state import (
+    RuncState,
+    exit_record,
+    exited,
+    read_json,
+    write_json,
+)
 
 # how long an attach waits for the monitor to register it (its accept thread's turn)
 READY_TIMEOUT = 2.0
@@ -40,18 +46,36 @@ class Streams:
         """The container's CRI-format log file."""
         return self._state.container_dir(container_id) / "container.log"
 
+    def process_file(self, container_id: str, cmd: list[str], *, tty: bool) -> Path:
+        """The exec'd process as a process.json: the container's own (user and groups,
+        env, cwd, capabilities, rlimits, no_new_privs) running `cmd`. Given to `exec
+        --process`, so runc and crun alike run it as the container's process runs (crun's
+        bare `exec` would run it as root)."""
+        d = self._state.container_dir(container_id)
+        spec = read_json(d / "bundle" / "config.json")
+        if spec is None:
+            raise RuntimeError_(f"container {container_id} not found")
+        path = d / f"exec-{secrets.token_hex(8)}.json"
+        write_json(path, {**spec["process"], "args": cmd, "terminal": tty})
+        return path
+
     async def exec_sync(self, container_id: str, cmd: list[str], time_limit: float
                         ) -> tuple[int, bytes, bytes]:
-        proc = await asyncio.create_subprocess_exec(
-            *self._state.runc_command("exec", container_id, *cmd),
-            stdin=subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
+        process = self.process_file(container_id, cmd, tty=False)
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), time_limit or None)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise RuntimeError_(f"exec in {container_id} timed out") from None
+            proc = await asyncio.create_subprocess_exec(
+                *self._state.runc_command("exec", "--process", str(process), container_id,
+                                          container=container_id),
+                stdin=subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE)
+            try:
+                out, err = await asyncio.wait_for(proc.communicate(), time_limit or None)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+                raise RuntimeError_(f"exec in {container_id} timed out") from None
+        finally:
+            process.unlink(missing_ok=True)
         return proc.returncode or 0, out, err
 
     async def container_logs(self, container_id: str) -> bytes:
@@ -72,7 +96,8 @@ class Streams:
         if not cmd:
             raise RuntimeError_("exec needs a command")
         return await RuncExec.start(
-            self._state.runc_command(), container_id, cmd,
+            self._state.runc_command(container=container_id), container_id,
+            self.process_file(container_id, cmd, tty=tty),
             pid_file=d / f"exec-{secrets.token_hex(8)}.pid", stdin=stdin, tty=tty)
 
     async def attach(self, container_id: str, *, stdin: bool) -> RuncAttach | LogAttach:
@@ -84,7 +109,7 @@ class Streams:
             try:
                 return await RuncAttach.connect(d, stdin=stdin)
             except OSError:
-                if not (d / "exit.json").exists():
+                if not exited(d):
                     raise RuntimeError_(f"container {container_id}: its attach socket "
                                         "does not answer") from None
         return LogAttach(d)
@@ -118,9 +143,10 @@ class RuncExec(_QueuedOutput):
     command itself (runc cannot forward SIGKILL)."""
 
     def __init__(self, proc: asyncio.subprocess.Process, pid_file: Path,
-                 master: int | None) -> None:
+                 master: int | None, process: Path) -> None:
         self._proc = proc
         self._pid_file = pid_file
+        self._process = process
         self._master = master
         self._output: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue()
         self._open_streams = 1 if master is not None else 2
@@ -129,14 +155,15 @@ class RuncExec(_QueuedOutput):
         self._code: int | None = None
 
     @classmethod
-    async def start(cls, runc: list[str], cid: str, cmd: list[str], *, pid_file: Path,
+    async def start(cls, runc: list[str], cid: str, process: Path, *, pid_file: Path,
                     stdin: bool, tty: bool) -> RuncExec:
-        args = [*runc, "exec", "--pid-file", str(pid_file)]
+        """`process`: the process.json to run (its `terminal` says whether `tty`)."""
+        args = [*runc, "exec", "--pid-file", str(pid_file), "--process", str(process), cid]
         if not tty:
             proc = await asyncio.create_subprocess_exec(
-                *args, cid, *cmd, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                *args, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-            session = cls(proc, pid_file, None)
+            session = cls(proc, pid_file, None, process)
             assert proc.stdout is not None and proc.stderr is not None
             session._readers = [asyncio.create_task(session._pump(proc.stdout, 1)),
                                  asyncio.create_task(session._pump(proc.stderr, 2))]
@@ -146,15 +173,16 @@ class RuncExec(_QueuedOutput):
             ttymod.setraw(slave)  # runc relays bytes; our side must not echo or translate
             _set_winsize(master, 80, 24)
             proc = await asyncio.create_subprocess_exec(
-                *args, "--tty", cid, *cmd, stdin=slave, stdout=slave, stderr=slave,
-                start_new_session=True)
+                *args, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
         except BaseException:
             os.close(master)
+            with contextlib.suppress(OSError):
+                os.unlink(process)
             raise
         finally:
             os.close(slave)
         os.set_blocking(master, False)
-        session = cls(proc, pid_file, master)
+        session = cls(proc, pid_file, master, process)
         asyncio.get_running_loop().add_reader(master, session._read_master)
         return session
 
@@ -249,6 +277,7 @@ class RuncExec(_QueuedOutput):
             os.close(self._master)
             self._master = None
         self._pid_file.unlink(missing_ok=True)
+        self._process.unlink(missing_ok=True)
 
 
 def _set_winsize(fd: int, width: int, height: int) -> None:
@@ -351,7 +380,7 @@ class RuncAttach(_QueuedOutput):
 class LogAttach:
     """Attached to a container without stdin or tty (no attach socket): its output as the
     monitor logs it, from the log's end at the time of attaching until the container has
-    exited (the monitor writes exit.json after the last log record)."""
+    exited (either monitor records the exit after the last log record)."""
 
     def __init__(self, d: Path) -> None:
         self._d = d
@@ -363,7 +392,7 @@ class LogAttach:
 
     async def read(self) -> tuple[int, bytes] | None:
         while not self._ready and not self._done:
-            exited = (self._d / "exit.json").exists() or not self._d.exists()
+            ended = exited(self._d) or not self._d.exists()
             data = self._log.read()
             if data:
                 *records, self._partial = (self._partial + data).split(b"\n")
@@ -373,7 +402,7 @@ class LogAttach:
                         channel = monitor.STDERR if parts[1] == b"stderr" else monitor.STDOUT
                         self._ready.append(
                             (channel, parts[3] + (b"\n" if parts[2] == b"F" else b"")))
-            elif exited:
+            elif ended:
                 self._done = True
                 self._log.close()
             else:
@@ -390,7 +419,7 @@ class LogAttach:
         pass
 
     async def wait(self) -> int:
-        exit_ = read_json(self._d / "exit.json")
+        exit_ = exit_record(self._d)
         return int(exit_["exit_code"]) if exit_ is not None else 0
 
     async def kill(self) -> None:

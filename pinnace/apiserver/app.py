@@ -1,7 +1,7 @@
 """The aiohttp application: middleware (errors → Status, authentication, RBAC) and routes.
 
-    request ─► error middleware ─► authn middleware ─► impersonation ─► [audit]
-            ─► authz middleware (Node, then RBAC; 403) ─► route
+    request ─► error middleware ─► [audit of 401s] ─► authn middleware ─► [audit]
+            ─► impersonation ─► authz middleware (Node, then RBAC; 403) ─► route
                                           ├─ /version /healthz /livez /readyz
                                           ├─ /api /apis …  discovery (legacy or aggregated)
                                           ├─ /openapi/v3[/…], /openapi/v2 (JSON or protobuf)
@@ -136,8 +136,11 @@ def build_app(registry: ObjectRegistry, authn: TokenAuthenticator, *,
     webhooks = WebhookAdmission(registry)
     registry.admission.extend([PolicyAdmission(registry), webhooks])
     auditing = [audit.audit_middleware(audit_log)] if audit_log is not None else []
-    app = web.Application(middlewares=[error_middleware, auth_middleware(authn),
-                                       impersonation_middleware(authz), *auditing,
+    # a 401 is logged by a middleware around authentication (it has no user)
+    failed_authn = [audit.failed_authentication_middleware(audit_log)] \
+        if audit_log is not None else []
+    app = web.Application(middlewares=[error_middleware, *failed_authn, auth_middleware(authn),
+                                       *auditing, impersonation_middleware(authz),
                                        authz_middleware(authz)],
                           client_max_size=neg.MAX_BODY + 1024)
     if audit_log is not None:

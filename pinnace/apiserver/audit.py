@@ -19,10 +19,14 @@ less the policy's and the rule's `omitStages`. `docs/audit-policy.yaml` is the e
 policy: Secrets, ConfigMaps and token reviews never above Metadata, so their data never
 reaches the log.
 
-The middleware runs after authentication (the user is known) and before authorization,
-so refused requests (403) are logged too; a request whose credentials are refused
-(401) has no user and is not. Components inside the API server's process use the
-in-process transport, which has no HTTP middleware: only remote requests are logged.
+The middleware runs after authentication (the user is known) and before impersonation
+and authorization, as kube-apiserver's does: refused requests (403) are logged too, and
+an impersonated request is logged as its caller (`user`, which the policy decides on)
+with `impersonatedUser` at ResponseComplete. A request whose credentials are refused
+(401) is logged as kube-apiserver logs it: one ResponseStarted Event, empty user.
+Components inside the API server's process (local.py's in-process transport) are logged
+through the same `AuditEvent` as remote clients, as the users they act as, with
+sourceIPs 127.0.0.1 and their component's userAgent.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -42,7 +46,7 @@ from aiohttp import web
 from pinnace.api import errors
 from pinnace.api.timestamps import format_micro_time
 from pinnace.apiserver import negotiation as neg
-from pinnace.apiserver.auth import ANONYMOUS, USER_KEY
+from pinnace.apiserver.auth import ANONYMOUS, USER_KEY, User
 from pinnace.apiserver.rbac import Attributes, request_attributes
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,7 @@ log = logging.getLogger(__name__)
 LEVELS = ("None", "Metadata", "Request", "RequestResponse")
 STAGES = ("RequestReceived", "ResponseStarted", "ResponseComplete", "Panic")
 _BODY_LIMIT = 1 << 20  # bodies larger than this are not logged (a bulk apply, a big list)
+NOBODY = User("")  # who a request whose credentials were refused is: no one
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -183,8 +188,9 @@ class AuditLog:
             log.warning("writing the audit log failed: %s", e)
 
 
-_AUDIT = web.RequestKey("audit", dict)
+_AUDIT = web.RequestKey("audit", object)
 _LOG = web.AppKey("audit_log", AuditLog)
+_STATUS_FIELDS = ("metadata", "status", "message", "reason", "code")
 
 
 def _object_ref(a: Attributes, body: Any) -> dict[str, Any] | None:
@@ -215,76 +221,170 @@ def _json_body(data: bytes, content_type: str | None = "application/json") -> An
         return None
 
 
-def _emit(audit: AuditLog, event: dict[str, Any], stage: str) -> None:
-    if stage in event["_omit"]:
-        return
-    out = {k: v for k, v in event.items() if not k.startswith("_")}
-    out["stage"] = stage
-    out["stageTimestamp"] = format_micro_time()
-    audit.write(out)
+def _user_info(user: User) -> dict[str, Any]:
+    """authentication.k8s.io UserInfo as Go writes it: empty fields left out (a request
+    whose credentials were refused has `{}`)."""
+    info: dict[str, Any] = {}
+    if user.name:
+        info["username"] = user.name
+    if user.uid:
+        info["uid"] = user.uid
+    if user.groups:
+        info["groups"] = list(user.groups)
+    return info
+
+
+class AuditEvent:
+    """One request's Event, written at each stage its policy keeps. The one place an
+    Event is built: the HTTPS middleware and the in-process transport both use it."""
+
+    __slots__ = ("_attrs", "_log", "_omit", "fields", "level")
+
+    def __init__(self, audit: AuditLog, a: Attributes, level: str,
+                 omit: frozenset[str]) -> None:
+        self._log = audit
+        self._attrs = a
+        self._omit = omit
+        self.level = level
+        self.fields: dict[str, Any] = {}
+
+    @classmethod
+    def decide(cls, audit: AuditLog, user: User, method: str, path: str,
+               query: Mapping[str, str]) -> AuditEvent | None:
+        """The Event for a request by `user`, None if the policy logs nothing of it."""
+        a = request_attributes(user, method, path, query)
+        level, omit = audit.policy.decide(a)
+        return None if level == "None" else cls(audit, a, level, omit)
+
+    @property
+    def verb(self) -> str:
+        return self._attrs.verb
+
+    @property
+    def wants_request_body(self) -> bool:
+        # a create names its object in the body only: objectRef needs it even at Metadata
+        return self.level != "Metadata" or self._attrs.verb == "create"
+
+    @property
+    def wants_response_body(self) -> bool:
+        return self.level == "RequestResponse"
+
+    def receive(self, *, request_uri: str, source_ips: list[str], user_agent: str,
+                body: Any = None) -> None:
+        """Fill in what is known when the request arrives (`body`: its decoded object)."""
+        a = self._attrs
+        self.fields = {
+            "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": self.level,
+            "auditID": str(uuid.uuid4()), "requestURI": request_uri, "verb": a.verb,
+            "user": _user_info(a.user), "sourceIPs": source_ips, "userAgent": user_agent,
+            "requestReceivedTimestamp": format_micro_time()}
+        if (ref := _object_ref(a, body)) is not None:
+            self.fields["objectRef"] = ref
+        if self.level in ("Request", "RequestResponse") and body is not None:
+            self.fields["requestObject"] = body
+
+    def emit(self, stage: str) -> None:
+        if stage in self._omit:
+            return
+        self._log.write({**self.fields, "stage": stage,
+                         "stageTimestamp": format_micro_time()})
+
+    def started(self, code: int) -> None:
+        """ResponseStarted: a long-running request (a watch) has sent its headers."""
+        self.fields["responseStatus"] = {"metadata": {}, "code": code}
+        self.emit("ResponseStarted")
+
+    def complete(self, code: int, *, status: Mapping[str, Any] | None = None,
+                 response: Any = None, served_as: User | None = None) -> None:
+        """ResponseComplete with the response code (and the Status of a refusal, and the
+        response's object at RequestResponse); `served_as`: the user the request ran as,
+        when impersonation made it someone else."""
+        if served_as is not None and served_as != self._attrs.user:
+            self.fields["impersonatedUser"] = _user_info(served_as)
+        self.fields["responseStatus"] = (
+            {k: v for k, v in status.items() if k in _STATUS_FIELDS} if status is not None
+            else {"metadata": {}, "code": code})
+        if response is not None and self.wants_response_body:
+            self.fields["responseObject"] = response
+        self.emit("ResponseComplete")
 
 
 def audit_middleware(audit: AuditLog):
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         user = request.get(USER_KEY) or ANONYMOUS
-        a = request_attributes(user, request.method, request.path, request.query)
-        level, omit = audit.policy.decide(a)
-        if level == "None":
+        ev = AuditEvent.decide(audit, user, request.method, request.path, request.query)
+        if ev is None:
             return await handler(request)
         body = None
-        if request.can_read_body and (level != "Metadata" or a.verb == "create"):
+        if request.can_read_body and ev.wants_request_body:
             # aiohttp keeps the body for the handler
             body = _json_body(await request.read(), request.headers.get("Content-Type"))
-        event: dict[str, Any] = {
-            "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": level,
-            "auditID": str(uuid.uuid4()), "requestURI": request.path_qs, "verb": a.verb,
-            "user": {"username": user.name, "groups": list(user.groups),
-                     **({"uid": user.uid} if user.uid else {})},
-            "sourceIPs": [request.remote or ""],
-            "userAgent": request.headers.get("User-Agent", ""),
-            "requestReceivedTimestamp": format_micro_time(), "_omit": omit}
-        if (ref := _object_ref(a, body)) is not None:
-            event["objectRef"] = ref
-        if level in ("Request", "RequestResponse") and body is not None:
-            event["requestObject"] = body
-        _emit(audit, event, "RequestReceived")
-        request[_AUDIT] = event
+        ev.receive(request_uri=request.path_qs, source_ips=[request.remote or ""],
+                   user_agent=request.headers.get("User-Agent", ""), body=body)
+        ev.emit("RequestReceived")
+        request[_AUDIT] = ev
         try:
             response = await handler(request)
         except errors.ApiError as e:
-            event["responseStatus"] = {k: v for k, v in e.status().items()
-                                       if k in ("metadata", "status", "message", "reason",
-                                                "code")}
-            _emit(audit, event, "ResponseComplete")
+            ev.complete(e.code, status=e.status(), served_as=request.get(USER_KEY))
             raise
         except web.HTTPException as e:
-            event["responseStatus"] = {"metadata": {}, "code": e.status}
-            _emit(audit, event, "ResponseComplete")
+            ev.complete(e.status, served_as=request.get(USER_KEY))
             raise
         except Exception:
-            event["responseStatus"] = {"metadata": {}, "code": 500}
-            _emit(audit, event, "ResponseComplete")
+            ev.complete(500, served_as=request.get(USER_KEY))
             raise
-        event["responseStatus"] = {"metadata": {}, "code": response.status}
-        if level == "RequestResponse" and isinstance(response, web.Response) and \
-                response.body is not None and isinstance(response.body, bytes):
-            if (obj := _json_body(response.body)) is not None:
-                event["responseObject"] = obj
-        _emit(audit, event, "ResponseComplete")
+        obj = None
+        if ev.wants_response_body and isinstance(response, web.Response) and \
+                isinstance(response.body, bytes):
+            obj = _json_body(response.body)
+        ev.complete(response.status, response=obj, served_as=request.get(USER_KEY))
         return response
+    return middleware
+
+
+def _attempted(request: web.Request) -> str:
+    """Kubernetes' responseStatus message for refused credentials: what was tried."""
+    scheme, _, rest = request.headers.get("Authorization", "").strip().partition(" ")
+    tried = {"basic": "basic", "bearer": "bearer"}.get(scheme.lower()) if rest else None
+    if tried is None:
+        return "Authentication failed, no credentials provided"
+    return f"Authentication failed, attempted: {tried}"
+
+
+def failed_authentication_middleware(audit: AuditLog):
+    """Placed before authentication: a request answered 401 there has no user, and is
+    logged as kube-apiserver logs it — one ResponseStarted Event with an empty user and
+    the code, the message naming the credentials tried (RequestReceived never happened:
+    the policy had no user to decide on until now)."""
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except errors.ApiError as e:
+            if e.code != 401 or USER_KEY in request:
+                raise
+            ev = AuditEvent.decide(audit, NOBODY, request.method, request.path,
+                                   request.query)
+            if ev is not None:
+                ev.receive(request_uri=request.path_qs, source_ips=[request.remote or ""],
+                           user_agent=request.headers.get("User-Agent", ""))
+                ev.fields["responseStatus"] = {"metadata": {}, "message": _attempted(request),
+                                               "code": 401}
+                ev.emit("ResponseStarted")
+            raise
     return middleware
 
 
 async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
     """ResponseStarted, for watches: their headers go out long before they complete."""
-    event = request.get(_AUDIT)
-    if event is not None and event["verb"] == "watch" and _LOG in request.app:
-        event_now = {**event, "responseStatus": {"metadata": {}, "code": response.status}}
-        _emit(request.app[_LOG], event_now, "ResponseStarted")
+    ev = request.get(_AUDIT)
+    if isinstance(ev, AuditEvent) and ev.verb == "watch":
+        ev.started(response.status)
 
 
 def install(app: web.Application, audit: AuditLog) -> None:
-    """Log app's requests to audit (the middleware is placed by `build_app`)."""
+    """Log app's requests to audit (the middlewares are placed by `build_app`)."""
     app[_LOG] = audit
     app.on_response_prepare.append(on_response_prepare)

@@ -31,6 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 from pinnace.apiserver.auth import AUTHENTICATED, User
+from pinnace.apiserver.discovery import GIT_VERSION, version_info
 
 CORE, APPS, BATCH, EVENTS = "", "apps", "batch", "events.k8s.io"
 COORDINATION, DISCOVERY, STORAGE = "coordination.k8s.io", "discovery.k8s.io", "storage.k8s.io"
@@ -74,6 +75,28 @@ def node_name_of(user: Any) -> str | None:
 
 
 DNS = service_account_user(SYSTEM_NAMESPACE, "coredns")
+
+
+def user_agent(user: User | None) -> str:
+    """The userAgent an in-process component's requests are logged with, shaped like
+    Kubernetes' (`kube-scheduler/v1.32.0 (linux/amd64) …`; a controller with its own
+    credentials appends its name to the controller manager's, as client-go's
+    AddUserAgent does). A caller without a user is the API server itself."""
+    name = user.name if user is not None else ""
+    suffix = ""
+    if user is None:
+        component = "kube-apiserver"
+    elif node_name_of(user) is not None:
+        component = "kubelet"
+    elif user == DNS:
+        component = "coredns"
+    elif name.startswith(f"{SERVICE_ACCOUNT_PREFIX}{SYSTEM_NAMESPACE}:"):
+        component, suffix = "kube-controller-manager", "/" + name.rsplit(":", 1)[1]
+    elif name.startswith("system:kube-"):
+        component = name[len("system:"):]
+    else:
+        component, suffix = "pinnace", "/" + name
+    return f"{component}/{GIT_VERSION} ({version_info()['platform']}) pinnace{suffix}"
 
 
 def _r(verbs: list[str], groups: list[str], resources: list[str],

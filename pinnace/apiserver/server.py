@@ -131,6 +131,7 @@ class ApiServer:
                                       self.audit_log_path or self.data_dir / "audit.log")
         store = await self._open_store()
         self.registry = ObjectRegistry(store)
+        self.registry.audit_log = self.audit_log
         serving = CustomResourceServing(self.registry)
         self.registry.on_start.append(serving.start)
         self.registry.on_stop.append(serving.stop)
@@ -262,6 +263,8 @@ class ApiServer:
             await self._runner.cleanup()
             self._runner = None
         if self.audit_log is not None:
+            if self.registry is not None:  # in-process callers still running log no more
+                self.registry.audit_log = None
             self.audit_log.close()
             self.audit_log = None
         if self.registry:

@@ -299,7 +299,7 @@ class AuditEvent:
         """ResponseComplete with the response code (and the Status of a refusal, and the
         response's object at RequestResponse); `served_as`: the user the request ran as,
         when impersonation made it someone else."""
-        if served_as is not None and served_as != self._attrs.user:
+        if served_as is not None and served_as is not self._attrs.user:
             self.fields["impersonatedUser"] = _user_info(served_as)
         self.fields["responseStatus"] = (
             {k: v for k, v in status.items() if k in _STATUS_FIELDS} if status is not None

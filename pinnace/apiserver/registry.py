@@ -120,8 +120,7 @@ class ObjectRegistry:
         self.admission: list[AdmissionPlugin] = []
         # service_accounts.ServiceAccountTokens: serves serviceaccounts/token (None: 404)
         self.service_account_tokens: Any = None
-        # audit.AuditLog, or None: in-process requests are logged to it too (local.py)
-        self.audit_log: Any = None
+        self.audit_log: Any = None  # audit.AuditLog: local.py logs in-process requests
         # what serves kinds learnt at run time (custom resources) starts and stops with us
         self.on_start: list[Callable[[], Awaitable[None]]] = []
         self.on_stop: list[Callable[[], Awaitable[None]]] = []

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.e2e.cluster import Cluster
+from tests.e2e.workloads import wait_for
 
 EXAMPLE_POLICY = Path(__file__).resolve().parents[2] / "docs" / "audit-policy.yaml"
 TOKEN = "bob-audit-token-0123456789"
@@ -67,6 +68,21 @@ def test_kubectl_create_is_logged_with_user_verb_resource_and_code(audited: Clus
     assert not [e for e in events(c) if e["auditID"] == ev["auditID"]
                 and e["stage"] != "ResponseComplete"]
     assert (c.data_dir / "audit.log").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_controllers_writes_are_logged_as_the_controllers(audited: Cluster) -> None:
+    c = audited
+    c.kubectl("create", "deployment", "logged", "--image=nginx")
+
+    def replicaset_created() -> list[dict[str, Any]]:
+        return [e for e in events(c) if e["stage"] == "ResponseComplete"
+                and e["verb"] == "create" and e.get("objectRef", {}).get("resource") ==
+                "replicasets" and e["requestObject"]["metadata"]["name"].startswith("logged-")]
+    [ev] = wait_for(replicaset_created, timeout=30, what="the ReplicaSet's create logged")
+    assert ev["user"]["username"] == "system:serviceaccount:kube-system:deployment-controller"
+    assert ev["userAgent"].endswith("/deployment-controller")
+    assert ev["sourceIPs"] == ["127.0.0.1"] and ev["responseStatus"]["code"] == 201
+    assert ev["requestObject"]["metadata"]["ownerReferences"][0]["name"] == "logged"
 
 
 def test_secret_data_never_reaches_the_log(audited: Cluster) -> None:

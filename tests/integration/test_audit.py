@@ -179,6 +179,9 @@ async def test_components_in_process_are_logged_as_themselves(
         scheduler = cluster.client_as(component_policy.SCHEDULER)
         with pytest.raises(ApiError):
             await scheduler.get(scheduler.resource("v1", "Secret"), "x", "default")
+        # the cluster's trusted client is kube-apiserver's own loopback user
+        trusted = cluster.client
+        await trusted.create(trusted.resource("v1", "Namespace"), {"metadata": {"name": "t"}})
         events = read_log(log)
 
     # the controller's write, as the controller, with its bodies (the policy's rule for it)
@@ -220,6 +223,11 @@ async def test_components_in_process_are_logged_as_themselves(
     assert refused["responseStatus"]["code"] == 403
     assert refused["responseStatus"]["reason"] == "Forbidden"
     assert refused["userAgent"].startswith("kube-scheduler/")
+    [own] = [e for e in events if e["stage"] == "ResponseComplete" and e["verb"] == "create"
+             and e.get("objectRef", {}).get("resource") == "namespaces"]
+    assert own["user"] == {"username": "system:apiserver",
+                           "groups": ["system:masters", "system:authenticated"]}
+    assert own["userAgent"].startswith("kube-apiserver/") and own["objectRef"]["name"] == "t"
 
 
 async def test_no_policy_no_log_from_components(tmp_path: Path) -> None:

@@ -163,7 +163,8 @@ async def test_kubectl_as_logs_the_caller_and_the_impersonated_user(
 
 async def test_components_in_process_are_logged_as_themselves(
         tmp_path: Path, policy_file: Path) -> None:
-    async with audited_cluster(tmp_path, policy_file, scheduler=False) as (_, log, cluster):
+    async with audited_cluster(tmp_path, policy_file, scheduler=False,
+                               fake_nodes=1) as (_, log, cluster):
         kubeconfig = tmp_path / "kubeconfig"
         kubeconfig.write_text(cluster.server.kubeconfig())
         code, _, err = await run_kubectl(kubeconfig, "create", "deployment", "web",
@@ -228,6 +229,12 @@ async def test_components_in_process_are_logged_as_themselves(
     assert own["user"] == {"username": "system:apiserver",
                            "groups": ["system:masters", "system:authenticated"]}
     assert own["userAgent"].startswith("kube-apiserver/") and own["objectRef"]["name"] == "t"
+    # a node's agent, as its node
+    node = [e for e in events if e["user"].get("username", "").startswith("system:node:")]
+    assert all(e["userAgent"].startswith("kubelet/") and
+               "system:nodes" in e["user"]["groups"] for e in node)
+    assert {(e["verb"], e["objectRef"]["resource"], e["responseStatus"]["code"])
+            for e in node if e["stage"] == "ResponseComplete"} >= {("create", "nodes", 201)}
 
 
 async def test_no_policy_no_log_from_components(tmp_path: Path) -> None:

@@ -62,6 +62,7 @@ from pinnace.apiserver.write_rules import (
     patch_names_rv,
     same_but_managed_time,
     should_delete_during_update,
+    subresource_part,
 )
 from pinnace.store.interface import (
     KeyExistsError,
@@ -339,7 +340,8 @@ class ObjectRegistry:
 
     async def update(self, rt: ResourceType, namespace: str | None, name: str, body: Any,
                      opts: WriteOptions, *, subresource: str = "") -> Obj:
-        new = self._decode(rt, namespace, _subresource_part(body, subresource, opts), opts)
+        part = subresource_part(body, subresource, strict=opts.field_validation == "Strict")
+        new = self._decode(rt, namespace, part, opts)
         m = named(new, name)
         rv = m.get("resourceVersion")
 
@@ -593,16 +595,3 @@ class ObjectRegistry:
         out["metadata"]["resourceVersion"] = str(revision)
         return out
 
-
-def _subresource_part(body: Any, subresource: str, opts: WriteOptions) -> Any:
-    """What a status or binding write takes from its body: everything else comes from the
-    stored object, so decoding the rest (a whole pod spec, on every status report and
-    every bind) would be wasted. Strict validation still sees the whole body."""
-    if subresource not in ("status", "binding") or opts.field_validation == "Strict" or \
-            not isinstance(body, dict):
-        return body
-    part = {k: body[k] for k in ("apiVersion", "kind", "metadata", "status") if k in body}
-    spec = body.get("spec")
-    if subresource == "binding" and isinstance(spec, dict):
-        part["spec"] = {"nodeName": spec.get("nodeName")}
-    return part

@@ -62,3 +62,16 @@ def named(obj: Obj, name: str) -> dict[str, Any]:
             f"({name})")
     m["name"] = name
     return m
+
+
+def subresource_part(body: Any, subresource: str, *, strict: bool) -> Any:
+    """What a status or binding write takes from its body: everything else comes from the
+    stored object, so decoding the rest (a whole pod spec, on every status report and
+    every bind) would be wasted. Strict validation still sees the whole body."""
+    if subresource not in ("status", "binding") or strict or not isinstance(body, dict):
+        return body
+    part = {k: body[k] for k in ("apiVersion", "kind", "metadata", "status") if k in body}
+    spec = body.get("spec")
+    if subresource == "binding" and isinstance(spec, dict):
+        part["spec"] = {"nodeName": spec.get("nodeName")}
+    return part

@@ -470,8 +470,8 @@ class Agent:
         # the server it joined first, then the others of the list: requests, watches and
         # the Lease go to the next one when a server cannot be reached
         servers = [cred.server, *(u for u in cfg.servers if u != cred.server)]
-        client = self._client = Client(HttpTransport(servers, token=cred.token,
-                                                     ca_pem=cred.ca_pem))
+        transport = HttpTransport(servers, token=cred.token, ca_pem=cred.ca_pem)
+        client = self._client = Client(transport)
         try:
             pod_cidr = node.pod_cidr or await self._pod_cidr(client, node)
             runner = self._runner = ComponentRunner(client)
@@ -486,6 +486,9 @@ class Agent:
                 components.append(proxier)
             components += [node_dns_server(gateway, client, factory),
                            node_routes(cfg.data_dir, node, factory, pod_cidr=pod_cidr)]
+            # and the servers the cluster lists, after those of --server
+            from pinnace.agent.api_servers import ApiServerFollower
+            components.append(ApiServerFollower(factory, transport))
             await runner.start(*components)
         except BaseException:
             await self.stop()

@@ -1,7 +1,8 @@
 """An agent outlives the API server it talks to (issue 13, done-when 4: "agents
 reconnect"): a 3-member etcd on loopback, two `pinnace server --store etcd` on 127.0.0.1
 and 127.0.0.2 (the second with a copy of the first's pki/), and one `pinnace agent
---server URL,URL` running real runc pods. The agent runs in the host's network
+--server URL,URL` (or `--server URL` of the first only: it learns the other from the
+`kubernetes` Endpoints) running real runc pods. The agent runs in the host's network
 namespace with a data dir of its own, node IP 127.0.0.3 and a random pod CIDR, so it
 reaches both servers on loopback; `pinnace down` of its data dir must leave nothing.
 
@@ -77,9 +78,11 @@ class AgentProcess:
         self.proc = None
 
 
-@pytest.fixture
-def ha_agent(tmp_path: Path, local_registry: Any
+@pytest.fixture(params=["both", "first"])
+def ha_agent(request: pytest.FixtureRequest, tmp_path: Path, local_registry: Any
              ) -> Iterator[tuple[Servers, AgentProcess]]:
+    """`--server` lists both servers, or the first only (the agent learns the second
+    from the `kubernetes` Endpoints)."""
     with EtcdCluster(tmp_path / "etcd", members=3) as etcd:
         servers = Servers(tmp_path, etcd)
         for s in servers.servers:
@@ -88,8 +91,8 @@ def ha_agent(tmp_path: Path, local_registry: Any
         agent_dir.mkdir(parents=True)
         local_registry.write_registries_yaml(agent_dir)
         port = servers.servers[0].port
-        agent = AgentProcess(agent_dir, [f"https://127.0.0.1:{port}",
-                                         f"https://127.0.0.2:{port}"],
+        urls = [f"https://127.0.0.1:{port}", f"https://127.0.0.2:{port}"]
+        agent = AgentProcess(agent_dir, urls if request.param == "both" else urls[:1],
                              servers.servers[0].data_dir / "node-token")
         try:
             servers.start(0)
@@ -140,9 +143,13 @@ def test_the_agent_moves_to_the_other_server(ha_agent: tuple[Servers, AgentProce
     run_pod(a, "before", containers)
     wait(lambda: pod_running_on_node(a, "before"), 90, "pod before Running on the agent")
 
+    port = a.port
+    # the servers the agent knows: those of --server, and those the Endpoints list
+    wait(lambda: f"API server https://127.0.0.2:{port} (from the kubernetes Endpoints)"
+         in agent.log.read_text() or "127.0.0.2" in " ".join(agent.command), 30,
+         "the agent knows the second server")
     # the server the agent talks to: the one it holds connections to (the first it
     # joined, by its --server list)
-    port = a.port
     talking = agent.servers_connected() & {f"127.0.0.1:{port}", f"127.0.0.2:{port}"}
     assert len(talking) == 1, f"the agent talks to {talking}"
     victim = 0 if talking == {f"127.0.0.1:{port}"} else 1

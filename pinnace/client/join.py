@@ -15,7 +15,7 @@ The kubeconfig is reused on the next start, so a restarted agent does not need t
 token again (nor does it need the token to be still valid), unless its credential is
 one of the tokens a single server kept in a file before the cluster kept them
 (`apiserver/node_join.py`): that one is replaced by joining again, so that every API
-server accepts the node.
+server accepts the node (and kept, for its own server, when that join fails).
 """
 
 from __future__ import annotations
@@ -127,6 +127,18 @@ async def join(servers: str | Sequence[str], token: str, *, node_name: str, data
     if saved is not None and saved.server in urls and \
             saved.token.startswith(join_tokens.NODE_TOKEN_PREFIX):
         return saved
+    try:
+        return await _join_any(urls, token, node_name=node_name, data_dir=data_dir)
+    except JoinError:
+        if saved is not None and saved.server in urls:
+            # a token of the old file, which its server still accepts (the join token
+            # may have expired since): better one server than none
+            return saved
+        raise
+
+
+async def _join_any(urls: list[str], token: str, *, node_name: str, data_dir: Path
+                    ) -> NodeCredential:
     try:
         parsed = join_tokens.parse(token)
     except join_tokens.TokenFormatError as e:

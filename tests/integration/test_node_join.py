@@ -126,6 +126,13 @@ async def test_tokens_of_the_old_file_work_until_the_agent_joins_again(tmp_path:
         assert await whoami(server, "old-token-of-n9") is None
         assert await whoami(server, "old-token-of-n8") == "system:node:n8"
         assert "n9" not in (data / "pki" / "node-tokens.csv").read_text()
+        # an agent of n8 whose join token no longer works keeps its old token
+        (tmp_path / "n8").mkdir()
+        _save(tmp_path / "n8", NodeCredential(server.url, server.ca_pem, "old-token-of-n8",
+                                              "kubelet"), "n8")
+        wrong = str(join_tokens.JoinToken(join_tokens.parse(token).ca_hash, "server:wrong"))
+        kept = await join(server.url, wrong, node_name="n8", data_dir=tmp_path / "n8")
+        assert kept.token == "old-token-of-n8"
 
 
 async def test_a_taken_node_name_is_refused(api: Api, tmp_path: Path) -> None:

@@ -425,12 +425,17 @@ def node_routes(data_dir: Path, node: RealNodeConfig, factory: InformerFactory, 
 @dataclass(frozen=True, kw_only=True)
 class AgentConfig:
     """`pinnace agent`: a node of a cluster served elsewhere, joined with a token."""
-    server: str  # https://host:port of an API server
+    server: str  # https://host:port of an API server, or several comma-separated
     token: str  # K10<CA hash>::<credentials> (DATA_DIR/node-token, `pinnace token create`)
     data_dir: Path
     node: RealNodeConfig = field(default_factory=RealNodeConfig)
     lease_period: float = 10.0
     pod_cidr_timeout: float = 60.0  # seconds to wait for the node IPAM controller
+
+    @property
+    def servers(self) -> list[str]:
+        """The API servers of `server`, which may list several: `URL,URL…`."""
+        return [u.strip().rstrip("/") for u in self.server.split(",") if u.strip()]
 
 
 class AgentError(Exception):
@@ -459,11 +464,14 @@ class Agent:
         name = node.node_name or default_node_name()
         node = dataclasses.replace(node, node_name=name)
         try:
-            cred = await join(cfg.server, cfg.token, node_name=name, data_dir=cfg.data_dir)
+            cred = await join(cfg.servers, cfg.token, node_name=name, data_dir=cfg.data_dir)
         except JoinError as e:
             raise AgentError(str(e)) from None
-        client = self._client = Client(HttpTransport(cred.server, token=cred.token,
-                                                     ca_pem=cred.ca_pem))
+        # the server it joined first, then the others of the list: requests, watches and
+        # the Lease go to the next one when a server cannot be reached
+        servers = [cred.server, *(u for u in cfg.servers if u != cred.server)]
+        transport = HttpTransport(servers, token=cred.token, ca_pem=cred.ca_pem)
+        client = self._client = Client(transport)
         try:
             pod_cidr = node.pod_cidr or await self._pod_cidr(client, node)
             runner = self._runner = ComponentRunner(client)
@@ -478,6 +486,9 @@ class Agent:
                 components.append(proxier)
             components += [node_dns_server(gateway, client, factory),
                            node_routes(cfg.data_dir, node, factory, pod_cidr=pod_cidr)]
+            # and the servers the cluster lists, after those of --server
+            from pinnace.agent.api_servers import ApiServerFollower
+            components.append(ApiServerFollower(factory, transport))
             await runner.start(*components)
         except BaseException:
             await self.stop()

@@ -1,6 +1,6 @@
 """`pinnace agent` and `pinnace token`: nodes joining a cluster, k3s' way.
 
-    pinnace agent --server URL --token T [--node-name N] [--node-ip IP] [--data-dir DIR]
+    pinnace agent --server URL[,URL…] --token T [--node-name N] [--node-ip IP] [--data-dir DIR]
     pinnace token create [--ttl 24h] [--description TEXT]   prints a join token
     pinnace token list | delete ID
 
@@ -39,7 +39,9 @@ def duration(value: str) -> float:
 def add_parsers(sub: argparse._SubParsersAction, common) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("agent", help="run this machine as a node of a cluster elsewhere")
     common(p)
-    p.add_argument("--server", required=True, help="the API server, https://HOST:PORT")
+    p.add_argument("--server", required=True,
+                   help="the API server, https://HOST:PORT, or several of one cluster "
+                        "(URL,URL…): the agent moves to the next when one goes away")
     token = p.add_mutually_exclusive_group(required=True)
     token.add_argument("--token", help="a join token: the server's DATA_DIR/node-token, or "
                                        "`pinnace token create`'s")

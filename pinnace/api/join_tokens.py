@@ -8,7 +8,8 @@ cluster. The credentials are `server:<secret>` for the server's own token
 (`pinnace token create`), stored as Kubernetes stores them: a Secret
 `bootstrap-token-<id>` of type `bootstrap.kubernetes.io/token` in kube-system with
 `token-id`, `token-secret`, optional `expiration` (RFC 3339) and `description`.
-No I/O here: parsing, formatting and the Secret's shape.
+A node's own credential, issued at join, is `node.<name>.<secret>` (see
+`apiserver/node_join.py`). No I/O here: parsing, formatting and the Secret's shape.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ BOOTSTRAP_NAMESPACE = "kube-system"
 _ID = re.compile(r"^[a-z0-9]{6}$")
 _SECRET = re.compile(r"^[a-z0-9]{16}$")
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+NODE_TOKEN_PREFIX = "node."
 CA_MISMATCH = "token CA hash does not match the cluster CA certificate hash"
 
 
@@ -124,3 +126,19 @@ def bootstrap_valid(secret: Obj, token_id: str, token_secret: str, *,
         return False
     expires = expiration(secret)
     return expires is None or expires > now
+
+
+def node_token(node_name: str, secret: str) -> str:
+    """A node's bearer token: its name, so a server finds the node's hash at once."""
+    return f"{NODE_TOKEN_PREFIX}{node_name}.{secret}"
+
+
+def split_node_token(token: str) -> tuple[str, str] | None:
+    """(node name, secret) of a `node.<name>.<secret>` token; None for other tokens.
+    The secret is URL-safe base64, without dots, so the last dot ends the name."""
+    if not token.startswith(NODE_TOKEN_PREFIX):
+        return None
+    name, dot, secret = token.removeprefix(NODE_TOKEN_PREFIX).rpartition(".")
+    if not dot or not name or not secret:
+        return None
+    return name, secret

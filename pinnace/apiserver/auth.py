@@ -74,6 +74,9 @@ class TokenAuthenticator:
     def add(self, token: str, user: User) -> None:
         self._tokens[token] = user
 
+    def remove(self, token: str) -> None:
+        self._tokens.pop(token, None)
+
     def add_authenticator(self, authenticate: Callable[[str], User | None]) -> None:
         """A token authenticator returning None for tokens it does not know."""
         self._more.append(authenticate)

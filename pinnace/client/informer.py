@@ -7,8 +7,10 @@
 
 Design: list, fill the cache, then watch from the list's resourceVersion. A
 watch that ends (server timeout) is resumed from the last seen resourceVersion
-(bookmarks keep it fresh); a 410 Gone or any error relists and diffs against
-the cache, so handlers see exactly the changes they missed. Handlers must be
+(bookmarks keep it fresh), and so is a watch cut off by connection trouble
+(the transport may have moved to another API server of the cluster meanwhile); a
+410 Gone or any other error relists and diffs against the cache, so handlers see
+exactly the changes they missed. Handlers must be
 cheap and must not block: the usual one queues a key. `resync_period` replays
 every cached object as an update, for controllers that want a periodic sweep.
 Cached objects are shared: treat them as read-only.
@@ -173,20 +175,33 @@ class Informer:
     async def run(self) -> None:
         resync = asyncio.create_task(self._resync()) if self.resync_period else None
         delay = 0.2
+        watching = False
+        resume = False  # watch again from resource_version instead of relisting
         try:
             while True:
                 try:
-                    await self._list()
-                    delay = 0.2
+                    if not resume:
+                        await self._list()
+                        delay = 0.2
+                    resume = False
+                    watched_from = self.resource_version
                     while True:
+                        watching = True
                         await self._watch()
                 except asyncio.CancelledError:
                     raise
                 except errors.ApiError as e:
                     if e.code != 410:
                         log.warning("informer %s: %s", self.rt.plural, e)
-                except Exception as e:  # connection trouble: relist after a pause
+                except Exception as e:  # connection trouble: a pause, then go on
                     log.debug("informer %s: %s", self.rt.plural, e)
+                    # a watch cut off (its server went away) resumes where it was, on
+                    # whichever server the transport reaches now, as client-go's
+                    # reflector does; a 410 from there relists
+                    resume = watching and bool(self.resource_version)
+                    if resume and self.resource_version != watched_from:
+                        delay = 0.2  # the watch had been working: no back-off yet
+                watching = False
                 await asyncio.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 10.0)
         finally:

@@ -1,6 +1,7 @@
 """Joining a cluster with a k3s-style token (the agent's side of `apiserver/node_join.py`).
 
-`join(server, token, node_name=…, data_dir=…)`:
+`join(servers, token, node_name=…, data_dir=…)` (servers: one URL or several of one
+cluster; the first that answers is asked):
 1. parse the token `K10<CA hash>::<credentials>`;
 2. fetch `/cacerts` without verifying TLS (we do not know the CA yet) and compare its
    sha256 with the token's hash: a mismatch stops here, before any credential is sent
@@ -11,7 +12,10 @@
 4. write the node's own credential as `DATA_DIR/node.kubeconfig` (root only).
 
 The kubeconfig is reused on the next start, so a restarted agent does not need the
-token again (nor does it need the token to be still valid).
+token again (nor does it need the token to be still valid), unless its credential is
+one of the tokens a single server kept in a file before the cluster kept them
+(`apiserver/node_join.py`): that one is replaced by joining again, so that every API
+server accepts the node (and kept, for its own server, when that join fails).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import base64
 import os
 import secrets
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +40,10 @@ KUBELET_TOKEN = "kubelet-server.token"
 
 class JoinError(Exception):
     """Joining failed; the message says why (for the user, as is)."""
+
+
+class _Unreachable(JoinError):
+    """No connection to this server (the next one is tried)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +109,8 @@ async def fetch_ca(server: str, expected_hash: str) -> bytes:
             if resp.status != 200:
                 raise JoinError(f"{server}/cacerts answered {resp.status}")
             ca_pem = await resp.read()
+    except aiohttp.ClientConnectorError as e:
+        raise _Unreachable(f"cannot reach {server}: {e}") from None
     except aiohttp.ClientError as e:
         raise JoinError(f"cannot reach {server}: {e}") from None
     if not secrets.compare_digest(join_tokens.ca_hash(ca_pem), expected_hash):
@@ -107,17 +118,42 @@ async def fetch_ca(server: str, expected_hash: str) -> bytes:
     return ca_pem
 
 
-async def join(server: str, token: str, *, node_name: str, data_dir: Path
+async def join(servers: str | Sequence[str], token: str, *, node_name: str, data_dir: Path
                ) -> NodeCredential:
-    """The node's credential: the one saved in data_dir, else a new one from the server."""
-    server = server.rstrip("/")
+    """The node's credential: the one saved in data_dir (if it came from one of servers),
+    else a new one from the first server that answers."""
+    urls = [u.rstrip("/") for u in ([servers] if isinstance(servers, str) else servers)]
     saved = load_credential(data_dir)
-    if saved is not None and saved.server == server:
+    if saved is not None and saved.server in urls and \
+            saved.token.startswith(join_tokens.NODE_TOKEN_PREFIX):
         return saved
+    try:
+        return await _join_any(urls, token, node_name=node_name, data_dir=data_dir)
+    except JoinError:
+        if saved is not None and saved.server in urls:
+            # a token of the old file, which its server still accepts (the join token
+            # may have expired since): better one server than none
+            return saved
+        raise
+
+
+async def _join_any(urls: list[str], token: str, *, node_name: str, data_dir: Path
+                    ) -> NodeCredential:
     try:
         parsed = join_tokens.parse(token)
     except join_tokens.TokenFormatError as e:
         raise JoinError(str(e)) from None
+    unreachable: list[str] = []
+    for server in urls:
+        try:
+            return await _join_one(server, parsed, node_name=node_name, data_dir=data_dir)
+        except _Unreachable as e:
+            unreachable.append(str(e))
+    raise JoinError("; ".join(unreachable))
+
+
+async def _join_one(server: str, parsed: join_tokens.JoinToken, *, node_name: str,
+                    data_dir: Path) -> NodeCredential:
     ca_pem = await fetch_ca(server, parsed.ca_hash)
     verified = ssl.create_default_context(cadata=ca_pem.decode())
     body = {"nodeName": node_name, "nodePassword": node_password(data_dir)}

@@ -67,6 +67,15 @@ class HttpTransport:
         """The server requests go to now."""
         return self.servers[self._current]
 
+    def add_server(self, url: str) -> bool:
+        """Another server of the cluster, tried after those known already; False when it
+        is one of them."""
+        url = url.rstrip("/")
+        if url in self.servers:
+            return False
+        self.servers.append(url)
+        return True
+
     def _failed(self, url: str) -> bool:
         """After a connection to url failed: move on; False when every server was tried
         since the last success (the caller gives up)."""

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import pytest
 
 from pinnace.api import errors
 from pinnace.client.client import Client
 from pinnace.client.informer import Informer
-from tests.integration.conftest import eventually
+from pinnace.client.transport import HttpTransport
+from tests.integration.conftest import Api, eventually
 
 
 async def test_client_errors_carry_status(client: Client) -> None:
@@ -72,3 +75,90 @@ async def test_shared_factory_indexes_one_name_one_function(client: Client) -> N
         assert [o["metadata"]["name"] for o in configmaps.by_index("t", "x")] == ["c1"]
     finally:
         await factory.stop()
+
+
+class Forwarder:
+    """TCP to the API server through a port of its own, which the test cuts as if that
+    server's process had died: the listener closes, every connection is aborted."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.server: asyncio.Server | None = None
+        self.transports: list[asyncio.BaseTransport] = []
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
+        return f"https://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _connection(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.transports += [writer.transport, up_writer.transport]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def cut(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for transport in self.transports:
+            transport.abort()  # type: ignore[attr-defined]
+        await self.server.wait_closed()
+
+
+class RecordingTransport(HttpTransport):
+    """The real HTTPS transport, noting the lists and watches it sends."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lists: list[str] = []  # the server each list went to
+        self.watches: list[tuple[str, str]] = []  # (server tried first, resourceVersion)
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        if method == "GET" and path.endswith("/configmaps"):
+            self.lists.append(self.server)
+        return await super().request(method, path, **kwargs)
+
+    def stream(self, path: str, params: Mapping[str, str]
+               ) -> AsyncIterator[tuple[int, Any]]:
+        self.watches.append((self.server, params.get("resourceVersion", "")))
+        return super().stream(path, params)
+
+
+async def test_a_cut_watch_resumes_on_the_next_server(api: Api, client: Client) -> None:
+    """Two URLs of the cluster: when the first server goes away mid-watch, the informer
+    watches on from where it was through the second, without listing again, and misses
+    nothing written meanwhile."""
+    forwarder = Forwarder(api.server.port)
+    first = await forwarder.start()
+    transport = RecordingTransport([first, api.url], token=api.server.token,
+                                   ca_pem=api.server.ca_pem)
+    cms = client.resource("v1", "ConfigMap")
+    await client.create(cms, {"metadata": {"name": "a"}}, "default")
+    inf = Informer(Client(transport), cms, namespace="default")
+    task = asyncio.create_task(inf.run())
+    try:
+        await asyncio.wait_for(inf.wait_synced(), 5)
+        await client.create(cms, {"metadata": {"name": "b"}}, "default")
+        await eventually(lambda: inf.get("default/b") is not None)
+        seen = inf.resource_version
+        await forwarder.cut()
+        await client.create(cms, {"metadata": {"name": "c"}}, "default")
+        await client.delete(cms, "a", "default")
+        await eventually(lambda: inf.get("default/c") is not None
+                         and inf.get("default/a") is None)
+        assert transport.lists == [first]  # listed once, before the cut
+        # the watch after the cut asked from where the first left off, and went on to
+        # the second server
+        assert len(transport.watches) >= 2 and transport.watches[-1][1] == seen
+        assert transport.server == api.url
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await transport.close()

@@ -3,13 +3,16 @@ controller: what `pinnace agent` does before it runs a node."""
 
 from __future__ import annotations
 
+import base64
 import datetime
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pinnace.api import join_tokens
+from pinnace.api import errors, join_tokens
 from pinnace.client.client import Client
 from pinnace.client.join import JoinError, join
 from pinnace.client.transport import HttpTransport
@@ -33,6 +36,24 @@ async def test_node_token_is_written_and_pins_the_ca(api: Api) -> None:
     assert status == 200 and body.encode() == api.server.ca_pem
 
 
+async def whoami(api: Any, token: str) -> str | None:
+    """The user name the server (an Api, or a pinnace.cluster.Cluster's server) takes
+    token for; None when it refuses it (401)."""
+    server = getattr(api, "server", api)
+    client = Client(HttpTransport(server.url, token=token, ca_pem=server.ca_pem))
+    try:
+        review = await client._call("POST", "/apis/authentication.k8s.io/v1/"
+                                    "selfsubjectreviews", body={
+                                        "apiVersion": "authentication.k8s.io/v1",
+                                        "kind": "SelfSubjectReview"})
+    except errors.ApiError as e:
+        assert e.code == 401
+        return None
+    finally:
+        await client.close()
+    return review["status"]["userInfo"]["username"]
+
+
 async def test_a_node_joins_and_acts_as_itself(api: Api, tmp_path: Path) -> None:
     cred = await join(api.url, server_token(api), node_name="n1", data_dir=tmp_path / "n1")
     assert (tmp_path / "n1" / "node.kubeconfig").stat().st_mode & 0o777 == 0o600
@@ -48,11 +69,70 @@ async def test_a_node_joins_and_acts_as_itself(api: Api, tmp_path: Path) -> None
         await client.list(client.resource("v1", "Node"))  # a node may read Nodes
     finally:
         await client.close()
-    # the same machine joining again gets the same credential back, even without the
-    # saved kubeconfig
+    # the same machine joining again (without its saved kubeconfig) gets a new token, and
+    # the old one stops working: the cluster holds only the hash of the latest
     (tmp_path / "n1" / "node.kubeconfig").unlink()
     again = await join(api.url, server_token(api), node_name="n1", data_dir=tmp_path / "n1")
-    assert again.token == cred.token
+    assert again.token != cred.token
+    assert await whoami(api, again.token) == "system:node:n1"
+    assert await whoami(api, cred.token) is None
+    # a token naming another node, or with a wrong secret, is refused
+    name, secret = join_tokens.split_node_token(again.token) or ("", "")
+    assert await whoami(api, join_tokens.node_token("n2", secret)) is None
+    assert await whoami(api, join_tokens.node_token(name, secret[:-1] + "x")) is None
+
+
+async def test_node_tokens_live_in_the_cluster_as_hashes(api: Api, client: Client,
+                                                         tmp_path: Path) -> None:
+    """Every API server on the store accepts a node's token: it is kept in the node's
+    Secret in kube-system (its hash only), not in a file of the server that issued it."""
+    cred = await join(api.url, server_token(api), node_name="n1", data_dir=tmp_path / "n1")
+    assert not (api.server.data_dir / "pki" / "node-tokens.csv").exists()
+    stored = await client.get(client.resource("v1", "Secret"), "n1.node-password.pinnace",
+                              "kube-system")
+    _, secret = join_tokens.split_node_token(cred.token) or ("", "")
+    assert join_tokens.secret_field(stored, "tokenHash") == \
+        hashlib.sha256(secret.encode()).hexdigest()
+    assert secret not in json.dumps(stored) and secret not in json.dumps(
+        [base64.b64decode(v).decode() for v in stored["data"].values()])
+    # deleting the Secret revokes the token
+    await client.delete(client.resource("v1", "Secret"), "n1.node-password.pinnace",
+                        "kube-system")
+    assert await whoami(api, cred.token) is None
+
+
+async def test_tokens_of_the_old_file_work_until_the_agent_joins_again(tmp_path: Path
+                                                                        ) -> None:
+    """A data dir from before: the server still accepts the tokens of its
+    pki/node-tokens.csv; an agent holding one joins again and gets one of the cluster."""
+    from pinnace.client.join import NodeCredential, _save
+    from pinnace.cluster import Cluster, ClusterConfig
+    data = tmp_path / "d"
+    (data / "pki").mkdir(parents=True)
+    (data / "pki" / "node-tokens.csv").write_text(
+        'old-token-of-n9,system:node:n9,system:node:n9,"system:nodes,system:authenticated"\n'
+        'old-token-of-n8,system:node:n8,system:node:n8,"system:nodes,system:authenticated"\n')
+    async with Cluster(ClusterConfig(data_dir=data, port=0, controllers=False,
+                                     scheduler=False)) as cluster:
+        server = cluster.server
+        assert await whoami(server, "old-token-of-n9") == "system:node:n9"
+        (tmp_path / "n9").mkdir()
+        _save(tmp_path / "n9", NodeCredential(server.url, server.ca_pem, "old-token-of-n9",
+                                              "kubelet"), "n9")
+        token = (data / "node-token").read_text().strip()
+        cred = await join(server.url, token, node_name="n9", data_dir=tmp_path / "n9")
+        assert cred.token.startswith("node.n9.")
+        assert await whoami(server, cred.token) == "system:node:n9"
+        assert await whoami(server, "old-token-of-n9") is None
+        assert await whoami(server, "old-token-of-n8") == "system:node:n8"
+        assert "n9" not in (data / "pki" / "node-tokens.csv").read_text()
+        # an agent of n8 whose join token no longer works keeps its old token
+        (tmp_path / "n8").mkdir()
+        _save(tmp_path / "n8", NodeCredential(server.url, server.ca_pem, "old-token-of-n8",
+                                              "kubelet"), "n8")
+        wrong = str(join_tokens.JoinToken(join_tokens.parse(token).ca_hash, "server:wrong"))
+        kept = await join(server.url, wrong, node_name="n8", data_dir=tmp_path / "n8")
+        assert kept.token == "old-token-of-n8"
 
 
 async def test_a_taken_node_name_is_refused(api: Api, tmp_path: Path) -> None:

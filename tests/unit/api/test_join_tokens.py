@@ -49,3 +49,11 @@ def test_a_bootstrap_secret_is_valid_until_it_expires() -> None:
                                   now=NOW)
     assert jt.bootstrap_valid(forever, "abcdef", "0123456789abcdef",
                               now=NOW + datetime.timedelta(days=3650))
+
+
+def test_node_tokens_name_their_node() -> None:
+    token = jt.node_token("worker.example.com", "a-b_c")
+    assert jt.split_node_token(token) == ("worker.example.com", "a-b_c")
+    for other in ("server:secret", "abcdef.0123456789abcdef", "node.", "node.x", "node..s",
+                  "node.x."):
+        assert jt.split_node_token(other) is None

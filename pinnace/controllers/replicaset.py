@@ -50,9 +50,10 @@ log = logging.getLogger(__name__)
 
 COMPONENT = "replicaset-controller"
 BURST_REPLICAS = 500  # most pods created or deleted in one reconcile, as Kubernetes
-# A pod change that only moves its status (scheduled, running, ready) queues its
-# ReplicaSet this much later: thousands of such changes then cost a few reconciles
-# (each one a pass over every pod) instead of one each.
+# A pod change that only moves its status (scheduled, running, ready), or a pod created
+# while more of its batch are still expected, queues its ReplicaSet this much later:
+# thousands of such changes then cost a few reconciles (each one a pass over every pod)
+# instead of one each.
 STATUS_BATCH = 0.25
 
 
@@ -89,7 +90,10 @@ class ReplicaSetController(Controller):
         key = self._owner_key(pod)
         if key is not None:
             self.expectations.creation_observed(key)
-            self.queue.add(key)
+            if self.expectations.satisfied(key):
+                self.queue.add(key)  # the last of a batch: create the next one now
+            else:  # more of this batch to come: one pass over the pods for many of them
+                self.queue.add_after(key, STATUS_BATCH)
         elif controller_of(pod) is None:
             self.enqueue_selecting(self.replicasets, pod)
 

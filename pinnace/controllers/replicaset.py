@@ -55,6 +55,9 @@ BURST_REPLICAS = 500  # most pods created or deleted in one reconcile, as Kubern
 # thousands of such changes then cost a few reconciles (each one a pass over every pod)
 # instead of one each.
 STATUS_BATCH = 0.25
+# what of a ReplicaSet's metadata its reconcile acts on (spec changes move generation)
+_SPEC_AND_OWNERSHIP = ("generation", "labels", "ownerReferences", "deletionTimestamp",
+                       "finalizers", "uid")
 
 
 class ReplicaSetController(Controller):
@@ -63,7 +66,9 @@ class ReplicaSetController(Controller):
 
     def __init__(self, client: Client, factory: InformerFactory) -> None:
         super().__init__(client, factory)
-        self.replicasets = self.watch("apps/v1", "ReplicaSet", on_delete=self._rs_deleted)
+        self.replicasets = factory.informer("apps/v1", "ReplicaSet")
+        self.replicasets.add_handler(on_add=self.enqueue, on_update=self._rs_updated,
+                                     on_delete=self._rs_deleted)
         self.pods = factory.informer("v1", "Pod")
         self.pod_rt = client.resource("v1", "Pod")
         self.rs_rt = client.resource("apps/v1", "ReplicaSet")
@@ -72,6 +77,15 @@ class ReplicaSetController(Controller):
                               on_delete=self._pod_deleted)
 
     # -- event handlers: they only queue keys (and count expectations down) ----------------
+
+    def _rs_updated(self, old: Obj, new: Obj) -> None:
+        om, nm = old["metadata"], new["metadata"]
+        if all(om.get(f) == nm.get(f) for f in _SPEC_AND_OWNERSHIP):
+            # only the status moved, most often by our own write: while pods keep getting
+            # ready, reconciling at once would loop write -> event -> reconcile -> write
+            self.queue.add_after(key_of(new), STATUS_BATCH)
+        else:
+            self.enqueue(new)
 
     def _rs_deleted(self, rs: Obj) -> None:
         self.expectations.forget(key_of(rs))

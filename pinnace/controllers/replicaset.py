@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,6 +56,9 @@ BURST_REPLICAS = 500  # most pods created or deleted in one reconcile, as Kubern
 # thousands of such changes then cost a few reconciles (each one a pass over every pod)
 # instead of one each.
 STATUS_BATCH = 0.25
+# ... and at least this many times as long as its last passes over its pods took, so
+# that they (tens of ms each at 10,000 pods) never take more than a third of the loop
+STATUS_BATCH_COST_FACTOR = 2.0
 # what of a ReplicaSet's metadata its reconcile acts on (spec changes move generation)
 _SPEC_AND_OWNERSHIP = ("generation", "labels", "ownerReferences", "deletionTimestamp",
                        "finalizers", "uid")
@@ -73,6 +77,7 @@ class ReplicaSetController(Controller):
         self.pod_rt = client.resource("v1", "Pod")
         self.rs_rt = client.resource("apps/v1", "ReplicaSet")
         self.expectations = Expectations()
+        self._cost: dict[str, float] = {}  # key -> seconds its last reconcile took
         self.pods.add_handler(on_add=self._pod_added, on_update=self._pod_updated,
                               on_delete=self._pod_deleted)
 
@@ -83,7 +88,7 @@ class ReplicaSetController(Controller):
         if all(om.get(f) == nm.get(f) for f in _SPEC_AND_OWNERSHIP):
             # only the status moved, most often by our own write: while pods keep getting
             # ready, reconciling at once would loop write -> event -> reconcile -> write
-            self.queue.add_after(key_of(new), STATUS_BATCH)
+            self.queue.add_after(key_of(new), self._batch_delay(key_of(new)))
         else:
             self.enqueue(new)
 
@@ -107,7 +112,7 @@ class ReplicaSetController(Controller):
             if self.expectations.satisfied(key):
                 self.queue.add(key)  # the last of a batch: create the next one now
             else:  # more of this batch to come: one pass over the pods for many of them
-                self.queue.add_after(key, STATUS_BATCH)
+                self.queue.add_after(key, self._batch_delay(key))
         elif controller_of(pod) is None:
             self.enqueue_selecting(self.replicasets, pod)
 
@@ -122,7 +127,7 @@ class ReplicaSetController(Controller):
         if key is not None and old_key == key and not new["metadata"].get(
                 "deletionTimestamp") and old["metadata"].get("labels") == \
                 new["metadata"].get("labels"):
-            self.queue.add_after(key, STATUS_BATCH)
+            self.queue.add_after(key, self._batch_delay(key))
         elif key is not None:
             self.queue.add(key)
         elif controller_of(new) is None:
@@ -136,18 +141,27 @@ class ReplicaSetController(Controller):
 
     # -- reconcile -------------------------------------------------------------------------
 
+    def _batch_delay(self, key: str) -> float:
+        return max(STATUS_BATCH, STATUS_BATCH_COST_FACTOR * self._cost.get(key, 0.0))
+
     async def reconcile(self, key: str) -> None:
         cached = self.replicasets.get(key)
         if cached is None:
             self.expectations.forget(key)
+            self._cost.pop(key, None)
             return
         rs = copy.deepcopy(cached)
+        started = time.monotonic()
         pods = await self._claim_pods(rs)
+        pass_cost = time.monotonic() - started
         satisfied = self.expectations.satisfied(key)
         error: tuple[str, str] | None = None
         if satisfied and not rs["metadata"].get("deletionTimestamp"):
             error = await self._manage_replicas(key, rs, pods)
+        started = time.monotonic()
         status = calculate_status(rs, pods, error)
+        # the passes over the pods (no API call in them but a rare adoption)
+        self._cost[key] = pass_cost + time.monotonic() - started
         await self._write_status(rs, status)
         if error is not None:
             raise RuntimeError(error[1])  # retried with backoff, as Kubernetes does
@@ -275,8 +289,9 @@ def calculate_status(rs: Obj, pods: list[Obj], error: tuple[str, str] | None,
     template_labels = ((rs["spec"].get("template") or {}).get("metadata") or {}).get(
         "labels") or {}
     min_ready = int(rs["spec"].get("minReadySeconds") or 0)
-    fully_labeled = sum(1 for p in pods if template_labels.items() <= (
-        (p["metadata"].get("labels") or {}).items()))
+    wanted = template_labels.items()
+    fully_labeled = sum(1 for p in pods if wanted <= (p["metadata"].get("labels") or {}).items()
+                        ) if wanted else len(pods)
     old = rs.get("status") or {}
     conditions = [c for c in old.get("conditions") or [] if c.get("type") != "ReplicaFailure"]
     failure = find(old.get("conditions"), "ReplicaFailure")

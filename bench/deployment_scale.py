@@ -149,6 +149,9 @@ def main() -> None:
     parser.add_argument("--py-spy", metavar="FILE",
                         help="record the server with py-spy (speedscope JSON) into FILE")
     args = parser.parse_args()
+    # the commit measured: read before the run, which takes minutes
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
     tmp = Path(tempfile.mkdtemp(prefix="pinnace-bench-"))
     data = tmp / "data"
     cmd = [sys.executable, "-m", "pinnace.cli", "up", "--data-dir", str(data),
@@ -172,8 +175,6 @@ def main() -> None:
     print(f"{'-' * width}  -----")
     for k, v in rows:
         print(f"{k.ljust(width)}  {v}")
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
     print(f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus, git {head})")
 
 

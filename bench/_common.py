@@ -139,3 +139,41 @@ class CpuAccount:
             except OSError:
                 time.sleep(0.1)
         print(f"WARNING: left on the host: the cgroup {self.dir}", file=sys.stderr)
+
+
+async def api_session(proc: subprocess.Popen[bytes] | subprocess.Popen[str], data_dir: Path,
+                      *, limit: int = 8) -> tuple[object, str]:
+    """Wait for the kubeconfig a `pinnace up` writes into data_dir, then an aiohttp session
+    speaking to it as the admin (CA pinned, bearer token) and the server's base URL."""
+    import base64
+    import ssl
+
+    import aiohttp
+    import yaml
+
+    kubeconfig = data_dir / "kubeconfig"
+    while not kubeconfig.exists():
+        if proc.poll() is not None:
+            raise SystemExit("pinnace up failed")
+        await asyncio.sleep(0.01)
+    cfg = yaml.safe_load(kubeconfig.read_text())
+    ca = base64.b64decode(cfg["clusters"][0]["cluster"]["certificate-authority-data"])
+    token = cfg["users"][0]["user"]["token"]
+    ctx = ssl.create_default_context(cadata=ca.decode())
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx, limit=limit),
+                                    headers={"Authorization": f"Bearer {token}"})
+    return session, cfg["clusters"][0]["cluster"]["server"]
+
+
+def cpu_seconds(root: int) -> float:
+    """user + system CPU time of root and its descendants: on a shared machine this,
+    not the wall time, says what the work cost."""
+    total = 0
+    for pid in process_tree(root):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")

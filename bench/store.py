@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 
+from bench._common import in_parallel
 from pinnace.store import open_sqlite
 
 VALUE = b'{"kind":"Pod","metadata":{"name":"x"},"spec":{}}' * 20  # ~1 KB, like a small pod
@@ -46,8 +47,16 @@ async def main(n: int) -> None:
             kvs, _rev = await store.range("/svc/ns/")
             assert len(kvs) == 1000
 
+        async def create_together(i: int) -> None:
+            await store.create(f"/together/ns/{i:06d}", VALUE)
+
+        start = time.perf_counter()
+        await in_parallel(n, create_together, concurrency=16)
+        together = n / (time.perf_counter() - start)
+
         rows = [
             ("create", n, await rate(n, create)),
+            ("create, 16 at once", n, together),
             ("update (CAS)", n, await rate(n, update)),
             ("get", n, await rate(n, get)),
             ("range of 1000 keys", 50, await rate(50, range_1000)),

@@ -25,6 +25,7 @@ Modelled on Kubernetes' structured-merge-diff, driven by the OpenAPI definitions
 from __future__ import annotations
 
 import json
+import marshal
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -277,8 +278,27 @@ def _element_order(element: str) -> tuple[int, str]:
     return ({".": 0, "f:": 1, "k:": 2, "v:": 3, "i:": 4}.get(element[:2], 5), element)
 
 
+# fieldsV1 already rendered, by field set: most writes re-render the same few sets (every
+# entry of an object is written again on each write), and rendering is the costly part.
+# Kept as marshal bytes, so that every caller gets its own dict (~10x faster than render).
+_RENDERED: dict[frozenset[Path], bytes] = {}
+_RENDERED_MAX = 4096
+
+
 def encode_fields(paths: FieldSet) -> dict[str, Any]:
     """A field set in Kubernetes' fieldsV1 form."""
+    key = frozenset(paths)
+    hit = _RENDERED.get(key)
+    if hit is not None:
+        return marshal.loads(hit)
+    out = _render_fields(paths)
+    if len(_RENDERED) >= _RENDERED_MAX:
+        _RENDERED.clear()
+    _RENDERED[key] = marshal.dumps(out)
+    return out
+
+
+def _render_fields(paths: FieldSet) -> dict[str, Any]:
     trie: dict[str, Any] = {}
     for path in paths:
         node = trie
@@ -358,6 +378,24 @@ class _Entry:
         return out
 
 
+_DECODED: dict[bytes, frozenset[Path]] = {}
+
+
+def _decoded(fields: Any) -> FieldSet:
+    """`decode_fields`, remembered by the fieldsV1 value (its marshal bytes): the entries
+    of an object are decoded again on each of its writes."""
+    try:
+        raw = marshal.dumps(fields)
+    except ValueError:
+        return decode_fields(fields)
+    hit = _DECODED.get(raw)
+    if hit is None:
+        if len(_DECODED) >= _RENDERED_MAX:
+            _DECODED.clear()
+        hit = _DECODED[raw] = frozenset(decode_fields(fields))
+    return set(hit)
+
+
 def _entries(managed: Any) -> list[_Entry]:
     out: dict[tuple[str, str, str, str], _Entry] = {}
     for raw in managed if isinstance(managed, list) else ():
@@ -365,7 +403,7 @@ def _entries(managed: Any) -> list[_Entry]:
             continue
         entry = _Entry(str(raw.get("manager", "")), str(raw.get("operation", "")),
                        str(raw.get("apiVersion", "")), str(raw.get("time") or ""),
-                       str(raw.get("subresource") or ""), decode_fields(raw.get("fieldsV1")))
+                       str(raw.get("subresource") or ""), _decoded(raw.get("fieldsV1")))
         if entry.identity in out:
             out[entry.identity].fields |= entry.fields
         else:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import marshal
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -168,14 +169,29 @@ def root_shape(schema_ref: str) -> Shape:
 
 def json_equal(a: Any, b: Any) -> bool:
     """JSON equality: True is not 1, 1 equals 1.0, dicts ignore order."""
+    # Python's own == (in C) differs from JSON's only where True == 1: unequal there is
+    # unequal here; when equal, the same marshal bytes (which tell bool, int and float
+    # apart; version 2 has no back-references) prove it. Only the rare rest (1 beside
+    # 1.0, keys in another order) takes the walk below, ~100x slower.
+    if a != b:
+        return False
+    try:
+        if marshal.dumps(a, 2) == marshal.dumps(b, 2):
+            return True
+    except ValueError:  # not marshallable: the walk decides
+        pass
+    return _json_equal_walk(a, b)
+
+
+def _json_equal_walk(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool) and a == b
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return a == b
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+        return a.keys() == b.keys() and all(_json_equal_walk(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
+        return len(a) == len(b) and all(_json_equal_walk(x, y) for x, y in zip(a, b, strict=True))
     return type(a) is type(b) and a == b
 
 

@@ -165,7 +165,10 @@ class LabelSelector:
         if self.nothing:
             return False
         labels = labels or {}
-        return all(r.matches(labels) for r in self.requirements)
+        for r in self.requirements:  # a loop, not all(...): no generator per object
+            if not r.matches(labels):
+                return False
+        return True
 
     def __str__(self) -> str:
         return ",".join(str(r) for r in self.requirements)

@@ -4,8 +4,12 @@ TLS and HTTP parsing.
 
 It satisfies `pinnace.client.transport.Transport` structurally (the apiserver may
 not import the client package). Requests run the `ResourceHandlers` on a small
-stand-in for aiohttp's request; watches read the watch cache directly. Every object
-handed out is a copy, so a component can never change the server's cache.
+stand-in for aiohttp's request; watches read the watch cache directly. Answers to
+requests are private copies. Watch events hand out the watch cache's own objects,
+shared, not copied: the cache never changes an object in place (a new version is a new
+object), and informers and their components treat cached objects as read-only, so an
+in-process informer costs no decode per event and no second copy of every object
+(10,000 pods: ~220 MB).
 
 Without a `user` the caller is trusted (the cluster admin, no RBAC check). With one,
 each request is authorized by RBAC exactly as the HTTPS middleware does (403 Status
@@ -190,10 +194,10 @@ class LocalTransport:
         try:
             async for batch in events:
                 for ev_type, obj in batch:
-                    # decoding the cache's bytes is the cheapest private copy
-                    copy = json.loads(cache.encoded(obj)) if ev_type in OBJECT_EVENTS \
-                        else copy_json(obj)
-                    yield 200, {"type": ev_type, "object": copy}
+                    # the cache's objects are immutable: shared (BOOKMARK and ERROR
+                    # bodies are made per watch and copied)
+                    shared = obj if ev_type in OBJECT_EVENTS else copy_json(obj)
+                    yield 200, {"type": ev_type, "object": shared}
         finally:
             await events.aclose()
             if ev is not None:

@@ -10,10 +10,17 @@ Design (after kine's `pkg/drivers/sqlite` and `pkg/logstructured`):
   collide (IntegrityError) instead of both winning: compare-and-swap without locks.
   The index on (name, id) serves "latest row per key" for get and for prefix ranges
   (`name >= prefix AND name < successor(prefix)`, `MAX(id) GROUP BY name`: one query).
-- sqlite3 runs on the event-loop thread, autocommit, WAL, synchronous=NORMAL: a write
-  is one INSERT committed to the WAL before the coroutine returns, which survives
-  `kill -9` of the process (not a power loss). No await happens inside a write, so the
-  read-check-append of create/update/delete is atomic with respect to other coroutines.
+- sqlite3 runs on the event-loop thread, WAL, synchronous=NORMAL. Group commit: the
+  first write of a batch opens a transaction and schedules its COMMIT on the loop; the
+  writes that arrive before that callback runs join the same transaction (the COMMIT is
+  deferred again while more keep arriving, up to `_BATCH_ROWS` rows or `_BATCH_DELAY`
+  seconds). Each write is acknowledged (its coroutine returns) only after the COMMIT of
+  its batch reached the WAL, which survives `kill -9` of the process (not a power loss);
+  a failed COMMIT fails every write of the batch. The read-check-append of
+  create/update/delete runs without an await (it sees the batch's earlier rows), so it
+  is atomic with respect to other coroutines. Reads and watch replays wait for an open
+  batch to commit, so nothing unacknowledged is ever read, and `revision` is the newest
+  committed one.
 - Watch: subscribe first (an asyncio.Queue per watcher), then replay rows with
   id > from_revision under the prefix from the table, then deliver live events, dropping
   any revision already delivered: no gap, no duplicate. A watcher that falls more than
@@ -37,6 +44,7 @@ import contextlib
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -58,6 +66,9 @@ log = logging.getLogger(__name__)
 _WATCH_BUFFER = 10_000
 # Rows read per query when replaying history to a watcher.
 _REPLAY_BATCH = 500
+# Group commit: a batch commits once a loop turn adds no write to it, or at this size/age.
+_BATCH_ROWS = 500
+_BATCH_DELAY = 0.002
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kine (
@@ -158,6 +169,12 @@ class SqliteStore:
         compacted = db.execute("SELECT value FROM meta WHERE name = 'compacted'").fetchone()
         self._compacted = compacted[0] if compacted else 0
         self._revision = max(seq[0] if seq else 0, top[0] or 0, self._compacted)
+        # the open batch (group commit): acknowledged when `_pending` resolves
+        self._pending: asyncio.Future[None] | None = None
+        self._batch: list[Event] = []
+        self._batch_top = 0  # the highest revision written in the batch
+        self._batch_started = 0.0
+        self._batch_seen = 0  # rows in the batch at the last look of the committer
 
     # -- properties -----------------------------------------------------------------
 
@@ -183,13 +200,23 @@ class SqliteStore:
         row = self._db.execute(_LATEST, (key,)).fetchone()
         return _Row(*row) if row else None
 
+    async def _settled(self) -> None:
+        """Wait until no batch is open (nothing unacknowledged is in the table)."""
+        while self._pending is not None:
+            with contextlib.suppress(StoreError):
+                await asyncio.shield(self._pending)
+
     async def get(self, key: str) -> KeyValue | None:
+        if self._pending is not None:  # (the call alone costs a get ~30%)
+            await self._settled()
         row = self._latest(key)
         return row.kv() if row and not row.deleted else None
 
     async def range(self, prefix: str) -> tuple[list[KeyValue], int]:
         """Every live key under prefix, sorted by key, and the revision they were read at."""
         self._check_open()
+        if self._pending is not None:
+            await self._settled()
         rows = self._db.execute(_RANGE, (prefix, _prefix_end(prefix)))
         return [KeyValue(*r) for r in rows], self._revision
 
@@ -205,7 +232,7 @@ class SqliteStore:
         except sqlite3.IntegrityError:  # another writer on the file got there first
             raise KeyExistsError(key) from None
         kv = row.kv()
-        self._publish(Event("PUT", kv, None))
+        await self._acknowledged(Event("PUT", kv, None))
         return kv
 
     async def update(self, key: str, value: bytes, expected_revision: int) -> KeyValue:
@@ -215,7 +242,7 @@ class SqliteStore:
         prev = current.kv()
         row = self._append_after(current, value, deleted=0)
         kv = row.kv()
-        self._publish(Event("PUT", kv, prev))
+        await self._acknowledged(Event("PUT", kv, prev))
         return kv
 
     async def delete(self, key: str, expected_revision: int = 0) -> KeyValue:
@@ -224,7 +251,7 @@ class SqliteStore:
         prev = current.kv()
         row = self._append_after(current, current.value, deleted=1)
         kv = row.kv()
-        self._publish(Event("DELETE", kv, prev))
+        await self._acknowledged(Event("DELETE", kv, prev))
         return kv
 
     def _live(self, key: str, expected_revision: int) -> _Row:
@@ -259,14 +286,65 @@ class SqliteStore:
         create_revision: int = 0,
         prev_revision: int,
     ) -> _Row:
-        # Autocommit: the INSERT is committed to the WAL when execute() returns.
+        self._check_open()
+        if self._pending is None:
+            self._db.execute("BEGIN")
+            self._pending = asyncio.get_running_loop().create_future()
+            self._batch_started = time.monotonic()
+            self._batch_seen = 0
+            asyncio.get_running_loop().call_soon(self._commit_when_quiet)
+        elif not self._db.in_transaction:  # SQLite rolled the batch back (disk full, ...)
+            raise StoreError("the write batch was rolled back")
         cur = self._db.execute(
             _INSERT, (key, created, deleted, create_revision, prev_revision, value)
         )
         rid = cur.lastrowid
         assert rid is not None
-        self._revision = max(self._revision, rid)
+        self._batch_top = max(self._batch_top, rid)
         return _Row(rid, key, created, deleted, create_revision, prev_revision, value)
+
+    # -- group commit ---------------------------------------------------------------
+
+    async def _acknowledged(self, event: Event) -> None:
+        """Return once the batch holding event's row is committed (then it is published).
+        A cancelled writer does not cancel the batch: its write may still commit."""
+        assert self._pending is not None
+        self._batch.append(event)
+        await asyncio.shield(self._pending)
+
+    def _commit_when_quiet(self) -> None:
+        """The committer, run by the loop: while writes keep joining the batch in each
+        loop turn, give the next turn's writers a chance too (bounded), then commit."""
+        if self._pending is None:
+            return
+        n = len(self._batch)
+        if n != self._batch_seen and n < _BATCH_ROWS and \
+                time.monotonic() - self._batch_started < _BATCH_DELAY:
+            self._batch_seen = n
+            asyncio.get_running_loop().call_soon(self._commit_when_quiet)
+            return
+        self._commit()
+
+    def _commit(self) -> None:
+        pending, batch = self._pending, self._batch
+        assert pending is not None
+        self._pending, self._batch = None, []
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as e:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            log.error("store commit of %d writes failed: %s", len(batch), e)
+            self._batch_top = self._revision  # the rolled-back ids will be used again
+            if not pending.done():
+                pending.set_exception(StoreError(f"commit failed: {e}"))
+                pending.exception()  # writers that went away must not leave it unretrieved
+            return
+        self._revision = max(self._revision, self._batch_top)
+        for event in batch:
+            self._publish(event)
+        if not pending.done():
+            pending.set_result(None)
 
     # -- watch ----------------------------------------------------------------------
 
@@ -334,6 +412,7 @@ class SqliteStore:
         while True:
             if self._closed:
                 return
+            await self._settled()
             if after < self._compacted:
                 raise CompactedError(self._compacted)
             rows = self._db.execute(_REPLAY, (after, prefix, end, _REPLAY_BATCH)).fetchall()
@@ -348,6 +427,7 @@ class SqliteStore:
     async def compact(self, revision: int) -> None:
         """Forget history older than revision (latest values are kept)."""
         self._check_open()
+        await self._settled()  # no await from here to COMMIT: no batch opens meanwhile
         revision = min(revision, self._revision)
         if revision <= self._compacted:
             return
@@ -401,6 +481,8 @@ class SqliteStore:
         """Stop compaction, end every watch, close the file."""
         if self._closed:
             return
+        if self._pending is not None:
+            self._commit()  # what was written is acknowledged, not dropped
         self._closed = True
         if self._compactor is not None:
             self._compactor.cancel()

@@ -1,6 +1,7 @@
 """The in-process transport (`apiserver/local.py`), which every component of `pinnace up`
 uses: the same handlers, validation and admission as HTTPS, errors as ApiError with
-Kubernetes' codes, and every object handed out a private copy."""
+Kubernetes' codes, every answer a private copy and watch events the watch cache's own
+(read-only) objects."""
 
 from __future__ import annotations
 
@@ -161,7 +162,8 @@ async def test_watch_errors(local: Client) -> None:
     assert [(code, body["reason"]) for code, body in answers] == [(404, "NotFound")]
 
 
-async def test_copies_are_independent(local: Client, api: Api) -> None:
+async def test_answers_are_copies_and_watch_events_share_the_cache(local: Client, api: Api
+                                                                   ) -> None:
     cms = rt(local, "v1", "ConfigMap")
     created = await local.create(cms, cm("mine"), "default")
     created["data"]["k"] = "changed by the caller"
@@ -171,14 +173,15 @@ async def test_copies_are_independent(local: Client, api: Api) -> None:
     listed = await local.list(cms, "default")
     assert listed["items"][0]["data"] == {"k": "v"}
     listed["items"][0]["metadata"]["labels"] = {"x": "y"}
-    async for ev_type, obj in local.watch(cms, "default", timeout_seconds=1, bookmarks=False):
-        assert ev_type == "ADDED"
-        obj["data"]["k"] = "changed in a watch event"
-        break
     assert api.server.registry is not None
     cached = api.server.registry.cache(cms).get("default", "mine")
     assert cached is not None and cached["data"] == {"k": "v"}
     assert "labels" not in cached["metadata"] or cached["metadata"]["labels"] == {}
+    # an in-process informer holds the server's object, not a second copy of it
+    async for ev_type, obj in local.watch(cms, "default", timeout_seconds=1, bookmarks=False):
+        assert ev_type == "ADDED"
+        assert obj is cached
+        break
 
 
 async def test_a_user_is_authorized_as_over_https(local: Client, api: Api) -> None:

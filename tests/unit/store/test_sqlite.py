@@ -308,3 +308,31 @@ async def test_repeated_compaction_forgets_superseded_rows(tmp_path) -> None:
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT id FROM kine ORDER BY id").fetchall() == [(9,), (11,), (12,)]
     db.close()
+
+
+async def test_writes_arriving_together_share_one_commit(store: SqliteStore, tmp_path) -> None:
+    watch = store.watch("/g/", 0)
+    first = asyncio.ensure_future(take(watch, 50))
+    await asyncio.sleep(0)
+    kvs = await asyncio.gather(*(store.create(f"/g/{i:02d}", b"v") for i in range(50)))
+    # acknowledged means committed: another connection on the file sees every row
+    other = sqlite3.connect(str(tmp_path / "db" / "state.db"))
+    try:
+        (count,) = other.execute("SELECT COUNT(*) FROM kine WHERE name LIKE '/g/%'").fetchone()
+    finally:
+        other.close()
+    assert count == 50
+    assert store.revision == max(kv.mod_revision for kv in kvs)
+    events = await first
+    assert [e.kv.mod_revision for e in events] == sorted(kv.mod_revision for kv in kvs)
+
+
+async def test_racing_updates_in_one_batch_still_conflict(store: SqliteStore) -> None:
+    base = await store.create("/r/a", b"0")
+    results = await asyncio.gather(
+        store.update("/r/a", b"1", base.mod_revision),
+        store.update("/r/a", b"2", base.mod_revision), return_exceptions=True)
+    assert sum(isinstance(r, RevisionConflictError) for r in results) == 1
+    winner = next(r for r in results if not isinstance(r, BaseException))
+    got = await store.get("/r/a")
+    assert got is not None and got.value == winner.value

@@ -51,6 +51,7 @@ from typing import Any
 
 import aiohttp
 
+from pinnace.store._lifecycle import StoreLifecycle
 from pinnace.store.interface import (
     CompactedError,
     Event,
@@ -111,8 +112,10 @@ def _kv(raw: dict[str, Any]) -> KeyValue:
     )
 
 
-class EtcdStore:
+class EtcdStore(StoreLifecycle):
     """The `Store` protocol on an etcd v3 cluster. Create it with `open_etcd`."""
+
+    _compaction_failed = "etcd compaction to revision %d failed"
 
     def __init__(self, endpoints: list[str], session: aiohttp.ClientSession, *,
                  history_window: int = 10_000, request_timeout: float = 10.0,
@@ -418,32 +421,12 @@ class EtcdStore:
             with contextlib.suppress(StoreError):
                 await self._call("maintenance/defragment", {}, endpoint=endpoint)
 
-    async def _compact_periodically(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            target = self._revision - self._history_window
-            if target <= self._compacted:
-                continue
-            try:
-                await self.compact(target)
-            except StoreError:
-                log.exception("etcd compaction to revision %d failed", target)
-
     # -- lifecycle ------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreError("store is closed")
 
     async def close(self) -> None:
         """Stop compaction, end every watch, close the connections."""
-        if self._closed:
+        if not await self._stop():
             return
-        self._closed = True
-        if self._compactor is not None:
-            self._compactor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._compactor
         for resp in list(self._streams):
             resp.close()
         await self._session.close()
@@ -495,8 +478,7 @@ async def open_etcd(endpoints: list[str], *, cafile: str | None = None,
     except BaseException:
         await store.close()
         raise
-    store._compactor = asyncio.get_running_loop().create_task(
-        store._compact_periodically(compact_interval), name="pinnace-etcd-compactor")
+    store._start_compactor(compact_interval, name="pinnace-etcd-compactor")
     return store
 
 

@@ -33,13 +33,12 @@ process's writes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from pinnace.store._lifecycle import StoreLifecycle
 from pinnace.store.interface import (
     CompactedError,
     Event,
@@ -52,7 +51,6 @@ from pinnace.store.interface import (
 
 __all__ = ["SqliteStore", "open_sqlite"]
 
-log = logging.getLogger(__name__)
 
 # Events a watcher may lag behind before it is switched to catching up from the table.
 _WATCH_BUFFER = 10_000
@@ -144,8 +142,10 @@ class _Watcher:
     overflowed: bool = False
 
 
-class SqliteStore:
+class SqliteStore(StoreLifecycle):
     """The `Store` protocol on one SQLite file. Create it with `open_sqlite`."""
+
+    _compaction_errors = (sqlite3.Error, StoreError)
 
     def __init__(self, db: sqlite3.Connection, *, history_window: int) -> None:
         self._db = db
@@ -375,37 +375,12 @@ class SqliteStore:
         self._db.execute("VACUUM")
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    async def _compact_periodically(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            target = self._revision - self._history_window
-            if target <= self._compacted:
-                continue
-            try:
-                await self.compact(target)
-            except (sqlite3.Error, StoreError):
-                log.exception("store compaction to revision %d failed", target)
-
     # -- lifecycle ------------------------------------------------------------------
-
-    def _start_compactor(self, interval: float) -> None:
-        self._compactor = asyncio.get_running_loop().create_task(
-            self._compact_periodically(interval), name="pinnace-store-compactor"
-        )
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreError("store is closed")
 
     async def close(self) -> None:
         """Stop compaction, end every watch, close the file."""
-        if self._closed:
+        if not await self._stop():
             return
-        self._closed = True
-        if self._compactor is not None:
-            self._compactor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._compactor
         for w in self._watchers:
             w.queue.put_nowait(None)
         self._db.close()
@@ -459,5 +434,5 @@ async def open_sqlite(
     except BaseException:
         db.close()
         raise
-    store._start_compactor(compact_interval)
+    store._start_compactor(compact_interval, name="pinnace-store-compactor")
     return store

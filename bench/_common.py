@@ -1,5 +1,6 @@
 """What several benchmarks need alike: a free loopback port, percentiles, a bounded fan-out
-of API calls, the stand-in test images, and stopping a `pinnace up` they started."""
+of API calls, the stand-in test images, stopping a `pinnace up` they started, and printing
+their one result table."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -139,3 +140,23 @@ class CpuAccount:
             except OSError:
                 time.sleep(0.1)
         print(f"WARNING: left on the host: the cgroup {self.dir}", file=sys.stderr)
+
+
+def print_table(heads: Sequence[str], rows: Sequence[Sequence[object]], *,
+                note: str = "") -> None:
+    """Print a benchmark's result table: the first column (what was measured) left-aligned,
+    the others right-aligned, each as wide as its widest cell, a rule under the heads, and
+    a last line naming the Python and the CPU count (and `note`), since figures from
+    another machine do not compare."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(heads)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.ljust(w) if i == 0 else v.rjust(w)
+                         for i, (v, w) in enumerate(zip(values, widths, strict=True)))
+
+    print(line(heads))
+    print(line(["-" * w for w in widths]))
+    for row in cells:
+        print(line(row))
+    print(f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus{', ' + note if note else ''})")

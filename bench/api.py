@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import base64
 import json
-import os
 import shutil
 import ssl
 import statistics
@@ -26,7 +25,7 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from bench._common import free_port, stop
+from bench._common import free_port, print_table, stop
 from tests.etcd_cluster import EtcdCluster
 
 
@@ -163,12 +162,8 @@ def main() -> None:
     names = [k for k, _ in results[0]]
     heads = [st if st == "sqlite" else f"etcd ({args.etcd_members} member"
              f"{'s' if args.etcd_members > 1 else ''})" for st in stores]
-    width = max(len(k) for k in names)
-    print(f"{'measure'.ljust(width)}  " + "  ".join(h.rjust(12) for h in heads))
-    print(f"{'-' * width}  " + "  ".join("-" * 12 for _ in heads))
-    for i, k in enumerate(names):
-        print(f"{k.ljust(width)}  " + "  ".join(r[i][1].rjust(12) for r in results))
-    print(f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus)")
+    print_table(["measure", *heads],
+                [[k, *(r[i][1] for r in results)] for i, k in enumerate(names)])
 
 
 if __name__ == "__main__":

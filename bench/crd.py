@@ -30,7 +30,7 @@ import aiohttp
 import yaml
 from aiohttp import web
 
-from bench._common import free_port, in_parallel, stop
+from bench._common import free_port, in_parallel, print_table, stop
 from pinnace.apiserver import pki
 
 GROUP = "bench.example.com"
@@ -220,12 +220,7 @@ def main() -> None:
     finally:
         stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
-    width = max(len(k) for k, _ in rows)
-    print(f"{'measure'.ljust(width)}  value")
-    print(f"{'-' * width}  -----")
-    for k, v in rows:
-        print(f"{k.ljust(width)}  {v}")
-    print(f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus, shared machine)")
+    print_table(["measure", "value"], rows, note="shared machine")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench._common import print_table
 from pinnace.cluster import Cluster, ClusterConfig
 
 
@@ -120,18 +121,10 @@ def main() -> None:
     if args.split:
         from bench.fake_scale_split import compare
         heads, rows = compare(args.nodes, args.pods, args.concurrency)
-        width = max(len(k) for k, _ in rows)
-        print(f"{'fake_scale --split':<{width}}  " + "  ".join(f"{h:>22}" for h in heads))
-        print("-" * (width + 2 + 24 * len(heads)))
-        for k, values in rows:
-            print(f"{k:<{width}}  " + "  ".join(f"{v:>22}" for v in values))
+        print_table(["fake_scale --split", *heads], [[k, *values] for k, values in rows])
         return
     rows = asyncio.run(run(args.nodes, args.pods, args.concurrency))
-    width = max(len(k) for k, _ in rows)
-    print(f"{'fake_scale':<{width}}  {args.nodes} nodes, {args.pods} pods")
-    print("-" * (width + 30))
-    for k, v in rows:
-        print(f"{k:<{width}}  {v}")
+    print_table(["fake_scale", f"{args.nodes} nodes, {args.pods} pods"], rows)
 
 
 if __name__ == "__main__":

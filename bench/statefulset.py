@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from bench._common import print_table
 from pinnace.client.client import Client
 from pinnace.cluster import Cluster, ClusterConfig
 
@@ -132,11 +133,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     rows = asyncio.run(run(args.replicas, args.nodes))
-    width = max(len(k) for k, _ in rows)
-    print(f"{'statefulset':<{width}}  {args.replicas} replicas, {args.nodes} fake nodes")
-    print("-" * (width + 30))
-    for k, v in rows:
-        print(f"{k:<{width}}  {v}")
+    print_table(["statefulset", f"{args.replicas} replicas, {args.nodes} fake nodes"], rows)
 
 
 if __name__ == "__main__":

@@ -72,10 +72,11 @@ class Api:
 
 
 @contextlib.asynccontextmanager
-async def running_api(data_dir: Path) -> AsyncIterator[Api]:
-    """An API server on a free loopback port over `data_dir`, and a session trusting it."""
+async def running_api(data_dir: Path, **config: Any) -> AsyncIterator[Api]:
+    """An API server on a free loopback port over `data_dir`, and a session trusting it;
+    `config` sets more of its ClusterConfig (service_account_admission=True, …)."""
     cluster = Cluster(ClusterConfig(data_dir=data_dir, port=0, controllers=False,
-                                    scheduler=False))
+                                    scheduler=False, **config))
     await cluster.start()
     ctx = ssl.create_default_context(cadata=cluster.server.ca_pem.decode())
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx))

@@ -1,10 +1,11 @@
 """What several benchmarks need alike: a free loopback port, percentiles, a bounded fan-out
-of API calls, the stand-in test images, stopping a `pinnace up` they started, and printing
-their one result table."""
+of API calls, the stand-in test images, stopping a `pinnace up` they started, reading the
+kubeconfig it writes, and printing their one result table."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import math
 import os
@@ -16,6 +17,9 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
+
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -42,6 +46,21 @@ async def in_parallel(n: int, fn: Callable[[int], Awaitable[object]],
         for i in it:
             await fn(i)
     await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+class Kubeconfig(NamedTuple):
+    server: str  # https://127.0.0.1:<port>
+    token: str
+    ca_pem: bytes
+
+
+def read_kubeconfig(path: Path) -> Kubeconfig:
+    """The server, token and CA of the kubeconfig `pinnace up`/`server` wrote (one
+    cluster, one user)."""
+    cfg = yaml.safe_load(path.read_text())
+    cluster = cfg["clusters"][0]["cluster"]
+    return Kubeconfig(cluster["server"], cfg["users"][0]["user"]["token"],
+                      base64.b64decode(cluster["certificate-authority-data"]))
 
 
 def build_images(tmp: Path, images: Path | None = None) -> Path:

@@ -23,9 +23,8 @@ import time
 from pathlib import Path
 
 import aiohttp
-import yaml
 
-from bench._common import free_port, print_table, stop
+from bench._common import free_port, in_parallel, print_table, read_kubeconfig, stop
 from tests.etcd_cluster import EtcdCluster
 
 
@@ -38,24 +37,16 @@ async def run(proc: subprocess.Popen, tmp: Path, objects: int,
             raise SystemExit("pinnace up failed")
         await asyncio.sleep(0.01)
     startup = time.monotonic() - started
-    cfg = yaml.safe_load(kubeconfig.read_text())
-    ca = base64.b64decode(cfg["clusters"][0]["cluster"]["certificate-authority-data"])
-    token = cfg["users"][0]["user"]["token"]
-    base = cfg["clusters"][0]["cluster"]["server"]
+    base, token, ca = read_kubeconfig(kubeconfig)
     ctx = ssl.create_default_context(cadata=ca.decode())
     headers = {"Authorization": f"Bearer {token}"}
     conn = aiohttp.TCPConnector(ssl=ctx, limit=concurrency)
     async with aiohttp.ClientSession(connector=conn, headers=headers) as s:
         path = "/api/v1/namespaces/default/configmaps"
 
-        async def in_parallel(fn, n: int) -> float:
-            queue = list(range(n))
+        async def per_second(fn, n: int) -> float:
             t0 = time.perf_counter()
-
-            async def worker() -> None:
-                while queue:
-                    await fn(queue.pop())
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            await in_parallel(n, fn, concurrency)
             return n / (time.perf_counter() - t0)
 
         def create_fn(plural: str, kind: str, data: dict[str, str]):
@@ -82,14 +73,14 @@ async def run(proc: subprocess.Popen, tmp: Path, objects: int,
                 assert r.status == 200
                 await r.read()
 
-        creates = await in_parallel(create_fn("configmaps", "ConfigMap", {"key": "x" * 200}),
-                                    objects)
-        gets = await in_parallel(get_fn("configmaps"), objects * 2)
+        creates = await per_second(create_fn("configmaps", "ConfigMap", {"key": "x" * 200}),
+                                   objects)
+        gets = await per_second(get_fn("configmaps"), objects * 2)
         # Secrets (encrypted at rest by default) beside ConfigMaps: same size of data
-        secret_creates = await in_parallel(create_fn(
+        secret_creates = await per_second(create_fn(
             "secrets", "Secret", {"key": base64.b64encode(b"x" * 150).decode()}), objects)
-        secret_gets = await in_parallel(get_fn("secrets"), objects * 2)
-        lists = await in_parallel(list_all, 50)
+        secret_gets = await per_second(get_fn("secrets"), objects * 2)
+        lists = await per_second(list_all, 50)
 
         # watch latency: one watcher, writes one at a time
         async with s.get(base + path) as r:

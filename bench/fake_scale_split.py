@@ -4,7 +4,6 @@ processes (one on SQLite; two on one etcd), their agents in this process over HT
 from __future__ import annotations
 
 import asyncio
-import base64
 import shutil
 import subprocess
 import sys
@@ -12,9 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
-from bench._common import free_port, stop
+from bench._common import free_port, read_kubeconfig, stop
 from bench.fake_scale import pod_on_node, wait_for
 from pinnace.agent.fake_nodes import FakeNodes
 from pinnace.client.client import Client
@@ -38,11 +35,8 @@ def start_server(data_dir: Path, extra: list[str]) -> tuple[subprocess.Popen[byt
 
 
 def client_for(kubeconfig: Path) -> Client:
-    cfg = yaml.safe_load(kubeconfig.read_text())
-    ca = base64.b64decode(cfg["clusters"][0]["cluster"]["certificate-authority-data"])
-    return Client(HttpTransport(cfg["clusters"][0]["cluster"]["server"],
-                                token=cfg["users"][0]["user"]["token"], ca_pem=ca,
-                                limit=256))
+    server, token, ca = read_kubeconfig(kubeconfig)
+    return Client(HttpTransport(server, token=token, ca_pem=ca, limit=256))
 
 
 async def measure(kubeconfigs: list[Path], nodes: int, pods: int, concurrency: int

@@ -1,8 +1,8 @@
-"""What every store backend does the same around its data: keep only the last
-`history_window` revisions by compacting in the background, refuse calls once closed,
-and stop the compaction on close. A backend subclasses `StoreLifecycle`, sets the
-attributes listed on it, implements `compact`, and calls `_start_compactor` when opened
-and `_stop` first thing in its `close`."""
+"""What every store backend does the same around its data: tell its revision and
+compacted revision, keep only the last `history_window` revisions by compacting in the
+background, refuse calls once closed, and stop the compaction on close. A backend
+subclasses `StoreLifecycle`, sets the attributes listed on it, implements `compact`, and
+calls `_start_compactor` when opened and `_stop` first thing in its `close`."""
 
 from __future__ import annotations
 
@@ -23,6 +23,22 @@ class StoreLifecycle:
     # A failed background compaction is logged and tried again next interval.
     _compaction_errors: tuple[type[BaseException], ...] = (StoreError,)
     _compaction_failed = "store compaction to revision %d failed"
+
+    @property
+    def revision(self) -> int:
+        """The newest revision written, as far as this process has seen (0 for an empty
+        store)."""
+        return self._revision
+
+    @property
+    def compacted_revision(self) -> int:
+        """History at or before this revision may be gone."""
+        return self._compacted
+
+    @property
+    def history_window(self) -> int:
+        """How many recent revisions the background compaction keeps."""
+        return self._history_window
 
     async def compact(self, revision: int) -> None:
         raise NotImplementedError

@@ -140,19 +140,6 @@ class EtcdStore(StoreLifecycle):
     # -- properties -----------------------------------------------------------------
 
     @property
-    def revision(self) -> int:
-        """The newest revision seen in any response (0 for an empty etcd)."""
-        return self._revision
-
-    @property
-    def compacted_revision(self) -> int:
-        return self._compacted
-
-    @property
-    def history_window(self) -> int:
-        return self._history_window
-
-    @property
     def endpoints(self) -> list[str]:
         return list(self._endpoints)
 

@@ -159,23 +159,6 @@ class SqliteStore(StoreLifecycle):
         self._compacted = compacted[0] if compacted else 0
         self._revision = max(seq[0] if seq else 0, top[0] or 0, self._compacted)
 
-    # -- properties -----------------------------------------------------------------
-
-    @property
-    def revision(self) -> int:
-        """The newest revision written (0 for an empty store)."""
-        return self._revision
-
-    @property
-    def compacted_revision(self) -> int:
-        """History at or before this revision may be gone."""
-        return self._compacted
-
-    @property
-    def history_window(self) -> int:
-        """How many recent revisions the background compaction keeps."""
-        return self._history_window
-
     # -- reads ----------------------------------------------------------------------
 
     def _latest(self, key: str) -> _Row | None:

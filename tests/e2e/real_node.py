@@ -16,8 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.cluster import Cluster, free_port
+from tests.e2e.cluster import Cluster
 from tests.leftovers import leftovers, random_pod_cidr
+from tests.ports import free_port
 
 NODE = "pinnace-e2e"
 

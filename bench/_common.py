@@ -1,12 +1,13 @@
 """What several benchmarks need alike: a free loopback port, percentiles, a bounded fan-out
 of API calls, the stand-in test images, stopping a `pinnace up` they started, reading the
-kubeconfig it writes, and printing their one result table."""
+kubeconfig it writes, waiting for a condition, and printing their one result table."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import contextlib
+import inspect
 import math
 import os
 import secrets
@@ -61,6 +62,22 @@ def read_kubeconfig(path: Path) -> Kubeconfig:
     cluster = cfg["clusters"][0]["cluster"]
     return Kubeconfig(cluster["server"], cfg["users"][0]["user"]["token"],
                       base64.b64decode(cluster["certificate-authority-data"]))
+
+
+async def wait_until(cond: Callable[[], object], *, within: float, what: str = "condition",
+                     interval: float = 0.1) -> None:
+    """Poll `cond()` (a value or an awaitable one) until it is true; TimeoutError naming
+    `what` after `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        result = cond()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {within:.0f} s")
+        await asyncio.sleep(interval)
 
 
 def build_images(tmp: Path, images: Path | None = None) -> Path:

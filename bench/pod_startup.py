@@ -58,6 +58,7 @@ from bench._common import (
     percentile,
     process_tree,
     stop,
+    wait_until,
 )
 from pinnace.agent.images import ImageStore
 from pinnace.agent.network import dir_hash
@@ -189,14 +190,6 @@ async def create_and_wait(rec: Recorder, name: str, starts: dict[str, float],
     await rec.client.create(rec.pods, pod_manifest(name), "default")
     rec.created.add(name)
     return await asyncio.wait_for(running, within) - t0
-
-
-async def wait_until(cond: Any, *, within: float, what: str, interval: float = 0.1) -> None:
-    deadline = time.monotonic() + within
-    while not await cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {within:.0f} s")
-        await asyncio.sleep(interval)
 
 
 async def node_ready(client: Client) -> bool:

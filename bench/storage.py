@@ -38,14 +38,13 @@ from pathlib import Path
 from typing import Any
 
 from bench import pv_binding
-from bench._common import build_images, free_port, stop
+from bench._common import build_images, free_port, stop, wait_until
 from bench.pod_startup import (
     IMAGE,
     NODE,
     leftovers,
     node_ready,
     sh,
-    wait_until,
 )
 from pinnace.client.client import Client
 from pinnace.client.transport import HttpTransport

@@ -51,6 +51,7 @@ from typing import Any
 
 import aiohttp
 
+from pinnace.api.backoff import exponential_delay
 from pinnace.store._lifecycle import StoreLifecycle
 from pinnace.store.interface import (
     CompactedError,
@@ -68,6 +69,8 @@ log = logging.getLogger(__name__)
 
 _BASE = 1  # an empty etcd is at revision 1; the interface's empty store at 0
 _PAGE = 5000  # keys per range request
+# the wait before trying the next member, doubling per failure in a row
+_RETRY_BASE, _RETRY_CAP = 0.05, 1.0
 EVENT_TTL = 3600  # seconds: kube-apiserver's --event-ttl default
 # where Events live (core/v1 and events.k8s.io/v1): see ResourceType.key_prefix
 EVENT_PREFIXES = ("/registry/core/events/", "/registry/events.k8s.io/events/")
@@ -160,7 +163,7 @@ class EtcdStore(StoreLifecycle):
         self._check_open()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
-        delay = 0.05
+        failures = 0
         last_error = ""
         while True:
             index = self._current
@@ -193,12 +196,13 @@ class EtcdStore(StoreLifecycle):
                 if not retryable or (not idempotent and data.get("code") == 4):
                     raise StoreError(f"etcd {base}: {message}")
                 last_error = message
+            failures += 1
+            delay = exponential_delay(_RETRY_BASE, _RETRY_CAP, failures)
             if endpoint is not None or loop.time() + delay > deadline:
                 raise StoreError(f"etcd unavailable ({', '.join(self._endpoints)}): "
                                  f"{last_error}")
             self._next_endpoint(index)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
 
     async def _lease_for(self, key: str) -> str | None:
         """The lease a write of key carries (None: the key does not expire)."""
@@ -332,7 +336,7 @@ class EtcdStore(StoreLifecycle):
     async def _watch(self, prefix: str, after: int) -> AsyncIterator[Event]:
         key = prefix.encode() or b"\0"
         end = _prefix_end(prefix.encode())
-        delay = 0.05
+        failures = 0  # since the last event: a member that streams again is not backed off
         while not self._closed:
             index = self._current
             body = {"create_request": {
@@ -351,7 +355,7 @@ class EtcdStore(StoreLifecycle):
                             for event in self._events(result):
                                 if event.kv.mod_revision > after:
                                     after = event.kv.mod_revision
-                                    delay = 0.05
+                                    failures = 0
                                     yield event
                     finally:
                         self._streams.discard(resp)
@@ -364,8 +368,8 @@ class EtcdStore(StoreLifecycle):
             if self._closed:
                 return
             self._next_endpoint(index)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            failures += 1
+            await asyncio.sleep(exponential_delay(_RETRY_BASE, _RETRY_CAP, failures))
 
     def _events(self, result: dict[str, Any]) -> list[Event]:
         compacted = int(result.get("compact_revision", 0))

@@ -149,6 +149,18 @@ def endpoint_slice(*pod_ips: str | None, svc: str = "web",
             "endpoints": endpoints}
 
 
+async def serve_web(client: Any, *pod_ips: str | None, nodes: tuple[str, ...] = (),
+                    **spec: Any) -> dict[str, Any]:
+    """Service `web` (port 8080 to the pods' 80, more of its spec in `spec`) and its
+    slice naming `pod_ips`: the created Service."""
+    svc = await client.create(client.resource("v1", "Service"), {
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {**spec, "ports": [{"name": "http", "port": 8080, "targetPort": 80}]}})
+    await client.create(client.resource("discovery.k8s.io/v1", "EndpointSlice"),
+                        endpoint_slice(*pod_ips, nodes=nodes))
+    return svc
+
+
 async def set_endpoints(client: Any, *pod_ips: str | None, svc: str = "web",
                         nodes: tuple[str, ...] = ()) -> None:
     """Rewrite the endpoints of `svc`'s slice (none when no `pod_ips`)."""
@@ -162,16 +174,11 @@ async def test_cluster_ip_and_node_port_serve_the_pod_and_refuse_without_endpoin
         runtime: RuncRuntime, table: str, client: Any,
         start_proxier: Callable[..., Awaitable[Proxier]]) -> None:
     pod_ip = await run_nginx(runtime)
-    svc_rt = client.resource("v1", "Service")
-    es_rt = client.resource("discovery.k8s.io/v1", "EndpointSlice")
     # a random ClusterIP, so a cluster running on this host never has the same one
     cluster_ip = f"10.{random.randint(100, 111)}.{random.randint(0, 255)}.{random.randint(2, 254)}"
-    svc = await client.create(svc_rt, {
-        "metadata": {"name": "web", "namespace": "default"},
-        "spec": {"type": "NodePort", "clusterIP": cluster_ip, "selector": {"app": "web"},
-                 "ports": [{"name": "http", "port": 8080, "targetPort": 80}]}})
+    svc = await serve_web(client, pod_ip, type="NodePort", clusterIP=cluster_ip,
+                          selector={"app": "web"})
     node_port = svc["spec"]["ports"][0]["nodePort"]
-    await client.create(es_rt, endpoint_slice(pod_ip))
     proxier = await start_proxier()
 
     assert "nginx" in await get_eventually(cluster_ip, 8080)
@@ -224,12 +231,7 @@ async def test_pods_reach_a_service_and_a_pod_reaches_itself_through_its_own(
                                           "hello-from-pod > /www/index.html && "
                                           "exec httpd -f -p 80 -h /www")
     other, _ = await run_busybox(runtime, "client", "exec sleep 3600")
-    svc = await client.create(client.resource("v1", "Service"), {
-        "metadata": {"name": "web", "namespace": "default"},
-        "spec": {"ports": [{"name": "http", "port": 8080, "targetPort": 80}]}})
-    cluster_ip = svc["spec"]["clusterIP"]
-    await client.create(client.resource("discovery.k8s.io/v1", "EndpointSlice"),
-                        endpoint_slice(server_ip))
+    cluster_ip = (await serve_web(client, server_ip))["spec"]["clusterIP"]
     await start_proxier()
     assert "hello-from-pod" in await get_eventually(cluster_ip, 8080)
     # the server itself (hairpin: masqueraded, so the reply comes back through the host);
@@ -259,13 +261,8 @@ async def test_a_change_rewrites_only_its_service_and_clients_keep_their_endpoin
         start_proxier: Callable[..., Awaitable[Proxier]]) -> None:
     pod_ip = await run_nginx(runtime)
     svc_rt = client.resource("v1", "Service")
-    es_rt = client.resource("discovery.k8s.io/v1", "EndpointSlice")
-    svc = await client.create(svc_rt, {
-        "metadata": {"name": "web", "namespace": "default"},
-        "spec": {"sessionAffinity": "ClientIP",
-                 "ports": [{"name": "http", "port": 8080, "targetPort": 80}]}})
+    svc = await serve_web(client, pod_ip, sessionAffinity="ClientIP")
     cluster_ip = svc["spec"]["clusterIP"]
-    await client.create(es_rt, endpoint_slice(pod_ip))
     proxier = await start_proxier()
     assert "nginx" in await get_eventually(cluster_ip, 8080)
     (name, remembered), = affinity_sets(table).items()
@@ -372,17 +369,12 @@ async def test_external_traffic_policy_local_keeps_the_client_address_on_local_e
         runtime, "whoami", "mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho "
         "Content-Type: text/plain\\necho\\necho $REMOTE_ADDR\\n' > /www/cgi-bin/ip && "
         "chmod +x /www/cgi-bin/ip && exec httpd -f -p 80 -h /www")
-    svc_rt = client.resource("v1", "Service")
-    es_rt = client.resource("discovery.k8s.io/v1", "EndpointSlice")
-    svc = await client.create(svc_rt, {
-        "metadata": {"name": "web", "namespace": "default"},
-        "spec": {"type": "NodePort", "externalTrafficPolicy": "Local",
-                 "ports": [{"name": "http", "port": 8080, "targetPort": 80}]}})
-    node_port = svc["spec"]["ports"][0]["nodePort"]
     # the pod on this node, and an endpoint on another node (an address nobody has: a
     # connection sent there would time out)
     spare = str(ipaddress.ip_network(runtime.network.pod_cidr)[250])
-    await client.create(es_rt, endpoint_slice(pod_ip, spare, nodes=("node-a", "node-b")))
+    svc = await serve_web(client, pod_ip, spare, nodes=("node-a", "node-b"), type="NodePort",
+                          externalTrafficPolicy="Local")
+    node_port = svc["spec"]["ports"][0]["nodePort"]
     await start_proxier(node_name="node-a")
     await eventually(lambda: f"tcp . {node_port} : goto ext-" in listed(table), within=5)
 
@@ -403,16 +395,11 @@ async def test_internal_traffic_policy_local_sends_cluster_ip_traffic_to_local_e
         runtime: RuncRuntime, table: str, client: Any,
         start_proxier: Callable[..., Awaitable[Proxier]]) -> None:
     pod_ip = await run_nginx(runtime)
-    svc_rt = client.resource("v1", "Service")
-    es_rt = client.resource("discovery.k8s.io/v1", "EndpointSlice")
-    svc = await client.create(svc_rt, {
-        "metadata": {"name": "web", "namespace": "default"},
-        "spec": {"internalTrafficPolicy": "Local",
-                 "ports": [{"name": "http", "port": 8080, "targetPort": 80}]}})
-    cluster_ip = svc["spec"]["clusterIP"]
     # the pod on this node, and an endpoint on another (an address nobody has)
     spare = str(ipaddress.ip_network(runtime.network.pod_cidr)[250])
-    await client.create(es_rt, endpoint_slice(pod_ip, spare, nodes=("node-a", "node-b")))
+    svc = await serve_web(client, pod_ip, spare, nodes=("node-a", "node-b"),
+                          internalTrafficPolicy="Local")
+    cluster_ip = svc["spec"]["clusterIP"]
     await start_proxier(node_name="node-a")
     assert "nginx" in await get_eventually(cluster_ip, 8080)
     for _ in range(8):  # never the other node's endpoint

@@ -196,3 +196,11 @@ def print_table(heads: Sequence[str], rows: Sequence[Sequence[object]], *,
     for row in cells:
         print(line(row))
     print(f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus{', ' + note if note else ''})")
+
+
+def markdown_table(heads: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A result table in Markdown, for benchmarks whose figures go into an issue as they
+    are: what was measured left-aligned, the figures right-aligned."""
+    lines = ["| " + " | ".join(heads) + " |", "|---|" + "---:|" * (len(heads) - 1)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)

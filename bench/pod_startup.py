@@ -53,6 +53,7 @@ from bench._common import (
     CpuAccount,
     build_images,
     free_port,
+    markdown_table,
     memory_kib,
     own_cpu_seconds,
     percentile,
@@ -533,10 +534,7 @@ def main() -> None:
         for w in warnings:  # printed here too when the run failed
             print(f"WARNING: {w}", file=sys.stderr, flush=True)
 
-    print("| measure (ms) | n | p50 | p90 | p99 | max |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for r_ in rows:
-        print("| " + " | ".join(r_) + " |")
+    print(markdown_table(["measure (ms)", "n", "p50", "p90", "p99", "max"], rows))
     print()
     for n in notes:
         print(f"- {n}")

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from pinnace.api.errors import ApiError
 from pinnace.apiserver.server import ApiServer
 from pinnace.cluster import Cluster, ClusterConfig, ComponentRunner
 from tests.integration.fake_kubelet import node_loop
@@ -134,6 +135,15 @@ async def eventually(cond: Any, within: float = 10.0, interval: float = 0.02) ->
             return
         assert loop.time() < deadline, "condition not met in time"
         await asyncio.sleep(interval)
+
+
+async def gone(client: Any, rt: Any, name: str, namespace: str | None = None) -> bool:
+    """The object is gone: its GET answers 404."""
+    try:
+        await client.get(rt, name, namespace)
+    except ApiError as e:
+        return e.code == 404
+    return False
 
 
 @pytest.fixture

@@ -1,10 +1,13 @@
 """What several benchmarks need alike: a free loopback port, percentiles, a bounded fan-out
-of API calls, the stand-in test images, and stopping a `pinnace up` they started."""
+of API calls, the stand-in test images, stopping a `pinnace up` they started, reading the
+kubeconfig it writes, waiting for a condition, and printing their one result table."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import inspect
 import math
 import os
 import secrets
@@ -13,8 +16,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
+
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,6 +47,37 @@ async def in_parallel(n: int, fn: Callable[[int], Awaitable[object]],
         for i in it:
             await fn(i)
     await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+class Kubeconfig(NamedTuple):
+    server: str  # https://127.0.0.1:<port>
+    token: str
+    ca_pem: bytes
+
+
+def read_kubeconfig(path: Path) -> Kubeconfig:
+    """The server, token and CA of the kubeconfig `pinnace up`/`server` wrote (one
+    cluster, one user)."""
+    cfg = yaml.safe_load(path.read_text())
+    cluster = cfg["clusters"][0]["cluster"]
+    return Kubeconfig(cluster["server"], cfg["users"][0]["user"]["token"],
+                      base64.b64decode(cluster["certificate-authority-data"]))
+
+
+async def wait_until(cond: Callable[[], object], *, within: float, what: str = "condition",
+                     interval: float = 0.1) -> None:
+    """Poll `cond()` (a value or an awaitable one) until it is true; TimeoutError naming
+    `what` after `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        result = cond()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {within:.0f} s")
+        await asyncio.sleep(interval)
 
 
 def build_images(tmp: Path, images: Path | None = None) -> Path:
@@ -145,24 +182,20 @@ async def api_session(proc: subprocess.Popen[bytes] | subprocess.Popen[str], dat
                       *, limit: int = 8) -> tuple[object, str]:
     """Wait for the kubeconfig a `pinnace up` writes into data_dir, then an aiohttp session
     speaking to it as the admin (CA pinned, bearer token) and the server's base URL."""
-    import base64
     import ssl
 
     import aiohttp
-    import yaml
 
     kubeconfig = data_dir / "kubeconfig"
     while not kubeconfig.exists():
         if proc.poll() is not None:
             raise SystemExit("pinnace up failed")
         await asyncio.sleep(0.01)
-    cfg = yaml.safe_load(kubeconfig.read_text())
-    ca = base64.b64decode(cfg["clusters"][0]["cluster"]["certificate-authority-data"])
-    token = cfg["users"][0]["user"]["token"]
+    server, token, ca = read_kubeconfig(kubeconfig)
     ctx = ssl.create_default_context(cadata=ca.decode())
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx, limit=limit),
                                     headers={"Authorization": f"Bearer {token}"})
-    return session, cfg["clusters"][0]["cluster"]["server"]
+    return session, server
 
 
 def cpu_seconds(root: int) -> float:
@@ -177,3 +210,31 @@ def cpu_seconds(root: int) -> float:
         except (OSError, IndexError, ValueError):
             continue
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def print_table(heads: Sequence[str], rows: Sequence[Sequence[object]], *,
+                note: str = "") -> None:
+    """Print a benchmark's result table: the first column (what was measured) left-aligned,
+    the others right-aligned, each as wide as its widest cell, a rule under the heads, and
+    a last line naming the Python and the CPU count (and `note`), since figures from
+    another machine do not compare."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(heads)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.ljust(w) if i == 0 else v.rjust(w)
+                         for i, (v, w) in enumerate(zip(values, widths, strict=True)))
+
+    print(line(heads))
+    print(line(["-" * w for w in widths]))
+    for row in cells:
+        print(line(row))
+    print(f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus{', ' + note if note else ''})")
+
+
+def markdown_table(heads: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A result table in Markdown, for benchmarks whose figures go into an issue as they
+    are: what was measured left-aligned, the figures right-aligned."""
+    lines = ["| " + " | ".join(heads) + " |", "|---|" + "---:|" * (len(heads) - 1)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import base64
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -22,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._common import api_session, cpu_seconds, free_port, stop
+from bench._common import api_session, cpu_seconds, free_port, in_parallel, print_table, stop
 from tests.etcd_cluster import EtcdCluster
 
 
@@ -34,14 +33,9 @@ async def run(proc: subprocess.Popen, tmp: Path, objects: int,
     async with session as s:  # type: ignore[attr-defined]
         path = "/api/v1/namespaces/default/configmaps"
 
-        async def in_parallel(fn, n: int) -> float:
-            queue = list(range(n))
+        async def per_second(fn, n: int) -> float:
             t0 = time.perf_counter()
-
-            async def worker() -> None:
-                while queue:
-                    await fn(queue.pop())
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            await in_parallel(n, fn, concurrency)
             return n / (time.perf_counter() - t0)
 
         def create_fn(plural: str, kind: str, data: dict[str, str]):
@@ -69,16 +63,16 @@ async def run(proc: subprocess.Popen, tmp: Path, objects: int,
                 await r.read()
 
         cpu0 = cpu_seconds(proc.pid)
-        creates = await in_parallel(create_fn("configmaps", "ConfigMap", {"key": "x" * 200}),
-                                    objects)
+        creates = await per_second(create_fn("configmaps", "ConfigMap", {"key": "x" * 200}),
+                                   objects)
         # on a shared machine the server's CPU time per create is the steadier figure
         create_cpu = (cpu_seconds(proc.pid) - cpu0) / objects
-        gets = await in_parallel(get_fn("configmaps"), objects * 2)
+        gets = await per_second(get_fn("configmaps"), objects * 2)
         # Secrets (encrypted at rest by default) beside ConfigMaps: same size of data
-        secret_creates = await in_parallel(create_fn(
+        secret_creates = await per_second(create_fn(
             "secrets", "Secret", {"key": base64.b64encode(b"x" * 150).decode()}), objects)
-        secret_gets = await in_parallel(get_fn("secrets"), objects * 2)
-        lists = await in_parallel(list_all, 50)
+        secret_gets = await per_second(get_fn("secrets"), objects * 2)
+        lists = await per_second(list_all, 50)
 
         # watch latency: one watcher, writes one at a time
         async with s.get(base + path) as r:
@@ -153,12 +147,8 @@ def main() -> None:
     names = [k for k, _ in results[0]]
     heads = [st if st == "sqlite" else f"etcd ({args.etcd_members} member"
              f"{'s' if args.etcd_members > 1 else ''})" for st in stores]
-    width = max(len(k) for k in names)
-    print(f"{'measure'.ljust(width)}  " + "  ".join(h.rjust(12) for h in heads))
-    print(f"{'-' * width}  " + "  ".join("-" * 12 for _ in heads))
-    for i, k in enumerate(names):
-        print(f"{k.ljust(width)}  " + "  ".join(r[i][1].rjust(12) for r in results))
-    print(f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus)")
+    print_table(["measure", *heads],
+                [[k, *(r[i][1] for r in results)] for i, k in enumerate(names)])
 
 
 if __name__ == "__main__":

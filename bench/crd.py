@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 from aiohttp import web
 
-from bench._common import free_port, in_parallel, stop
+from bench._common import free_port, in_parallel, print_table, read_kubeconfig, stop
 from pinnace.apiserver import pki
 
 GROUP = "bench.example.com"
@@ -102,11 +101,9 @@ async def run(tmp: Path, objects: int, concurrency: int) -> list[tuple[str, str]
 async def _measure(tmp: Path, objects: int, concurrency: int, webhook: dict[str, str]
                    ) -> list[tuple[str, str]]:
     kubeconfig = tmp / "data" / "kubeconfig"
-    cfg = yaml.safe_load(kubeconfig.read_text())
-    ca = base64.b64decode(cfg["clusters"][0]["cluster"]["certificate-authority-data"])
-    base = cfg["clusters"][0]["cluster"]["server"]
+    base, token, ca = read_kubeconfig(kubeconfig)
     ctx = ssl.create_default_context(cadata=ca.decode())
-    headers = {"Authorization": f"Bearer {cfg['users'][0]['user']['token']}"}
+    headers = {"Authorization": f"Bearer {token}"}
     conn = aiohttp.TCPConnector(ssl=ctx, limit=concurrency)
     rows: list[tuple[str, str]] = []
     async with aiohttp.ClientSession(connector=conn, headers=headers) as s:
@@ -220,12 +217,7 @@ def main() -> None:
     finally:
         stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
-    width = max(len(k) for k, _ in rows)
-    print(f"{'measure'.ljust(width)}  value")
-    print(f"{'-' * width}  -----")
-    for k, v in rows:
-        print(f"{k.ljust(width)}  {v}")
-    print(f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus, shared machine)")
+    print_table(["measure", "value"], rows, note="shared machine")
 
 
 if __name__ == "__main__":

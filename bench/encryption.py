@@ -14,11 +14,11 @@ import argparse
 import asyncio
 import base64
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench._common import print_table
 from pinnace.apiserver.encryption import EncryptedStore, EncryptionConfig, generate_config
 from pinnace.store.sqlite import open_sqlite
 
@@ -59,12 +59,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pinnace-bench-") as tmp:
         rows = asyncio.run(run(args.objects, Path(tmp)))
-    width = max(len(r[0]) for r in rows)
-    print(f"{'store path'.ljust(width)}  create us  get us  range ms ({args.objects} objects)")
-    print(f"{'-' * width}  ---------  ------  --------")
-    for label, create, get, rng in rows:
-        print(f"{label.ljust(width)}  {create:9.1f}  {get:6.1f}  {rng:8.2f}")
-    print(f"({len(VALUE)}-byte values; python {sys.version.split()[0]}, {os.cpu_count()} cpus)")
+    print_table(["store path", "create us", "get us", f"range ms ({args.objects} objects)"],
+                [(label, f"{create:.1f}", f"{get:.1f}", f"{rng:.2f}")
+                 for label, create, get, rng in rows],
+                note=f"{len(VALUE)}-byte values")
 
 
 if __name__ == "__main__":

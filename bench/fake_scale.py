@@ -25,9 +25,9 @@ import logging
 import resource
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
+from bench._common import print_table, wait_until
 from pinnace.cluster import Cluster, ClusterConfig
 
 
@@ -37,15 +37,6 @@ def rss_mib() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
-
-
-async def wait_for(cond: Callable[[], bool], *, within: float, interval: float = 0.1
-                   ) -> None:
-    deadline = time.monotonic() + within
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(interval)
 
 
 def pod_on_node(i: int, nodes: int) -> dict[str, object]:
@@ -69,8 +60,8 @@ async def run(nodes: int, pods: int, concurrency: int) -> list[tuple[str, str]]:
         assert fake is not None
         try:
             t0 = time.monotonic()
-            await wait_for(lambda: len(fake.agents) == nodes and len(fake.nodes.cache) == nodes,
-                           within=600)
+            await wait_until(lambda: len(fake.agents) == nodes and len(fake.nodes.cache) == nodes,
+                             within=600)
             rows.append((f"register {nodes} nodes", f"{time.monotonic() - t0:.1f} s"))
             rss_nodes = rss_mib()
             pod_rt = client.resource("v1", "Pod")
@@ -89,7 +80,7 @@ async def run(nodes: int, pods: int, concurrency: int) -> list[tuple[str, str]]:
             def running() -> int:
                 return sum(1 for p in fake.pods.cache.values()
                            if (p.get("status") or {}).get("phase") == "Running")
-            await wait_for(lambda: running() == pods, within=1200, interval=0.25)
+            await wait_until(lambda: running() == pods, within=1200, interval=0.25)
             total = time.monotonic() - t1
             rows.append(("all pods Running (from first create)", f"{total:.1f} s"))
             await asyncio.sleep(3)  # let stray writes land before counting
@@ -120,18 +111,10 @@ def main() -> None:
     if args.split:
         from bench.fake_scale_split import compare
         heads, rows = compare(args.nodes, args.pods, args.concurrency)
-        width = max(len(k) for k, _ in rows)
-        print(f"{'fake_scale --split':<{width}}  " + "  ".join(f"{h:>22}" for h in heads))
-        print("-" * (width + 2 + 24 * len(heads)))
-        for k, values in rows:
-            print(f"{k:<{width}}  " + "  ".join(f"{v:>22}" for v in values))
+        print_table(["fake_scale --split", *heads], [[k, *values] for k, values in rows])
         return
     rows = asyncio.run(run(args.nodes, args.pods, args.concurrency))
-    width = max(len(k) for k, _ in rows)
-    print(f"{'fake_scale':<{width}}  {args.nodes} nodes, {args.pods} pods")
-    print("-" * (width + 30))
-    for k, v in rows:
-        print(f"{k:<{width}}  {v}")
+    print_table(["fake_scale", f"{args.nodes} nodes, {args.pods} pods"], rows)
 
 
 if __name__ == "__main__":

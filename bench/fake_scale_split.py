@@ -4,7 +4,6 @@ processes (one on SQLite; two on one etcd), their agents in this process over HT
 from __future__ import annotations
 
 import asyncio
-import base64
 import shutil
 import subprocess
 import sys
@@ -12,10 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
-from bench._common import free_port, stop
-from bench.fake_scale import pod_on_node, wait_for
+from bench._common import free_port, read_kubeconfig, stop, wait_until
+from bench.fake_scale import pod_on_node
 from pinnace.agent.fake_nodes import FakeNodes
 from pinnace.client.client import Client
 from pinnace.client.transport import HttpTransport
@@ -38,11 +35,8 @@ def start_server(data_dir: Path, extra: list[str]) -> tuple[subprocess.Popen[byt
 
 
 def client_for(kubeconfig: Path) -> Client:
-    cfg = yaml.safe_load(kubeconfig.read_text())
-    ca = base64.b64decode(cfg["clusters"][0]["cluster"]["certificate-authority-data"])
-    return Client(HttpTransport(cfg["clusters"][0]["cluster"]["server"],
-                                token=cfg["users"][0]["user"]["token"], ca_pem=ca,
-                                limit=256))
+    server, token, ca = read_kubeconfig(kubeconfig)
+    return Client(HttpTransport(server, token=token, ca_pem=ca, limit=256))
 
 
 async def measure(kubeconfigs: list[Path], nodes: int, pods: int, concurrency: int
@@ -59,7 +53,7 @@ async def measure(kubeconfigs: list[Path], nodes: int, pods: int, concurrency: i
         runners.append(runner)
         fakes.append(fake)
     try:
-        await wait_for(lambda: sum(len(f.agents) for f in fakes) == nodes, within=900)
+        await wait_until(lambda: sum(len(f.agents) for f in fakes) == nodes, within=900)
         registered = time.monotonic() - t0
         pod_rt = clients[0].resource("v1", "Pod")
         rv0 = int((await clients[0].list(pod_rt, "default", limit=1))["metadata"]
@@ -78,7 +72,7 @@ async def measure(kubeconfigs: list[Path], nodes: int, pods: int, concurrency: i
             return sum(1 for f in fakes for p in f.pods.cache.values()
                        if (p.get("status") or {}).get("phase") == "Running"
                        and f._mine(p["spec"]["nodeName"]))
-        await wait_for(lambda: running() == pods, within=1800, interval=0.25)
+        await wait_until(lambda: running() == pods, within=1800, interval=0.25)
         total = time.monotonic() - t1
         await asyncio.sleep(3)
         rv1 = int((await clients[0].list(pod_rt, "default", limit=1))["metadata"]

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._common import percentile
+from bench._common import percentile, print_table
 from pinnace.client.client import Client
 from pinnace.client.join import join
 from pinnace.client.transport import HttpTransport
@@ -73,9 +73,8 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=50)
     args = parser.parse_args()
     rows = asyncio.run(run(args.nodes))
-    print(f"{'what (' + str(args.nodes) + ' nodes)':<32}{'p50 ms':>10}{'p99 ms':>10}")
-    for label, p50, p99 in rows:
-        print(f"{label:<32}{p50:>10.1f}{p99:>10.1f}")
+    print_table([f"what ({args.nodes} nodes)", "p50 ms", "p99 ms"],
+                [(label, f"{p50:.1f}", f"{p99:.1f}") for label, p50, p99 in rows])
 
 
 if __name__ == "__main__":

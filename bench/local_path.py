@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._common import build_images, free_port, stop
+from bench._common import build_images, free_port, markdown_table, stop
 from bench.pod_startup import leftovers, sh
 from pinnace.agent.volumes.local_path import loop_devices
 
@@ -135,11 +135,8 @@ def main() -> None:
             print(f"WARNING: left on the host: {what}", file=sys.stderr)
         if not left:
             shutil.rmtree(tmp, ignore_errors=True)
-    print(f"| {args.mib} MiB write, dd conv=fsync, {args.runs} runs | MiB/s median (min-max) "
-          "| ratio to hostPath |")
-    print("|---|---:|---:|")
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
+    print(markdown_table([f"{args.mib} MiB write, dd conv=fsync, {args.runs} runs",
+                          "MiB/s median (min-max)", "ratio to hostPath"], rows))
     fstype = subprocess.run(["findmnt", "-no", "FSTYPE", "-T", str(tmp.parent)],
                             capture_output=True, text=True).stdout.strip()
     print(f"\n- python {sys.version.split()[0]}, {os.cpu_count()} cpus, data dir on {fstype}")

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._common import build_images, free_port, stop
+from bench._common import build_images, free_port, print_table, stop
 
 KUBECTL = os.environ.get("KUBECTL", "/usr/bin/kubectl")
 
@@ -113,9 +113,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         rows = run(args.requests, build_images(Path(tmp), args.images), Path(tmp))
-    print(f"{'what (' + str(args.requests) + ' sequential HTTP GETs)':<44}{'value':>10}")
-    for label, value in rows:
-        print(f"{label:<44}{value:>10.2f}")
+    print_table([f"what ({args.requests} sequential HTTP GETs)", "value"],
+                [(label, f"{value:.2f}") for label, value in rows])
 
 
 if __name__ == "__main__":

@@ -53,11 +53,13 @@ from bench._common import (
     CpuAccount,
     build_images,
     free_port,
+    markdown_table,
     memory_kib,
     own_cpu_seconds,
     percentile,
     process_tree,
     stop,
+    wait_until,
 )
 from pinnace.agent.images import ImageStore
 from pinnace.agent.network import dir_hash
@@ -189,14 +191,6 @@ async def create_and_wait(rec: Recorder, name: str, starts: dict[str, float],
     await rec.client.create(rec.pods, pod_manifest(name), "default")
     rec.created.add(name)
     return await asyncio.wait_for(running, within) - t0
-
-
-async def wait_until(cond: Any, *, within: float, what: str, interval: float = 0.1) -> None:
-    deadline = time.monotonic() + within
-    while not await cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {within:.0f} s")
-        await asyncio.sleep(interval)
 
 
 async def node_ready(client: Client) -> bool:
@@ -540,10 +534,7 @@ def main() -> None:
         for w in warnings:  # printed here too when the run failed
             print(f"WARNING: {w}", file=sys.stderr, flush=True)
 
-    print("| measure (ms) | n | p50 | p90 | p99 | max |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for r_ in rows:
-        print("| " + " | ".join(r_) + " |")
+    print(markdown_table(["measure (ms)", "n", "p50", "p90", "p99", "max"], rows))
     print()
     for n in notes:
         print(f"- {n}")

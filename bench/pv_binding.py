@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._common import in_parallel
+from bench._common import in_parallel, print_table
 from pinnace.client.informer import Informer
 from pinnace.cluster import Cluster, ClusterConfig
 
@@ -121,9 +121,8 @@ def main() -> None:
     rows = [(f"create {n} claims (32 at a time)", r["create_s"]),
             (f"bind {n} claims to {n} PVs (create to all Bound)", r["bind_s"]),
             (f"baseline: the {4 * n} writes of {n} binds, one client", r["baseline_s"])]
-    print(f"{'what':<52} {'seconds':>8} {'claims/s':>9}")
-    for what, seconds in rows:
-        print(f"{what:<52} {seconds:>8.2f} {n / seconds:>9.0f}")
+    print_table(["what", "seconds", "claims/s"],
+                [(what, f"{seconds:.2f}", f"{n / seconds:.0f}") for what, seconds in rows])
 
 
 if __name__ == "__main__":

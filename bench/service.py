@@ -55,7 +55,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench._common import build_images, percentile
+from bench._common import build_images, markdown_table, percentile
 from pinnace.agent.network import dir_hash
 from pinnace.client.client import Client
 from pinnace.cluster import Cluster, ClusterConfig, ComponentRunner
@@ -268,12 +268,6 @@ async def programming(client: Client, *, services: int, table: str, pod_cidr: st
         await runner.stop()
 
 
-def table_text(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 async def run(args: argparse.Namespace, tmp: Path) -> None:
     data = tmp / "data"
     data.mkdir()
@@ -286,7 +280,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
             images = build_images(tmp, args.images)
             rows = await throughput(cluster.client, data, images=images, table=table,
                                     duration=args.duration, rounds=args.rounds)
-            print(table_text(("load (wrk -t1 -c16)", "target", "requests/s", "p99 ms",
+            print(markdown_table(("load (wrk -t1 -c16)", "target", "requests/s", "p99 ms",
                               "of baseline"), rows))
             print(flush=True)
         addresses = Addresses()
@@ -303,11 +297,11 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
                     cluster.client, services=n, table=table, pod_cidr="10.249.0.0/24",
                     full=full, changes=args.full_changes if full else args.changes,
                     gap=args.gap, addresses=addresses, created=created)
-                print(table_text(("Services", "proxy", "change", "n", "p50 ms", "p99 ms",
+                print(markdown_table(("Services", "proxy", "change", "n", "p50 ms", "p99 ms",
                                   "first full sync ms"), rows[-2:]), file=sys.stderr,
                       flush=True)
         if rows:
-            print(table_text(("Services", "proxy", "change → in the kernel", "n", "p50 ms",
+            print(markdown_table(("Services", "proxy", "change → in the kernel", "n", "p50 ms",
                               "p99 ms", "first full sync ms"), rows))
         print(f"\n(load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
               f" on {os.cpu_count()} CPUs)")

@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from bench._common import in_parallel
+from bench._common import in_parallel, print_table
 from pinnace.cluster import Cluster, ClusterConfig
 
 NS_PATH = "/api/v1/namespaces/default"
@@ -121,10 +121,10 @@ async def main_async(args: argparse.Namespace) -> None:
         ("TokenRequests/s (RS256 signing) vs pod creates/s", with_["TokenRequest"],
          with_["pod create"]),
     ]
-    print(f"best of {ROUNDS} alternating rounds per server")
-    print(f"{'measure':<52} {'value':>9} {'baseline':>9} {'ratio':>6}")
-    for name, value, base in rows:
-        print(f"{name:<52} {value:>9.0f} {base:>9.0f} {value / base:>6.2f}")
+    print_table(["measure", "value", "baseline", "ratio"],
+                [(name, f"{value:.0f}", f"{base:.0f}", f"{value / base:.2f}")
+                 for name, value, base in rows],
+                note=f"best of {ROUNDS} alternating rounds per server")
 
 
 def main() -> None:

@@ -22,16 +22,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from bench._common import print_table, wait_until
 from pinnace.client.client import Client
 from pinnace.cluster import Cluster, ClusterConfig
-
-
-async def wait_for(cond: Callable[[], Awaitable[bool]], *, within: float = 600) -> None:
-    deadline = time.monotonic() + within
-    while not await cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 def workload(kind: str, name: str, replicas: int, *, claims: bool = False,
@@ -62,7 +55,8 @@ async def timed(client: Client, kind: str, name: str, replicas: int,
                 change: Callable[[], Awaitable[Any]]) -> float:
     t0 = time.monotonic()
     await change()
-    await wait_for(lambda: ready(client, kind, name, replicas))
+    await wait_until(lambda: ready(client, kind, name, replicas), within=600,
+                     interval=0.05)
     return time.monotonic() - t0
 
 
@@ -74,7 +68,8 @@ async def run(replicas: int, nodes: int) -> list[tuple[str, str]]:
         client = cluster.client
         try:
             nodes_rt = client.resource("v1", "Node")
-            await wait_for(lambda: _count(client, nodes_rt, nodes))
+            await wait_until(lambda: _count(client, nodes_rt, nodes), within=600,
+                             interval=0.05)
             pv_rt = client.resource("v1", "PersistentVolume")
             for i in range(replicas):
                 await client.create(pv_rt, {"metadata": {"name": f"pv-{i}"}, "spec": {
@@ -107,7 +102,8 @@ async def run(replicas: int, nodes: int) -> list[tuple[str, str]]:
                          f"{took:.2f} s ({took / replicas * 1000:.0f} ms/pod)"))
             t0 = time.monotonic()
             await client.patch(sts_rt, "ord", {"spec": {"replicas": 0}}, namespace="default")
-            await wait_for(lambda: _status_replicas(client, "ord", 0))
+            await wait_until(lambda: _status_replicas(client, "ord", 0), within=600,
+                             interval=0.05)
             took = time.monotonic() - t0
             rows.append((f"StatefulSet OrderedReady: scale {replicas} -> 0",
                          f"{took:.2f} s ({took / replicas * 1000:.0f} ms/pod)"))
@@ -132,11 +128,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     rows = asyncio.run(run(args.replicas, args.nodes))
-    width = max(len(k) for k, _ in rows)
-    print(f"{'statefulset':<{width}}  {args.replicas} replicas, {args.nodes} fake nodes")
-    print("-" * (width + 30))
-    for k, v in rows:
-        print(f"{k:<{width}}  {v}")
+    print_table(["statefulset", f"{args.replicas} replicas, {args.nodes} fake nodes"], rows)
 
 
 if __name__ == "__main__":

@@ -38,14 +38,13 @@ from pathlib import Path
 from typing import Any
 
 from bench import pv_binding
-from bench._common import build_images, free_port, stop
+from bench._common import build_images, free_port, markdown_table, stop, wait_until
 from bench.pod_startup import (
     IMAGE,
     NODE,
     leftovers,
     node_ready,
     sh,
-    wait_until,
 )
 from pinnace.client.client import Client
 from pinnace.client.transport import HttpTransport
@@ -182,7 +181,9 @@ def main() -> None:
             print(f"WARNING: left on the host: {what}", file=sys.stderr)
         if not left:
             shutil.rmtree(tmp, ignore_errors=True)
-    print_table(results, binding or binding_error, args)
+    print(storage_table(results, binding or binding_error, args))
+    print(f"\n- python {sys.version.split()[0]}, {os.cpu_count()} cpus; read after the host "
+          "dropped its page cache")
 
 
 async def _node_up(proc: subprocess.Popen[bytes], data: Path) -> None:
@@ -190,32 +191,30 @@ async def _node_up(proc: subprocess.Popen[bytes], data: Path) -> None:
     await client.close()
 
 
-def print_table(results: dict[str, tuple[float, float] | str],
-                binding: dict[str, float] | str, args: argparse.Namespace) -> None:
+def storage_table(results: dict[str, tuple[float, float] | str],
+                  binding: dict[str, float] | str, args: argparse.Namespace) -> str:
     base = results.get("hostPath")
-    print(f"| measure ({args.size_mb} MB file, in a pod) | write MB/s | read MB/s "
-          "| write vs hostPath | read vs hostPath |")
-    print("|---|---:|---:|---:|---:|")
+    rows: list[tuple[str, ...]] = []
     for name, label in (("hostPath", "hostPath (baseline)"), ("local-path", "local-path"),
                         ("nfs", "nfs (userspace NFSv3 over FUSE)")):
         r = results.get(name, "not run")
         if isinstance(r, str):
-            print(f"| {label} | {r} | | | |")
+            rows.append((label, r, "", "", ""))
             continue
         ratios = ("", "")
         if isinstance(base, tuple):
             ratios = (f"{r[0] / base[0]:.2f}", f"{r[1] / base[1]:.2f}")
-        print(f"| {label} | {r[0]:.0f} | {r[1]:.0f} | {ratios[0]} | {ratios[1]} |")
+        rows.append((label, f"{r[0]:.0f}", f"{r[1]:.0f}", *ratios))
     n = args.claims
     if isinstance(binding, str):
-        print(f"| bind {n} claims to {n} PVs (bench/pv_binding.py) | {binding} | | | |")
+        rows.append((f"bind {n} claims to {n} PVs (bench/pv_binding.py)", binding, "", "", ""))
     else:
-        print(f"| bind {n} claims to {n} PVs (create → all Bound; bench/pv_binding.py) "
-              f"| {binding['bind_s']:.1f} s | {n / binding['bind_s']:.0f} claims/s "
-              f"| baseline: {4 * n} raw writes {binding['baseline_s']:.1f} s "
-              f"| {binding['baseline_s'] / binding['bind_s']:.2f} |")
-    print(f"\n- python {sys.version.split()[0]}, {os.cpu_count()} cpus; read after the host "
-          "dropped its page cache")
+        rows.append((f"bind {n} claims to {n} PVs (create → all Bound; bench/pv_binding.py)",
+                     f"{binding['bind_s']:.1f} s", f"{n / binding['bind_s']:.0f} claims/s",
+                     f"baseline: {4 * n} raw writes {binding['baseline_s']:.1f} s",
+                     f"{binding['baseline_s'] / binding['bind_s']:.2f}"))
+    return markdown_table([f"measure ({args.size_mb} MB file, in a pod)", "write MB/s",
+                           "read MB/s", "write vs hostPath", "read vs hostPath"], rows)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 
-from bench._common import in_parallel
+from bench._common import in_parallel, print_table
 from pinnace.store import open_sqlite
 
 VALUE = b'{"kind":"Pod","metadata":{"name":"x"},"spec":{}}' * 20  # ~1 KB, like a small pod
@@ -63,9 +63,8 @@ async def main(n: int) -> None:
         ]
         await store.close()
 
-    print(f"{'operation':<20} {'count':>7} {'per second':>12}")
-    for name, count, per_second in rows:
-        print(f"{name:<20} {count:>7} {per_second:>12,.0f}")
+    print_table(["operation", "count", "per second"],
+                [(name, count, f"{per_second:,.0f}") for name, count, per_second in rows])
 
 
 if __name__ == "__main__":

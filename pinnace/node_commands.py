@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from pinnace.api import errors, join_tokens
+from pinnace.api.timestamps import format_time
 from pinnace.cluster import Agent, AgentConfig, AgentError, RealNodeConfig
 
 AGENT_PID_FILE = "agent.pid"
@@ -137,7 +138,7 @@ async def _token(args: argparse.Namespace) -> int:
                     continue
                 expires = join_tokens.expiration(s)
                 rows.append((join_tokens.secret_field(s, "token-id"),
-                             expires.strftime("%Y-%m-%dT%H:%M:%SZ") if expires else "<never>",
+                             format_time(expires) if expires else "<never>",
                              join_tokens.secret_field(s, "description")))
             for row in rows:
                 print(f"{row[0]:<8}{row[1]:<22}{row[2]}".rstrip())

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tests.registry import _free_port
+from tests.ports import free_port
 
 BINARY = "/usr/bin/etcd"
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -86,8 +86,8 @@ class EtcdCluster:
         self.dir = Path(directory)
         self.tls = tls
         self.names = [f"m{i}" for i in range(members)]
-        self.client_ports = [_free_port() for _ in self.names]
-        self.peer_ports = [_free_port() for _ in self.names]
+        self.client_ports = [free_port() for _ in self.names]
+        self.peer_ports = [free_port() for _ in self.names]
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * members
 
     @property

@@ -29,7 +29,6 @@ import hashlib
 import json
 import re
 import shutil
-import socket
 import subprocess
 import tarfile
 import time
@@ -38,6 +37,8 @@ import urllib.request
 import warnings
 from pathlib import Path
 from types import TracebackType
+
+from tests.ports import free_port
 
 BINARY = "/usr/bin/docker-registry"
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
@@ -53,12 +54,6 @@ _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 def available() -> bool:
     return shutil.which(BINARY) is not None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _bcrypt(password: str) -> str:
@@ -101,7 +96,7 @@ class LocalRegistry:
 
     def start(self, timeout: float = 10.0) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
+        self.port = free_port()
         auth = ""
         if self.users:
             htpasswd = self.dir / "htpasswd"

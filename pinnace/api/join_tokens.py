@@ -21,6 +21,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from pinnace.api.timestamps import format_time, parse_time
 from pinnace.api.types import Obj
 
 PREFIX = "K10"
@@ -97,7 +98,7 @@ def bootstrap_secret(token_id: str, secret: str, *, ttl: float | None, descripti
         data["description"] = _b64(description)
     if ttl:
         expires = now + datetime.timedelta(seconds=ttl)
-        data["expiration"] = _b64(expires.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        data["expiration"] = _b64(format_time(expires))
     return {"apiVersion": "v1", "kind": "Secret", "type": BOOTSTRAP_TYPE,
             "metadata": {"name": secret_name(token_id), "namespace": BOOTSTRAP_NAMESPACE},
             "data": data}
@@ -112,7 +113,10 @@ def expiration(secret: Obj) -> datetime.datetime | None:
     value = secret_field(secret, "expiration")
     if not value:
         return None
-    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    parsed = parse_time(value)
+    if parsed is None:  # refused as an error, never read as "does not expire"
+        raise ValueError(f"bootstrap token expiration {value!r} is not an RFC 3339 time")
+    return parsed
 
 
 def bootstrap_valid(secret: Obj, token_id: str, token_secret: str, *,

@@ -47,7 +47,7 @@ from typing import Any, TypeVar
 from pinnace.api import apply as ssa
 from pinnace.api import defaults, errors, patch
 from pinnace.api.kinds import REGISTRY, Registry, ResourceType
-from pinnace.api.timestamps import after, now_rfc3339
+from pinnace.api.timestamps import now_rfc3339
 from pinnace.api.types import Obj
 from pinnace.apiserver import strategies
 from pinnace.apiserver.admission_chain import AdmissionPlugin, Attributes
@@ -57,9 +57,12 @@ from pinnace.apiserver.strategies.namespaces import admit_create_in
 from pinnace.apiserver.strategy import Strategy, StrategyContext
 from pinnace.apiserver.watch_cache import WatchCache
 from pinnace.apiserver.write_rules import (
+    check_delete_preconditions,
     gc_finalizers,
+    marked_deleting,
     named,
     patch_names_rv,
+    propagation_policy,
     same_but_managed_time,
     should_delete_during_update,
     subresource_part,
@@ -121,7 +124,6 @@ class ObjectRegistry:
         self.admission: list[AdmissionPlugin] = []
         # service_accounts.ServiceAccountTokens: serves serviceaccounts/token (None: 404)
         self.service_account_tokens: Any = None
-        self.audit_log: Any = None  # audit.AuditLog: local.py logs in-process requests
         # what serves kinds learnt at run time (custom resources) starts and stops with us
         self.on_start: list[Callable[[], Awaitable[None]]] = []
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
@@ -340,7 +342,7 @@ class ObjectRegistry:
 
     async def update(self, rt: ResourceType, namespace: str | None, name: str, body: Any,
                      opts: WriteOptions, *, subresource: str = "") -> Obj:
-        part = subresource_part(body, subresource, strict=opts.field_validation == "Strict")
+        part = subresource_part(body, subresource, opts.field_validation)
         new = self._decode(rt, namespace, part, opts)
         m = named(new, name)
         rv = m.get("resourceVersion")
@@ -521,17 +523,7 @@ class ObjectRegistry:
 
         async def attempt() -> tuple[Obj, bool]:
             current = self.get(rt, namespace, name)
-            m = current["metadata"]
-            if pre.get("uid") and pre["uid"] != m.get("uid"):
-                raise errors.conflict(
-                    rt.plural, name, f"Precondition failed: UID in precondition: {pre['uid']}, "
-                    f"UID in object meta: {m.get('uid')}", rt.group)
-            if pre.get("resourceVersion") and \
-                    pre["resourceVersion"] != m.get("resourceVersion"):
-                raise errors.conflict(
-                    rt.plural, name, f"Precondition failed: ResourceVersion in precondition: "
-                    f"{pre['resourceVersion']}, ResourceVersion in object meta: "
-                    f"{m.get('resourceVersion')}", rt.group)
+            check_delete_preconditions(rt, current, pre)
             return await self._delete_current(rt, current, options, opts)
         return await self._retrying(rt, name, attempt, retry=not pre.get("resourceVersion"))
 
@@ -540,15 +532,7 @@ class ObjectRegistry:
         strategy = self.strategies[rt]
         m = current["metadata"]
         await self._admit("validate", "DELETE", rt, None, current, opts)
-        policy = options.get("propagationPolicy")
-        if policy is None and options.get("orphanDependents") is not None:
-            policy = "Orphan" if options["orphanDependents"] else "Background"
-        if policy not in (None, "Background", "Foreground", "Orphan"):
-            raise errors.invalid("DeleteOptions", "", [errors.Cause(
-                "propagationPolicy", f'Unsupported value: "{policy}": supported values: '
-                '"Foreground", "Background", "Orphan", "nil"', errors.NOT_SUPPORTED)])
-        if policy is None:
-            policy = strategy.default_propagation()
+        policy = propagation_policy(options) or strategy.default_propagation()
         finalizers = gc_finalizers(list(m.get("finalizers") or []), policy)
         grace = strategy.grace_period(current, options)
         if finalizers or grace > 0 or strategy.finalizing(current):
@@ -561,24 +545,7 @@ class ObjectRegistry:
     async def _mark_deleting(self, rt: ResourceType, current: Obj, finalizers: list[str],
                              grace: int, opts: WriteOptions) -> Obj:
         om = current["metadata"]
-        new = deep_copy(current)
-        m = new["metadata"]
-        if finalizers:
-            m["finalizers"] = finalizers
-        else:
-            m.pop("finalizers", None)
-        # deletionTimestamp is when the grace period ends; marking an object deleted
-        # bumps its generation (Kubernetes' BeforeDelete / markAsDeleting)
-        if not om.get("deletionTimestamp"):
-            m["deletionTimestamp"] = after(now_rfc3339(), grace)
-            m["deletionGracePeriodSeconds"] = grace
-            if om.get("generation"):
-                m["generation"] = om["generation"] + 1
-        elif grace < (om.get("deletionGracePeriodSeconds") or 0):
-            # a grace period may only shrink; the deadline moves with it
-            old_grace = om.get("deletionGracePeriodSeconds") or 0
-            m["deletionTimestamp"] = after(om["deletionTimestamp"], grace - old_grace)
-            m["deletionGracePeriodSeconds"] = grace
+        new = marked_deleting(current, finalizers, grace)
         self.strategies[rt].mark_deleting(new)
         if new == current:
             return current

@@ -1,14 +1,18 @@
 """Small pure rules of the generic registry's writes: the finalizers a propagation policy
-leaves, when an update completes a deletion, what counts as a no-op write, and how a body's
-name must match the URL's. Kept apart so registry.py reads as the life of an object."""
+leaves, when an update completes a deletion, what counts as a no-op write, how a body's
+name must match the URL's, what a status or binding write decodes, a delete's
+preconditions and propagation policy, and how an object is marked deleting. Kept apart
+so registry.py reads as the life of an object."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from pinnace.api import errors
+from pinnace.api.kinds import ResourceType
+from pinnace.api.timestamps import after, now_rfc3339
 from pinnace.api.types import Obj
-from pinnace.apiserver.objects import meta, without_volatile
+from pinnace.apiserver.objects import deep_copy, meta, without_volatile
 from pinnace.apiserver.strategy import Strategy
 
 
@@ -64,14 +68,69 @@ def named(obj: Obj, name: str) -> dict[str, Any]:
     return m
 
 
-def subresource_part(body: Any, subresource: str, *, strict: bool) -> Any:
+def subresource_part(body: Any, subresource: str, field_validation: str) -> Any:
     """What a status or binding write takes from its body: everything else comes from the
     stored object, so decoding the rest (a whole pod spec, on every status report and
     every bind) would be wasted. Strict validation still sees the whole body."""
-    if subresource not in ("status", "binding") or strict or not isinstance(body, dict):
+    if subresource not in ("status", "binding") or field_validation == "Strict" or \
+            not isinstance(body, dict):
         return body
     part = {k: body[k] for k in ("apiVersion", "kind", "metadata", "status") if k in body}
     spec = body.get("spec")
     if subresource == "binding" and isinstance(spec, dict):
         part["spec"] = {"nodeName": spec.get("nodeName")}
     return part
+
+
+def check_delete_preconditions(rt: ResourceType, current: Obj, pre: dict[str, Any]) -> None:
+    """A delete's preconditions (uid, resourceVersion) against the current object: 409
+    when one does not hold."""
+    m = current["metadata"]
+    name = m["name"]
+    if pre.get("uid") and pre["uid"] != m.get("uid"):
+        raise errors.conflict(
+            rt.plural, name, f"Precondition failed: UID in precondition: {pre['uid']}, "
+            f"UID in object meta: {m.get('uid')}", rt.group)
+    if pre.get("resourceVersion") and pre["resourceVersion"] != m.get("resourceVersion"):
+        raise errors.conflict(
+            rt.plural, name, f"Precondition failed: ResourceVersion in precondition: "
+            f"{pre['resourceVersion']}, ResourceVersion in object meta: "
+            f"{m.get('resourceVersion')}", rt.group)
+
+
+def propagation_policy(options: dict[str, Any]) -> str | None:
+    """The DeleteOptions' propagation policy (the old orphanDependents read as one);
+    None when they name none and the kind's default applies."""
+    policy = options.get("propagationPolicy")
+    if policy is None and options.get("orphanDependents") is not None:
+        policy = "Orphan" if options["orphanDependents"] else "Background"
+    if policy not in (None, "Background", "Foreground", "Orphan"):
+        raise errors.invalid("DeleteOptions", "", [errors.Cause(
+            "propagationPolicy", f'Unsupported value: "{policy}": supported values: '
+            '"Foreground", "Background", "Orphan", "nil"', errors.NOT_SUPPORTED)])
+    return policy
+
+
+def marked_deleting(current: Obj, finalizers: list[str], grace: int) -> Obj:
+    """A copy of current as a delete leaves it while finalizers or a grace period hold
+    it: the finalizers, and the deletion's deadline."""
+    om = current["metadata"]
+    new = deep_copy(current)
+    m = new["metadata"]
+    if finalizers:
+        m["finalizers"] = finalizers
+    else:
+        m.pop("finalizers", None)
+    # deletionTimestamp is when the grace period ends; marking an object deleted
+    # bumps its generation (Kubernetes' BeforeDelete / markAsDeleting)
+    if not om.get("deletionTimestamp"):
+        m["deletionTimestamp"] = after(now_rfc3339(), grace)
+        m["deletionGracePeriodSeconds"] = grace
+        if om.get("generation"):
+            m["generation"] = om["generation"] + 1
+    elif grace < (om.get("deletionGracePeriodSeconds") or 0):
+        # a grace period may only shrink; the deadline moves with it
+        old_grace = om.get("deletionGracePeriodSeconds") or 0
+        m["deletionTimestamp"] = after(om["deletionTimestamp"], grace - old_grace)
+        m["deletionGracePeriodSeconds"] = grace
+    return new

@@ -32,6 +32,13 @@ FINALIZER = "kubernetes"
 REQUEUE_SECONDS = 1.0
 
 
+def namespace_active(ns: Obj | None) -> bool:
+    """The namespace exists and is not terminating: controllers that put objects in every
+    namespace (the default ServiceAccount, the root CA ConfigMap) leave a going one alone."""
+    return ns is not None and not ns["metadata"].get("deletionTimestamp") and \
+        (ns.get("status") or {}).get("phase") != "Terminating"
+
+
 @dataclass
 class _Remaining:
     count: int

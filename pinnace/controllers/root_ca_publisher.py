@@ -15,6 +15,7 @@ from pinnace.api.types import Obj
 from pinnace.client.client import Client
 from pinnace.client.factory import InformerFactory
 from pinnace.controllers.base import Controller
+from pinnace.controllers.namespace import namespace_active
 
 CONFIG_MAP = "kube-root-ca.crt"
 DATA_KEY = "ca.crt"
@@ -42,9 +43,7 @@ class RootCAPublisher(Controller):
             self.queue.add(cm["metadata"]["namespace"])
 
     async def reconcile(self, key: str) -> None:
-        ns = self.namespaces.get(key)
-        if ns is None or ns["metadata"].get("deletionTimestamp") or \
-                (ns.get("status") or {}).get("phase") == "Terminating":
+        if not namespace_active(self.namespaces.get(key)):
             return
         data = {DATA_KEY: self.root_ca}
         current = self.config_maps.get_by_name(CONFIG_MAP, key)

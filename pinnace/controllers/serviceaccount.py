@@ -12,6 +12,7 @@ from pinnace.api.types import Obj
 from pinnace.client.client import Client
 from pinnace.client.factory import InformerFactory
 from pinnace.controllers.base import Controller
+from pinnace.controllers.namespace import namespace_active
 
 DEFAULT_NAME = "default"
 
@@ -31,9 +32,7 @@ class ServiceAccountsController(Controller):
             self.queue.add(sa["metadata"]["namespace"])
 
     async def reconcile(self, key: str) -> None:
-        ns = self.namespaces.get(key)
-        if ns is None or ns["metadata"].get("deletionTimestamp") or \
-                (ns.get("status") or {}).get("phase") == "Terminating":
+        if not namespace_active(self.namespaces.get(key)):
             return
         if self.accounts.get_by_name(DEFAULT_NAME, key) is not None:
             return

@@ -51,6 +51,8 @@ from typing import Any
 
 import aiohttp
 
+from pinnace.api.backoff import exponential_delay
+from pinnace.store._lifecycle import StoreLifecycle
 from pinnace.store.interface import (
     CompactedError,
     Event,
@@ -67,6 +69,8 @@ log = logging.getLogger(__name__)
 
 _BASE = 1  # an empty etcd is at revision 1; the interface's empty store at 0
 _PAGE = 5000  # keys per range request
+# the wait before trying the next member, doubling per failure in a row
+_RETRY_BASE, _RETRY_CAP = 0.05, 1.0
 EVENT_TTL = 3600  # seconds: kube-apiserver's --event-ttl default
 # where Events live (core/v1 and events.k8s.io/v1): see ResourceType.key_prefix
 EVENT_PREFIXES = ("/registry/core/events/", "/registry/events.k8s.io/events/")
@@ -111,8 +115,10 @@ def _kv(raw: dict[str, Any]) -> KeyValue:
     )
 
 
-class EtcdStore:
+class EtcdStore(StoreLifecycle):
     """The `Store` protocol on an etcd v3 cluster. Create it with `open_etcd`."""
+
+    _compaction_failed = "etcd compaction to revision %d failed"
 
     def __init__(self, endpoints: list[str], session: aiohttp.ClientSession, *,
                  history_window: int = 10_000, request_timeout: float = 10.0,
@@ -137,19 +143,6 @@ class EtcdStore:
     # -- properties -----------------------------------------------------------------
 
     @property
-    def revision(self) -> int:
-        """The newest revision seen in any response (0 for an empty etcd)."""
-        return self._revision
-
-    @property
-    def compacted_revision(self) -> int:
-        return self._compacted
-
-    @property
-    def history_window(self) -> int:
-        return self._history_window
-
-    @property
     def endpoints(self) -> list[str]:
         return list(self._endpoints)
 
@@ -170,7 +163,7 @@ class EtcdStore:
         self._check_open()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
-        delay = 0.05
+        failures = 0
         last_error = ""
         while True:
             index = self._current
@@ -203,12 +196,13 @@ class EtcdStore:
                 if not retryable or (not idempotent and data.get("code") == 4):
                     raise StoreError(f"etcd {base}: {message}")
                 last_error = message
+            failures += 1
+            delay = exponential_delay(_RETRY_BASE, _RETRY_CAP, failures)
             if endpoint is not None or loop.time() + delay > deadline:
                 raise StoreError(f"etcd unavailable ({', '.join(self._endpoints)}): "
                                  f"{last_error}")
             self._next_endpoint(index)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
 
     async def _lease_for(self, key: str) -> str | None:
         """The lease a write of key carries (None: the key does not expire)."""
@@ -342,7 +336,7 @@ class EtcdStore:
     async def _watch(self, prefix: str, after: int) -> AsyncIterator[Event]:
         key = prefix.encode() or b"\0"
         end = _prefix_end(prefix.encode())
-        delay = 0.05
+        failures = 0  # since the last event: a member that streams again is not backed off
         while not self._closed:
             index = self._current
             body = {"create_request": {
@@ -361,7 +355,7 @@ class EtcdStore:
                             for event in self._events(result):
                                 if event.kv.mod_revision > after:
                                     after = event.kv.mod_revision
-                                    delay = 0.05
+                                    failures = 0
                                     yield event
                     finally:
                         self._streams.discard(resp)
@@ -374,8 +368,8 @@ class EtcdStore:
             if self._closed:
                 return
             self._next_endpoint(index)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            failures += 1
+            await asyncio.sleep(exponential_delay(_RETRY_BASE, _RETRY_CAP, failures))
 
     def _events(self, result: dict[str, Any]) -> list[Event]:
         compacted = int(result.get("compact_revision", 0))
@@ -418,32 +412,12 @@ class EtcdStore:
             with contextlib.suppress(StoreError):
                 await self._call("maintenance/defragment", {}, endpoint=endpoint)
 
-    async def _compact_periodically(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            target = self._revision - self._history_window
-            if target <= self._compacted:
-                continue
-            try:
-                await self.compact(target)
-            except StoreError:
-                log.exception("etcd compaction to revision %d failed", target)
-
     # -- lifecycle ------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreError("store is closed")
 
     async def close(self) -> None:
         """Stop compaction, end every watch, close the connections."""
-        if self._closed:
+        if not await self._stop():
             return
-        self._closed = True
-        if self._compactor is not None:
-            self._compactor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._compactor
         for resp in list(self._streams):
             resp.close()
         await self._session.close()
@@ -495,8 +469,7 @@ async def open_etcd(endpoints: list[str], *, cafile: str | None = None,
     except BaseException:
         await store.close()
         raise
-    store._compactor = asyncio.get_running_loop().create_task(
-        store._compact_periodically(compact_interval), name="pinnace-etcd-compactor")
+    store._start_compactor(compact_interval, name="pinnace-etcd-compactor")
     return store
 
 

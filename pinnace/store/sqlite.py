@@ -48,6 +48,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from pinnace.store._lifecycle import StoreLifecycle
 from pinnace.store.interface import (
     CompactedError,
     Event,
@@ -58,9 +59,10 @@ from pinnace.store.interface import (
     StoreError,
 )
 
+log = logging.getLogger(__name__)
+
 __all__ = ["SqliteStore", "open_sqlite"]
 
-log = logging.getLogger(__name__)
 
 # Events a watcher may lag behind before it is switched to catching up from the table.
 _WATCH_BUFFER = 10_000
@@ -155,8 +157,10 @@ class _Watcher:
     overflowed: bool = False
 
 
-class SqliteStore:
+class SqliteStore(StoreLifecycle):
     """The `Store` protocol on one SQLite file. Create it with `open_sqlite`."""
+
+    _compaction_errors = (sqlite3.Error, StoreError)
 
     def __init__(self, db: sqlite3.Connection, *, history_window: int) -> None:
         self._db = db
@@ -175,23 +179,6 @@ class SqliteStore:
         self._batch_top = 0  # the highest revision written in the batch
         self._batch_started = 0.0
         self._batch_seen = 0  # rows in the batch at the last look of the committer
-
-    # -- properties -----------------------------------------------------------------
-
-    @property
-    def revision(self) -> int:
-        """The newest revision written (0 for an empty store)."""
-        return self._revision
-
-    @property
-    def compacted_revision(self) -> int:
-        """History at or before this revision may be gone."""
-        return self._compacted
-
-    @property
-    def history_window(self) -> int:
-        """How many recent revisions the background compaction keeps."""
-        return self._history_window
 
     # -- reads ----------------------------------------------------------------------
 
@@ -455,39 +442,16 @@ class SqliteStore:
         self._db.execute("VACUUM")
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    async def _compact_periodically(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            target = self._revision - self._history_window
-            if target <= self._compacted:
-                continue
-            try:
-                await self.compact(target)
-            except (sqlite3.Error, StoreError):
-                log.exception("store compaction to revision %d failed", target)
-
     # -- lifecycle ------------------------------------------------------------------
-
-    def _start_compactor(self, interval: float) -> None:
-        self._compactor = asyncio.get_running_loop().create_task(
-            self._compact_periodically(interval), name="pinnace-store-compactor"
-        )
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreError("store is closed")
 
     async def close(self) -> None:
         """Stop compaction, end every watch, close the file."""
-        if self._closed:
-            return
-        if self._pending is not None:
+        if self._pending is not None and not self._closed:
             self._commit()  # what was written is acknowledged, not dropped
-        self._closed = True
-        if self._compactor is not None:
-            self._compactor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._compactor
+        if not await self._stop():
+            return
+        if self._pending is not None:  # a batch begun while the compaction stopped
+            self._commit()
         for w in self._watchers:
             w.queue.put_nowait(None)
         self._db.close()
@@ -541,5 +505,5 @@ async def open_sqlite(
     except BaseException:
         db.close()
         raise
-    store._start_compactor(compact_interval)
+    store._start_compactor(compact_interval, name="pinnace-store-compactor")
     return store

@@ -10,14 +10,15 @@ nothing of its data dir may be left on the host.
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.cluster import Cluster, free_port
+from tests.e2e import workloads
+from tests.e2e.cluster import Cluster
 from tests.leftovers import leftovers, random_pod_cidr
+from tests.ports import free_port
 
 NODE = "pinnace-e2e"
 
@@ -48,15 +49,8 @@ def pod(c: Cluster, name: str, namespace: str = "default") -> dict[str, Any]:
 
 
 def wait_for(check: Any, timeout: float = 60.0, interval: float = 0.2) -> Any:
-    """Poll check() until it returns something truthy; its last value on timeout fails."""
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"not within {timeout}s; last: {value!r}")
+    """`workloads.wait_for` with a real node's patience (images unpack, containers start)."""
+    return workloads.wait_for(check, timeout=timeout, interval=interval)
 
 
 def container_status(c: Cluster, name: str, container: str = "") -> dict[str, Any]:

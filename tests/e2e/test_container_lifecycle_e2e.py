@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import Cluster, free_port
+from tests.e2e.cluster import Cluster
 from tests.e2e.real_node import (
     NODE,
     container_status,
@@ -25,6 +25,7 @@ from tests.e2e.real_node import (
     run_pod,
     wait_for,
 )
+from tests.ports import free_port
 
 
 @pytest.fixture(scope="module")

@@ -26,8 +26,9 @@ from pathlib import Path
 import pytest
 
 from pinnace.api.timestamps import to_epoch
-from tests.e2e.cluster import Cluster, free_port
+from tests.e2e.cluster import Cluster
 from tests.etcd_cluster import _DIRECT, EtcdCluster
+from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
 

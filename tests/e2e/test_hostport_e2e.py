@@ -16,8 +16,9 @@ from collections.abc import Iterator
 import pytest
 
 from pinnace.agent.network import dir_hash
-from tests.e2e.cluster import Cluster, free_port
+from tests.e2e.cluster import Cluster
 from tests.e2e.real_node import direct_http, pod, real_cluster, run_pod, wait_for
+from tests.ports import free_port
 
 
 @pytest.fixture(scope="module")

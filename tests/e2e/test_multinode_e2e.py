@@ -27,11 +27,12 @@ import pytest
 
 from pinnace.agent.network import dir_hash
 from pinnace.api.join_tokens import CA_MISMATCH, JoinToken, parse
-from tests.e2e.cluster import Cluster, free_port
+from tests.e2e.cluster import Cluster
 from tests.e2e.real_node import direct_http, registries_yaml
 from tests.e2e.workloads import apply, is_ready, items, live, new_namespace, wait_for
 from tests.leftovers import leftovers
 from tests.paths import MANIFESTS
+from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
 

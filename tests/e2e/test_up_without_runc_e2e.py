@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from tests.e2e.cluster import KUBECTL, free_port
+from tests.e2e.cluster import KUBECTL
+from tests.ports import free_port
 
 
 def test_up_without_runc_explains_and_serves(tmp_path: Path) -> None:

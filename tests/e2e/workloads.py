@@ -45,14 +45,16 @@ def start_fake_cluster(tmp_path_factory: pytest.TempPathFactory,
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float = 20, interval: float = 0.1,
              what: str = "condition") -> Any:
-    """Poll `predicate` until it returns something truthy; return that value."""
+    """Poll `predicate` until it returns something truthy; return that value (a timeout
+    names `what` and shows the last value)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; "
+                                 f"last: {value!r}")
         time.sleep(interval)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from pinnace.api.errors import ApiError
 from pinnace.apiserver.server import ApiServer
 from pinnace.cluster import Cluster, ClusterConfig, ComponentRunner
 from tests.integration.fake_kubelet import node_loop
@@ -72,10 +73,11 @@ class Api:
 
 
 @contextlib.asynccontextmanager
-async def running_api(data_dir: Path) -> AsyncIterator[Api]:
-    """An API server on a free loopback port over `data_dir`, and a session trusting it."""
+async def running_api(data_dir: Path, **config: Any) -> AsyncIterator[Api]:
+    """An API server on a free loopback port over `data_dir`, and a session trusting it;
+    `config` sets more of its ClusterConfig (service_account_admission=True, …)."""
     cluster = Cluster(ClusterConfig(data_dir=data_dir, port=0, controllers=False,
-                                    scheduler=False))
+                                    scheduler=False, **config))
     await cluster.start()
     ctx = ssl.create_default_context(cadata=cluster.server.ca_pem.decode())
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx))
@@ -133,6 +135,15 @@ async def eventually(cond: Any, within: float = 10.0, interval: float = 0.02) ->
             return
         assert loop.time() < deadline, "condition not met in time"
         await asyncio.sleep(interval)
+
+
+async def gone(client: Any, rt: Any, name: str, namespace: str | None = None) -> bool:
+    """The object is gone: its GET answers 404."""
+    try:
+        await client.get(rt, name, namespace)
+    except ApiError as e:
+        return e.code == 404
+    return False
 
 
 @pytest.fixture

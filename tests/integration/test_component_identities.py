@@ -18,7 +18,7 @@ from pinnace.apiserver import component_policy
 from pinnace.client.client import Client
 from pinnace.client.transport import HttpTransport
 from pinnace.cluster import Cluster, ClusterConfig
-from tests.integration.conftest import eventually, run_kubectl
+from tests.integration.conftest import eventually, gone, run_kubectl
 
 REFUSED = "in-process request refused"
 
@@ -89,14 +89,7 @@ async def test_components_run_a_workload_as_themselves_without_a_refusal(
 
         # the namespace controller (and the garbage collector) empty it as themselves
         await c.delete(c.resource("v1", "Namespace"), ns)
-
-        async def gone() -> bool:
-            try:
-                await c.get(c.resource("v1", "Namespace"), ns)
-            except ApiError as e:
-                return e.code == 404
-            return False
-        await eventually(gone, within=30)
+        await eventually(lambda: gone(c, c.resource("v1", "Namespace"), ns), within=30)
     refusals = [r.getMessage() for r in caplog.records if REFUSED in r.getMessage()]
     assert refusals == []
 

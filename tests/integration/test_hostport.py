@@ -30,17 +30,12 @@ from pinnace.agent.runtime import ContainerConfig, ContainerState, PodSandboxCon
 from pinnace.agent.runtime.interface import PortMapping
 from pinnace.agent.runtime.runc import RuncRuntime
 from tests.leftovers import random_pod_cidr
+from tests.ports import free_port
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("runc") is None or shutil.which("nft") is None
     or not Path("/usr/lib/cni/bridge").exists(),
     reason="needs root, runc, nft and the CNI plugins in /usr/lib/cni")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def nft_tables() -> list[str]:

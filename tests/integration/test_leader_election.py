@@ -9,8 +9,8 @@ from typing import Any
 from pinnace.client.client import Client
 from pinnace.client.leader_election import LeaderElectionConfig, LeaderElector
 from pinnace.client.transport import HttpTransport
-from tests.etcd_cluster import _free_port
 from tests.integration.conftest import eventually
+from tests.ports import free_port
 
 FAST = LeaderElectionConfig(lease_duration=1.5, renew_deadline=1.0, retry_period=0.2)
 
@@ -77,7 +77,7 @@ async def test_a_stale_lease_is_taken_over(client: Client) -> None:
 
 
 async def test_transport_fails_over_to_the_next_server(api: Any) -> None:
-    dead = f"https://127.0.0.1:{_free_port()}"
+    dead = f"https://127.0.0.1:{free_port()}"
     client = Client(HttpTransport([dead, api.url], token=api.server.token,
                                   ca_pem=api.server.ca_pem))
     try:

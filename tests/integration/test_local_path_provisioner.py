@@ -25,6 +25,7 @@ STORAGE_DIR = "/var/lib/pinnace-test/storage"
 
 def _claim(name: str, *, size: str = "20Mi", node: str | None = "node-1",
            modes: tuple[str, ...] = ("ReadWriteOnce",), **spec: Any) -> dict[str, Any]:
+    """A local-path claim (`spec` adds to or overrides its spec: storageClassName=…)."""
     annotations = {lp.SELECTED_NODE: node} if node else {}
     return {"metadata": {"name": name, "annotations": annotations},
             "spec": {"storageClassName": lp.CLASS_NAME, "accessModes": list(modes),
@@ -61,6 +62,18 @@ async def _pv(client: Any, name: str) -> dict[str, Any] | None:
         return None
 
 
+async def _provisioned(client: Any, claim: dict[str, Any]) -> dict[str, Any]:
+    """The PV provisioned for `claim`, once it exists."""
+    name = f"pvc-{claim['metadata']['uid']}"
+
+    async def provisioned() -> bool:
+        return await _pv(client, name) is not None
+    await eventually(provisioned)
+    pv = await _pv(client, name)
+    assert pv is not None
+    return pv
+
+
 async def test_default_class_is_installed_once_and_an_edit_is_kept(
         client: Any, components: Components) -> None:
     await _start(client, components)
@@ -89,13 +102,8 @@ async def test_claim_on_selected_node_gets_a_prebound_pv(client: Any,
     waiting = await client.create(pvcs, _claim("waiting", node=None), NS)
     claim = await client.create(pvcs, _claim("data"), NS)
     uid = claim["metadata"]["uid"]
-    name = f"pvc-{uid}"
-
-    async def provisioned() -> bool:
-        return await _pv(client, name) is not None
-    await eventually(provisioned)
-    pv = await _pv(client, name)
-    assert pv is not None
+    pv = await _provisioned(client, claim)
+    name = pv["metadata"]["name"]
     assert pv["metadata"]["annotations"][lp.PROVISIONED_BY] == "pinnace.io/local-path"
     spec = pv["spec"]
     assert spec["capacity"] == {"storage": "20Mi"}
@@ -154,11 +162,7 @@ async def test_expansion_grows_the_pv_and_marks_the_claim_pending(
     await _start(client, components)
     pvcs = client.resource("v1", "PersistentVolumeClaim")
     claim = await client.create(pvcs, _claim("grow"), NS)
-    name = f"pvc-{claim['metadata']['uid']}"
-
-    async def provisioned() -> bool:
-        return await _pv(client, name) is not None
-    await eventually(provisioned)
+    name = (await _provisioned(client, claim))["metadata"]["name"]
     await _bind(client, claim, name)
     await client.patch(pvcs, "grow", {"spec": {"resources": {"requests": {"storage": "50Mi"}}}},
                        namespace=NS)
@@ -182,11 +186,7 @@ async def test_reclaim_delete_removes_the_pv_of_a_deleted_claim(
     await _start(client, components)
     pvcs = client.resource("v1", "PersistentVolumeClaim")
     claim = await client.create(pvcs, _claim("gone"), NS)
-    name = f"pvc-{claim['metadata']['uid']}"
-
-    async def provisioned() -> bool:
-        return await _pv(client, name) is not None
-    await eventually(provisioned)
+    name = (await _provisioned(client, claim))["metadata"]["name"]
     await _bind(client, claim, name)
     # the claim and the PV carry the protection finalizers: their controllers run too
     await components.start(PVCProtectionController(client, components.factory),
@@ -214,8 +214,7 @@ async def test_only_bound_claims_of_expandable_classes_may_grow(
         assert "Only bound persistent volume claims can be expanded" in str(e)
     else:
         raise AssertionError("an unbound claim grew")
-    fixed = await client.create(pvcs, {**_claim("fixed"), "spec": {
-        **_claim("fixed")["spec"], "storageClassName": "fixed"}}, NS)
+    fixed = await client.create(pvcs, _claim("fixed", storageClassName="fixed"), NS)
     await _bind(client, fixed, "some-pv")
     try:
         await client.patch(pvcs, "fixed", grow, namespace=NS)
@@ -268,10 +267,7 @@ async def test_claim_waits_for_its_node_to_offer_storage(client: Any,
     await eventually(refused)
     await client.patch(nodes, "node-2", {"metadata": {"annotations": {
         lp.STORAGE_DIR_ANNOTATION: "/srv/storage"}}})
-
-    async def provisioned() -> bool:
-        return await _pv(client, f"pvc-{claim['metadata']['uid']}") is not None
-    await eventually(provisioned)
+    await _provisioned(client, claim)
 
 
 async def test_immediate_class_provisions_on_a_ready_node_without_a_pod(
@@ -284,15 +280,8 @@ async def test_immediate_class_provisions_on_a_ready_node_without_a_pod(
     await client.create(client.resource("storage.k8s.io/v1", "StorageClass"), {
         "metadata": {"name": "now"}, "provisioner": lp.PROVISIONER,
         "volumeBindingMode": "Immediate"})
-    claim = await client.create(client.resource("v1", "PersistentVolumeClaim"), {
-        **_claim("now", node=None), "spec": {**_claim("now")["spec"],
-                                             "storageClassName": "now"}}, NS)
-    name = f"pvc-{claim['metadata']['uid']}"
-
-    async def provisioned() -> bool:
-        return await _pv(client, name) is not None
-    await eventually(provisioned)
-    pv = await _pv(client, name)
-    assert pv is not None
+    claim = await client.create(client.resource("v1", "PersistentVolumeClaim"),
+                                _claim("now", node=None, storageClassName="now"), NS)
+    pv = await _provisioned(client, claim)
     assert lp.pv_node(pv) == "node-3"  # node-1 is not Ready
     assert pv["spec"]["local"]["path"].startswith("/srv/s/")

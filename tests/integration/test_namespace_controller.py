@@ -3,10 +3,9 @@ its content, then the namespace itself."""
 
 from __future__ import annotations
 
-from pinnace.api import errors
 from pinnace.client.client import Client
 from pinnace.controllers.namespace import NamespaceController
-from tests.integration.conftest import Api, Components, eventually
+from tests.integration.conftest import Api, Components, eventually, gone
 
 
 async def test_namespace_deletion_removes_content(client: Client,
@@ -46,14 +45,7 @@ async def test_namespace_deletion_removes_content(client: Client,
     await eventually(remaining_condition)
 
     await client.patch(pods, "p", {"metadata": {"finalizers": None}}, namespace="doomed")
-
-    async def ns_gone() -> bool:
-        try:
-            await client.get(ns_rt, "doomed")
-        except errors.ApiError as e:
-            return e.code == 404
-        return False
-    await eventually(ns_gone)
+    await eventually(lambda: gone(client, ns_rt, "doomed"))
     assert (await client.get(cms, "cfg", "kept"))["metadata"]["name"] == "cfg"
     assert (await client.get(ns_rt, "kept"))["status"]["phase"] == "Active"
 
@@ -70,13 +62,6 @@ async def test_namespace_deletion_removes_custom_objects(api: Api, client: Clien
     await components.start(NamespaceController(client, components.factory,
                                                requeue_seconds=0.1))
     await client.delete(ns_rt, "doomed")
-
-    async def ns_gone() -> bool:
-        try:
-            await client.get(ns_rt, "doomed")
-        except errors.ApiError as e:
-            return e.code == 404
-        return False
-    await eventually(ns_gone)
+    await eventually(lambda: gone(client, ns_rt, "doomed"))
     _, listed = await api.request("GET", f"/apis/{GROUP}/v1/widgets")
     assert listed["items"] == []

@@ -27,6 +27,7 @@ from pinnace.agent.probes import (
 from pinnace.agent.runtime import ContainerConfig, PodSandboxConfig
 from pinnace.agent.runtime.runc import RuncRuntime
 from tests.integration.conftest import eventually
+from tests.ports import free_port
 
 
 class Target:
@@ -145,13 +146,6 @@ async def test_https_probe_does_not_verify(api: Any) -> None:
     # the API server's certificate is signed by a CA the prober does not know
     out = await http_probe(f"{api.url}/healthz", [], 2)
     assert out.result is Result.SUCCESS or out.output.startswith("HTTP probe failed with")
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_tcp_probe() -> None:

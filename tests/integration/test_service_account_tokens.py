@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import base64
 import json
-import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import jwt
 import pytest
 
-from pinnace.cluster import Cluster, ClusterConfig
 from pinnace.controllers.root_ca_publisher import RootCAPublisher
 from pinnace.controllers.serviceaccount_tokens import TokensController
-from tests.integration.conftest import Api, Components, eventually, run_kubectl
+from tests.integration.conftest import Api, Components, eventually, run_kubectl, running_api
 
 SA_PATH = "/api/v1/namespaces/default/serviceaccounts"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -28,16 +25,8 @@ ISSUER = "https://kubernetes.default.svc.cluster.local"
 async def sa_api(tmp_path: Path) -> AsyncIterator[Api]:
     """An API server with the ServiceAccount admission on (and no controllers: the tests
     make the ServiceAccounts they need)."""
-    cluster = Cluster(ClusterConfig(data_dir=tmp_path / "data", port=0, controllers=False,
-                                    scheduler=False, service_account_admission=True))
-    await cluster.start()
-    ctx = ssl.create_default_context(cadata=cluster.server.ca_pem.decode())
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx))
-    try:
-        yield Api(cluster.server, session, cluster)
-    finally:
-        await session.close()
-        await cluster.stop()
+    async with running_api(tmp_path / "data", service_account_admission=True) as api:
+        yield api
 
 
 async def make_sa(api: Api, name: str, **fields: Any) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +107,20 @@ async def table(node_dir: Path, runtime: RuncRuntime) -> AsyncIterator[str]:
         assert f"table ip {name}" not in nft_tables()
 
 
+@pytest.fixture
+def start_proxier(runtime: RuncRuntime, table: str, client: Any,
+                  components: ComponentRunner) -> Callable[..., Awaitable[Proxier]]:
+    """Starts the proxy on the test's table and pod network; keyword arguments go to its
+    ProxySettings (node_name=…)."""
+    async def start(**settings: Any) -> Proxier:
+        proxier = Proxier(client, components.factory, ProxySettings(
+            table=table, bridge=runtime.network.bridge, pod_cidr=runtime.network.pod_cidr,
+            **settings))
+        await components.start(proxier)
+        return proxier
+    return start
+
+
 async def run_nginx(rt: RuncRuntime) -> str:
     sid = await rt.run_pod_sandbox(PodSandboxConfig("uid-svc-web", "web", "default"))
     cid = await rt.create_container(sid, ContainerConfig("main", "nginx:1.19"))
@@ -135,23 +149,37 @@ def endpoint_slice(*pod_ips: str | None, svc: str = "web",
             "endpoints": endpoints}
 
 
-async def test_cluster_ip_and_node_port_serve_the_pod_and_refuse_without_endpoints(
-        runtime: RuncRuntime, table: str, client: Any, components: ComponentRunner
-        ) -> None:
-    pod_ip = await run_nginx(runtime)
-    svc_rt = client.resource("v1", "Service")
+async def serve_web(client: Any, *pod_ips: str | None, nodes: tuple[str, ...] = (),
+                    **spec: Any) -> dict[str, Any]:
+    """Service `web` (port 8080 to the pods' 80, more of its spec in `spec`) and its
+    slice naming `pod_ips`: the created Service."""
+    svc = await client.create(client.resource("v1", "Service"), {
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {**spec, "ports": [{"name": "http", "port": 8080, "targetPort": 80}]}})
+    await client.create(client.resource("discovery.k8s.io/v1", "EndpointSlice"),
+                        endpoint_slice(*pod_ips, nodes=nodes))
+    return svc
+
+
+async def set_endpoints(client: Any, *pod_ips: str | None, svc: str = "web",
+                        nodes: tuple[str, ...] = ()) -> None:
+    """Rewrite the endpoints of `svc`'s slice (none when no `pod_ips`)."""
     es_rt = client.resource("discovery.k8s.io/v1", "EndpointSlice")
+    current = await client.get(es_rt, f"{svc}-test", "default")
+    current["endpoints"] = endpoint_slice(*pod_ips, svc=svc, nodes=nodes)["endpoints"]
+    await client.update(es_rt, current)
+
+
+async def test_cluster_ip_and_node_port_serve_the_pod_and_refuse_without_endpoints(
+        runtime: RuncRuntime, table: str, client: Any,
+        start_proxier: Callable[..., Awaitable[Proxier]]) -> None:
+    pod_ip = await run_nginx(runtime)
     # a random ClusterIP, so a cluster running on this host never has the same one
     cluster_ip = f"10.{random.randint(100, 111)}.{random.randint(0, 255)}.{random.randint(2, 254)}"
-    svc = await client.create(svc_rt, {
-        "metadata": {"name": "web", "namespace": "default"},
-        "spec": {"type": "NodePort", "clusterIP": cluster_ip, "selector": {"app": "web"},
-                 "ports": [{"name": "http", "port": 8080, "targetPort": 80}]}})
+    svc = await serve_web(client, pod_ip, type="NodePort", clusterIP=cluster_ip,
+                          selector={"app": "web"})
     node_port = svc["spec"]["ports"][0]["nodePort"]
-    await client.create(es_rt, endpoint_slice(pod_ip))
-    proxier = Proxier(client, components.factory, ProxySettings(
-        table=table, bridge=runtime.network.bridge, pod_cidr=runtime.network.pod_cidr))
-    await components.start(proxier)
+    proxier = await start_proxier()
 
     assert "nginx" in await get_eventually(cluster_ip, 8080)
     assert "nginx" in await get_eventually("127.0.0.1", node_port)
@@ -159,28 +187,22 @@ async def test_cluster_ip_and_node_port_serve_the_pod_and_refuse_without_endpoin
     assert route_localnet(runtime.network.bridge) == "1"
 
     # the endpoint goes: both addresses refuse at once (a reset, not a timeout)
-    current = await client.get(es_rt, "web-test", "default")
-    current["endpoints"] = []
     syncs = proxier.syncs
-    await client.update(es_rt, current)
+    await set_endpoints(client)
     await eventually(lambda: proxier.syncs > syncs, within=2)
     for host, port in ((cluster_ip, 8080), ("127.0.0.1", node_port)):
         err, took = await asyncio.to_thread(connect_error, host, port)
         assert err == errno.ECONNREFUSED and took < 1, (host, port, err, took)
 
     # and it comes back with the endpoint
-    current = await client.get(es_rt, "web-test", "default")
-    current["endpoints"] = endpoint_slice(pod_ip)["endpoints"]
-    await client.update(es_rt, current)
+    await set_endpoints(client, pod_ip)
     assert "nginx" in await get_eventually("127.0.0.1", node_port, within=5)
 
 
 async def test_a_burst_of_changes_is_one_write_and_services_without_endpoints_reject(
-        runtime: RuncRuntime, table: str, client: Any, components: ComponentRunner
-        ) -> None:
-    proxier = Proxier(client, components.factory, ProxySettings(
-        table=table, bridge=runtime.network.bridge, pod_cidr=runtime.network.pod_cidr))
-    await components.start(proxier)
+        runtime: RuncRuntime, table: str, client: Any,
+        start_proxier: Callable[..., Awaitable[Proxier]]) -> None:
+    proxier = await start_proxier()
     await eventually(lambda: proxier.syncs >= 1, within=5)
     before = proxier.syncs
     svc_rt = client.resource("v1", "Service")
@@ -188,12 +210,8 @@ async def test_a_burst_of_changes_is_one_write_and_services_without_endpoints_re
         "metadata": {"name": f"burst-{i}", "namespace": "default"},
         "spec": {"ports": [{"port": 80 + i}]}}) for i in range(20)))
 
-    def listed() -> str:
-        return subprocess.run(["nft", "list", "table", "ip", table], capture_output=True,
-                              text=True, check=True).stdout
-
     def all_rejected() -> bool:
-        text = listed()
+        text = listed(table)
         return all(f"{s['spec']['clusterIP']} . tcp . {s['spec']['ports'][0]['port']} : "
                    f"goto reject-chain" in text for s in created)
     await eventually(all_rejected, within=5)
@@ -202,25 +220,19 @@ async def test_a_burst_of_changes_is_one_write_and_services_without_endpoints_re
     delete_table(table)
     await client.delete(svc_rt, "burst-0", "default")
     gone = f"{created[0]['spec']['clusterIP']} . tcp . 80 :"
-    await eventually(lambda: f"table ip {table}" in nft_tables() and gone not in listed(),
+    await eventually(lambda: f"table ip {table}" in nft_tables() and gone not in listed(table),
                      within=5)
 
 
 async def test_pods_reach_a_service_and_a_pod_reaches_itself_through_its_own(
-        runtime: RuncRuntime, table: str, client: Any, components: ComponentRunner
-        ) -> None:
+        runtime: RuncRuntime, table: str, client: Any,
+        start_proxier: Callable[..., Awaitable[Proxier]]) -> None:
     server, server_ip = await run_busybox(runtime, "hairpin", "mkdir -p /www && echo "
                                           "hello-from-pod > /www/index.html && "
                                           "exec httpd -f -p 80 -h /www")
     other, _ = await run_busybox(runtime, "client", "exec sleep 3600")
-    svc = await client.create(client.resource("v1", "Service"), {
-        "metadata": {"name": "web", "namespace": "default"},
-        "spec": {"ports": [{"name": "http", "port": 8080, "targetPort": 80}]}})
-    cluster_ip = svc["spec"]["clusterIP"]
-    await client.create(client.resource("discovery.k8s.io/v1", "EndpointSlice"),
-                        endpoint_slice(server_ip))
-    await components.start(Proxier(client, components.factory, ProxySettings(
-        table=table, bridge=runtime.network.bridge, pod_cidr=runtime.network.pod_cidr)))
+    cluster_ip = (await serve_web(client, server_ip))["spec"]["clusterIP"]
+    await start_proxier()
     assert "hello-from-pod" in await get_eventually(cluster_ip, 8080)
     # the server itself (hairpin: masqueraded, so the reply comes back through the host);
     # another pod only with br_netfilter, as in Kubernetes: without it the reply crosses the
@@ -245,20 +257,13 @@ def affinity_sets(table: str) -> dict[str, str]:
 
 
 async def test_a_change_rewrites_only_its_service_and_clients_keep_their_endpoints(
-        runtime: RuncRuntime, table: str, client: Any, components: ComponentRunner
-        ) -> None:
+        runtime: RuncRuntime, table: str, client: Any,
+        start_proxier: Callable[..., Awaitable[Proxier]]) -> None:
     pod_ip = await run_nginx(runtime)
     svc_rt = client.resource("v1", "Service")
-    es_rt = client.resource("discovery.k8s.io/v1", "EndpointSlice")
-    svc = await client.create(svc_rt, {
-        "metadata": {"name": "web", "namespace": "default"},
-        "spec": {"sessionAffinity": "ClientIP",
-                 "ports": [{"name": "http", "port": 8080, "targetPort": 80}]}})
+    svc = await serve_web(client, pod_ip, sessionAffinity="ClientIP")
     cluster_ip = svc["spec"]["clusterIP"]
-    await client.create(es_rt, endpoint_slice(pod_ip))
-    proxier = Proxier(client, components.factory, ProxySettings(
-        table=table, bridge=runtime.network.bridge, pod_cidr=runtime.network.pod_cidr))
-    await components.start(proxier)
+    proxier = await start_proxier()
     assert "nginx" in await get_eventually(cluster_ip, 8080)
     (name, remembered), = affinity_sets(table).items()
     assert "elements = {" in remembered  # this host, as the client
@@ -270,9 +275,7 @@ async def test_a_change_rewrites_only_its_service_and_clients_keep_their_endpoin
     others = await asyncio.gather(*(client.create(svc_rt, {
         "metadata": {"name": f"other-{i}", "namespace": "default"},
         "spec": {"ports": [{"port": 80}]}}) for i in range(5)))
-    current = await client.get(es_rt, "web-test", "default")
-    current["endpoints"] = endpoint_slice(pod_ip, spare)["endpoints"]
-    await client.update(es_rt, current)
+    await set_endpoints(client, pod_ip, spare)
     await eventually(lambda: f"dnat to {spare}:80" in listed(table) and all(
         f"{o['spec']['clusterIP']} . tcp . 80 : goto reject-chain" in listed(table)
         for o in others), within=5)
@@ -284,8 +287,8 @@ async def test_a_change_rewrites_only_its_service_and_clients_keep_their_endpoin
 
 
 async def test_load_balancer_addresses_and_external_ips_answer_like_the_cluster_ip(
-        runtime: RuncRuntime, table: str, client: Any, components: ComponentRunner
-        ) -> None:
+        runtime: RuncRuntime, table: str, client: Any,
+        start_proxier: Callable[..., Awaitable[Proxier]]) -> None:
     pod_ip = await run_nginx(runtime)
     svc_rt = client.resource("v1", "Service")
     es_rt = client.resource("discovery.k8s.io/v1", "EndpointSlice")
@@ -304,9 +307,7 @@ async def test_load_balancer_addresses_and_external_ips_answer_like_the_cluster_
         svc["status"] = {"loadBalancer": {"ingress": [{"ip": ip}]}}
         await client.update_status(svc_rt, svc)
         await client.create(es_rt, endpoint_slice(pod_ip, svc=svc["metadata"]["name"]))
-    proxier = Proxier(client, components.factory, ProxySettings(
-        table=table, bridge=runtime.network.bridge, pod_cidr=runtime.network.pod_cidr))
-    await components.start(proxier)
+    await start_proxier()
 
     # two LoadBalancers on port 80, and an external IP, all answer from the host
     for host in (lb_a, lb_b, external):
@@ -315,9 +316,7 @@ async def test_load_balancer_addresses_and_external_ips_answer_like_the_cluster_
     err, took = await asyncio.to_thread(connect_error, a["spec"]["clusterIP"], 81)
     assert err == errno.ECONNREFUSED and took < 1, (err, took)
     # without endpoints, lb-b's addresses refuse at once; lb-a's still answers
-    current = await client.get(es_rt, "lb-b-test", "default")
-    current["endpoints"] = []
-    await client.update(es_rt, current)
+    await set_endpoints(client, svc="lb-b")
     await eventually(lambda: f"{lb_b} . tcp . 80 : goto reject-chain" in listed(table),
                      within=5)
     for host in (lb_b, external):
@@ -363,28 +362,20 @@ def get_from(ns: str, url: str) -> str:
 
 
 async def test_external_traffic_policy_local_keeps_the_client_address_on_local_endpoints(
-        runtime: RuncRuntime, table: str, client: Any, components: ComponentRunner
-        ) -> None:
+        runtime: RuncRuntime, table: str, client: Any,
+        start_proxier: Callable[..., Awaitable[Proxier]]) -> None:
     # a server that answers with the client address it sees
     _, pod_ip = await run_busybox(
         runtime, "whoami", "mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho "
         "Content-Type: text/plain\\necho\\necho $REMOTE_ADDR\\n' > /www/cgi-bin/ip && "
         "chmod +x /www/cgi-bin/ip && exec httpd -f -p 80 -h /www")
-    svc_rt = client.resource("v1", "Service")
-    es_rt = client.resource("discovery.k8s.io/v1", "EndpointSlice")
-    svc = await client.create(svc_rt, {
-        "metadata": {"name": "web", "namespace": "default"},
-        "spec": {"type": "NodePort", "externalTrafficPolicy": "Local",
-                 "ports": [{"name": "http", "port": 8080, "targetPort": 80}]}})
-    node_port = svc["spec"]["ports"][0]["nodePort"]
     # the pod on this node, and an endpoint on another node (an address nobody has: a
     # connection sent there would time out)
     spare = str(ipaddress.ip_network(runtime.network.pod_cidr)[250])
-    await client.create(es_rt, endpoint_slice(pod_ip, spare, nodes=("node-a", "node-b")))
-    proxier = Proxier(client, components.factory, ProxySettings(
-        table=table, bridge=runtime.network.bridge, pod_cidr=runtime.network.pod_cidr,
-        node_name="node-a"))
-    await components.start(proxier)
+    svc = await serve_web(client, pod_ip, spare, nodes=("node-a", "node-b"), type="NodePort",
+                          externalTrafficPolicy="Local")
+    node_port = svc["spec"]["ports"][0]["nodePort"]
+    await start_proxier(node_name="node-a")
     await eventually(lambda: f"tcp . {node_port} : goto ext-" in listed(table), within=5)
 
     with outside_client() as (ns, host_ip):
@@ -395,39 +386,26 @@ async def test_external_traffic_policy_local_keeps_the_client_address_on_local_e
                 .removesuffix("]") for _ in range(8)}
         assert seen == {client_ip}, seen  # only the local pod, and it sees the client
         # no endpoint on this node: the NodePort drops (no reset: another node may serve)
-        current = await client.get(es_rt, "web-test", "default")
-        current["endpoints"] = endpoint_slice(pod_ip, spare,
-                                              nodes=("node-b", "node-b"))["endpoints"]
-        await client.update(es_rt, current)
+        await set_endpoints(client, pod_ip, spare, nodes=("node-b", "node-b"))
         await eventually(lambda: f"tcp . {node_port} : drop" in listed(table), within=5)
         assert await asyncio.to_thread(get_from, ns, url) == "timeout"
 
 
 async def test_internal_traffic_policy_local_sends_cluster_ip_traffic_to_local_endpoints(
-        runtime: RuncRuntime, table: str, client: Any, components: ComponentRunner
-        ) -> None:
+        runtime: RuncRuntime, table: str, client: Any,
+        start_proxier: Callable[..., Awaitable[Proxier]]) -> None:
     pod_ip = await run_nginx(runtime)
-    svc_rt = client.resource("v1", "Service")
-    es_rt = client.resource("discovery.k8s.io/v1", "EndpointSlice")
-    svc = await client.create(svc_rt, {
-        "metadata": {"name": "web", "namespace": "default"},
-        "spec": {"internalTrafficPolicy": "Local",
-                 "ports": [{"name": "http", "port": 8080, "targetPort": 80}]}})
-    cluster_ip = svc["spec"]["clusterIP"]
     # the pod on this node, and an endpoint on another (an address nobody has)
     spare = str(ipaddress.ip_network(runtime.network.pod_cidr)[250])
-    await client.create(es_rt, endpoint_slice(pod_ip, spare, nodes=("node-a", "node-b")))
-    await components.start(Proxier(client, components.factory, ProxySettings(
-        table=table, bridge=runtime.network.bridge, pod_cidr=runtime.network.pod_cidr,
-        node_name="node-a")))
+    svc = await serve_web(client, pod_ip, spare, nodes=("node-a", "node-b"),
+                          internalTrafficPolicy="Local")
+    cluster_ip = svc["spec"]["clusterIP"]
+    await start_proxier(node_name="node-a")
     assert "nginx" in await get_eventually(cluster_ip, 8080)
     for _ in range(8):  # never the other node's endpoint
         assert "nginx" in await asyncio.to_thread(get, cluster_ip, 8080)
     # none on this node: dropped (not refused: the Service has endpoints, elsewhere)
-    current = await client.get(es_rt, "web-test", "default")
-    current["endpoints"] = endpoint_slice(pod_ip, spare, nodes=("node-b", "node-b"))[
-        "endpoints"]
-    await client.update(es_rt, current)
+    await set_endpoints(client, pod_ip, spare, nodes=("node-b", "node-b"))
     await eventually(lambda: f"{cluster_ip} . tcp . 8080 : drop" in listed(table), within=5)
     err, _ = await asyncio.to_thread(connect_error, cluster_ip, 8080, 1.5)
     assert err == -1  # timed out

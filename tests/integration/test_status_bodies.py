@@ -17,6 +17,9 @@ async def raw(api: Api, method: str, path: str, body: object | None = None) -> t
         return resp.status, (await resp.read()).decode()
 
 
+# how every failure body starts (kind, apiVersion, the empty metadata, status)
+FAILURE = '{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
+
 SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "mock-2"},
            "spec": {"ports": [{"port": 80, "targetPort": 80}]}}
 
@@ -26,18 +29,18 @@ async def test_already_exists_is_kube_apiservers_body(api: Api) -> None:
     assert (await raw(api, "POST", path, SERVICE))[0] == 201
     code, body = await raw(api, "POST", path, SERVICE)
     assert code == 409
-    assert body == ('{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
-                    '"message":"services \\"mock-2\\" already exists","reason":"AlreadyExists",'
-                    '"details":{"name":"mock-2","kind":"services"},"code":409}\n')
+    assert body == FAILURE + (
+        '"message":"services \\"mock-2\\" already exists","reason":"AlreadyExists",'
+        '"details":{"name":"mock-2","kind":"services"},"code":409}\n')
 
 
 async def test_not_found_with_group(api: Api) -> None:
     code, body = await raw(api, "GET", "/apis/apps/v1/namespaces/default/deployments/web")
     assert code == 404
-    assert body == ('{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
-                    '"message":"deployments.apps \\"web\\" not found","reason":"NotFound",'
-                    '"details":{"name":"web","group":"apps","kind":"deployments"},'
-                    '"code":404}\n')
+    assert body == FAILURE + (
+        '"message":"deployments.apps \\"web\\" not found","reason":"NotFound",'
+        '"details":{"name":"web","group":"apps","kind":"deployments"},'
+        '"code":404}\n')
 
 
 async def test_unserved_path_has_empty_details(api: Api) -> None:
@@ -45,15 +48,15 @@ async def test_unserved_path_has_empty_details(api: Api) -> None:
     # (NewBadRequest) has none
     code, body = await raw(api, "GET", "/api/v1/namespaces/default/nothings")
     assert code == 404
-    assert body == ('{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
-                    '"message":"the server could not find the requested resource",'
-                    '"reason":"NotFound","details":{},"code":404}\n')
+    assert body == FAILURE + (
+        '"message":"the server could not find the requested resource",'
+        '"reason":"NotFound","details":{},"code":404}\n')
     code, body = await raw(api, "POST", "/api/v1/namespaces/default/configmaps"
                            "?fieldValidation=bogus", {"metadata": {"name": "c"}})
     assert code == 400
-    assert body == ('{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
-                    '"message":"fieldValidation bogus is invalid, valid values are: Ignore, '
-                    'Warn, Strict","reason":"BadRequest","code":400}\n')
+    assert body == FAILURE + (
+        '"message":"fieldValidation bogus is invalid, valid values are: Ignore, '
+        'Warn, Strict","reason":"BadRequest","code":400}\n')
 
 
 async def test_invalid_lists_causes_in_go_order(api: Api) -> None:
@@ -61,8 +64,7 @@ async def test_invalid_lists_causes_in_go_order(api: Api) -> None:
     code, body = await raw(api, "POST", "/api/v1/namespaces/default/configmaps", cm)
     assert code == 422
     # causes: reason, message, field; details before code
-    assert body.startswith('{"kind":"Status","apiVersion":"v1","metadata":{},'
-                           '"status":"Failure","message":"ConfigMap \\"Bad_Name\\" is invalid: ')
+    assert body.startswith(FAILURE + '"message":"ConfigMap \\"Bad_Name\\" is invalid: ')
     assert ',"reason":"Invalid","details":{"name":"Bad_Name","kind":"ConfigMap","causes":' \
            '[{"reason":"FieldValueInvalid","message":' in body
     assert body.endswith('"field":"metadata.name"}]},"code":422}\n')

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 from aiohttp import web
 
 from pinnace.apiserver import discovery, openapi, pki
+from tests.ports import free_port
 
 KUBECTL = "/usr/bin/kubectl"
 pytestmark = pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl not installed")
@@ -114,9 +114,7 @@ async def serving(tmp_path: Path, *, aggregated: bool = True, seen: list[str] | 
                                 seen=seen if seen is not None else [],
                                 pods=pods if pods is not None else {}))
     await runner.setup()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=bundle.ssl_context())
     await site.start()
     config = tmp_path / "kubeconfig"

@@ -446,12 +446,12 @@ class SqliteStore(StoreLifecycle):
 
     async def close(self) -> None:
         """Stop compaction, end every watch, close the file."""
-        if self._pending is not None and not self._closed:
+        if self._pending is not None:
             self._commit()  # what was written is acknowledged, not dropped
+        # no await between that commit and _stop() marking the store closed: no batch
+        # can open in between, nor after (every write checks that the store is open)
         if not await self._stop():
             return
-        if self._pending is not None:  # a batch begun while the compaction stopped
-            self._commit()
         for w in self._watchers:
             w.queue.put_nowait(None)
         self._db.close()
